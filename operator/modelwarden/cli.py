@@ -1,0 +1,48 @@
+"""The `modelwarden` command line.
+
+Each subcommand lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``.
+Only the chosen subcommand's module is imported, so `modelwarden serve` never pays for kopf and
+`modelwarden crds` never pays for scikit-learn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Add a line here to add a subcommand.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("modelwarden.controller.run", "run the operator (kopf) against the current cluster"),
+    "crds": ("modelwarden.api.crds_cli", "print, write or check the CRDs generated from the typed API"),
+    "demo": ("modelwarden.sandbox.demo", "run the embedded sandbox scenario on this machine"),
+}
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelwarden", description=__doc__.splitlines()[0])
+    from modelwarden import __version__
+
+    parser.add_argument("--version", action="version", version=f"modelwarden {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module_name).configure(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Test tiers and shared fixtures.
+
+Tiers follow the directory a test lives in (tests/unit, tests/component, tests/integration,
+tests/cluster) and become pytest markers, so `pytest -m unit` runs only pure tests.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+TIERS = ("unit", "component", "integration", "cluster")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--kube-config", default=None, help="kubeconfig of a real cluster for the cluster tier")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kube_config = config.getoption("--kube-config")
+    for item in items:
+        parts = pathlib.Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        tier = parts[0] if parts and parts[0] in TIERS else None
+        if tier:
+            item.add_marker(getattr(pytest.mark, tier))
+        if tier == "cluster" and not kube_config:
+            item.add_marker(pytest.mark.skip(reason="cluster tier needs --kube-config"))
+
+
+def require_binary(name: str) -> str:
+    """The path of a Debian-installed binary; missing is a failure in CI and a skip elsewhere."""
+    path = shutil.which(name) or (f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None)
+    if path:
+        return path
+    message = f"{name} is not installed (make test installs it from Debian)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def prometheus():
+    """One real Prometheus for the session: free loopback port, temp data dir, 1 s scrapes."""
+    from modelwarden.sandbox.prometheus import PrometheusServer
+
+    require_binary("prometheus")
+    server = PrometheusServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def prometheus_factory(tmp_path):
+    """Fresh Prometheus servers (e.g. with backfilled history), each stopped at teardown."""
+    from modelwarden.sandbox.prometheus import PrometheusServer
+
+    require_binary("prometheus")
+    require_binary("promtool")
+    started: list[PrometheusServer] = []
+
+    def make(backfill: str | None = None, **kwargs) -> PrometheusServer:
+        server = PrometheusServer(workdir=tmp_path / f"prometheus-{len(started)}", **kwargs)
+        if backfill is not None:
+            server.backfill(backfill)
+        server.start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.cleanup()

@@ -1,0 +1,100 @@
+"""Types shared by both custom resources."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+# A Kubernetes object name (DNS-1123 subdomain, as used for ConfigMaps, Secrets and our resources).
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A label value: model names and versions become Prometheus/Kubernetes label values.
+LABEL_VALUE_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+
+class ApiModel(BaseModel):
+    """Base for every spec/status part: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_default=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict as it appears in a manifest (camelCase, no unset optionals)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def cel_rules(*rules: tuple[str, str, str]) -> ConfigDict:
+    """CEL rules as (rule, message, fieldPath) triples; the message always names the field."""
+    return ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": rule, "message": message, **({"fieldPath": path} if path else {})}
+                for rule, message, path in rules
+            ]
+        }
+    )
+
+
+class Track(str, Enum):
+    """A serving track of a ModelDeployment."""
+
+    STABLE = "stable"
+    CANARY = "canary"
+    SHADOW = "shadow"
+
+
+class ConditionStatus(str, Enum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(ApiModel):
+    """A standard Kubernetes condition, usable with `kubectl wait --for=condition=TYPE`."""
+
+    type: str = Field(max_length=316)
+    """The condition's type, e.g. Ready."""
+    status: ConditionStatus
+    """True, False or Unknown."""
+    reason: str = Field(default="", max_length=1024)
+    """A CamelCase reason for the last transition."""
+    message: str = Field(default="", max_length=32768)
+    """A human-readable explanation."""
+    last_transition_time: datetime | None = None
+    """When the status last changed."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The spec generation this condition was computed from."""
+
+
+class SecretKeyRef(ApiModel):
+    """A key in a Secret in the resource's namespace (secrets are never given inline)."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=253)
+    """The Secret's name."""
+    key: str = Field(min_length=1, max_length=253)
+    """The key within the Secret's data."""
+
+
+class ConfigMapKeyRef(ApiModel):
+    """A key in a ConfigMap in the resource's namespace."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=253)
+    """The ConfigMap's name."""
+    key: str = Field(default="profile.json", min_length=1, max_length=253)
+    """The key within the ConfigMap's data."""
+
+
+# A core/v1 PodTemplateSpec kept as given: the only part of our API that preserves unknown
+# fields, because the API server validates it for real when it lands in a child Deployment/Job.
+PodTemplateSpec = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+]

@@ -1,0 +1,44 @@
+"""Kubernetes-style durations ("30s", "10m", "1h30m", "7d"), parsed once into timedelta."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# One or more <number><unit> groups, largest first is not enforced ("90s" and "1m30s" both read well).
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(value: object) -> timedelta:
+    """Accept a duration string (or a timedelta); reject anything else with the expected format."""
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(f"invalid duration {value!r}: expected e.g. '30s', '10m', '1h30m', '7d'")
+    return timedelta(seconds=sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(value)))
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact string for a duration: 90s -> '1m30s', 86400s -> '1d'."""
+    total_ms = round(value.total_seconds() * 1000)
+    if total_ms == 0:
+        return "0s"
+    parts = []
+    for unit, ms in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, total_ms = divmod(total_ms, ms)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
+]

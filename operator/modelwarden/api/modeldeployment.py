@@ -1,0 +1,286 @@
+"""The ModelDeployment custom resource: what runs and who gets traffic."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from modelwarden.api.common import (
+    LABEL_VALUE_PATTERN,
+    ApiModel,
+    Condition,
+    PodTemplateSpec,
+    cel_rules,
+)
+from modelwarden.api.duration import Duration
+
+
+class TrackSpec(ApiModel):
+    """What one track serves."""
+
+    version: str = Field(min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN)
+    """The model version served by this track; becomes the `version` label on every metric."""
+    model_uri: str = Field(min_length=1, max_length=2048)
+    """Where the model artifact lives (passed to the server as MODEL_URI)."""
+    replicas: int = Field(default=1, ge=0, le=1000)
+    """Pods for this track."""
+
+
+class StableTrack(TrackSpec):
+    """The track that serves users by default."""
+
+
+class CanaryStep(ApiModel):
+    """One step of a progressive canary: hold `weight` percent of traffic for `pause`."""
+
+    weight: int = Field(ge=1, le=100)
+    """Percent of traffic sent to the canary during this step."""
+    pause: Duration = timedelta(minutes=5)
+    """How long the step lasts (with passing gating policies) before the next one."""
+
+
+class CanaryTrack(TrackSpec):
+    """A candidate version: a progressive rollout (`steps`) or a fixed A/B split (`weight`)."""
+
+    model_config = cel_rules(
+        (
+            "has(self.weight) != has(self.steps)",
+            "spec.canary: set exactly one of weight (fixed A/B split) or steps (progressive rollout)",
+            "",
+        ),
+        (
+            "!has(self.steps) || self.steps.map(s, s.weight).isSorted()"
+            " && self.steps.all(s, self.steps.filter(t, t.weight == s.weight).size() == 1)",
+            "spec.canary.steps: weights must be strictly increasing",
+            ".steps",
+        ),
+    )
+
+    weight: int | None = Field(default=None, ge=0, le=100)
+    """Fixed percent of traffic for an A/B split; never promotes automatically."""
+    steps: list[CanaryStep] | None = Field(default=None, min_length=1, max_length=20)
+    """Progressive rollout: weights strictly increasing; after the last step the canary is promoted."""
+
+
+class ShadowTrack(TrackSpec):
+    """A version that receives a mirrored copy of traffic; its answers never reach users."""
+
+    mirror_percent: int = Field(default=100, ge=0, le=100)
+    """Percent of requests mirrored to the shadow."""
+
+
+class RouterKind(str, Enum):
+    """How traffic weights and mirroring are applied."""
+
+    GATEWAYAPI = "gatewayapi"
+    ISTIO = "istio"
+    REPLICAS = "replicas"
+
+
+class ParentRef(ApiModel):
+    """A Gateway API parentRef (a Gateway, or a Service for mesh routing)."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Name of the parent (usually a Gateway)."""
+    namespace: str | None = Field(default=None, max_length=63)
+    """Namespace of the parent; defaults to the ModelDeployment's namespace."""
+    section_name: str | None = Field(default=None, max_length=253)
+    """A listener name on the Gateway."""
+    group: str | None = Field(default=None, max_length=253)
+    """API group of the parent (default gateway.networking.k8s.io)."""
+    kind: str | None = Field(default=None, max_length=63)
+    """Kind of the parent (default Gateway)."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Port on the parent."""
+
+
+class GatewayApiRouting(ApiModel):
+    """Settings for the Gateway API HTTPRoute router."""
+
+    parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
+    """Gateways (or mesh Services) the HTTPRoute attaches to."""
+    hostnames: list[str] = Field(default_factory=list, max_length=16)
+    """Hostnames the route answers for."""
+    path_prefix: str = Field(default="/", pattern=r"^/.*$", max_length=1024)
+    """Path prefix matched by the route."""
+
+
+class IstioRouting(ApiModel):
+    """Settings for the Istio VirtualService router."""
+
+    hosts: list[str] = Field(default_factory=list, max_length=16)
+    """Hosts of the VirtualService; defaults to the model's front Service."""
+    gateways: list[str] = Field(default_factory=list, max_length=16)
+    """Istio gateways; empty means the mesh only."""
+
+
+class TrafficSpec(ApiModel):
+    """Which router applies weights and mirroring."""
+
+    model_config = cel_rules(
+        (
+            "self.router != 'gatewayapi' || has(self.gatewayapi)",
+            "spec.traffic.gatewayapi is required when spec.traffic.router is gatewayapi",
+            ".gatewayapi",
+        ),
+    )
+
+    router: RouterKind = RouterKind.REPLICAS
+    """gatewayapi (HTTPRoute), istio (VirtualService) or replicas (no mesh: weight by replica ratio)."""
+    gatewayapi: GatewayApiRouting | None = None
+    """HTTPRoute settings (router gatewayapi)."""
+    istio: IstioRouting | None = None
+    """VirtualService settings (router istio)."""
+
+
+class ModelDeploymentSpec(ApiModel):
+    """Desired state of a model's serving tracks and traffic."""
+
+    model_config = cel_rules(
+        (
+            "!has(self.canary) || self.canary.version != self.stable.version",
+            "spec.canary.version must differ from spec.stable.version",
+            ".canary.version",
+        ),
+        (
+            "!has(self.shadow) || self.shadow.version != self.stable.version",
+            "spec.shadow.version must differ from spec.stable.version",
+            ".shadow.version",
+        ),
+        (
+            "!has(self.shadow) || !has(self.canary) || self.shadow.version != self.canary.version",
+            "spec.shadow.version must differ from spec.canary.version",
+            ".shadow.version",
+        ),
+    )
+
+    model: str = Field(min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN)
+    """Logical model name; the `model` label on every metric."""
+    template: PodTemplateSpec | None = None
+    """Pod template shared by all tracks (its first container runs the model server). Defaults to the operator's image running `modelwarden serve`."""
+    port: int = Field(default=8080, ge=1, le=65535)
+    """Container port the model server listens on."""
+    stable: StableTrack
+    """The stable track."""
+    canary: CanaryTrack | None = None
+    """An optional canary track."""
+    shadow: ShadowTrack | None = None
+    """An optional shadow track."""
+    traffic: TrafficSpec = Field(default_factory=TrafficSpec)
+    """Traffic routing."""
+    revision_history_limit: int = Field(default=10, ge=1, le=100)
+    """How many past stable versions status.history keeps."""
+
+
+class ModelDeploymentPhase(str, Enum):
+    """The lifecycle phase of a ModelDeployment."""
+
+    PENDING = "Pending"  # means: children are being created; nothing ready yet
+    STABLE = "Stable"  # means: only the stable track serves users (a shadow may mirror)
+    PROGRESSING = "Progressing"  # means: a canary takes part of the traffic and advances by steps
+    PROMOTING = "Promoting"  # means: the canary passed every step and becomes the stable track
+    ROLLED_BACK = "RolledBack"  # means: a canary was aborted or stable reverted after failing policies
+    DEGRADED = "Degraded"  # means: a track is not ready (fewer ready replicas than desired)
+    FAILED = "Failed"  # means: the spec cannot be applied (InvalidSpec condition says why)
+
+
+class Weights(ApiModel):
+    """Traffic split as applied by the router."""
+
+    stable: int = Field(default=100, ge=0, le=100)
+    """Percent of traffic on the stable track."""
+    canary: int = Field(default=0, ge=0, le=100)
+    """Percent of traffic on the canary track."""
+    mirror: int = Field(default=0, ge=0, le=100)
+    """Percent of requests mirrored to the shadow."""
+
+
+class TrackStatus(ApiModel):
+    """What one track actually serves."""
+
+    version: str
+    """Version served."""
+    model_uri: str | None = None
+    """Artifact served."""
+    replicas: int = 0
+    """Desired replicas."""
+    ready_replicas: int = 0
+    """Ready replicas, read from the child Deployment."""
+    ready: bool = False
+    """All desired replicas are ready."""
+
+
+class HistoryEntry(ApiModel):
+    """A version that served as stable."""
+
+    version: str
+    """The version."""
+    model_uri: str
+    """The artifact."""
+    promoted_at: datetime | None = None
+    """When it became stable."""
+    retired_at: datetime | None = None
+    """When it stopped being stable."""
+    reason: str = ""
+    """Why it became stable or was retired (Initial, Promoted, RolledBack)."""
+
+
+class RollbackStatus(ApiModel):
+    """A rollback recorded in status (the user's spec is never written)."""
+
+    track: str
+    """canary (aborted) or stable (reverted)."""
+    from_version: str
+    """The version that was rolled back."""
+    to_version: str
+    """The version serving after the rollback."""
+    reason: str
+    """The failing policies and checks."""
+    at: datetime
+    """When the rollback happened."""
+    generation: int = 0
+    """The spec generation it applies to; a new generation starts over."""
+
+
+class ModelDeploymentStatus(ApiModel):
+    """Observed state, written by the operator only when it changes."""
+
+    phase: ModelDeploymentPhase = ModelDeploymentPhase.PENDING
+    """Lifecycle phase."""
+    observed_generation: int | None = None
+    """The spec generation last acted on."""
+    weights: Weights = Field(default_factory=Weights)
+    """Traffic split as applied."""
+    stable: TrackStatus | None = None
+    """The stable track as served (differs from spec after a promotion or rollback)."""
+    canary: TrackStatus | None = None
+    """The canary track as served."""
+    shadow: TrackStatus | None = None
+    """The shadow track as served."""
+    canary_step: int | None = Field(default=None, ge=0)
+    """Index of the current canary step."""
+    step_started_at: datetime | None = None
+    """When the current canary step started (pauses count from here)."""
+    rollback: RollbackStatus | None = None
+    """The last rollback, if any, for the current generation."""
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=100)
+    """Past stable versions, newest last, bounded by spec.revisionHistoryLimit."""
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    """Ready, Progressing, Promoted, RolledBack, TrafficReady, InvalidSpec."""
+    message: str = ""
+    """A one-line human summary."""
+
+
+class ModelDeployment(ApiModel):
+    """A model served by stable, canary and shadow tracks with managed traffic."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: str = "modelwarden.io/v1alpha1"
+    kind: str = "ModelDeployment"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None

@@ -113,14 +113,14 @@ class DriftSpec(ApiModel):
 
     features: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=10000)
     """Feature names to test; "*" means every feature the model exports."""
-    method: DriftMethod = DriftMethod.PSI
-    """psi, ks, chi2, jensenshannon, wasserstein or hellinger."""
+    method: DriftMethod = DriftMethod.KS
+    """ks (default: detects small shifts among many features, see docs/statistics.md), chi2, psi, jensenshannon, wasserstein or hellinger."""
     threshold: float | None = Field(default=None, ge=0)
-    """For psi/jensenshannon/wasserstein/hellinger: a feature drifts when the distance exceeds it (defaults 0.25/0.1/0.1/0.1). For ks/chi2: the significance level alpha (default 0.05)."""
+    """For psi/jensenshannon/wasserstein/hellinger: a feature drifts when the distance reaches it (defaults 0.25/0.1/0.1/0.1). For ks/chi2: the significance level alpha of the corrected p-values (default 0.01)."""
     correction: Correction = Correction.FDR
     """Multiple-testing correction for p-value methods."""
-    drift_share: float = Field(default=0.5, gt=0, le=1)
-    """The dataset drifts when at least this share of tested features drift."""
+    drift_share: float | None = Field(default=None, gt=0, le=1)
+    """The dataset drifts when at least this share of tested features drift; unset means any single drifted feature."""
     predictions: bool = True
     """Also test the prediction distribution (a drifted prediction fails the check on its own)."""
 

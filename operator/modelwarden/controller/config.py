@@ -1,0 +1,32 @@
+"""Operator-wide configuration, from command-line flags and environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """What `modelwarden run` was told; handlers read it from kopf's memo."""
+
+    namespaces: tuple[str, ...] = ()
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL
+    peering_name: str | None = None
+    liveness_endpoint: str | None = None
+    metrics_port: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+    @property
+    def standalone(self) -> bool:
+        return self.peering_name is None
+
+
+def env_list(name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in os.environ.get(name, "").split(",") if part.strip())

@@ -1,0 +1,72 @@
+"""kopf registrations. Handlers stay thin: parse -> decide (pure) -> act -> write status if changed."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from modelwarden import GROUP, VERSION
+from modelwarden.api.driftpolicy import DriftPolicySpec
+from modelwarden.api.modeldeployment import ModelDeploymentSpec
+from modelwarden.controller.config import OperatorConfig
+from modelwarden.controller.status import spec_status_patch
+
+MODELDEPLOYMENTS = (GROUP, VERSION, "modeldeployments")
+DRIFTPOLICIES = (GROUP, VERSION, "driftpolicies")
+
+
+class Memo(kopf.Memo):
+    """Operator-wide state shared by handlers (kopf copies it per resource object)."""
+
+    config: OperatorConfig
+
+
+@kopf.on.startup()
+def configure_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Our CRDs have structural schemas with no room for kopf's own status fields, so kopf keeps its
+    # progress and diff-base in annotations under our prefix.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.posting.level = 20  # INFO and above become Kubernetes Events
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+
+@kopf.on.probe(id="now")
+def liveness_time(**_: Any) -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def _validate(
+    model: type, failed_phase: str, spec: Any, status: Any, generation: int | None, patch: kopf.Patch
+) -> None:
+    """Record the spec's validity in status; an invalid spec is a permanent error, not a retry."""
+    try:
+        model.model_validate(dict(spec))
+        error = None
+    except ValidationError as exc:
+        error = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    changes = spec_status_patch(dict(status or {}), generation, error, now, failed_phase)
+    if changes:
+        patch.status.update(changes)
+    if error:
+        raise kopf.PermanentError(f"invalid spec: {error}")
+
+
+@kopf.on.resume(*MODELDEPLOYMENTS)
+@kopf.on.create(*MODELDEPLOYMENTS)
+@kopf.on.update(*MODELDEPLOYMENTS, field="spec")
+def modeldeployment_spec(spec: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
+    _validate(ModelDeploymentSpec, "Failed", spec, status, meta.get("generation"), patch)
+
+
+@kopf.on.resume(*DRIFTPOLICIES)
+@kopf.on.create(*DRIFTPOLICIES)
+@kopf.on.update(*DRIFTPOLICIES, field="spec")
+def driftpolicy_spec(spec: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
+    _validate(DriftPolicySpec, "Error", spec, status, meta.get("generation"), patch)

@@ -1,0 +1,61 @@
+"""`modelwarden run`: start the operator (kopf) with the package's handlers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from modelwarden.controller.config import DEFAULT_PROMETHEUS_URL, OperatorConfig, env_list
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", dest="namespaces", default=None,
+        help="watch this namespace (repeatable; globs like 'ml-*' allowed). Env: WATCH_NAMESPACES=a,b",
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)")
+    parser.add_argument(
+        "--prometheus-url", default=os.environ.get("MODELWARDEN_PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL),
+        help="default Prometheus-API URL for DriftPolicies without spec.prometheus (env MODELWARDEN_PROMETHEUS_URL)",
+    )
+    parser.add_argument(
+        "--peering", default=os.environ.get("MODELWARDEN_PEERING") or None, metavar="NAME",
+        help="run with kopf peering under this name for HA (one active replica); default: standalone",
+    )
+    parser.add_argument(
+        "--liveness", default=os.environ.get("MODELWARDEN_LIVENESS", "http://0.0.0.0:8081/healthz"),
+        help="liveness endpoint URL to serve ('off' to disable)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+
+
+def build_config(args: argparse.Namespace) -> OperatorConfig:
+    namespaces = () if args.all_namespaces else tuple(args.namespaces or env_list("WATCH_NAMESPACES"))
+    return OperatorConfig(
+        namespaces=namespaces,
+        prometheus_url=args.prometheus_url,
+        peering_name=args.peering,
+        liveness_endpoint=None if args.liveness == "off" else args.liveness,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from modelwarden.controller import handlers  # registers the handlers with kopf
+
+    config = build_config(args)
+    kopf.configure(verbose=args.verbose, quiet=args.quiet)
+    logging.getLogger("modelwarden").info("starting: %s", config)
+    kopf.run(
+        standalone=config.standalone,
+        peering_name=config.peering_name,
+        clusterwide=config.clusterwide,
+        namespaces=config.namespaces,
+        liveness_endpoint=config.liveness_endpoint,
+        memo=handlers.Memo(config=config),
+    )
+    return 0

@@ -78,3 +78,47 @@ def prometheus_factory(tmp_path):
     yield make
     for server in started:
         server.cleanup()
+
+
+@pytest.fixture
+def api_server(tmp_path):
+    """A fresh API emulator (kmock + API-server semantics) with our CRDs and the built-in kinds."""
+    from modelwarden.sandbox.apiserver import EmulatedApiServer
+
+    server = EmulatedApiServer(crd_dir=ROOT / "crds").start()
+    server.kubeconfig_path = server.write_kubeconfig(tmp_path / "kubeconfig")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def kube(api_server):
+    """A tiny REST client for the emulator (tests never import the kubernetes package)."""
+    from tests.kubeclient import KubeClient
+
+    return KubeClient(api_server.url)
+
+
+@pytest.fixture
+def operator_factory(api_server, tmp_path):
+    """Start real `modelwarden run` processes against the emulator; all are stopped at teardown."""
+    from tests.processes import OperatorProcess
+
+    started: list[OperatorProcess] = []
+
+    def start(*extra_args: str, env: dict[str, str] | None = None) -> OperatorProcess:
+        process = OperatorProcess(
+            kubeconfig=api_server.kubeconfig_path,
+            log_path=tmp_path / f"operator-{len(started)}.log",
+            extra_args=extra_args,
+            env=env or {},
+        )
+        process.start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

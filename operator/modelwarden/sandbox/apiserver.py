@@ -36,9 +36,27 @@ import attrs
 import jsonpatch
 import kmock
 import yaml
-from kmock._internal import apps, dicts, enums, k8s, rendering
+from kmock._internal import apps, dicts, enums, k8s, parsing, rendering
 
 STATUS_SUBRESOURCE = "status"
+NAMESPACES = kmock.resource("", "v1", "namespaces")
+_NAMESPACE_SUBRESOURCES = {"status", "finalize"}
+_kmock_parse_path = parsing.parse_path
+
+
+def _parse_path(path: str) -> parsing.ParsedPath:
+    """kmock reads /api/v1/namespaces[/NAME[/status]] as a namespace prefix with nothing after it."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and (
+        len(parts) <= 4 or (len(parts) == 5 and parts[4] in _NAMESPACE_SUBRESOURCES)
+    ):
+        name = parts[3] if len(parts) > 3 else None
+        subresource = parts[4] if len(parts) > 4 else None
+        return parsing.ParsedPath("", "v1", "namespaces", None, name, subresource)
+    return _kmock_parse_path(path)
+
+
+parsing.parse_path = _parse_path  # kmock looks it up at call time; the fix is needed for kopf's namespace scans
 
 
 def _now() -> str:
@@ -110,6 +128,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             return await super()._handle(request)
         if request.action == enums.action.CREATE and isinstance(request.data, dict):
             self._fill_new_metadata(request.data, request.namespace)
+            await self.ensure_namespace(request.data["metadata"].get("namespace"))
             return await super()._handle(request)
         if request.action == enums.action.UPDATE and request.name is not None:
             return await self._update(request)
@@ -131,6 +150,19 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             if marks_only:
                 return await apps.RawHandler._handle(self, request)
         return await super()._handle(request)
+
+    async def ensure_namespace(self, name: str | None) -> None:
+        """Namespaces exist once something lives in them (a real cluster needs them created first)."""
+        if not name:
+            return
+        async with self._lock:
+            key = (NAMESPACES, None, name)
+            if key in self._objects and not self._objects[key].deleted:
+                return
+            namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "status": {"phase": "Active"}}
+            self._fill_new_metadata(namespace, None)
+            self._objects[key] = namespace
+            await self._buses[NAMESPACES].put({"type": "ADDED", "object": namespace})
 
     def _fill_new_metadata(self, data: dict[str, Any], namespace: str | None) -> None:
         meta = data.setdefault("metadata", {})
@@ -285,6 +317,7 @@ class EmulatedApiServer:
         emulator.resources.load_bundled()
         load_crds(emulator, self.crd_dir)
         async with emulator, kmock.Server(emulator, port=self.requested_port or None) as server:
+            await emulator.ensure_namespace("default")
             self.emulator = emulator
             self.port = server.port
             self._ready.set()

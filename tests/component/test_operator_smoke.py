@@ -1,0 +1,56 @@
+"""The real `modelwarden run` process against the API emulator."""
+
+import copy
+
+import requests
+
+MD = {
+    "apiVersion": "modelwarden.io/v1alpha1",
+    "kind": "ModelDeployment",
+    "metadata": {"name": "fraud", "namespace": "default"},
+    "spec": {"model": "fraud", "stable": {"version": "1", "modelUri": "file:///m"}},
+}
+DP = {
+    "apiVersion": "modelwarden.io/v1alpha1",
+    "kind": "DriftPolicy",
+    "metadata": {"name": "fraud-gate", "namespace": "default"},
+    "spec": {"targetRef": {"name": "fraud"}, "performance": [{"metric": "accuracy", "min": 0.8}]},
+}
+
+
+def test_operator_sees_a_modeldeployment_and_shuts_down_cleanly(kube, operator_factory):
+    operator = operator_factory("-A")
+    kube.create("modeldeployments", MD)
+    seen = kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("observedGeneration") == 1)
+    assert seen["status"]["phase"] == "Pending"
+    assert seen["metadata"]["annotations"]["modelwarden.io/kopf-managed"] == "yes"
+    assert requests.get(operator.liveness_url, timeout=2).json()["now"]
+    assert operator.terminate() == 0
+    assert "Operator is stopping" in operator.log()
+
+
+def test_operator_registers_driftpolicies_and_follows_spec_updates(kube, operator_factory):
+    operator_factory("-A")
+    kube.create("driftpolicies", DP)
+    kube.wait_for("driftpolicies", "fraud-gate", lambda o: o.get("status", {}).get("observedGeneration") == 1)
+    kube.patch("driftpolicies", "fraud-gate", {"spec": {"minSamples": 5000}})
+    kube.wait_for("driftpolicies", "fraud-gate", lambda o: o["status"].get("observedGeneration") == 2)
+
+
+def test_a_spec_that_slips_past_the_schema_is_a_permanent_invalidspec(kube, operator_factory):
+    operator = operator_factory("-A")
+    broken = copy.deepcopy(MD)
+    del broken["spec"]["stable"]
+    kube.create("modeldeployments", broken)
+    failed = kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("phase") == "Failed")
+    condition = next(c for c in failed["status"]["conditions"] if c["type"] == "InvalidSpec")
+    assert condition["status"] == "True" and "spec.stable" in condition["message"]
+    assert "failed permanently" in operator.log()
+
+
+def test_namespaced_operator_ignores_other_namespaces(kube, operator_factory):
+    operator_factory("-n", "ml")
+    kube.create("modeldeployments", MD)  # in "default"
+    kube.create("modeldeployments", {**MD, "metadata": {"name": "fraud", "namespace": "ml"}})
+    kube.wait_for("modeldeployments", "fraud", lambda o: "status" in o, namespace="ml")
+    assert "status" not in kube.get("modeldeployments", "fraud", "default")

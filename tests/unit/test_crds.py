@@ -1,0 +1,105 @@
+"""The CRDs are generated from the typed models, structural, documented and current."""
+
+import argparse
+import io
+from contextlib import redirect_stderr, redirect_stdout
+
+import pytest
+import yaml
+
+from modelwarden.api import crds_cli
+from modelwarden.api.crdgen import build_crds, render
+from modelwarden.api.modeldeployment import ModelDeploymentSpec
+from tests.validation import CRD_DIR, validate_builtin
+
+
+def check(directory) -> tuple[int, str]:
+    out = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(io.StringIO()):
+        code = crds_cli.run(argparse.Namespace(write=False, check=True, dir=directory))
+    return code, out.getvalue()
+
+
+def test_checked_in_crds_are_current():
+    assert check(CRD_DIR) == (0, "")
+
+
+def test_editing_a_model_field_without_regenerating_fails_the_check(tmp_path, monkeypatch):
+    crds_cli.run(argparse.Namespace(write=True, check=False, dir=tmp_path))
+    assert check(tmp_path)[0] == 0
+    field = ModelDeploymentSpec.model_fields["port"]
+    monkeypatch.setattr(field, "description", "A changed description.")
+    ModelDeploymentSpec.model_rebuild(force=True)
+    try:
+        code, diff = check(tmp_path)
+    finally:
+        monkeypatch.undo()
+        ModelDeploymentSpec.model_rebuild(force=True)
+    assert code == 1
+    assert "+                description: A changed description." in diff
+
+
+def test_missing_crd_file_fails_the_check(tmp_path):
+    assert check(tmp_path)[0] == 1
+
+
+@pytest.mark.parametrize("name", sorted(build_crds()))
+def test_crd_is_a_valid_customresourcedefinition(name):
+    crd = yaml.safe_load((CRD_DIR / name).read_text())
+    assert validate_builtin(crd) == []
+
+
+def walk(node, path="$"):
+    yield path, node
+    for key, sub in node.get("properties", {}).items():
+        yield from walk(sub, f"{path}.{key}")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from walk(node["additionalProperties"], f"{path}.*")
+    if "items" in node:
+        yield from walk(node["items"], f"{path}[]")
+
+
+@pytest.mark.parametrize("name", sorted(build_crds()))
+def test_schema_is_structural_and_documented(name):
+    crd = build_crds()[name]
+    version = crd["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]
+    preserved = []
+    for path, node in walk(schema):
+        assert "$ref" not in node and "anyOf" not in node and "oneOf" not in node, path
+        assert "type" in node, f"{path} has no type"
+        if "properties" in node:
+            assert node["type"] == "object" and "additionalProperties" not in node, path
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            preserved.append(path)
+        if path.startswith(("$.spec.", "$.status.")) and not path.endswith("[]") and not path.endswith(".*"):
+            assert node.get("description"), f"{path} has no description"
+    # Only pod templates (and free-form metadata maps) may keep unknown fields.
+    assert all(p.endswith(("template", "metadata")) for p in preserved), preserved
+    assert version["subresources"] == {"status": {}}
+    assert crd["spec"]["names"]["categories"] == ["modelwarden"]
+    assert crd["spec"]["names"]["shortNames"]
+
+
+def test_printer_columns():
+    crds = build_crds()
+    md = crds["modeldeployments.modelwarden.io.yaml"]["spec"]["versions"][0]["additionalPrinterColumns"]
+    dp = crds["driftpolicies.modelwarden.io.yaml"]["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert [c["name"] for c in md if not c.get("priority")] == ["Phase", "Stable", "Canary", "Weight", "Age"]
+    assert [c["name"] for c in dp] == ["Target", "Track", "Phase", "Verdict", "Failures", "Age"]
+
+
+def test_cel_rules_carry_messages_naming_fields():
+    text = "".join(render(crd) for crd in build_crds().values())
+    docs = [yaml.safe_load(render(crd)) for crd in build_crds().values()]
+    rules = [r for d in docs for _, n in walk(d["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+             for r in n.get("x-kubernetes-validations", [])]
+    assert len(rules) >= 10, text[:200]
+    for rule in rules:
+        assert rule["message"].startswith("spec.") or rule["message"].startswith(("min ", "at least")), rule
+
+
+def test_durations_default_in_kubernetes_form():
+    text = (CRD_DIR / "driftpolicies.modelwarden.io.yaml").read_text()
+    assert "PT" not in text
+    assert "default: 1m" in text and "default: 30m" in text

@@ -28,9 +28,8 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	fi
 
+# The suite includes the import-linter contract and `modelwarden crds --check`.
 test: venv system-deps
-	$(VENV)/bin/lint-imports
-	$(VENV)/bin/modelwarden crds --check
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: venv system-deps

@@ -22,15 +22,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--kube-config", default=None, help="kubeconfig of a real cluster for the cluster tier")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_ignore_collect(collection_path: pathlib.Path, config: pytest.Config) -> bool | None:
+    """The cluster tier is collected only with --kube-config (no real cluster can run here)."""
+    if not config.getoption("--kube-config") and (ROOT / "tests" / "cluster") in (collection_path, *collection_path.parents):
+        return True
+    return None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
     kube_config = config.getoption("--kube-config")
+    return f"cluster tier: {'against ' + kube_config if kube_config else 'not collected (no --kube-config)'}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         parts = pathlib.Path(str(item.fspath)).relative_to(ROOT / "tests").parts
         tier = parts[0] if parts and parts[0] in TIERS else None
         if tier:
             item.add_marker(getattr(pytest.mark, tier))
-        if tier == "cluster" and not kube_config:
-            item.add_marker(pytest.mark.skip(reason="cluster tier needs --kube-config"))
 
 
 def require_binary(name: str) -> str:

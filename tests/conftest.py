@@ -94,7 +94,7 @@ def api_server(tmp_path):
     """A fresh API emulator (kmock + API-server semantics) with our CRDs and the built-in kinds."""
     from modelwarden.sandbox.apiserver import EmulatedApiServer
 
-    server = EmulatedApiServer(crd_dir=ROOT / "crds").start()
+    server = EmulatedApiServer(crd_dir=ROOT / "crds", extra_crd_dirs=(SHARED / "schemas",)).start()
     server.kubeconfig_path = server.write_kubeconfig(tmp_path / "kubeconfig")
     try:
         yield server

@@ -48,8 +48,6 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
     if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
         node["additionalProperties"] = False
         node["properties"] = {k: _strict(v) for k, v in node["properties"].items()}
-        if "metadata" in node["properties"] and node["properties"]["metadata"] == {"type": "object"}:
-            node["properties"]["metadata"] = {"type": "object"}
     if isinstance(node.get("additionalProperties"), dict):
         node["additionalProperties"] = _strict(node["additionalProperties"])
     if "items" in node:
@@ -129,7 +127,10 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
 
 
 def schema_errors(schema: dict[str, Any], obj: dict[str, Any], strict: bool = True) -> list[str]:
-    validator = jsonschema.Draft4Validator(_strict(schema) if strict else schema)
+    # The API server always accepts the type and object metadata, whether or not a CRD lists them.
+    root = {**schema, "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                                     "metadata": {"type": "object"}, **schema.get("properties", {})}}
+    validator = jsonschema.Draft4Validator(_strict(root) if strict else root)
     errors = sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
     return [line for error in errors for line in _describe(error)]
 

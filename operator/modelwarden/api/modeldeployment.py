@@ -245,6 +245,15 @@ class RollbackStatus(ApiModel):
     """The spec generation it applies to; a new generation starts over."""
 
 
+class ModelRef(ApiModel):
+    """A model version and its artifact."""
+
+    version: str
+    """Version."""
+    model_uri: str
+    """Artifact."""
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state, written by the operator only when it changes."""
 
@@ -265,7 +274,11 @@ class ModelDeploymentStatus(ApiModel):
     step_started_at: datetime | None = None
     """When the current canary step started (pauses count from here)."""
     rollback: RollbackStatus | None = None
-    """The last rollback, if any, for the current generation."""
+    """The rollback in force, if any (cleared by a new canary version, a spec.stable change or a retry)."""
+    observed_stable: ModelRef | None = None
+    """spec.stable as last acted on: when spec.stable changes, the served stable is reset to it."""
+    retry_token: str | None = None
+    """The modelwarden.io/retry annotation value last acted on."""
     history: list[HistoryEntry] = Field(default_factory=list, max_length=100)
     """Past stable versions, newest last, bounded by spec.revisionHistoryLimit."""
     conditions: list[Condition] = Field(default_factory=list, max_length=16)

@@ -6,6 +6,13 @@ import os
 from dataclasses import dataclass, field
 
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
+DEFAULT_IMAGE = "ghcr.io/modelwarden/modelwarden:0.1.0"
+RECONCILE_INTERVAL_ENV = "MODELWARDEN_RECONCILE_INTERVAL"
+
+
+def reconcile_interval() -> float:
+    """Seconds between level-triggered reconciles (kopf timers are declared at import time)."""
+    return float(os.environ.get(RECONCILE_INTERVAL_ENV, "5"))
 
 
 @dataclass(frozen=True)
@@ -17,6 +24,7 @@ class OperatorConfig:
     peering_name: str | None = None
     liveness_endpoint: str | None = None
     metrics_port: int | None = None
+    default_image: str = DEFAULT_IMAGE
     labels: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -11,17 +11,18 @@ from pydantic import ValidationError
 from modelwarden import GROUP, VERSION
 from modelwarden.api.driftpolicy import DriftPolicySpec
 from modelwarden.api.modeldeployment import ModelDeploymentSpec
+from modelwarden.controller import modeldeployments  # noqa: F401  (registers the reconciler)
 from modelwarden.controller.config import OperatorConfig
+from modelwarden.controller.modeldeployments import DRIFTPOLICIES, MODELDEPLOYMENTS
 from modelwarden.controller.status import spec_status_patch
-
-MODELDEPLOYMENTS = (GROUP, VERSION, "modeldeployments")
-DRIFTPOLICIES = (GROUP, VERSION, "driftpolicies")
+from modelwarden.kube.api import KubeApi
 
 
 class Memo(kopf.Memo):
     """Operator-wide state shared by handlers (kopf copies it per resource object)."""
 
     config: OperatorConfig
+    kube: KubeApi
 
 
 @kopf.on.startup()
@@ -36,15 +37,25 @@ def configure_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
 
 
+@kopf.on.startup()
+def connect(memo: Memo, **_: Any) -> None:
+    memo.kube = KubeApi()
+
+
 @kopf.on.probe(id="now")
 def liveness_time(**_: Any) -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
 def _validate(
-    model: type, failed_phase: str, spec: Any, status: Any, generation: int | None, patch: kopf.Patch
+    model: type, failed_phase: str, spec: Any, status: Any, generation: int | None, patch: kopf.Patch,
+    record_valid: bool = True,
 ) -> None:
-    """Record the spec's validity in status; an invalid spec is a permanent error, not a retry."""
+    """Record the spec's validity in status; an invalid spec is a permanent error, not a retry.
+
+    A valid ModelDeployment's status belongs to its reconciler alone (record_valid=False), so two
+    writers never race over the conditions list.
+    """
     try:
         model.model_validate(dict(spec))
         error = None
@@ -52,7 +63,7 @@ def _validate(
         error = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     now = datetime.datetime.now(datetime.timezone.utc)
     changes = spec_status_patch(dict(status or {}), generation, error, now, failed_phase)
-    if changes:
+    if changes and (error or record_valid):
         patch.status.update(changes)
     if error:
         raise kopf.PermanentError(f"invalid spec: {error}")
@@ -62,7 +73,7 @@ def _validate(
 @kopf.on.create(*MODELDEPLOYMENTS)
 @kopf.on.update(*MODELDEPLOYMENTS, field="spec")
 def modeldeployment_spec(spec: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
-    _validate(ModelDeploymentSpec, "Failed", spec, status, meta.get("generation"), patch)
+    _validate(ModelDeploymentSpec, "Failed", spec, status, meta.get("generation"), patch, record_valid=False)
 
 
 @kopf.on.resume(*DRIFTPOLICIES)

@@ -6,7 +6,13 @@ import argparse
 import logging
 import os
 
-from modelwarden.controller.config import DEFAULT_PROMETHEUS_URL, OperatorConfig, env_list
+from modelwarden.controller.config import (
+    DEFAULT_IMAGE,
+    DEFAULT_PROMETHEUS_URL,
+    RECONCILE_INTERVAL_ENV,
+    OperatorConfig,
+    env_list,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +34,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--liveness", default=os.environ.get("MODELWARDEN_LIVENESS", "http://0.0.0.0:8081/healthz"),
         help="liveness endpoint URL to serve ('off' to disable)",
     )
+    parser.add_argument(
+        "--default-image", default=os.environ.get("MODELWARDEN_IMAGE", DEFAULT_IMAGE),
+        help="model-server image for ModelDeployments without spec.template (env MODELWARDEN_IMAGE)",
+    )
+    parser.add_argument(
+        "--reconcile-interval", type=float, default=float(os.environ.get(RECONCILE_INTERVAL_ENV, "5")),
+        help="seconds between level-triggered reconciles of each ModelDeployment (default 5)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
 
@@ -39,10 +53,12 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         prometheus_url=args.prometheus_url,
         peering_name=args.peering,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
+        default_image=args.default_image,
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    os.environ[RECONCILE_INTERVAL_ENV] = str(args.reconcile_interval)  # read when the timers are declared
     import kopf
 
     from modelwarden.controller import handlers  # registers the handlers with kopf

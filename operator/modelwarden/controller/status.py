@@ -62,3 +62,9 @@ def spec_status_patch(
     elif not status.get("phase"):
         desired["phase"] = "Pending"
     return {key: value for key, value in desired.items() if status.get(key) != value}
+
+
+def status_changes(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch from current to desired status: changed keys, and None for keys to remove."""
+    keys = set(current) | set(desired)
+    return {k: desired.get(k) for k in keys if current.get(k) != desired.get(k)}

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import copy
 import datetime
+import functools
 import itertools
 import json
 import threading
@@ -241,7 +242,11 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         listing = await super()._serve_list(request)
         selector = request.params.get("labelSelector")
         items = [i for i in listing["items"] if _label_selector_matches(selector, i.get("metadata", {}).get("labels", {}))]
-        return {**listing, "items": items, "metadata": {"resourceVersion": str(self._current_version)}}
+        info = self.resources[request.resource] if request.resource in self.resources else None
+        kind = info.kind if info and info.kind else request.resource.plural.capitalize()
+        api_version = f"{request.resource.group}/{request.resource.version}".lstrip("/")
+        return {"apiVersion": api_version, "kind": f"{kind}List", "items": items,
+                "metadata": {"resourceVersion": str(self._current_version)}}
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
         since = int(request.params.get("resourceVersion") or 0)
@@ -258,11 +263,18 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             yield event
 
 
+@functools.cache
+def _crds_in(path: Path) -> tuple[dict[str, Any], ...]:
+    """CRDs in one file, parsed once per process (third-party CRD files are large)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    docs = yaml.load_all(path.read_text(), Loader=loader)
+    return tuple(d for d in docs if d and d.get("kind") == "CustomResourceDefinition")
+
+
 def load_crds(emulator: ApiServerEmulator, crd_dir: Path) -> None:
     for path in sorted(crd_dir.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") == "CustomResourceDefinition":
-                emulator.register_crd(doc)
+        for crd in _crds_in(path):
+            emulator.register_crd(crd)
 
 
 def default_crd_dir() -> Path:
@@ -277,9 +289,9 @@ def default_crd_dir() -> Path:
 class EmulatedApiServer:
     """Runs the emulator on a loopback port in a background thread with its own event loop."""
 
-    def __init__(self, port: int = 0, crd_dir: Path | None = None) -> None:
+    def __init__(self, port: int = 0, crd_dir: Path | None = None, extra_crd_dirs: tuple[Path, ...] = ()) -> None:
         self.requested_port = port
-        self.crd_dir = crd_dir or default_crd_dir()
+        self.crd_dirs = (crd_dir or default_crd_dir(), *extra_crd_dirs)
         self.emulator: ApiServerEmulator | None = None
         self.port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -315,7 +327,8 @@ class EmulatedApiServer:
         self._stopping = asyncio.Event()
         emulator = ApiServerEmulator()
         emulator.resources.load_bundled()
-        load_crds(emulator, self.crd_dir)
+        for crd_dir in self.crd_dirs:
+            load_crds(emulator, crd_dir)
         async with emulator, kmock.Server(emulator, port=self.requested_port or None) as server:
             await emulator.ensure_namespace("default")
             self.emulator = emulator

@@ -1,0 +1,144 @@
+"""Pure builders for the children of a ModelDeployment: per-track Deployments and Services and a
+front Service for the model as a whole."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "modelwarden"}
+INSTANCE_LABEL = "modelwarden.io/deployment"
+SERVING_LABEL = "modelwarden.io/serving"
+DEFAULT_IMAGE = "ghcr.io/modelwarden/modelwarden:0.1.0"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ModelDeployment that owns the children (for names, labels and ownerReferences)."""
+
+    name: str
+    namespace: str
+    uid: str
+    model: str
+    api_version: str = "modelwarden.io/v1alpha1"
+    kind: str = "ModelDeployment"
+
+    def reference(self) -> dict[str, Any]:
+        return {"apiVersion": self.api_version, "kind": self.kind, "name": self.name, "uid": self.uid,
+                "controller": True, "blockOwnerDeletion": True}
+
+
+@dataclass(frozen=True)
+class TrackWorkload:
+    """What one track runs."""
+
+    track: str
+    version: str
+    model_uri: str
+    replicas: int
+    serving: bool  # receives user traffic through the front Service (stable, canary); a shadow does not
+
+
+def track_name(owner: Owner, track: str) -> str:
+    return f"{owner.name}-{track}"
+
+
+def selector(owner: Owner, track: str | None = None) -> dict[str, str]:
+    """Immutable selector labels: never the version, which changes on promotion and rollback."""
+    labels = {INSTANCE_LABEL: owner.name}
+    if track:
+        labels["track"] = track
+    return labels
+
+
+def labels(owner: Owner, workload: TrackWorkload) -> dict[str, str]:
+    return {
+        **MANAGED_BY,
+        "app.kubernetes.io/name": owner.model[:63],
+        **selector(owner, workload.track),
+        "model": owner.model,
+        "version": workload.version,
+        "track": workload.track,
+        SERVING_LABEL: "true" if workload.serving else "false",
+    }
+
+
+def _metadata(owner: Owner, name: str, extra_labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": owner.namespace, "labels": extra_labels, "ownerReferences": [owner.reference()]}
+
+
+def _env(owner: Owner, workload: TrackWorkload, port: int) -> list[dict[str, str]]:
+    return [
+        {"name": "MODEL_NAME", "value": owner.model},
+        {"name": "MODEL_VERSION", "value": workload.version},
+        {"name": "MODEL_TRACK", "value": workload.track},
+        {"name": "MODEL_URI", "value": workload.model_uri},
+        {"name": "PORT", "value": str(port)},
+    ]
+
+
+def pod_template(owner: Owner, workload: TrackWorkload, template: dict[str, Any] | None, port: int,
+                 image: str = DEFAULT_IMAGE) -> dict[str, Any]:
+    """The user's pod template with our labels, scrape annotations and MODEL_* env on its first container."""
+    result = copy.deepcopy(template) if template else {}
+    meta = result.setdefault("metadata", {})
+    meta["labels"] = {**meta.get("labels", {}), **labels(owner, workload)}
+    meta["annotations"] = {
+        **meta.get("annotations", {}),
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
+    spec = result.setdefault("spec", {})
+    containers = spec.setdefault("containers", [])
+    if not containers:
+        containers.append({"name": "server", "image": image, "args": ["serve"]})
+    first = containers[0]
+    ours = {e["name"] for e in _env(owner, workload, port)}
+    first["env"] = [e for e in first.get("env", []) if e.get("name") not in ours] + _env(owner, workload, port)
+    if not any(p.get("containerPort") == port for p in first.get("ports", [])):
+        first["ports"] = [*first.get("ports", []), {"name": "http", "containerPort": port, "protocol": "TCP"}]
+    first.setdefault("readinessProbe", {"httpGet": {"path": "/v2/health/ready", "port": port}, "periodSeconds": 5})
+    first.setdefault("livenessProbe", {"httpGet": {"path": "/v2/health/live", "port": port}, "periodSeconds": 10})
+    return result
+
+
+def deployment(owner: Owner, workload: TrackWorkload, template: dict[str, Any] | None, port: int,
+               image: str = DEFAULT_IMAGE) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, track_name(owner, workload.track), labels(owner, workload)),
+        "spec": {
+            "replicas": workload.replicas,
+            "selector": {"matchLabels": selector(owner, workload.track)},
+            "template": pod_template(owner, workload, template, port, image),
+        },
+    }
+
+
+def track_service(owner: Owner, workload: TrackWorkload, port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, track_name(owner, workload.track), labels(owner, workload)),
+        "spec": {
+            "selector": selector(owner, workload.track),
+            "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
+    }
+
+
+def front_service(owner: Owner, port: int) -> dict[str, Any]:
+    """The model's stable address: every serving pod (stable and canary, never the shadow)."""
+    front_labels = {**MANAGED_BY, "app.kubernetes.io/name": owner.model[:63], **selector(owner), "model": owner.model}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, owner.name, front_labels),
+        "spec": {
+            "selector": {**selector(owner), SERVING_LABEL: "true"},
+            "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
+    }

@@ -1,0 +1,84 @@
+"""Inputs and output of plan(): plain data, no I/O."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelwarden.routers.base import Split
+
+
+@dataclass(frozen=True)
+class ObservedTrack:
+    """A child Deployment as read from the API."""
+
+    version: str | None
+    replicas: int
+    ready_replicas: int
+    updated_replicas: int
+    up_to_date: bool  # status.observedGeneration has caught up with metadata.generation
+
+    def ready_for(self, version: str, replicas: int) -> bool:
+        return (
+            self.up_to_date
+            and self.version == version
+            and self.replicas == replicas
+            and self.ready_replicas >= replicas
+            and self.updated_replicas >= replicas
+        )
+
+    @classmethod
+    def from_deployment(cls, deployment: dict[str, Any]) -> "ObservedTrack":
+        meta, spec, status = deployment.get("metadata", {}), deployment.get("spec", {}), deployment.get("status") or {}
+        template_labels = spec.get("template", {}).get("metadata", {}).get("labels", {})
+        return cls(
+            version=template_labels.get("version"),
+            replicas=int(spec.get("replicas", 1)),
+            ready_replicas=int(status.get("readyReplicas") or 0),
+            updated_replicas=int(status.get("updatedReplicas") or 0),
+            up_to_date=int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class PolicyVerdict:
+    """What a DriftPolicy targeting this ModelDeployment says, from its status."""
+
+    name: str
+    track: str
+    verdict: str | None  # last evaluation's verdict: Pass, Fail, InsufficientData, Error
+    evaluated_at: datetime.datetime | None
+    consecutive_failures: int
+    failure_threshold: int
+    rollback: bool
+    failing_checks: tuple[str, ...] = ()
+
+    @property
+    def breached(self) -> bool:
+        """Enough consecutive Fail verdicts to act (InsufficientData and Error never count)."""
+        return self.verdict == "Fail" and self.consecutive_failures >= self.failure_threshold
+
+    def passed_since(self, moment: datetime.datetime | None) -> bool:
+        return self.verdict == "Pass" and self.evaluated_at is not None and (moment is None or self.evaluated_at >= moment)
+
+    def describe(self) -> str:
+        checks = ", ".join(self.failing_checks) or "no check named"
+        return f"DriftPolicy {self.name} failed {self.consecutive_failures}x ({checks})"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the executor needs: children to apply, route objects, status, events."""
+
+    children: list[dict[str, Any]]
+    split: Split  # the split as applied (effective)
+    status: dict[str, Any]  # the complete desired status, wire format
+    events: list[Event] = field(default_factory=list)

@@ -1,0 +1,192 @@
+"""The real operator process drives ModelDeployments against the API emulator."""
+
+import copy
+import datetime
+
+import pytest
+import yaml
+
+from tests.validation import ROOT, validate_any
+
+FAST = {"MODELWARDEN_RECONCILE_INTERVAL": "0.3"}
+MD = {
+    "apiVersion": "modelwarden.io/v1alpha1",
+    "kind": "ModelDeployment",
+    "metadata": {"name": "fraud", "namespace": "default"},
+    "spec": {
+        "model": "fraud",
+        "stable": {"version": "7", "modelUri": "file:///m/7", "replicas": 2},
+        "canary": {"version": "8", "modelUri": "file:///m/8", "replicas": 1,
+                   "steps": [{"weight": 10, "pause": "1s"}, {"weight": 50, "pause": "1s"}]},
+        "shadow": {"version": "9", "modelUri": "file:///m/9", "mirrorPercent": 25},
+    },
+}
+ROUTERS = {
+    "gatewayapi": ({"router": "gatewayapi", "gatewayapi": {"parentRefs": [{"name": "gw"}], "hostnames": ["fraud.example"]}},
+                   "gateway.networking.k8s.io/v1", "httproutes"),
+    "istio": ({"router": "istio"}, "networking.istio.io/v1", "virtualservices"),
+    "replicas": ({"router": "replicas"}, None, None),
+}
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def policy(name, track, rollback=True):
+    return {"apiVersion": "modelwarden.io/v1alpha1", "kind": "DriftPolicy", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"targetRef": {"name": "fraud"}, "track": track, "failureThreshold": 2,
+                     "performance": [{"metric": "accuracy", "min": 0.8}], "actions": {"rollback": rollback}}}
+
+
+def set_verdict(kube, name, verdict, failures=0):
+    kube.patch("driftpolicies", name, {"status": {
+        "lastEvaluation": {"time": now(), "verdict": verdict,
+                           "results": [{"check": "performance/accuracy", "verdict": verdict}]},
+        "consecutiveFailures": failures}}, subresource="status")
+
+
+def phase_is(*phases):
+    return lambda o: o.get("status", {}).get("phase") in phases
+
+
+def events(kube, reason):
+    return [e for e in kube.list("events") if e.get("reason") == reason]
+
+
+@pytest.mark.parametrize("router", sorted(ROUTERS))
+def test_children_and_routes_for_each_router(kube, kubelet, operator_factory, router):
+    traffic, route_api, route_plural = ROUTERS[router]
+    operator_factory("-A", env=FAST)
+    body = copy.deepcopy(MD)
+    body["spec"]["traffic"] = traffic
+    body["spec"]["canary"]["steps"][0]["pause"] = "10m"  # hold the first step while we look
+    kube.create("modeldeployments", body)
+    md = kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("canary", {}).get("ready"))
+    uid = md["metadata"]["uid"]
+    deployments = {d["metadata"]["name"]: d for d in kube.list("deployments")}
+    services = {s["metadata"]["name"]: s for s in kube.list("services")}
+    assert set(deployments) == {"fraud-stable", "fraud-canary", "fraud-shadow"}
+    assert set(services) == {"fraud", "fraud-stable", "fraud-canary", "fraud-shadow"}
+    for obj in [*deployments.values(), *services.values()]:
+        clean = {k: v for k, v in obj.items() if k != "status"}
+        assert validate_any(clean) == [], obj["metadata"]["name"]
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == uid
+    canary = deployments["fraud-canary"]["spec"]["template"]
+    env = {e["name"]: e["value"] for e in canary["spec"]["containers"][0]["env"]}
+    assert env == {"MODEL_NAME": "fraud", "MODEL_VERSION": "8", "MODEL_TRACK": "canary", "MODEL_URI": "file:///m/8", "PORT": "8080"}
+    assert canary["metadata"]["labels"] | {"model": "fraud", "version": "8", "track": "canary"} == canary["metadata"]["labels"]
+    assert canary["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert services["fraud"]["spec"]["selector"] == {"modelwarden.io/deployment": "fraud", "modelwarden.io/serving": "true"}
+    if route_plural:
+        route = kube.get(route_plural, "fraud", api_version=route_api)
+        assert validate_any({k: v for k, v in route.items() if k != "status"}) == []
+        text = yaml.safe_dump(route["spec"], width=1000)
+        assert "fraud-stable" in text and "fraud-canary" in text and "fraud-shadow" in text, text
+        assert md["status"]["weights"] == {"stable": 90, "canary": 10, "mirror": 25}
+    else:
+        # 2 serving replicas cannot express 10%: one canary pod of two, reported as it is.
+        assert md["status"]["weights"] == {"stable": 50, "canary": 50, "mirror": 0}
+        assert deployments["fraud-stable"]["spec"]["replicas"] == 1 and deployments["fraud-canary"]["spec"]["replicas"] == 1
+        traffic_ready = next(c for c in md["status"]["conditions"] if c["type"] == "TrafficReady")
+        assert traffic_ready["status"] == "False" and traffic_ready["reason"] == "MirroringUnsupported"
+
+
+def test_canary_steps_to_promotion_gated_by_policy_verdicts(kube, kubelet, operator_factory):
+    operator_factory("-A", env=FAST)
+    kube.create("driftpolicies", policy("gate", "canary"))
+    kube.create("modeldeployments", {**MD, "spec": {**MD["spec"], "traffic": {"router": "istio"}}})
+    kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("canaryStep") == 0)
+    # Without a passing verdict during the step, the canary holds.
+    held = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"]["canary"]["ready"])
+    assert held["status"]["canaryStep"] == 0
+    set_verdict(kube, "gate", "Pass")
+    step2 = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("canaryStep") == 1)
+    assert step2["status"]["weights"]["canary"] == 50
+    assert kube.get("virtualservices", "fraud", api_version="networking.istio.io/v1")["spec"]["http"][0]["route"][1]["weight"] == 50
+    set_verdict(kube, "gate", "Pass")
+    promoted = kube.wait_for("modeldeployments", "fraud", phase_is("Stable"), timeout=30)
+    status = promoted["status"]
+    assert status["stable"]["version"] == "8" and "canary" not in status
+    assert [(h["version"], h["reason"]) for h in status["history"]] == [("7", "Initial"), ("8", "Promoted")]
+    assert kube.get("deployments", "fraud-canary") is None
+    stable = kube.get("deployments", "fraud-stable")
+    assert stable["spec"]["template"]["metadata"]["labels"]["version"] == "8"
+    assert {"CanaryStarted", "CanaryStepAdvanced", "CanaryPromoted", "TrafficUpdated"} <= {e["reason"] for e in kube.list("events")}
+    assert spec_untouched(kube)
+
+
+def spec_untouched(kube):
+    return kube.get("modeldeployments", "fraud")["spec"]["stable"]["version"] == "7"
+
+
+def test_failing_gate_rolls_the_canary_back(kube, kubelet, operator_factory):
+    operator_factory("-A", env=FAST)
+    kube.create("driftpolicies", policy("gate", "canary"))
+    kube.create("modeldeployments", MD)
+    kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("canaryStep") == 0)
+    set_verdict(kube, "gate", "Fail", failures=1)  # below failureThreshold=2: held, not aborted
+    rolled = None
+    set_verdict(kube, "gate", "Fail", failures=2)
+    rolled = kube.wait_for("modeldeployments", "fraud", phase_is("RolledBack"))
+    status = rolled["status"]
+    assert status["weights"]["canary"] == 0 and status["rollback"]["fromVersion"] == "8"
+    assert "gate failed 2x (performance/accuracy)" in status["rollback"]["reason"]
+    assert kube.get("deployments", "fraud-canary")["spec"]["replicas"] == 0
+    assert len(events(kube, "CanaryAborted")) == 1
+    assert next(c for c in status["conditions"] if c["type"] == "RolledBack")["status"] == "True"
+    # A retry annotation starts the canary over; the spec is never written by the operator.
+    kube.patch("modeldeployments", "fraud", {"metadata": {"annotations": {"modelwarden.io/retry": "1"}}})
+    set_verdict(kube, "gate", "Pass")
+    kube.wait_for("modeldeployments", "fraud", lambda o: o["status"]["phase"] == "Progressing" and "rollback" not in o["status"])
+    assert spec_untouched(kube)
+
+
+def test_failing_stable_policy_rolls_stable_back(kube, kubelet, operator_factory):
+    operator_factory("-A", env=FAST)
+    body = copy.deepcopy(MD)
+    del body["spec"]["canary"], body["spec"]["shadow"]
+    kube.create("modeldeployments", body)
+    kube.wait_for("modeldeployments", "fraud", phase_is("Stable"))
+    kube.patch("modeldeployments", "fraud", {"spec": {"stable": {"version": "8", "modelUri": "file:///m/8"}}})
+    kube.wait_for("modeldeployments", "fraud", lambda o: o["status"]["stable"]["version"] == "8" and o["status"]["phase"] == "Stable")
+    kube.create("driftpolicies", policy("stable-quality", "stable"))
+    set_verdict(kube, "stable-quality", "Fail", failures=2)
+    rolled = kube.wait_for("modeldeployments", "fraud", phase_is("RolledBack"))
+    assert rolled["status"]["stable"]["version"] == "7" and rolled["status"]["rollback"]["track"] == "stable"
+    assert kube.get("deployments", "fraud-stable")["spec"]["template"]["metadata"]["labels"]["version"] == "7"
+    assert len(events(kube, "StableRolledBack")) == 1
+    assert kube.get("modeldeployments", "fraud")["spec"]["stable"]["version"] == "8"  # spec untouched
+
+
+def test_operator_killed_mid_canary_resumes_without_redoing_a_step(kube, kubelet, operator_factory):
+    operator = operator_factory("-A", env=FAST)
+    kube.create("driftpolicies", policy("gate", "canary"))
+    body = copy.deepcopy(MD)
+    body["spec"]["canary"]["steps"] = [{"weight": 10, "pause": "1s"}, {"weight": 30, "pause": "1s"}, {"weight": 60, "pause": "1s"}]
+    kube.create("modeldeployments", body)
+    kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("canary", {}).get("ready"))
+    set_verdict(kube, "gate", "Pass")
+    before = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("canaryStep") == 1)
+    operator.kill()
+    started_at = before["status"]["stepStartedAt"]
+    operator_factory("-A", env=FAST)
+    # The restarted operator continues at step 2 (index 1) with the same step start and history.
+    after = kube.wait_for("modeldeployments", "fraud", lambda o: "reconciled" if o["status"].get("canaryStep") == 1 else None)
+    assert after["status"]["stepStartedAt"] == started_at
+    assert after["status"]["history"] == before["status"]["history"]
+    set_verdict(kube, "gate", "Pass")
+    kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("canaryStep") == 2)
+    set_verdict(kube, "gate", "Pass")
+    done = kube.wait_for("modeldeployments", "fraud", phase_is("Stable"), timeout=30)
+    assert [(h["version"], h["reason"]) for h in done["status"]["history"]] == [("7", "Initial"), ("8", "Promoted")]
+    assert len(events(kube, "CanaryStepAdvanced")) == 2  # no step was redone
+    assert len(events(kube, "CanaryStarted")) == 1
+
+
+def test_examples_reconcile(kube, kubelet, operator_factory):
+    operator_factory("-A", env=FAST)
+    doc = yaml.safe_load((ROOT / "examples" / "modeldeployment-basic.yaml").read_text())
+    kube.create("modeldeployments", doc)
+    done = kube.wait_for("modeldeployments", "recommender", phase_is("Stable"), namespace="ml")
+    assert done["status"]["stable"]["readyReplicas"] == 2

@@ -16,6 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("modelwarden.controller.run", "run the operator (kopf) against the current cluster"),
     "crds": ("modelwarden.api.crds_cli", "print, write or check the CRDs generated from the typed API"),
     "demo": ("modelwarden.sandbox.demo", "run the embedded sandbox scenario on this machine"),
+    "evaluate": ("modelwarden.metrics.evaluate_cli", "evaluate a DriftPolicy once against Prometheus and print every check"),
+    "serve": ("modelwarden.serving.server", "serve a joblib/scikit-learn model with the metrics contract"),
+    "profile": ("modelwarden.serving.profile_cli", "build a reference profile from training data"),
 }
 
 

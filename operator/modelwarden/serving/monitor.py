@@ -9,8 +9,10 @@ Any Python model server can export what the operator reads::
 
 Why a custom collector instead of prometheus_client metrics: the feature histogram needs a
 different bucket set per feature (prometheus_client's Histogram has one per metric), and a
-batch of 32 rows × N features must cost a handful of numpy calls, not 32·N ``observe()``
-calls. State is plain numpy arrays behind one lock; scrapes turn them into metric families.
+batch of 32 rows × N features must not cost 32·N ``observe()`` calls. Recording only appends
+the batch to a buffer (a few microseconds); buffered rows are bucketed together, vectorised,
+when the buffer holds ``flush_rows`` rows or a scrape arrives, so every scrape is exact.
+State is plain numpy arrays behind one lock; scrapes turn them into metric families.
 
 ``le`` strings are produced by :func:`format_le` (prometheus_client's float formatting: Python
 ``repr`` of the float, e.g. ``0.5``, ``12.0``, ``-3.25``, ``1e+07`` above 1e6). The analysis
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -33,6 +36,7 @@ from prometheus_client.utils import floatToGoString
 from modelwarden.serving.profile import Distribution, Profile, level_key
 
 LABELS = ("model", "version", "track")
+FLUSH_VALUES = 8192  # buffered rows × columns that trigger bucketing: ~1000 rows for a handful of features
 TRACKS = ("stable", "canary", "shadow")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Error reasons exported at 0 from the start, so rate() and ratios work before the first error.
@@ -48,6 +52,7 @@ KNOWN_ERROR_REASONS = (
     "unknown_request_id",
     "unknown_class",
     "model_error",
+    "internal_error",
 )
 
 
@@ -57,7 +62,7 @@ def format_le(edge: float) -> str:
 
 
 class _Histogram:
-    """Non-cumulative bucket counts and a sum; cumulated only when scraped."""
+    """Non-cumulative bucket counts and a sum for one fixed bucket set (the latency histogram)."""
 
     def __init__(self, edges: Sequence[float]):
         self.edges = [float(edge) for edge in edges]
@@ -65,25 +70,18 @@ class _Histogram:
         self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)
         self.total = 0.0
 
-    def bucket_indices(self, values: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.edges, values, side="left")
-
-    def add(self, indices: np.ndarray, total: float) -> None:
-        self.counts += np.bincount(indices, minlength=self.counts.size)
-        self.total += total
-
-    def observe_one(self, value: float) -> None:
+    def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.edges, value)] += 1
         self.total += value
 
 
-class _FeatureHistograms:
-    """All features' histograms in one flat counts array, bucketed with one vectorised pass.
+class _ColumnHistograms:
+    """Histograms of several columns (each with its own edges) in one flat counts array.
 
-    The bucket of x for a feature is the number of that feature's edges strictly below x
-    (the same as ``np.searchsorted(edges, x, side="left")``). Edges are padded with +Inf to a
-    rectangle so one broadcast comparison buckets a whole batch; non-finite values land in a
-    trailing discard slot instead of a bucket.
+    The bucket of x for a column is the number of that column's edges strictly below x, i.e.
+    ``np.searchsorted(edges, x, side="left")``. Edges are padded with +Inf to a rectangle so a
+    single broadcast comparison buckets a whole batch for all columns at once; non-finite
+    values land in a trailing discard slot instead of a bucket.
     """
 
     def __init__(self, distributions: Sequence[Distribution]):
@@ -100,11 +98,17 @@ class _FeatureHistograms:
         self.spans = [(int(o), int(o + s)) for o, s in zip(self.offsets, sizes)]
 
     def bucket(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(flat bucket counts to add, per-feature sums to add) for a float batch (rows, features)."""
+        """(flat bucket indices, per-column sums) of a float batch shaped (rows, columns)."""
+        buckets = (x[:, :, None] > self.padded_edges).sum(axis=2) + self.offsets
         finite = np.isfinite(x)
-        buckets = (x[:, :, None] > self.padded_edges[None, :, :]).sum(axis=2) + self.offsets
-        flat = np.where(finite, buckets, self.discard).ravel()
-        return np.bincount(flat, minlength=self.counts.size), np.where(finite, x, 0.0).sum(axis=0)
+        if finite.all():
+            return buckets.ravel(), x.sum(axis=0)
+        return np.where(finite, buckets, self.discard).ravel(), np.where(finite, x, 0.0).sum(axis=0)
+
+    def add(self, x: np.ndarray) -> None:
+        indices, sums = self.bucket(x)
+        self.counts += np.bincount(indices, minlength=self.counts.size)
+        self.sums += sums
 
 
 class _CategoricalCoder:
@@ -143,7 +147,9 @@ class ModelMonitor:
 
     ``registry=None`` registers with prometheus_client's default ``REGISTRY`` (what a server's
     existing ``/metrics`` exposes); pass a ``CollectorRegistry`` to keep it separate. One monitor
-    per registry: two would export the same metric families twice.
+    per registry: two would export the same metric families twice. ``flush_rows`` bounds the
+    buffer of not yet bucketed rows (memory, and the work one flushing call does); by default
+    about 8192 values' worth.
     """
 
     def __init__(
@@ -154,6 +160,7 @@ class ModelMonitor:
         profile: Profile,
         registry: CollectorRegistry | None = None,
         latency_buckets: Sequence[float] = LATENCY_BUCKETS,
+        flush_rows: int | None = None,
     ):
         self.labels = {"model": name, "version": str(version), "track": track}
         self.profile = profile
@@ -163,11 +170,15 @@ class ModelMonitor:
         self._coders = {
             i: _CategoricalCoder(f.levels or []) for i, f in enumerate(profile.features) if f.kind == "categorical"
         }
-        self._features = _FeatureHistograms(profile.features)
-        self._latency = _Histogram(latency_buckets)
         value_distribution = profile.prediction.value_distribution()
-        self._prediction_value = _Histogram(value_distribution.edges) if value_distribution else None
-        self._prepare_outliers(profile)
+        self._has_value = value_distribution is not None
+        columns = [*profile.features, *([value_distribution] if value_distribution else [])]
+        self._columns = _ColumnHistograms(columns)  # the features, then prediction_value
+        self._latency = _Histogram(latency_buckets)
+        self._z_mean, self._z_limit = self._outlier_bounds(columns, profile.z_score)
+        self._flush_rows = flush_rows or max(16, FLUSH_VALUES // max(len(columns), 1))
+        self._pending: list[tuple[np.ndarray, Any, Any]] = []  # (rows, value column or None, labels)
+        self._pending_rows = 0
         self._predictions = 0
         self._outliers = 0
         self._errors = dict.fromkeys(KNOWN_ERROR_REASONS, 0)
@@ -178,16 +189,14 @@ class ModelMonitor:
         self._observations = 0
         (REGISTRY if registry is None else registry).register(self)
 
-    def _prepare_outliers(self, profile: Profile) -> None:
-        """Columns (and the score) with a usable std: |x - mean| / std > zScore marks an outlier row."""
-        numeric = [
-            (i, f.mean, f.std) for i, f in enumerate(profile.features) if f.kind == "numeric" and f.std and f.mean is not None
-        ]
-        self._z_columns = np.array([i for i, _, _ in numeric], dtype=np.int64)
-        self._z_mean = np.array([m for _, m, _ in numeric], dtype=float)
-        self._z_limit = np.array([s for _, _, s in numeric], dtype=float) * profile.z_score
-        score = profile.prediction.value_distribution()
-        self._score_z = (score.mean, score.std * profile.z_score) if score and score.std and score.mean is not None else None
+    @staticmethod
+    def _outlier_bounds(columns: Sequence[Distribution], z_score: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per column: |x - mean| > limit marks an outlier. Columns without a usable std (categorical,
+        constant) get an infinite limit, so one comparison covers the whole batch."""
+        usable = [c.kind == "numeric" and bool(c.std) and c.mean is not None for c in columns]
+        mean = np.array([c.mean if ok else 0.0 for c, ok in zip(columns, usable)], dtype=float)
+        limit = np.array([c.std * z_score if ok else np.inf for c, ok in zip(columns, usable)], dtype=float)  # type: ignore[operator]
+        return mean, limit
 
     # -- recording ---------------------------------------------------------------------------
 
@@ -197,7 +206,9 @@ class ModelMonitor:
         if isinstance(features, np.ndarray) and features.dtype.kind in "fiu" and not self._coders:
             matrix = np.atleast_2d(features.astype(float, copy=False))
         else:
-            rows = [[row[name] for name in self.feature_names] if isinstance(row, dict) else list(row) for row in features]
+            rows = [
+                [row[name] for name in self.feature_names] if isinstance(row, dict) else list(row) for row in features
+            ]
             table = np.array(rows, dtype=object) if rows else np.empty((0, width), dtype=object)
             if table.ndim != 2 or table.shape[1] != width:
                 raise ValueError(f"expected rows of {width} features, got an array of shape {table.shape}")
@@ -222,35 +233,40 @@ class ModelMonitor:
         classifier score histogrammed as ``prediction_value`` (see the profile's scoreMeaning).
         ``latency`` (seconds) is observed once per call, i.e. per request.
         """
-        x = self.encode_features(features)
-        feature_counts, feature_sums = self._features.bucket(x)
-        value = np.asarray(output if self.task == "regression" else (scores if scores is not None else []), dtype=float)
-        value_indices = self._prediction_value.bucket_indices(value) if self._prediction_value and value.size else None
-        outlier_rows = self._outlier_rows(x, value)
-        class_counts: list[tuple[str, int]] = []
-        if self.task == "classification":
-            labels, counts = np.unique(np.asarray(output), return_counts=True)
-            class_counts = [(level_key(label), int(n)) for label, n in zip(labels.tolist(), counts.tolist())]
+        # copies: the rows are bucketed later, and callers may reuse their arrays meanwhile
+        x = np.array(self.encode_features(features), dtype=float)
+        value = (output if self.task == "regression" else scores) if self._has_value else None
+        value = None if value is None else np.array(value, dtype=float).ravel()
+        labels = np.array(output).ravel() if self.task == "classification" else None
+        for name, column in (("output/scores", value), ("output", labels)):
+            if column is not None and column.size != x.shape[0]:
+                raise ValueError(f"{x.shape[0]} rows but {column.size} {name} values")
         with self._lock:
             self._predictions += x.shape[0]
-            self._features.counts += feature_counts
-            self._features.sums += feature_sums
-            if value_indices is not None and self._prediction_value is not None:
-                self._prediction_value.add(value_indices, float(value.sum()))
-            for label, n in class_counts:
-                self._classes[label] = self._classes.get(label, 0) + n
-            self._outliers += outlier_rows
             if latency is not None:
-                self._latency.observe_one(latency)
+                self._latency.observe(latency)
+            self._pending.append((x, value, labels))
+            self._pending_rows += x.shape[0]
+            if self._pending_rows >= self._flush_rows:
+                self._flush()
 
-    def _outlier_rows(self, x: np.ndarray, value: np.ndarray) -> int:
-        beyond = np.zeros(x.shape[0], dtype=bool)
-        if self._z_columns.size:
-            beyond |= (np.abs(x[:, self._z_columns] - self._z_mean) > self._z_limit).any(axis=1)
-        if self._score_z is not None and value.size == x.shape[0]:
-            mean, limit = self._score_z
-            beyond |= np.abs(value - mean) > limit
-        return int(beyond.sum())
+    def _flush(self) -> None:
+        """Bucket every buffered row in one vectorised pass. Caller holds the lock."""
+        if not self._pending:
+            return
+        x = np.concatenate([rows for rows, _, _ in self._pending])
+        if self._has_value:
+            values = [np.full(len(rows), np.nan) if v is None else v for rows, v, _ in self._pending]
+            x = np.concatenate((x, np.concatenate(values).reshape(-1, 1)), axis=1)
+        self._columns.add(x)
+        self._outliers += int(np.count_nonzero((np.abs(x - self._z_mean) > self._z_limit).any(axis=1)))  # NaN: False
+        if self.task == "classification":
+            labels = np.concatenate([labels for _, _, labels in self._pending])
+            for label, n in Counter(labels.tolist()).items():
+                key = level_key(label)
+                self._classes[key] = self._classes.get(key, 0) + n
+        self._pending.clear()
+        self._pending_rows = 0
 
     def record_feedback(self, predicted: Any, actual: Any) -> None:
         """Ground truth for earlier predictions (scalars or equal-length sequences)."""
@@ -282,39 +298,51 @@ class ModelMonitor:
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
+            self._flush()
             snapshot = {
                 "predictions": self._predictions,
                 "outliers": self._outliers,
                 "errors": dict(self._errors),
                 "classes": dict(self._classes),
                 "confusion": dict(self._confusion),
-                "feature_counts": self._features.counts.copy(),
-                "feature_sums": self._features.sums.copy(),
+                "column_counts": self._columns.counts.copy(),
+                "column_sums": self._columns.sums.copy(),
                 "latency": (self._latency.counts.copy(), self._latency.total),
-                "value": (self._prediction_value.counts.copy(), self._prediction_value.total)
-                if self._prediction_value
-                else None,
                 "regression": (self._squared_error, self._absolute_error, self._observations),
             }
         labels = self.labels
-        yield self._single_counter("modelwarden_predictions_total", "Predictions made (rows, not requests).", snapshot["predictions"])
+        yield self._single_counter(
+            "modelwarden_predictions_total", "Predictions made (rows, not requests).", snapshot["predictions"]
+        )
         errors = _counter("modelwarden_prediction_errors_total", "Rejected or failed requests by reason.")
         for reason, n in snapshot["errors"].items():
             errors.add_sample(errors.name + "_total", {**labels, "reason": reason}, float(n))
         yield errors
-        latency = Metric("modelwarden_inference_latency_seconds", "Server-side request latency (parse + predict).", "histogram")
+        latency = Metric(
+            "modelwarden_inference_latency_seconds", "Server-side request latency (parse + predict).", "histogram"
+        )
         _add_histogram(latency, labels, self._latency.le, *snapshot["latency"])
         yield latency
-        features = Metric("modelwarden_feature_value", "Feature values; bucket edges from the reference profile.", "histogram")
-        for name, (start, stop), le, total in zip(self.feature_names, self._features.spans, self._features.le, snapshot["feature_sums"]):
-            _add_histogram(features, {**labels, "feature": name}, le, snapshot["feature_counts"][start:stop], float(total))
+        features = Metric(
+            "modelwarden_feature_value", "Feature values; bucket edges from the reference profile.", "histogram"
+        )
+        counts, sums, spans, le = (
+            snapshot["column_counts"],
+            snapshot["column_sums"],
+            self._columns.spans,
+            self._columns.le,
+        )
+        for i, name in enumerate(self.feature_names):
+            _add_histogram(features, {**labels, "feature": name}, le[i], counts[slice(*spans[i])], float(sums[i]))
         yield features
-        if snapshot["value"] is not None and self._prediction_value is not None:
+        if self._has_value:
             value = Metric("modelwarden_prediction_value", "Regression output or classifier score.", "histogram")
-            _add_histogram(value, labels, self._prediction_value.le, *snapshot["value"])
+            _add_histogram(value, labels, le[-1], counts[slice(*spans[-1])], float(sums[-1]))
             yield value
         yield self._single_counter(
-            "modelwarden_prediction_outliers_total", "Predictions with a feature or score beyond the profile's z-score.", snapshot["outliers"]
+            "modelwarden_prediction_outliers_total",
+            "Predictions with a feature or score beyond the profile's z-score.",
+            snapshot["outliers"],
         )
         if self.task == "classification":
             classes = _counter("modelwarden_predicted_class_total", "Predictions per predicted class.")
@@ -323,13 +351,21 @@ class ModelMonitor:
             yield classes
             confusion = _counter("modelwarden_feedback_total", "Ground-truth feedback: confusion counts.")
             for (predicted, actual), n in snapshot["confusion"].items():
-                confusion.add_sample(confusion.name + "_total", {**labels, "predicted": predicted, "actual": actual}, float(n))
+                confusion.add_sample(
+                    confusion.name + "_total", {**labels, "predicted": predicted, "actual": actual}, float(n)
+                )
             yield confusion
         else:
             squared, absolute, observations = snapshot["regression"]
-            yield self._single_counter("modelwarden_feedback_squared_error_sum", "Sum of squared errors from feedback.", squared)
-            yield self._single_counter("modelwarden_feedback_absolute_error_sum", "Sum of absolute errors from feedback.", absolute)
-            yield self._single_counter("modelwarden_feedback_observations_total", "Regression feedback observations.", observations)
+            yield self._single_counter(
+                "modelwarden_feedback_squared_error_sum", "Sum of squared errors from feedback.", squared
+            )
+            yield self._single_counter(
+                "modelwarden_feedback_absolute_error_sum", "Sum of absolute errors from feedback.", absolute
+            )
+            yield self._single_counter(
+                "modelwarden_feedback_observations_total", "Regression feedback observations.", observations
+            )
 
     def _single_counter(self, sample_name: str, documentation: str, value: float) -> Metric:
         metric = _counter(sample_name, documentation)

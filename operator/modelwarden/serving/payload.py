@@ -88,7 +88,9 @@ def feature_matrix(rows: Sequence[Sequence[Any]], schema: FeatureSchema) -> np.n
         raise PayloadError("invalid_payload", "the batch is empty")
     for r, row in enumerate(rows):
         if len(row) != schema.width:
-            raise PayloadError("feature_count", f"row {r} has {len(row)} values; the model takes {schema.width} features")
+            raise PayloadError(
+                "feature_count", f"row {r} has {len(row)} values; the model takes {schema.width} features"
+            )
         for c, value in enumerate(row):
             _check_value(value, r, c, schema)
     if schema.text_input:
@@ -153,7 +155,9 @@ def _check_names(given: Any, schema: FeatureSchema, where: str) -> None:
     unknown = [name for name in given if name not in schema.names]
     if missing or unknown:
         parts = [f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else ""]
-        raise PayloadError("feature_names", f"{where}: {'; '.join(p for p in parts if p)} (expected {list(schema.names)})")
+        raise PayloadError(
+            "feature_names", f"{where}: {'; '.join(p for p in parts if p)} (expected {list(schema.names)})"
+        )
 
 
 # -- Open Inference Protocol (V2) ---------------------------------------------------------------
@@ -184,7 +188,9 @@ def _tensor(item: Any, index: int) -> _Tensor:
     if not isinstance(name, str) or not isinstance(datatype, str):
         raise PayloadError("invalid_payload", f"inputs[{index}] needs string 'name' and 'datatype'")
     if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
-        raise PayloadError("invalid_payload", f"inputs[{index}] ({name}): 'shape' must be a list of non-negative integers")
+        raise PayloadError(
+            "invalid_payload", f"inputs[{index}] ({name}): 'shape' must be a list of non-negative integers"
+        )
     if not isinstance(data, list):
         raise PayloadError("invalid_payload", f"inputs[{index}] ({name}): 'data' must be a list")
     return _Tensor(name, datatype.upper(), shape, _flatten(data, len(shape), name))
@@ -213,19 +219,28 @@ def _check_tensor_values(tensor: _Tensor, allow_text: bool) -> None:
         return
     if tensor.datatype not in V2_NUMERIC_TYPES:
         allowed = "numeric (FP16/32/64, INT*, UINT*)" + (" or BYTES" if allow_text else "")
-        raise PayloadError("invalid_payload", f"input {tensor.name!r}: datatype {tensor.datatype} is not supported; use {allowed}")
+        raise PayloadError(
+            "invalid_payload", f"input {tensor.name!r}: datatype {tensor.datatype} is not supported; use {allowed}"
+        )
     if tensor.datatype.startswith(("INT", "UINT")):
         for value in tensor.data:
             if type(value) is not int:
-                raise PayloadError("non_numeric", f"input {tensor.name!r} ({tensor.datatype}): {json.dumps(value)[:80]} is not an integer")
+                raise PayloadError(
+                    "non_numeric",
+                    f"input {tensor.name!r} ({tensor.datatype}): {json.dumps(value)[:80]} is not an integer",
+                )
 
 
 def _from_matrix_tensor(tensor: _Tensor, schema: FeatureSchema) -> np.ndarray:
     batch, width = tensor.shape
     if width != schema.width:
-        raise PayloadError("feature_count", f"input {tensor.name!r} has shape {tensor.shape}; the model takes [batch, {schema.width}]")
+        raise PayloadError(
+            "feature_count", f"input {tensor.name!r} has shape {tensor.shape}; the model takes [batch, {schema.width}]"
+        )
     if len(tensor.data) != batch * width:
-        raise PayloadError("invalid_payload", f"input {tensor.name!r}: {len(tensor.data)} values do not fill shape {tensor.shape}")
+        raise PayloadError(
+            "invalid_payload", f"input {tensor.name!r}: {len(tensor.data)} values do not fill shape {tensor.shape}"
+        )
     _check_tensor_values(tensor, allow_text=False)
     return feature_matrix([tensor.data[r * width : (r + 1) * width] for r in range(batch)], schema)
 
@@ -240,9 +255,13 @@ def _from_named_tensors(tensors: list[_Tensor], schema: FeatureSchema) -> np.nda
     for c, name in enumerate(schema.names):
         tensor = by_name[name]
         if tensor.shape not in ([batch], [batch, 1]):
-            raise PayloadError("invalid_payload", f"input {name!r} has shape {tensor.shape}; expected [{batch}] or [{batch}, 1]")
+            raise PayloadError(
+                "invalid_payload", f"input {name!r} has shape {tensor.shape}; expected [{batch}] or [{batch}, 1]"
+            )
         if len(tensor.data) != batch:
-            raise PayloadError("invalid_payload", f"input {name!r}: {len(tensor.data)} values do not fill shape {tensor.shape}")
+            raise PayloadError(
+                "invalid_payload", f"input {name!r}: {len(tensor.data)} values do not fill shape {tensor.shape}"
+            )
         _check_tensor_values(tensor, allow_text=c in schema.categorical and schema.text_input)
         columns.append(tensor.data)
     return feature_matrix([list(row) for row in zip(*columns)], schema)
@@ -271,7 +290,10 @@ def parse_feedback(doc: Any, task: str, classes: Sequence[str]) -> list[Feedback
 def _feedback_item(item: Any, index: int, task: str, classes: Sequence[str]) -> FeedbackItem:
     where = f"feedback[{index}]"
     if not isinstance(item, dict) or "actual" not in item:
-        raise PayloadError("invalid_payload", f'{where}: expected {{"request_id": ..., "actual": ...}} or {{"predicted": ..., "actual": ...}}')
+        raise PayloadError(
+            "invalid_payload",
+            f'{where}: expected {{"request_id": ..., "actual": ...}} or {{"predicted": ..., "actual": ...}}',
+        )
     unknown = sorted(set(item) - FEEDBACK_KEYS)
     if unknown:
         raise PayloadError("invalid_payload", f"{where}: unknown field(s) {unknown}")
@@ -285,7 +307,9 @@ def _feedback_item(item: Any, index: int, task: str, classes: Sequence[str]) -> 
         if isinstance(actual, list):
             if not actual:
                 raise PayloadError("invalid_payload", f"{where}: actual is an empty list")
-            return FeedbackItem([_label(a, f"{where}.actual", task, classes) for a in actual], request_id=item["request_id"])
+            return FeedbackItem(
+                [_label(a, f"{where}.actual", task, classes) for a in actual], request_id=item["request_id"]
+            )
         return FeedbackItem(_label(actual, f"{where}.actual", task, classes), request_id=item["request_id"])
     return FeedbackItem(
         _label(item["actual"], f"{where}.actual", task, classes),
@@ -306,7 +330,9 @@ def _label(value: Any, where: str, task: str, classes: Sequence[str]) -> Any:
             raise PayloadError("non_finite", f"{where}: NaN and infinite values are not accepted")
         return number
     if not (_is_number(value) or type(value) is str):
-        raise PayloadError("invalid_payload", f"{where}: a class label must be a string or number, got {json.dumps(value)[:80]}")
+        raise PayloadError(
+            "invalid_payload", f"{where}: a class label must be a string or number, got {json.dumps(value)[:80]}"
+        )
     if isinstance(value, float) and not math.isfinite(value):
         raise PayloadError("non_finite", f"{where}: NaN and infinite values are not class labels")
     key = level_key(value)

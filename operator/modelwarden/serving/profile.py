@@ -140,8 +140,8 @@ def round_edge(value: float) -> float:
 
 
 def quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
-    """Upper bucket bounds at the interior quantiles, rounded and deduplicated."""
-    quantiles = np.quantile(values, np.arange(1, bins) / bins)
+    """Upper bucket bounds at the interior quantiles (observed values, so ties collapse), rounded, deduplicated."""
+    quantiles = np.quantile(values, np.arange(1, bins) / bins, method="inverted_cdf")
     return np.unique([round_edge(q) for q in quantiles])
 
 

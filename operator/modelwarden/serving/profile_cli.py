@@ -59,7 +59,9 @@ def parse_column(name: str, cells: list[str], categorical: bool) -> np.ndarray:
         except ValueError:
             if categorical:
                 return np.array([_non_empty(name, row, c) for row, c in enumerate(cells)], dtype=object)
-            raise ProfileError(f"column {name!r}, row {row + 1}: {cell!r} is not a number (list it in --categorical?)") from None
+            raise ProfileError(
+                f"column {name!r}, row {row + 1}: {cell!r} is not a number (list it in --categorical?)"
+            ) from None
         if not math.isfinite(numbers[row]):
             raise ProfileError(f"column {name!r}, row {row + 1}: {cell!r} is not finite")
     return numbers
@@ -119,7 +121,9 @@ def build_profile_from_csv(
     else:
         runner, _ = load_runner(model)
         prediction = _model_prediction(runner, model_input(columns), bins, task)
-    return Profile(target=target, rows=len(raw[target]), bins=bins, z_score=z_score, features=features, prediction=prediction)
+    return Profile(
+        target=target, rows=len(raw[target]), bins=bins, z_score=z_score, features=features, prediction=prediction
+    )
 
 
 def _model_prediction(runner: ModelRunner, x: np.ndarray, bins: int, task: Task | None) -> Any:
@@ -148,7 +152,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--categorical", default="", help="comma-separated categorical columns")
     parser.add_argument("--model", help="joblib model: profile its predictions (else the target column)")
     parser.add_argument("--task", choices=("classification", "regression"), help="override the inferred task")
-    parser.add_argument("--z-score", type=float, default=DEFAULT_Z_SCORE, help="outlier threshold stored in the profile")
+    parser.add_argument(
+        "--z-score", type=float, default=DEFAULT_Z_SCORE, help="outlier threshold stored in the profile"
+    )
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
 
 
@@ -156,7 +162,13 @@ def run(args: argparse.Namespace) -> int:
     categorical = frozenset(c.strip() for c in args.categorical.split(",") if c.strip())
     try:
         profile = build_profile_from_csv(
-            args.data, args.target, bins=args.bins, categorical=categorical, model=args.model, task=args.task, z_score=args.z_score
+            args.data,
+            args.target,
+            bins=args.bins,
+            categorical=categorical,
+            model=args.model,
+            task=args.task,
+            z_score=args.z_score,
         )
     except (ProfileError, ModelLoadError, OSError, ValueError) as exc:
         print(f"modelwarden profile: error: {exc}", file=sys.stderr)

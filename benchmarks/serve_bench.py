@@ -1,0 +1,259 @@
+"""Benchmark `modelwarden serve`: throughput and latency with metrics on and off, and a fixed-rate run.
+
+Starts real server processes (unless --url is given) with the example classifier and drives them
+from this process over loopback with an aiohttp client:
+
+* closed loop: ``--concurrency`` workers send back-to-back requests for ``--duration`` seconds
+  (or ``--requests``), batch size 1 and 32 -> requests/s, p50, p99;
+* open loop: requests start on a fixed schedule of ``--rate`` per second; latency is measured
+  from the scheduled start, so a server that falls behind is charged for the queueing.
+
+Metrics-on and metrics-off servers alternate for ``--rounds`` rounds; the median is reported,
+because on a 2-core machine run-to-run noise is of the same order as the overhead measured.
+
+    .venv/bin/python benchmarks/serve_bench.py                # everything (~2 minutes)
+    .venv/bin/python benchmarks/serve_bench.py --url http://127.0.0.1:8080 --model-name fraud
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import aiohttp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "operator"))
+
+from modelwarden.serving import datagen  # noqa: E402
+from modelwarden.serving.examples import train_example  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process (Linux /proc); 0 when unknown."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def server(model_dir: Path, name: str, metrics: bool, extra: list[str]) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "modelwarden",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--name",
+        name,
+        "--version",
+        "1",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--prediction-log",
+        "off",
+        *extra,
+    ]
+    if not metrics:
+        command.append("--no-metrics")
+    process = subprocess.Popen(
+        command, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "operator")}
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("server did not start") from None
+                time.sleep(0.1)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def bodies(batch: int, count: int = 256) -> list[bytes]:
+    x, _ = datagen.classification(batch * count, seed=99)
+    return [json.dumps({"instances": x[i * batch : (i + 1) * batch].tolist()}).encode() for i in range(count)]
+
+
+async def closed_loop(
+    url: str, name: str, batch: int, concurrency: int, duration: float, max_requests: int, pid: int | None = None
+) -> dict:
+    payloads = bodies(batch)
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + duration
+    endpoint = f"{url}/v1/models/{name}:predict"
+    headers = {"Content-Type": "application/json"}
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        # warm-up: connections, model caches
+        for i in range(50):
+            async with session.post(endpoint, data=payloads[i % len(payloads)], headers=headers) as response:
+                await response.read()
+
+        async def worker(offset: int) -> None:
+            nonlocal errors
+            i = offset
+            while time.perf_counter() < stop_at and len(latencies) + errors < max_requests:
+                started = time.perf_counter()
+                async with session.post(endpoint, data=payloads[i % len(payloads)], headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        errors += 1
+                        continue
+                latencies.append(time.perf_counter() - started)
+                i += concurrency
+
+        started, cpu = time.perf_counter(), cpu_seconds(pid)
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
+    return summary(latencies, errors, elapsed, cpu)
+
+
+async def open_loop(url: str, name: str, rate: float, duration: float) -> dict:
+    payloads = bodies(1)
+    latencies: list[float] = []
+    errors = 0
+    endpoint = f"{url}/v1/models/{name}:predict"
+    headers = {"Content-Type": "application/json"}
+    total = int(rate * duration)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+        for i in range(50):
+            async with session.post(endpoint, data=payloads[i], headers=headers) as response:
+                await response.read()
+
+        async def one(i: int, scheduled: float) -> None:
+            nonlocal errors
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with session.post(endpoint, data=payloads[i % len(payloads)], headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    errors += 1
+                    return
+            latencies.append(time.perf_counter() - scheduled)
+
+        start = time.perf_counter() + 0.05
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i, start + i / rate) for i in range(total)))
+        elapsed = time.perf_counter() - started
+    return summary(latencies, errors, elapsed)
+
+
+def summary(latencies: list[float], errors: int, elapsed: float, server_cpu: float = 0.0) -> dict:
+    lat = np.array(latencies) * 1000
+    return {
+        "server_cpu_us": 1e6 * server_cpu / max(len(latencies), 1),
+        "requests": len(latencies),
+        "errors": errors,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+    }
+
+
+def median_of(runs: list[dict]) -> dict:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="benchmark a running server instead of starting one")
+    parser.add_argument("--model-name", default="bench")
+    parser.add_argument("--model-dir", type=Path, help="model directory (default: train the example classifier)")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per closed-loop run")
+    parser.add_argument("--requests", type=int, default=200_000, help="cap per closed-loop run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batches", default="1,32", help="comma-separated batch sizes for the closed-loop runs")
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--rate-duration", type=float, default=10.0)
+    parser.add_argument(
+        "--server-arg", action="append", default=[], help="extra `modelwarden serve` argument (repeatable)"
+    )
+    args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+
+    if args.url:
+        for batch in batches:
+            print_row(
+                f"batch {batch}",
+                asyncio.run(
+                    closed_loop(args.url, args.model_name, batch, args.concurrency, args.duration, args.requests)
+                ),
+            )
+        if args.rate_duration > 0:
+            print_row(
+                f"fixed {args.rate:.0f}/s",
+                asyncio.run(open_loop(args.url, args.model_name, args.rate, args.rate_duration)),
+            )
+        return 0
+
+    model_dir = args.model_dir or train_example("classifier", Path(tempfile.mkdtemp(prefix="mw-bench-")) / "classifier")
+    results: dict[tuple[bool, int], list[dict]] = {}
+    for _ in range(args.rounds):
+        for metrics in (True, False):
+            with server(model_dir, args.model_name, metrics, args.server_arg) as (url, pid):
+                for batch in batches:
+                    run = asyncio.run(
+                        closed_loop(url, args.model_name, batch, args.concurrency, args.duration, args.requests, pid)
+                    )
+                    results.setdefault((metrics, batch), []).append(run)
+    print(f"closed loop, concurrency {args.concurrency}, {args.duration:.0f} s per run, median of {args.rounds} rounds")
+    for batch in batches:
+        on, off = median_of(results[(True, batch)]), median_of(results[(False, batch)])
+        print_row(f"batch {batch:>2} metrics on ", on)
+        print_row(f"batch {batch:>2} metrics off", off)
+        print(
+            f"  instrumentation overhead: throughput {100 * (1 - on['rps'] / off['rps']):+.1f}%, "
+            f"server CPU per request {100 * (on['server_cpu_us'] / off['server_cpu_us'] - 1):+.1f}%"
+        )
+    for metrics in (True, False) if args.rate_duration > 0 else ():
+        with server(model_dir, args.model_name, metrics, args.server_arg) as (url, _):
+            label = f"fixed {args.rate:.0f}/s metrics {'on ' if metrics else 'off'}"
+            print_row(label, asyncio.run(open_loop(url, args.model_name, args.rate, args.rate_duration)))
+    return 0
+
+
+def print_row(label: str, result: dict) -> None:
+    cpu = f"  server CPU {result['server_cpu_us']:4.0f} us/req" if result["server_cpu_us"] else ""
+    print(
+        f"{label}: {result['rps']:6.0f} req/s  p50 {result['p50_ms']:5.2f} ms  p99 {result['p99_ms']:5.2f} ms{cpu}"
+        f"  ({result['requests']:.0f} ok, {result['errors']:.0f} errors)",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Feature-level drift decisions: statistic per feature, multiple-testing correction, dataset verdict.
+
+A feature is *tested* when both sides have at least ``minSamples`` observations and their bucket
+edges agree. A tested feature *drifts* when its corrected p-value is below alpha (ks, chi2) or
+its distance reaches the threshold (psi, jensenshannon, wasserstein, hellinger). The check fails
+when the drifted share of tested features reaches ``driftShare`` — by default any single
+drifted feature, which is safe because p-values are corrected across features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from modelwarden.analysis import statistics
+from modelwarden.analysis.histograms import AlignedHistograms
+from modelwarden.analysis.verdicts import result
+from modelwarden.api.driftpolicy import CheckResult, Correction, DriftMethod, Verdict
+
+DEFAULT_THRESHOLDS: dict[DriftMethod, float] = {
+    DriftMethod.KS: 0.01,
+    DriftMethod.CHI2: 0.01,
+    DriftMethod.PSI: 0.25,
+    DriftMethod.JENSEN_SHANNON: 0.1,
+    DriftMethod.WASSERSTEIN: 0.1,
+    DriftMethod.HELLINGER: 0.1,
+}
+P_VALUE_METHODS = frozenset({DriftMethod.KS, DriftMethod.CHI2})
+NAMED_IN_MESSAGE = 5
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """Per-feature numbers behind a drift check (arrays aligned with ``names``)."""
+
+    check: str
+    method: DriftMethod
+    threshold: float
+    names: tuple[str, ...]
+    statistic: np.ndarray
+    p_value: np.ndarray | None  # raw p-values for ks/chi2, else None
+    adjusted_p_value: np.ndarray | None  # after the correction, NaN where not tested
+    reference_samples: np.ndarray
+    current_samples: np.ndarray
+    tested: np.ndarray  # bool
+    drifted: np.ndarray  # bool
+    mismatched: np.ndarray  # bool: bucket edges differ between reference and current
+
+    def verdict_of(self, index: int) -> Verdict:
+        if self.mismatched[index]:
+            return Verdict.ERROR
+        if not self.tested[index]:
+            return Verdict.INSUFFICIENT_DATA
+        return Verdict.FAIL if self.drifted[index] else Verdict.PASS
+
+    @property
+    def drifted_names(self) -> list[str]:
+        return [self.names[i] for i in np.flatnonzero(self.drifted)]
+
+
+def scores(method: DriftMethod, histograms: AlignedHistograms, categorical: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(statistic, p-value or None) per feature.
+
+    With ks, a feature known to be categorical (from a profile) is tested with χ² instead:
+    the order of category codes is arbitrary, so a CDF distance would be meaningless.
+    """
+    ref, cur = histograms.reference, histograms.current
+    match method:
+        case DriftMethod.KS:
+            statistic, p_value = statistics.ks(ref, cur)
+            if categorical is not None and categorical.any():
+                chi_statistic, chi_p = statistics.chi2(ref[categorical], cur[categorical])
+                statistic[categorical], p_value[categorical] = chi_statistic, chi_p
+            return statistic, p_value
+        case DriftMethod.CHI2:
+            return statistics.chi2(ref, cur)
+        case DriftMethod.PSI:
+            return statistics.psi(ref, cur), None
+        case DriftMethod.JENSEN_SHANNON:
+            return statistics.jensen_shannon(ref, cur), None
+        case DriftMethod.WASSERSTEIN:
+            return statistics.wasserstein(ref, cur, histograms.le), None
+        case DriftMethod.HELLINGER:
+            return statistics.hellinger(ref, cur), None
+    raise ValueError(f"unknown drift method {method!r}")
+
+
+def detect(
+    check: str,
+    histograms: AlignedHistograms,
+    method: DriftMethod,
+    threshold: float | None,
+    correction: Correction,
+    min_samples: int,
+    categorical: np.ndarray | None = None,
+) -> FeatureDrift:
+    """Decide, per feature, whether it is tested and whether it drifted."""
+    threshold = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
+    reference_samples = histograms.reference_total
+    current_samples = histograms.current_total
+    tested = ~histograms.mismatched & (reference_samples >= min_samples) & (current_samples >= min_samples)
+    statistic, p_value = scores(method, histograms, categorical)
+    adjusted: np.ndarray | None = None
+    if p_value is not None:
+        adjusted = np.full(p_value.shape, np.nan)
+        adjusted[tested] = statistics.adjust_p_values(p_value[tested], correction)
+        drifted = tested & (np.nan_to_num(adjusted, nan=1.0) < threshold)
+    else:
+        drifted = tested & (statistic >= threshold)
+    return FeatureDrift(
+        check=check,
+        method=method,
+        threshold=threshold,
+        names=histograms.names,
+        statistic=statistic,
+        p_value=p_value,
+        adjusted_p_value=adjusted,
+        reference_samples=reference_samples,
+        current_samples=current_samples,
+        tested=tested,
+        drifted=drifted,
+        mismatched=histograms.mismatched,
+    )
+
+
+def verdict(drift: FeatureDrift, drift_share: float | None, min_samples: int, correction: Correction) -> CheckResult:
+    """The check result of a drift detection: Fail > Error (edge mismatch) > InsufficientData > Pass."""
+    tested = int(drift.tested.sum())
+    drifted = int(drift.drifted.sum())
+    share = drifted / tested if tested else 0.0
+    share_threshold = drift_share if drift_share is not None else (1 / tested if tested else None)
+    samples = float(drift.current_samples[drift.tested].min()) if tested else float(drift.current_samples.max(initial=0.0))
+    rule = _rule(drift, correction)
+    skipped = _skipped(drift, min_samples)
+    if drifted and (drift_share is None or share >= drift_share):
+        names = drift.drifted_names
+        listed = ", ".join(f"{name} ({_detail(drift, drift.names.index(name))})" for name in names[:NAMED_IN_MESSAGE])
+        more = f" and {len(names) - NAMED_IN_MESSAGE} more" if len(names) > NAMED_IN_MESSAGE else ""
+        message = f"{drifted} of {tested} drifted ({rule}): {listed}{more}{skipped}"
+        return result(drift.check, Verdict.FAIL, message, share, share_threshold, samples)
+    if drift.mismatched.any():
+        names = [drift.names[i] for i in np.flatnonzero(drift.mismatched)]
+        message = f"bucket edges differ between reference and current for {', '.join(names[:NAMED_IN_MESSAGE])}" + (
+            f" and {len(names) - NAMED_IN_MESSAGE} more" if len(names) > NAMED_IN_MESSAGE else ""
+        )
+        return result(drift.check, Verdict.ERROR, message, share, share_threshold, samples)
+    if not tested:
+        fewest = min(drift.reference_samples.min(initial=0.0), drift.current_samples.min(initial=0.0))
+        message = f"too few observations to test ({int(fewest)} on the smaller side, need {min_samples})"
+        if not drift.names:
+            message = "no histograms to test"
+        return result(drift.check, Verdict.INSUFFICIENT_DATA, message, None, share_threshold, samples)
+    return result(drift.check, Verdict.PASS, f"{drifted} of {tested} drifted ({rule}){skipped}", share, share_threshold, samples)
+
+
+def _rule(drift: FeatureDrift, correction: Correction) -> str:
+    if drift.method in P_VALUE_METHODS:
+        adjusted = "" if correction is Correction.NONE or drift.tested.sum() <= 1 else f"{correction.value}-adjusted "
+        return f"{drift.method.value}, {adjusted}p < {drift.threshold:g}"
+    return f"{drift.method.value} >= {drift.threshold:g}"
+
+
+def _detail(drift: FeatureDrift, index: int) -> str:
+    if drift.adjusted_p_value is not None:
+        return f"{drift.method.value}={drift.statistic[index]:.3g}, p={drift.adjusted_p_value[index]:.2g}"
+    return f"{drift.method.value}={drift.statistic[index]:.3g}"
+
+
+def _skipped(drift: FeatureDrift, min_samples: int) -> str:
+    untested = int((~drift.tested & ~drift.mismatched).sum())
+    return f"; {untested} not tested (fewer than {min_samples} observations)" if untested else ""

@@ -1,0 +1,262 @@
+"""Evaluate a DriftPolicy on already-fetched data: pure, no I/O, deterministic given ``now``.
+
+The DriftPolicy controller (and ``modelwarden evaluate``) fetch an :class:`Observations` with
+``modelwarden.metrics.collect`` and call :func:`evaluate_policy`. A fetch that failed arrives as
+an entry in ``Observations.failures`` and turns exactly the checks that needed it into Error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from modelwarden.analysis import drift as drift_analysis
+from modelwarden.analysis.histograms import BucketMatrix, align, bin_counts, select_names
+from modelwarden.analysis.quality import ConfusionMatrix, RegressionErrors, histogram_quantile, rate, two_proportion_test
+from modelwarden.analysis.verdicts import aggregate, bounded, result
+from modelwarden.api.driftpolicy import (
+    CheckResult,
+    ComparisonSpec,
+    Correction,
+    DriftPolicySpec,
+    Evaluation,
+    PerformanceCheck,
+    PerformanceMetric,
+    Verdict,
+)
+
+CLASSIFICATION_METRICS = {PerformanceMetric.ACCURACY, PerformanceMetric.PRECISION, PerformanceMetric.RECALL, PerformanceMetric.F1}
+REGRESSION_METRICS = {PerformanceMetric.MSE, PerformanceMetric.MAE, PerformanceMetric.RMSE}
+LATENCY_QUANTILES = {PerformanceMetric.LATENCY_P50: 0.5, PerformanceMetric.LATENCY_P95: 0.95, PerformanceMetric.LATENCY_P99: 0.99}
+
+
+@dataclass(frozen=True)
+class TrackWindow:
+    """What one track showed over one window; None where not fetched."""
+
+    features: BucketMatrix | None = None
+    prediction: BucketMatrix | None = None  # one row
+    latency: BucketMatrix | None = None  # one row
+    confusion: Mapping[tuple[str, str], float] | None = None  # (predicted, actual) -> count
+    counters: Mapping[str, float] | None = None  # quantity (metrics.queries.COUNTERS) -> increase
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The baseline distributions for drift: another window, or a profile."""
+
+    description: str
+    features: BucketMatrix
+    prediction: BucketMatrix
+    categorical: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Everything an evaluation needs, fetched. ``failures`` maps a part ("current.features",
+    "reference.prediction", "baseline.counters", "custom.<name>", …) to why it could not be fetched."""
+
+    current: TrackWindow
+    reference: Reference | None = None
+    baseline: TrackWindow | None = None
+    custom: Mapping[str, float | None] = field(default_factory=dict)
+    failures: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """The status-ready Evaluation plus per-feature numbers (for the CLI and operator metrics)."""
+
+    evaluation: Evaluation
+    drift: list[drift_analysis.FeatureDrift]
+    statistics_seconds: float
+
+
+def evaluate_policy(spec: DriftPolicySpec, observations: Observations, now: datetime) -> EvaluationReport:
+    """Run every check of the policy on the observations and aggregate the verdict."""
+    started = time.perf_counter()
+    results: list[CheckResult] = []
+    drifts: list[drift_analysis.FeatureDrift] = []
+    if spec.drift is not None:
+        for check, report in _drift_checks(spec, observations):
+            results.append(check)
+            if report is not None:
+                drifts.append(report)
+    results.extend(_performance_check(check, spec.min_samples, observations) for check in spec.performance)
+    if spec.comparison is not None:
+        results.extend(_comparison_checks(spec.comparison, spec.min_samples, observations))
+    if spec.outliers is not None:
+        counters, failure = _part(observations, "current", "counters")
+        counters = counters or {}
+        results.append(
+            _failed("outliers/rate", failure)
+            if failure
+            else bounded(
+                "outliers/rate",
+                rate(counters.get("outliers", 0.0), counters.get("predictions", 0.0)),
+                None,
+                spec.outliers.max_rate,
+                counters.get("predictions"),
+                spec.min_samples,
+                "outlier rate",
+            )
+        )
+    results.extend(_custom_check(check.name, check.min, check.max, observations) for check in spec.checks)
+    current_counters = observations.current.counters or {}
+    evaluation = Evaluation(
+        time=now,
+        verdict=aggregate(results),
+        samples=_count(current_counters.get("predictions")),
+        results=results,
+    )
+    return EvaluationReport(evaluation, drifts, time.perf_counter() - started)
+
+
+def _drift_checks(spec: DriftPolicySpec, observations: Observations) -> list[tuple[CheckResult, drift_analysis.FeatureDrift | None]]:
+    assert spec.drift is not None
+    policy = spec.drift
+    reference = observations.reference
+    checks: list[tuple[CheckResult, drift_analysis.FeatureDrift | None]] = []
+    parts = [("drift/features", "features")] + ([("drift/prediction", "prediction")] if policy.predictions else [])
+    for name, part in parts:
+        failure = observations.failures.get(f"current.{part}") or observations.failures.get(f"reference.{part}")
+        if failure or reference is None:
+            checks.append((_failed(name, failure or "no reference"), None))
+            continue
+        current: BucketMatrix = getattr(observations.current, part) or BucketMatrix.empty()
+        baseline: BucketMatrix = getattr(reference, part)
+        if part == "features":
+            names = select_names({*current.names, *baseline.names}, policy.features)
+            correction, share = policy.correction, policy.drift_share
+        else:
+            names = sorted({*current.names, *baseline.names})
+            correction, share = Correction.NONE, None  # a drifted prediction fails on its own
+        histograms = align(baseline, current, names)
+        categorical = np.fromiter((feature in reference.categorical for feature in names), bool, len(names)) if reference.categorical else None
+        report = drift_analysis.detect(name, histograms, policy.method, policy.threshold, correction, spec.min_samples, categorical)
+        check = drift_analysis.verdict(report, share, spec.min_samples, correction)
+        checks.append((check.model_copy(update={"message": f"{check.message} [vs {reference.description}]"}), report))
+    return checks
+
+
+def _performance_check(check: PerformanceCheck, min_samples: int, observations: Observations) -> CheckResult:
+    metric = check.metric
+    name = f"performance/{metric.value}" + (f"/{check.class_label}" if check.class_label else "")
+    what = metric.value.replace("_", " ") + (f" of class {check.class_label}" if check.class_label else "")
+    if metric in CLASSIFICATION_METRICS:
+        pairs, failure = _part(observations, "current", "confusion")
+        if failure:
+            return _failed(name, failure)
+        matrix = ConfusionMatrix.from_pairs(pairs or {})
+        value = matrix.accuracy() if metric is PerformanceMetric.ACCURACY else matrix.score(metric.value, check.class_label)
+        return bounded(name, value, check.min, check.max, matrix.total, min_samples, what)
+    if metric in LATENCY_QUANTILES:
+        latency, failure = _part(observations, "current", "latency")
+        if failure:
+            return _failed(name, failure)
+        le, counts = _single_histogram(latency)
+        value = histogram_quantile(LATENCY_QUANTILES[metric], le, counts) if counts.size else None
+        return bounded(name, value, check.min, check.max, float(counts.sum()), min_samples, what + " (seconds)")
+    counters, failure = _part(observations, "current", "counters")
+    if failure:
+        return _failed(name, failure)
+    counters = counters or {}
+    if metric in REGRESSION_METRICS:
+        errors = RegressionErrors(
+            counters.get("squared_error_sum", 0.0), counters.get("absolute_error_sum", 0.0), counters.get("feedback_observations", 0.0)
+        )
+        return bounded(name, errors.metric(metric.value), check.min, check.max, errors.observations, min_samples, what)
+    # error rate: failed requests over all requests (successful requests are the timed ones)
+    requests = counters.get("requests", 0.0) + counters.get("errors", 0.0)
+    return bounded(name, rate(counters.get("errors", 0.0), requests), check.min, check.max, requests, min_samples, what)
+
+
+def _comparison_checks(comparison: ComparisonSpec, min_samples: int, observations: Observations) -> list[CheckResult]:
+    checks = []
+    for metric in comparison.metrics:
+        name = f"comparison/{metric}"
+        try:
+            candidate = _successes(metric, observations, "current")
+            baseline = _successes(metric, observations, "baseline")
+        except _Missing as missing:
+            checks.append(_failed(name, str(missing)))
+            continue
+        fewest = min(candidate[1], baseline[1])
+        if fewest < min_samples:
+            message = f"{metric}: {int(fewest)} observations on the smaller track, need {min_samples}"
+            checks.append(result(name, Verdict.INSUFFICIENT_DATA, message, None, comparison.alpha, fewest))
+            continue
+        test = two_proportion_test(*candidate, *baseline, higher_is_worse=metric == "error_rate")
+        worse = test.p_value < comparison.alpha
+        message = (
+            f"{metric} {test.candidate:.4g} vs {comparison.track.value} {test.baseline:.4g}: "
+            f"z={test.z:.3g}, one-sided p={test.p_value:.3g} {'<' if worse else '>='} {comparison.alpha:g}"
+            + (" (significantly worse)" if worse else "")
+        )
+        checks.append(result(name, Verdict.FAIL if worse else Verdict.PASS, message, test.p_value, comparison.alpha, fewest))
+    return checks
+
+
+class _Missing(Exception):
+    """A comparison input could not be fetched."""
+
+
+def _successes(metric: str, observations: Observations, side: str) -> tuple[float, float]:
+    """(events, trials) for a proportion: correct predictions for accuracy, failed requests for error_rate."""
+    if metric == "accuracy":
+        pairs, failure = _part(observations, side, "confusion")
+        if failure:
+            raise _Missing(failure)
+        matrix = ConfusionMatrix.from_pairs(pairs or {})
+        return float(np.trace(matrix.counts)), matrix.total
+    counters, failure = _part(observations, side, "counters")
+    if failure:
+        raise _Missing(failure)
+    counters = counters or {}
+    errors = max(counters.get("errors", 0.0), 0.0)
+    return errors, max(counters.get("requests", 0.0), 0.0) + errors
+
+
+def _custom_check(name: str, minimum: float | None, maximum: float | None, observations: Observations) -> CheckResult:
+    check = f"custom/{name}"
+    failure = observations.failures.get(f"custom.{name}")
+    if failure:
+        return _failed(check, failure)
+    value = observations.custom.get(name)
+    if value is None or not math.isfinite(value):
+        threshold = maximum if maximum is not None else minimum
+        return result(check, Verdict.INSUFFICIENT_DATA, f"{name}: the query returned no finite value", None, threshold)
+    return bounded(check, value, minimum, maximum, None, None, name)
+
+
+def _part(observations: Observations, side: str, part: str) -> tuple[Any, str | None]:
+    """A fetched part of a track window (None if it had no series), or the reason it is missing."""
+    failure = observations.failures.get(f"{side}.{part}")
+    window = observations.current if side == "current" else observations.baseline
+    if failure:
+        return None, failure
+    if window is None:
+        return None, f"no {side} track data"
+    return getattr(window, part), None
+
+
+def _single_histogram(matrix: BucketMatrix | None) -> tuple[np.ndarray, np.ndarray]:
+    if matrix is None or not matrix.names:
+        return np.empty(0), np.empty(0)
+    counts = bin_counts(matrix.cumulative, matrix.le)[0]
+    valid = ~np.isnan(matrix.le[0])
+    return matrix.le[0][valid], counts[valid]
+
+
+def _failed(check: str, message: str) -> CheckResult:
+    return result(check, Verdict.ERROR, message)
+
+
+def _count(value: float | None) -> int | None:
+    return int(value) if value is not None and math.isfinite(value) else None

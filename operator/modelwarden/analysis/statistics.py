@@ -1,0 +1,152 @@
+"""Two-sample statistics on binned data, vectorised over features.
+
+Every function takes per-bin counts ``reference`` and ``current`` of shape (F, B) (one row per
+feature, zero-padded) and returns one value per row. Rows with no observations on a side yield
+a neutral value (0 distance, p-value 1) rather than NaN: the caller marks them InsufficientData
+from the sample sizes, and no NaN can leak into a verdict. Formulas and caveats: docs/statistics.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import special, stats
+
+from modelwarden.api.driftpolicy import Correction
+
+PSI_EPSILON = 1e-4
+"""Proportion substituted for an empty bin, exactly as the seed's calculate_psi (and Evidently)."""
+
+
+def proportions(counts: np.ndarray) -> np.ndarray:
+    """Each row divided by its total; an all-zero row stays zero (not NaN)."""
+    return _divide_rows(counts, counts.sum(axis=-1))
+
+
+def _divide_rows(values: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    # A division, not a multiplication by 1/total: 1/total overflows for subnormal totals.
+    return np.divide(values, totals[..., None], out=np.zeros_like(values, dtype=float), where=totals[..., None] > 0)
+
+
+def psi(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Population Stability Index: Σ (p−q)·ln(p/q), empty bins replaced by PSI_EPSILON.
+
+    Padding bins are empty on both sides and contribute exactly 0.
+    """
+    p = proportions(reference)
+    q = proportions(current)
+    p = np.where(p == 0, PSI_EPSILON, p)
+    q = np.where(q == 0, PSI_EPSILON, q)
+    return np.sum((p - q) * np.log(p / q), axis=-1)
+
+
+def ks(reference: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kolmogorov–Smirnov D over the bucket edges and its asymptotic two-sample p-value.
+
+    D is only evaluated at bucket edges, so it is never larger than the D of the raw samples,
+    and the asymptotic Kolmogorov distribution overstates finite-sample tail probabilities:
+    both make the test conservative (p-values too large, never too small).
+    """
+    reference_cdf = np.cumsum(reference, axis=-1)
+    current_cdf = np.cumsum(current, axis=-1)
+    n = reference_cdf[..., -1]
+    m = current_cdf[..., -1]
+    distance = np.abs(_divide_rows(reference_cdf, n) - _divide_rows(current_cdf, m)).max(axis=-1)
+    effective_n = np.divide(n * m, n + m, out=np.zeros_like(n, dtype=float), where=(n > 0) & (m > 0))
+    p_value = special.kolmogorov(np.sqrt(effective_n) * distance)
+    return distance, np.clip(p_value, 0.0, 1.0)
+
+
+def chi2(reference: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson χ² test of homogeneity of the 2×B table, bins empty on both sides dropped.
+
+    Equal to ``scipy.stats.chi2_contingency(correction=False)`` on the non-empty columns;
+    degrees of freedom = non-empty bins − 1 per row.
+    """
+    n = reference.sum(axis=-1, keepdims=True)
+    m = current.sum(axis=-1, keepdims=True)
+    column = reference + current
+    grand = n + m
+    expected_ref = np.divide(column * n, grand, out=np.zeros_like(column, dtype=float), where=grand > 0)
+    expected_cur = column - expected_ref
+    terms = np.divide((reference - expected_ref) ** 2, expected_ref, out=np.zeros_like(column, dtype=float), where=expected_ref > 0)
+    terms += np.divide((current - expected_cur) ** 2, expected_cur, out=np.zeros_like(column, dtype=float), where=expected_cur > 0)
+    statistic = terms.sum(axis=-1)
+    dof = np.count_nonzero(column > 0, axis=-1) - 1
+    p_value = np.where(dof > 0, stats.chi2.sf(statistic, np.maximum(dof, 1)), 1.0)
+    return statistic, p_value
+
+
+def jensen_shannon(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Jensen–Shannon distance (natural log, as scipy.spatial.distance.jensenshannon), in [0, √ln2]."""
+    p = proportions(reference)
+    q = proportions(current)
+    mixture = (p + q) / 2
+    divergence = (special.rel_entr(p, mixture).sum(axis=-1) + special.rel_entr(q, mixture).sum(axis=-1)) / 2
+    return np.sqrt(np.maximum(divergence, 0.0))
+
+
+def hellinger(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Hellinger distance √(½ Σ (√p − √q)²), in [0, 1]."""
+    difference = np.sqrt(proportions(reference)) - np.sqrt(proportions(current))
+    return np.sqrt(0.5 * np.sum(difference**2, axis=-1))
+
+
+def bin_points(le: np.ndarray) -> np.ndarray:
+    """A representative value per bin: the midpoint of (previous le, le].
+
+    The open-ended first bin (−∞, e₀] sits half a neighbouring width below e₀ and the +Inf bin
+    half a width above the last edge (width 1 when there is no neighbour). Padding repeats the
+    last real point, so it adds no distance.
+    """
+    upper = np.asarray(le, dtype=float)
+    lower = np.concatenate([np.full((upper.shape[0], 1), -np.inf), upper[:, :-1]], axis=1)
+    with np.errstate(invalid="ignore"):
+        points = (lower + upper) / 2
+        width_before = np.concatenate([np.full((upper.shape[0], 1), np.nan), np.diff(lower, axis=1)], axis=1)
+        width_after = np.concatenate([np.diff(upper, axis=1), np.full((upper.shape[0], 1), np.nan)], axis=1)
+    half_before = np.where(np.isfinite(width_before), width_before / 2, 0.5)
+    half_after = np.where(np.isfinite(width_after), width_after / 2, 0.5)
+    points = np.where(np.isneginf(lower) & np.isfinite(upper), upper - half_after, points)
+    points = np.where(np.isposinf(upper) & np.isfinite(lower), lower + half_before, points)
+    points = np.where(np.isneginf(lower) & np.isposinf(upper), 0.0, points)
+    # Padding (NaN): carry the last real point forward.
+    index = np.where(np.isnan(points), 0, np.arange(points.shape[1]))
+    index = np.maximum.accumulate(index, axis=1)
+    points = np.take_along_axis(points, index, axis=1)
+    return np.nan_to_num(points, nan=0.0)
+
+
+def wasserstein(reference: np.ndarray, current: np.ndarray, le: np.ndarray) -> np.ndarray:
+    """Wasserstein-1 distance between the binned distributions on ``bin_points``, divided by
+    the reference's standard deviation on the same points (as Evidently), so one threshold fits
+    features of any scale. A reference with zero spread is not normalised.
+    """
+    points = bin_points(le)
+    p = proportions(reference)
+    q = proportions(current)
+    gaps = np.diff(points, axis=1)
+    distance = np.sum(np.abs(np.cumsum(p, axis=1) - np.cumsum(q, axis=1))[:, :-1] * gaps, axis=1)
+    mean = np.sum(p * points, axis=1, keepdims=True)
+    std = np.sqrt(np.sum(p * (points - mean) ** 2, axis=1))
+    return np.divide(distance, std, out=distance.copy(), where=std > 0)
+
+
+def adjust_p_values(p_values: np.ndarray, correction: Correction) -> np.ndarray:
+    """Multiple-testing correction across features.
+
+    ``fdr``: Benjamini–Hochberg adjusted p-values (step-up, monotone); controls the expected
+    share of false discoveries, and the chance of any false alarm when nothing drifted.
+    ``bonferroni``: p·m (family-wise error rate). ``none``: unchanged.
+    """
+    p = np.asarray(p_values, dtype=float)
+    count = p.size
+    if count == 0 or correction is Correction.NONE:
+        return p.copy()
+    if correction is Correction.BONFERRONI:
+        return np.minimum(p * count, 1.0)
+    order = np.argsort(p)
+    scaled = p[order] * count / np.arange(1, count + 1)
+    adjusted_sorted = np.minimum.accumulate(scaled[::-1])[::-1]
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(adjusted_sorted, 1.0)
+    return adjusted

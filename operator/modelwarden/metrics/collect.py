@@ -1,0 +1,229 @@
+"""Fetch what a DriftPolicy needs from a MetricProvider, then evaluate it (the I/O half).
+
+``plan_queries`` (pure) lists the PromQL per part; ``collect`` runs them and decodes the results
+into :class:`modelwarden.analysis.evaluate.Observations`; ``evaluate`` = collect +
+``evaluate_policy``, timed as query (HTTP round trips, including the backend's work), parse
+(JSON to arrays) and statistics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from modelwarden.analysis.evaluate import (
+    CLASSIFICATION_METRICS,
+    LATENCY_QUANTILES,
+    REGRESSION_METRICS,
+    EvaluationReport,
+    Observations,
+    Reference,
+    TrackWindow,
+    evaluate_policy,
+)
+from modelwarden.analysis.histograms import BucketMatrix
+from modelwarden.api.driftpolicy import DriftPolicySpec, PerformanceMetric
+from modelwarden.api.duration import format_duration
+from modelwarden.metrics import queries
+from modelwarden.metrics.errors import MetricsError, NoData
+from modelwarden.metrics.provider import InstantVector, MetricProvider
+
+
+@dataclass(frozen=True)
+class Target:
+    """The judged model: its metric labels and the version each track serves (if known)."""
+
+    model: str
+    namespace: str = ""
+    versions: Mapping[str, str] = field(default_factory=dict)  # track -> version; absent: any version
+    namespace_label: str | None = None
+
+    def selector(self, track: str, any_version: bool = False) -> queries.Selector:
+        version = None if any_version else self.versions.get(track)
+        return queries.Selector(self.model, track, version, self.namespace, self.namespace_label)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where one evaluation's time went, in seconds."""
+
+    query: float
+    parse: float
+    statistics: float
+
+    @property
+    def total(self) -> float:
+        return self.query + self.parse + self.statistics
+
+
+@dataclass(frozen=True)
+class TimedReport:
+    report: EvaluationReport
+    timings: Timings
+
+
+def plan_queries(spec: DriftPolicySpec, target: Target) -> dict[str, str]:
+    """PromQL per observation part ("current.features", "reference.features", "custom.<name>", …)."""
+    track = spec.track.value
+    window = spec.window
+    current = target.selector(track)
+    planned: dict[str, str] = {}
+    metrics = {check.metric for check in spec.performance}
+    comparison = set(spec.comparison.metrics) if spec.comparison else set()
+
+    quantities = ["predictions"]
+    if PerformanceMetric.ERROR_RATE in metrics or "error_rate" in comparison:
+        quantities += ["requests", "errors"]
+    if spec.outliers is not None:
+        quantities.append("outliers")
+    if metrics & REGRESSION_METRICS:
+        quantities += ["squared_error_sum", "absolute_error_sum", "feedback_observations"]
+    planned["current.counters"] = queries.counters(current, window, quantities)
+    if metrics & CLASSIFICATION_METRICS or "accuracy" in comparison:
+        planned["current.confusion"] = queries.confusion(current, window)
+    if metrics & set(LATENCY_QUANTILES):
+        planned["current.latency"] = queries.latency_buckets(current, window)
+
+    if spec.drift is not None and spec.reference is not None:
+        reference = spec.reference
+        parts = [("features", queries.feature_buckets)] + ([("prediction", queries.prediction_buckets)] if spec.drift.predictions else [])
+        for part, build in parts:
+            planned[f"current.{part}"] = build(current, window)
+            if reference.track is not None:
+                planned[f"reference.{part}"] = build(target.selector(reference.track.value), window)
+            elif reference.offset is not None:
+                planned[f"reference.{part}"] = build(target.selector(track, any_version=True), window, reference.offset)
+
+    if spec.comparison is not None:
+        baseline = target.selector(spec.comparison.track.value)
+        baseline_quantities = ["requests", "errors"] if "error_rate" in comparison else ["predictions"]
+        planned["baseline.counters"] = queries.counters(baseline, window, baseline_quantities)
+        if "accuracy" in comparison:
+            planned["baseline.confusion"] = queries.confusion(baseline, window)
+
+    for check in spec.checks:
+        try:
+            planned[f"custom.{check.name}"] = queries.render_template(check.query, current, window)
+        except ValueError as exc:
+            planned[f"custom.{check.name}"] = _Invalid(str(exc))
+    return planned
+
+
+class _Invalid(str):
+    """A query that could not be built; reported as the check's Error without being sent."""
+
+
+def collect(
+    spec: DriftPolicySpec,
+    target: Target,
+    provider: MetricProvider,
+    now: datetime,
+    profile_reference: Reference | None = None,
+) -> tuple[Observations, float, float]:
+    """Run the planned queries at ``now``; returns (observations, query seconds, parse seconds).
+
+    Queries run one after another: the feature histograms dominate and decoding them is
+    CPU-bound, so threads would not shorten an evaluation, and the operator already evaluates
+    many policies concurrently.
+    """
+    fetched: dict[str, Any] = {}
+    failures: dict[str, str] = {}
+    query_seconds = parse_seconds = 0.0
+    for part, promql in plan_queries(spec, target).items():
+        if isinstance(promql, _Invalid):
+            failures[part] = f"invalid query template: {promql}"
+            continue
+        try:
+            vector = provider.query(promql, at=now)
+        except NoData:
+            fetched[part] = None
+            continue
+        except MetricsError as exc:
+            failures[part] = f"{type(exc).__name__}: {exc}"
+            continue
+        started = time.perf_counter()
+        try:
+            kind = "custom" if part.startswith("custom.") else part.split(".", 1)[1]
+            fetched[part] = _DECODERS[kind](vector)
+        except (KeyError, ValueError) as exc:
+            failures[part] = f"unexpected result shape: {exc}"
+        parse_seconds += vector.decode_seconds + time.perf_counter() - started
+        query_seconds += vector.fetch_seconds
+
+    def window(side: str) -> TrackWindow:
+        return TrackWindow(
+            features=fetched.get(f"{side}.features"),
+            prediction=fetched.get(f"{side}.prediction"),
+            latency=fetched.get(f"{side}.latency"),
+            confusion=fetched.get(f"{side}.confusion"),
+            counters=fetched.get(f"{side}.counters"),
+        )
+
+    observations = Observations(
+        current=window("current"),
+        reference=_reference(spec, fetched, failures, profile_reference),
+        baseline=window("baseline") if spec.comparison is not None else None,
+        custom={part.removeprefix("custom."): value for part, value in fetched.items() if part.startswith("custom.")},
+        failures=failures,
+    )
+    return observations, query_seconds, parse_seconds
+
+
+def evaluate(
+    spec: DriftPolicySpec,
+    target: Target,
+    provider: MetricProvider,
+    now: datetime,
+    profile_reference: Reference | None = None,
+) -> TimedReport:
+    """Collect and evaluate once; the Evaluation's duration covers all three phases."""
+    observations, query_seconds, parse_seconds = collect(spec, target, provider, now, profile_reference)
+    report = evaluate_policy(spec, observations, now)
+    timings = Timings(query_seconds, parse_seconds, report.statistics_seconds)
+    evaluation = report.evaluation.model_copy(update={"duration_seconds": round(timings.total, 6)})
+    return TimedReport(replace(report, evaluation=evaluation), timings)
+
+
+def _reference(spec: DriftPolicySpec, fetched: dict[str, Any], failures: dict[str, str], profile: Reference | None) -> Reference | None:
+    reference = spec.reference
+    if spec.drift is None or reference is None:
+        return None
+    if reference.profile_ref is not None:
+        if profile is None:
+            failures["reference.features"] = failures["reference.prediction"] = "the reference profile was not provided"
+        return profile
+    if reference.track is not None:
+        description = f"the {reference.track.value} track over the same window"
+    else:
+        assert reference.offset is not None
+        description = f"the same track {format_duration(reference.offset)} earlier"
+    return Reference(
+        description,
+        fetched.get("reference.features") or BucketMatrix.empty(),
+        fetched.get("reference.prediction") or BucketMatrix.empty(),
+    )
+
+
+def _histograms(vector: InstantVector, name_label: str | None = None, name: str = "") -> BucketMatrix:
+    """One row per value of ``name_label`` (features), or a single row called ``name``."""
+    names = [labels.get(name_label, "") for labels in vector.labels] if name_label else [name] * len(vector.labels)
+    return BucketMatrix.from_samples(names, [float(labels["le"]) for labels in vector.labels], vector.values)
+
+
+def _single_value(vector: InstantVector) -> float:
+    if len(vector.labels) != 1:
+        raise ValueError(f"a custom check must return one series, got {len(vector.labels)}")
+    return float(vector.values[0])
+
+
+_DECODERS: dict[str, Callable[[InstantVector], Any]] = {
+    "features": lambda vector: _histograms(vector, name_label="feature"),
+    "prediction": lambda vector: _histograms(vector, name="prediction"),
+    "latency": lambda vector: _histograms(vector, name="latency"),
+    "counters": lambda vector: {labels[queries.QUANTITY_LABEL]: float(v) for labels, v in zip(vector.labels, vector.values)},
+    "confusion": lambda vector: {(labels["predicted"], labels["actual"]): float(v) for labels, v in zip(vector.labels, vector.values)},
+    "custom": _single_value,
+}

@@ -1,0 +1,159 @@
+"""`modelwarden evaluate`: evaluate a DriftPolicy once against Prometheus, outside the cluster.
+
+Exit status: 0 when the verdict is Pass, 1 when Fail, 2 for InsufficientData, Error or bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from modelwarden.analysis.drift import FeatureDrift
+from modelwarden.analysis.reference import reference_from_profile
+from modelwarden.api.driftpolicy import DriftPolicy, Verdict
+from modelwarden.metrics.collect import Target, TimedReport, evaluate
+from modelwarden.metrics.prometheus import PrometheusConfig, PrometheusProvider
+
+EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.INSUFFICIENT_DATA: 2, Verdict.ERROR: 2}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", required=True, type=Path, help="DriftPolicy manifest (YAML or JSON)")
+    parser.add_argument("--prometheus", help="Prometheus-API base URL (default: the policy's spec.prometheus.url)")
+    parser.add_argument("--at", help="evaluation time, RFC3339 (default: now)")
+    parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    parser.add_argument("--profile", type=Path, help="profile.json for a profileRef reference")
+    parser.add_argument("--model", help="model label (default: the policy's targetRef.name)")
+    parser.add_argument("--namespace", help="value of {{ namespace }} (default: the manifest's namespace or 'default')")
+    parser.add_argument("--version", dest="track_version", help="version label of the judged track (default: any version)")
+    parser.add_argument("--timeout", type=float, help="seconds per query (default: the policy's, else 10)")
+    parser.add_argument("--all-features", action="store_true", help="table output: list every feature, not only notable ones")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        policy = _load_policy(args.filename)
+        now = _parse_time(args.at) if args.at else datetime.now(timezone.utc)
+        profile = reference_from_profile(args.profile.read_bytes(), f"profile {args.profile.name}") if args.profile else None
+    except (OSError, ValueError) as exc:
+        print(f"modelwarden evaluate: {exc}", file=sys.stderr)
+        return 2
+    spec = policy.spec
+    source = spec.prometheus
+    url = args.prometheus or (source.url if source else None)
+    if not url:
+        print("modelwarden evaluate: --prometheus is required (the policy has no spec.prometheus)", file=sys.stderr)
+        return 2
+    config = PrometheusConfig(
+        url=url,
+        headers=dict(source.headers) if source else {},
+        timeout_seconds=args.timeout or (source.timeout.total_seconds() if source else 10.0),
+    )
+    target = Target(
+        model=args.model or spec.target_ref.name,
+        namespace=args.namespace or policy.metadata.get("namespace") or "default",
+        versions={spec.track.value: args.track_version} if args.track_version else {},
+    )
+    with PrometheusProvider(config) as provider:
+        timed = evaluate(spec, target, provider, now, profile)
+    print(_json(timed) if args.output == "json" else _table(timed, args.all_features))
+    return EXIT_CODES[timed.report.evaluation.verdict]
+
+
+def _load_policy(path: Path) -> DriftPolicy:
+    documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    policies = [doc for doc in documents if isinstance(doc, dict) and doc.get("kind") == "DriftPolicy"]
+    if len(policies) != 1:
+        raise ValueError(f"{path}: expected exactly one DriftPolicy, found {len(policies)}")
+    return DriftPolicy.model_validate(policies[0])
+
+
+def _parse_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"--at {text!r}: RFC3339 needs a timezone (e.g. Z or +02:00)")
+    return moment
+
+
+def _features(drift: FeatureDrift) -> list[dict[str, Any]]:
+    rows = []
+    for i, name in enumerate(drift.names):
+        row: dict[str, Any] = {
+            "name": name,
+            "verdict": drift.verdict_of(i).value,
+            "statistic": _number(drift.statistic[i]),
+            "referenceSamples": int(drift.reference_samples[i]),
+            "currentSamples": int(drift.current_samples[i]),
+        }
+        if drift.p_value is not None and drift.adjusted_p_value is not None:
+            row["pValue"] = _number(drift.p_value[i])
+            row["adjustedPValue"] = _number(drift.adjusted_p_value[i])
+        rows.append(row)
+    return rows
+
+
+def _json(timed: TimedReport) -> str:
+    report = timed.report
+    document = {
+        "evaluation": report.evaluation.to_wire(),
+        "timings": {
+            "querySeconds": timed.timings.query,
+            "parseSeconds": timed.timings.parse,
+            "statisticsSeconds": timed.timings.statistics,
+        },
+        "drift": [
+            {"check": drift.check, "method": drift.method.value, "threshold": drift.threshold, "features": _features(drift)}
+            for drift in report.drift
+        ],
+    }
+    return json.dumps(document, indent=2)
+
+
+def _table(timed: TimedReport, all_features: bool) -> str:
+    evaluation = timed.report.evaluation
+    t = timed.timings
+    lines = [
+        f"verdict {evaluation.verdict.value} at {evaluation.time.isoformat()} "
+        f"({evaluation.samples if evaluation.samples is not None else 'no'} predictions; "
+        f"query {t.query * 1000:.1f} ms, parse {t.parse * 1000:.1f} ms, statistics {t.statistics * 1000:.1f} ms)",
+        "",
+        _columns(["CHECK", "VERDICT", "VALUE", "THRESHOLD", "SAMPLES", "MESSAGE"]),
+    ]
+    for check in evaluation.results:
+        lines.append(_columns([check.check, check.verdict.value, _fmt(check.value), _fmt(check.threshold), _fmt(check.samples), check.message]))
+    for drift in timed.report.drift:
+        rows = [row for row in _features(drift) if all_features or row["verdict"] != Verdict.PASS.value]
+        hidden = len(drift.names) - len(rows)
+        if not rows and not hidden:
+            continue
+        lines += ["", f"{drift.check}: {drift.method.value} per feature" + (f" ({hidden} passing not shown; --all-features)" if hidden else "")]
+        if rows:
+            lines.append(_columns(["FEATURE", "VERDICT", "STATISTIC", "P", "ADJUSTED P", "REFERENCE N", "CURRENT N"]))
+        for row in rows:
+            lines.append(
+                _columns([
+                    row["name"], row["verdict"], _fmt(row["statistic"]), _fmt(row.get("pValue")),
+                    _fmt(row.get("adjustedPValue")), str(row["referenceSamples"]), str(row["currentSamples"]),
+                ])
+            )
+    return "\n".join(lines)
+
+
+def _columns(cells: list[str]) -> str:
+    widths = (28, 17, 11, 11, 11, 11, 0)
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+
+
+def _fmt(value: float | int | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _number(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None

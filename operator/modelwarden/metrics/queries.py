@@ -1,0 +1,132 @@
+"""PromQL for the metrics contract (pure string building, no I/O).
+
+Every histogram is fetched with ONE grouped query per window (``sum by (feature, le)``), never
+one query per feature: a 1000-feature policy costs one round trip per side. Windows are
+``increase(...[window])``, which handles counter resets inside the window. An earlier window is
+addressed with the PromQL ``offset`` modifier (not the ``time`` parameter), so that all queries
+of one evaluation share the same evaluation time and a reference offset is visible in the query
+text itself. Label values are always escaped: a resource name cannot inject PromQL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+from modelwarden.api.duration import format_duration
+
+FEATURE_BUCKETS = "modelwarden_feature_value_bucket"
+PREDICTION_BUCKETS = "modelwarden_prediction_value_bucket"
+LATENCY_BUCKETS = "modelwarden_inference_latency_seconds_bucket"
+LATENCY_COUNT = "modelwarden_inference_latency_seconds_count"
+PREDICTED_CLASS = "modelwarden_predicted_class_total"
+FEEDBACK = "modelwarden_feedback_total"
+PREDICTIONS = "modelwarden_predictions_total"
+ERRORS = "modelwarden_prediction_errors_total"
+OUTLIERS = "modelwarden_prediction_outliers_total"
+SQUARED_ERROR_SUM = "modelwarden_feedback_squared_error_sum"
+ABSOLUTE_ERROR_SUM = "modelwarden_feedback_absolute_error_sum"
+FEEDBACK_OBSERVATIONS = "modelwarden_feedback_observations_total"
+
+# quantity name -> counter, fetched together in one query (see counters()).
+COUNTERS: dict[str, str] = {
+    "predictions": PREDICTIONS,
+    "requests": LATENCY_COUNT,  # successful requests: every one is timed
+    "errors": ERRORS,  # failed requests, by reason
+    "outliers": OUTLIERS,
+    "squared_error_sum": SQUARED_ERROR_SUM,
+    "absolute_error_sum": ABSOLUTE_ERROR_SUM,
+    "feedback_observations": FEEDBACK_OBSERVATIONS,
+}
+QUANTITY_LABEL = "modelwarden_quantity"
+_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
+
+
+def escape_label_value(value: str) -> str:
+    """The inside of a double-quoted PromQL string for ``value`` (quotes, backslashes, control chars escaped)."""
+    return json.dumps(value, ensure_ascii=False)[1:-1]
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which series belong to one track of one model.
+
+    ``version`` None matches any version (an ``offset`` reference spans whatever version the
+    track served then). ``namespace_label`` set (e.g. "namespace" with Kubernetes service
+    discovery) also matches ``namespace``; unset, ``namespace`` only feeds custom templates.
+    """
+
+    model: str
+    track: str
+    version: str | None = None
+    namespace: str = ""
+    namespace_label: str | None = None
+
+    def matchers(self) -> str:
+        pairs = [("model", self.model), ("track", self.track)]
+        if self.version is not None:
+            pairs.append(("version", self.version))
+        if self.namespace_label:
+            pairs.append((self.namespace_label, self.namespace))
+        return ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs)
+
+
+def _window(metric: str, selector: Selector, window: timedelta, offset: timedelta | None) -> str:
+    shift = f" offset {format_duration(offset)}" if offset else ""
+    return f"increase({metric}{{{selector.matchers()}}}[{format_duration(window)}]{shift})"
+
+
+def feature_buckets(selector: Selector, window: timedelta, offset: timedelta | None = None) -> str:
+    """All feature histograms of a track in one query: one series per (feature, le)."""
+    return f"sum by (feature, le) ({_window(FEATURE_BUCKETS, selector, window, offset)})"
+
+
+def prediction_buckets(selector: Selector, window: timedelta, offset: timedelta | None = None) -> str:
+    return f"sum by (le) ({_window(PREDICTION_BUCKETS, selector, window, offset)})"
+
+
+def latency_buckets(selector: Selector, window: timedelta) -> str:
+    return f"sum by (le) ({_window(LATENCY_BUCKETS, selector, window, None)})"
+
+
+def confusion(selector: Selector, window: timedelta) -> str:
+    """Feedback confusion counts by (predicted, actual)."""
+    return f"sum by (predicted, actual) ({_window(FEEDBACK, selector, window, None)})"
+
+
+def counters(selector: Selector, window: timedelta, quantities: list[str]) -> str:
+    """Several counters' window increases in one round trip, each tagged with its quantity name.
+
+    ``label_replace`` on an empty-regex match adds the label to every series; ``or`` keeps the
+    union. A counter with no series is simply absent from the result.
+    """
+    parts = [
+        f'label_replace(sum({_window(COUNTERS[quantity], selector, window, None)}), "{QUANTITY_LABEL}", "{quantity}", "", "")'
+        for quantity in quantities
+    ]
+    return " or ".join(parts)
+
+
+def render_template(template: str, selector: Selector, window: timedelta) -> str:
+    """Substitute {{ model }}, {{ track }}, {{ version }}, {{ namespace }} and {{ window }}.
+
+    Label values are escaped for use inside double quotes, e.g. ``{model="{{ model }}"}``;
+    ``{{ window }}`` is a PromQL duration such as ``30m``. An unknown variable is an error.
+    """
+    values = {
+        "model": escape_label_value(selector.model),
+        "track": escape_label_value(selector.track),
+        "version": escape_label_value(selector.version or ""),
+        "namespace": escape_label_value(selector.namespace),
+        "window": format_duration(window),
+    }
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise ValueError(f"unknown template variable {{{{ {name} }}}}; known: {', '.join(sorted(values))}")
+        return values[name]
+
+    return _VARIABLE.sub(substitute, template)

@@ -1,0 +1,97 @@
+"""A `modelwarden serve` subprocess on a free loopback port, for the sandbox, tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ModelServerProcess:
+    """Start with :meth:`start` (or as a context manager); it is ready when start() returns."""
+
+    model: Path | str
+    name: str
+    version: str = "1"
+    track: str = "stable"
+    extra_args: tuple[str, ...] = ()
+    port: int = field(default_factory=free_port)
+    log_file: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="mw-serve-", suffix=".log")[1]))
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "modelwarden", "serve",
+            "--model", str(self.model), "--name", self.name, "--version", self.version, "--track", self.track,
+            "--host", "127.0.0.1", "--port", str(self.port), *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 30.0) -> "ModelServerProcess":
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"model server exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"model server not ready within {timeout}s: {self.log_tail()}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> "ModelServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,147 @@
+"""The Prometheus provider over real HTTP: a scripted loopback server, then the real Prometheus."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from modelwarden.metrics.errors import NoData, QueryError, Unreachable
+from modelwarden.metrics.prometheus import MAX_GET_QUERY_LENGTH, PrometheusConfig, PrometheusProvider
+from modelwarden.sandbox.prometheus import free_port
+
+VECTOR = {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {"a": "1"}, "value": [1, "2.5"]}]}}
+EMPTY = {"status": "success", "data": {"resultType": "vector", "result": []}}
+BAD = {"status": "error", "errorType": "bad_data", "error": 'parse error: unexpected "("'}
+
+
+class Scripted:
+    """A loopback HTTP server answering from a list of (status, body, delay) responses."""
+
+    def __init__(self) -> None:
+        self.responses: list[tuple[int, dict, float]] = []
+        self.requests: list[dict] = []
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _answer(self, params: dict) -> None:
+                scripted.requests.append({"method": self.command, "path": urlparse(self.path).path, "headers": dict(self.headers), "params": params})
+                status, body, delay = scripted.responses.pop(0) if len(scripted.responses) > 1 else scripted.responses[0]
+                time.sleep(delay)
+                payload = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_GET(self) -> None:
+                self._answer(parse_qs(urlparse(self.path).query))
+
+            def do_POST(self) -> None:
+                self._answer(parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode()))
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted():
+    server = Scripted()
+    yield server
+    server.close()
+
+
+def provider(url: str, **kwargs) -> PrometheusProvider:
+    return PrometheusProvider(PrometheusConfig(url, **{"timeout_seconds": 2.0, "backoff_seconds": 0.01, **kwargs}))
+
+
+def test_500_is_retried_then_unreachable(scripted):
+    scripted.responses = [(500, {"status": "error", "error": "boom"}, 0)]
+    with pytest.raises(Unreachable, match="HTTP 500"):
+        provider(scripted.url, attempts=3).query("up")
+    assert len(scripted.requests) == 3
+
+
+def test_a_transient_503_is_retried_to_success(scripted):
+    scripted.responses = [(503, {"status": "error", "error": "busy"}, 0), (200, VECTOR, 0)]
+    vector = provider(scripted.url).query("up")
+    assert vector.values.tolist() == [2.5] and vector.labels == [{"a": "1"}]
+    assert len(scripted.requests) == 2
+
+
+def test_slower_than_the_timeout_is_unreachable(scripted):
+    scripted.responses = [(200, VECTOR, 1.0)]
+    started = time.monotonic()
+    with pytest.raises(Unreachable, match="Timeout"):
+        provider(scripted.url, timeout_seconds=0.2, attempts=2).query("up")
+    assert time.monotonic() - started < 2.0  # bounded: attempts × timeout + backoff
+
+
+def test_400_bad_query_is_a_query_error_without_retry(scripted):
+    scripted.responses = [(400, BAD, 0)]
+    with pytest.raises(QueryError, match="parse error"):
+        provider(scripted.url).query("sum(")
+    assert len(scripted.requests) == 1
+
+
+def test_error_status_in_a_200_body_is_a_query_error(scripted):
+    scripted.responses = [(200, BAD, 0)]
+    with pytest.raises(QueryError):
+        provider(scripted.url).query("x")
+
+
+def test_empty_result_is_no_data(scripted):
+    scripted.responses = [(200, EMPTY, 0)]
+    with pytest.raises(NoData):
+        provider(scripted.url).query("absent_metric")
+
+
+def test_connection_refused_is_unreachable():
+    with pytest.raises(Unreachable):
+        provider(f"http://127.0.0.1:{free_port()}", attempts=2).query("up")
+
+
+def test_auth_headers_time_and_long_queries(scripted):
+    scripted.responses = [(200, VECTOR, 0)]
+    client = provider(scripted.url + "/", headers={"X-Scope-OrgID": "team-a"}, bearer_token="s3cret")
+    at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    client.query("up", at=at)
+    first = scripted.requests[0]
+    assert first["path"] == "/api/v1/query" and first["method"] == "GET"
+    assert first["headers"]["Authorization"] == "Bearer s3cret" and first["headers"]["X-Scope-OrgID"] == "team-a"
+    assert float(first["params"]["time"][0]) == at.timestamp()
+    long_query = "up or " * (MAX_GET_QUERY_LENGTH // 6 + 1) + "up"
+    client.query(long_query)
+    assert scripted.requests[1]["method"] == "POST" and scripted.requests[1]["params"]["query"] == [long_query]
+    provider(scripted.url, basic_auth=("user", "pw")).query("up")
+    assert scripted.requests[2]["headers"]["Authorization"].startswith("Basic ")
+
+
+def test_against_the_real_prometheus(prometheus):
+    client = provider(prometheus.url)
+    assert client.query("vector(1) + 1").values.tolist() == [2.0]
+    assert client.query("scalar(vector(3))").values.tolist() == [3.0]
+    with pytest.raises(QueryError):
+        client.query("sum(rate(")
+    with pytest.raises(NoData):
+        client.query('modelwarden_no_such_metric{model="x"}')
+    now = datetime.now(timezone.utc)
+    matrix = client.query_range("vector(5)", now - timedelta(minutes=1), now, 15)
+    assert len(matrix.timestamps[0]) >= 4 and set(matrix.values[0].tolist()) == {5.0}

@@ -1,0 +1,74 @@
+"""The default drift policy, calibrated by simulation (seeded, vectorised).
+
+1000 features with 20 equiprobable bins (the profile's quantile edges), reference and current
+windows drawn independently. Binning raw samples and drawing multinomial bin counts are the same
+distribution, so this is exactly what the engine would see from Prometheus.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from modelwarden.analysis.evaluate import Observations, Reference, TrackWindow, evaluate_policy
+from modelwarden.analysis.histograms import BucketMatrix
+from modelwarden.api.driftpolicy import DriftPolicySpec, Verdict
+
+FEATURES = 1000
+EVALUATIONS = 200
+EDGES = stats.norm.ppf(np.arange(1, 20) / 20)
+NAMES = [f"f{i:04d}" for i in range(FEATURES)]
+NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
+# The API defaults: ks, alpha 0.01, Benjamini–Hochberg, any drifted feature fails, minSamples 1000.
+DEFAULT_POLICY = DriftPolicySpec.model_validate(
+    {"targetRef": {"name": "m"}, "reference": {"track": "stable"}, "drift": {"predictions": False}}
+)
+
+
+def probabilities(shift: float = 0.0) -> np.ndarray:
+    return np.diff(np.concatenate([[0.0], stats.norm.cdf(EDGES - shift), [1.0]]))
+
+
+def evaluate(rng: np.random.Generator, observations: int, shifted: int | None = None):
+    reference = rng.multinomial(observations, probabilities(), size=FEATURES)
+    current = rng.multinomial(observations, probabilities(), size=FEATURES)
+    if shifted is not None:
+        current[shifted] = rng.multinomial(observations, probabilities(0.2))
+    edges = [EDGES] * FEATURES
+    data = Observations(
+        current=TrackWindow(features=BucketMatrix.from_bins(NAMES, edges, current)),
+        reference=Reference("simulated", BucketMatrix.from_bins(NAMES, edges, reference), BucketMatrix.empty()),
+    )
+    return evaluate_policy(DEFAULT_POLICY, data, NOW)
+
+
+def test_defaults_are_what_the_calibration_assumes():
+    drift = DEFAULT_POLICY.drift
+    assert (drift.method.value, drift.threshold, drift.correction.value, drift.drift_share) == ("ks", None, "fdr", None)
+    assert DEFAULT_POLICY.min_samples == 1000
+
+
+def test_no_drift_fails_at_most_one_percent_of_evaluations():
+    rng = np.random.default_rng(20250101)
+    verdicts = [evaluate(rng, 5000).evaluation.verdict for _ in range(EVALUATIONS)]
+    assert verdicts.count(Verdict.FAIL) <= EVALUATIONS // 100
+    assert set(verdicts) <= {Verdict.PASS, Verdict.FAIL}
+
+
+def test_a_small_shift_of_one_feature_among_a_thousand_is_detected():
+    rng = np.random.default_rng(7)
+    detected = 0
+    for _ in range(EVALUATIONS):
+        report = evaluate(rng, 5000, shifted=123)
+        detected += report.evaluation.verdict is Verdict.FAIL and "f0123" in report.drift[0].drifted_names
+    assert detected >= 0.9 * EVALUATIONS
+
+
+@pytest.mark.parametrize("shifted", [None, 5])
+def test_small_windows_are_insufficient_data_never_fail(shifted):
+    rng = np.random.default_rng(3)
+    verdicts = {evaluate(rng, 50, shifted).evaluation.verdict for _ in range(EVALUATIONS)}
+    assert verdicts == {Verdict.INSUFFICIENT_DATA}

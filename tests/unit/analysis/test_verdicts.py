@@ -1,0 +1,138 @@
+"""Verdicts: precedence, InsufficientData below minSamples, Error isolation, profile references."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from modelwarden.analysis.evaluate import Observations, Reference, TrackWindow, evaluate_policy
+from modelwarden.analysis.histograms import BucketMatrix
+from modelwarden.analysis.reference import reference_from_profile
+from modelwarden.analysis.verdicts import aggregate, bounded, result
+from modelwarden.api.driftpolicy import DriftPolicySpec, Verdict
+from modelwarden.serving.profile import Profile, categorical_distribution, numeric_distribution, prediction_profile
+
+NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
+F, P, E, I = Verdict.FAIL, Verdict.PASS, Verdict.ERROR, Verdict.INSUFFICIENT_DATA
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "expected"),
+    [([], P), ([P, P], P), ([P, I], I), ([I, E, P], E), ([E, F, I, P], F), ([F], F)],
+)
+def test_precedence_fail_error_insufficient_pass(verdicts, expected):
+    assert aggregate([result(f"c{i}", v, "") for i, v in enumerate(verdicts)]) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "samples", "expected"),
+    [(0.5, 10, I), (0.5, None, I), (None, 5000, I), (float("nan"), 5000, I), (0.5, 5000, F), (0.9, 5000, P), (1.5, 5000, F)],
+)
+def test_bounded_check(value, samples, expected):
+    check = bounded("performance/accuracy", value, 0.8, 1.0, samples, 1000, "accuracy")
+    assert check.verdict is expected
+    assert check.value is None or np.isfinite(check.value)
+
+
+def _spec(**fields) -> DriftPolicySpec:
+    return DriftPolicySpec.model_validate({"targetRef": {"name": "m"}, **fields})
+
+
+def _matrix(counts: dict[str, list[int]], edges=(0.0, 1.0, 2.0)) -> BucketMatrix:
+    return BucketMatrix.from_bins(list(counts), [list(edges)] * len(counts), list(counts.values()))
+
+
+def test_query_failures_make_only_their_checks_error():
+    spec = _spec(
+        reference={"track": "stable"},
+        drift={"predictions": False},
+        performance=[{"metric": "accuracy", "min": 0.5}, {"metric": "error_rate", "max": 0.1}],
+    )
+    observations = Observations(
+        current=TrackWindow(confusion={("a", "a"): 2000.0}, counters={"requests": 5000.0, "errors": 1000.0, "predictions": 5000.0}),
+        reference=Reference("r", BucketMatrix.empty(), BucketMatrix.empty()),
+        failures={"current.features": "Unreachable: connection refused"},
+    )
+    evaluation = evaluate_policy(spec, observations, NOW).evaluation
+    verdicts = {r.check: r.verdict for r in evaluation.results}
+    assert verdicts == {"drift/features": E, "performance/accuracy": P, "performance/error_rate": F}
+    assert evaluation.verdict is F  # real evidence is still reported; only Fail ever acts
+    assert evaluation.samples == 5000
+
+
+def test_edge_mismatch_is_an_error_not_a_fail():
+    spec = _spec(reference={"track": "stable"}, drift={"predictions": False})
+    reference = _matrix({"a": [500, 500, 500, 500]})
+    current = _matrix({"a": [500, 500, 500, 500]}, edges=(0.0, 1.0, 3.0))
+    observations = Observations(TrackWindow(features=current), Reference("r", reference, BucketMatrix.empty()))
+    evaluation = evaluate_policy(spec, observations, NOW).evaluation
+    assert evaluation.verdict is E
+    assert "bucket edges differ" in evaluation.results[0].message
+
+
+def test_drift_share_hides_a_single_feature_when_set():
+    counts = {f"f{i}": [1000, 1000, 1000, 1000] for i in range(4)}
+    drifted = dict(counts, f0=[3000, 500, 300, 200])
+    reference = Reference("r", _matrix(counts), BucketMatrix.empty())
+    observations = Observations(TrackWindow(features=_matrix(drifted)), reference)
+    default = evaluate_policy(_spec(reference={"track": "stable"}, drift={"predictions": False}), observations, NOW)
+    assert default.evaluation.verdict is F and default.drift[0].drifted_names == ["f0"]
+    half = evaluate_policy(_spec(reference={"track": "stable"}, drift={"predictions": False, "driftShare": 0.5}), observations, NOW)
+    assert half.evaluation.verdict is P and half.evaluation.results[0].value == 0.25
+
+
+@pytest.mark.parametrize("method", ["psi", "ks", "chi2", "jensenshannon", "wasserstein", "hellinger"])
+def test_every_method_finds_a_large_drift_and_passes_identical_data(method):
+    counts = {"a": [1000, 1000, 1000, 1000], "b": [500, 1500, 1500, 500]}
+    reference = Reference("r", _matrix(counts), BucketMatrix.empty())
+    spec = _spec(reference={"track": "stable"}, drift={"predictions": False, "method": method})
+    same = evaluate_policy(spec, Observations(TrackWindow(features=_matrix(counts)), reference), NOW)
+    assert same.evaluation.verdict is P
+    moved = evaluate_policy(spec, Observations(TrackWindow(features=_matrix(dict(counts, b=[100, 300, 1500, 2100]))), reference), NOW)
+    assert moved.drift[0].drifted_names == ["b"]
+
+
+def test_profile_reference_with_a_categorical_feature():
+    rng = np.random.default_rng(1)
+    train_age = rng.normal(40, 10, 20000)
+    train_color = rng.choice(["red", "green", "blue"], 20000, p=[0.5, 0.3, 0.2])
+    profile = Profile(
+        target="label",
+        rows=20000,
+        bins=20,
+        features=[numeric_distribution("age", train_age), categorical_distribution("color", train_color)],
+        prediction=prediction_profile("regression", "model", rng.normal(0, 1, 20000)),
+    )
+    reference = reference_from_profile(profile.to_json())
+    assert reference.categorical == {"color"}
+
+    def live(age: np.ndarray, color: np.ndarray) -> BucketMatrix:
+        """What the model server would export: values bucketed on the profile's edges (colors as level codes)."""
+        codes = np.searchsorted(profile.features[1].levels, color)
+        counts = [
+            np.bincount(np.searchsorted(feature.edges, values, side="left"), minlength=len(feature.edges) + 1)
+            for feature, values in zip(profile.features, (age, codes))
+        ]
+        return BucketMatrix.from_bins(["age", "color"], [f.edges for f in profile.features], counts)
+
+    spec = _spec(reference={"profileRef": {"configMap": {"name": "p"}}}, drift={})
+    clean = live(rng.normal(40, 10, 5000), rng.choice(["red", "green", "blue"], 5000, p=[0.5, 0.3, 0.2]))
+    report = evaluate_policy(spec, Observations(TrackWindow(features=clean), reference), NOW)
+    assert report.drift[0].drifted_names == []
+    shifted = live(rng.normal(40, 10, 5000), rng.choice(["red", "green", "blue"], 5000, p=[0.3, 0.3, 0.4]))
+    report = evaluate_policy(spec, Observations(TrackWindow(features=shifted), reference), NOW)
+    assert report.drift[0].drifted_names == ["color"]
+    assert report.evaluation.verdict is F
+    # the prediction check has no live prediction histogram: InsufficientData, not Fail
+    assert {r.check: r.verdict for r in report.evaluation.results}["drift/prediction"] is I
+
+
+def test_comparison_needs_min_samples_on_both_tracks():
+    spec = _spec(track="canary", comparison={"track": "stable", "metrics": ["error_rate"]})
+    observations = Observations(
+        current=TrackWindow(counters={"requests": 5000.0, "errors": 500.0}),
+        baseline=TrackWindow(counters={"requests": 100.0, "errors": 0.0}),
+    )
+    assert evaluate_policy(spec, observations, NOW).evaluation.verdict is I

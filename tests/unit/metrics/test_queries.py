@@ -1,0 +1,65 @@
+"""PromQL building: one grouped query per histogram, escaped labels, templates."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from modelwarden.api.driftpolicy import DriftPolicySpec
+from modelwarden.metrics import queries
+from modelwarden.metrics.collect import Target, plan_queries
+
+SELECTOR = queries.Selector("fraud", "canary", "8", "team-a")
+
+
+def test_feature_query_is_one_grouped_increase():
+    assert queries.feature_buckets(SELECTOR, timedelta(minutes=30)) == (
+        'sum by (feature, le) (increase(modelwarden_feature_value_bucket{model="fraud",track="canary",version="8"}[30m]))'
+    )
+
+
+def test_offset_reference_uses_the_offset_modifier_and_any_version():
+    promql = queries.feature_buckets(queries.Selector("fraud", "stable"), timedelta(hours=1), timedelta(days=7))
+    assert promql.endswith('{model="fraud",track="stable"}[1h] offset 7d))')
+
+
+def test_namespace_label_is_matched_only_when_configured():
+    with_namespace = queries.Selector("fraud", "stable", None, "team-a", "namespace")
+    assert 'namespace="team-a"' in with_namespace.matchers()
+    assert "namespace" not in SELECTOR.matchers()
+
+
+def test_label_injection_is_escaped():
+    hostile = queries.Selector('x"} or vector(1) or {a="', "stable")
+    assert hostile.matchers() == 'model="x\\"} or vector(1) or {a=\\"",track="stable"'
+    rendered = queries.render_template('up{model="{{ model }}"}', hostile, timedelta(minutes=5))
+    assert rendered == 'up{model="x\\"} or vector(1) or {a=\\""}'
+    assert queries.escape_label_value("a\\b\nc") == "a\\\\b\\nc"
+
+
+def test_template_variables():
+    rendered = queries.render_template(
+        'sum(rate(x{model="{{model}}",track="{{ track }}",version="{{ version }}",ns="{{ namespace }}"}[{{ window }}]))',
+        SELECTOR,
+        timedelta(minutes=90),
+    )
+    assert rendered == 'sum(rate(x{model="fraud",track="canary",version="8",ns="team-a"}[1h30m]))'
+    with pytest.raises(ValueError, match="unknown template variable"):
+        queries.render_template("{{ secret }}", SELECTOR, timedelta(minutes=1))
+
+
+def test_counters_are_fetched_in_one_round_trip():
+    promql = queries.counters(SELECTOR, timedelta(minutes=5), ["predictions", "errors"])
+    assert promql.count("label_replace") == 2 and " or " in promql
+    assert "modelwarden_prediction_errors_total" in promql
+
+
+def test_plan_queries_asks_only_what_the_policy_needs():
+    spec = DriftPolicySpec.model_validate(
+        {"targetRef": {"name": "fraud"}, "track": "canary", "reference": {"track": "stable"}, "drift": {"predictions": False}}
+    )
+    planned = plan_queries(spec, Target("fraud", versions={"canary": "8", "stable": "7"}))
+    assert sorted(planned) == ["current.counters", "current.features", "reference.features"]
+    assert 'track="stable",version="7"' in planned["reference.features"]
+    assert 'track="canary",version="8"' in planned["current.features"]

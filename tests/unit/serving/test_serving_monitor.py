@@ -1,0 +1,207 @@
+import math
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelwarden.serving import datagen
+from modelwarden.serving.monitor import ModelMonitor, format_le
+from modelwarden.serving.profile import Profile, categorical_distribution, numeric_distribution, prediction_profile
+
+
+def samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset], float]:
+    """Every exposed sample, parsed back from the text format like Prometheus would."""
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(parsed, name: str, **labels: str) -> float:
+    matches = [v for (n, ls), v in parsed.items() if n == name and set(labels.items()) <= ls]
+    assert len(matches) == 1, f"{name}{labels}: {len(matches)} matches"
+    return matches[0]
+
+
+def make_monitor(profile: Profile, track: str = "stable") -> tuple[ModelMonitor, CollectorRegistry]:
+    registry = CollectorRegistry()
+    return ModelMonitor("fraud", "7", track, profile, registry=registry), registry
+
+
+def test_feature_buckets_equal_searchsorted_per_feature(classifier_profile):
+    monitor, registry = make_monitor(classifier_profile)
+    x, _ = datagen.classification(500, seed=3, drift=datagen.Drift(shift={"amount": 2.0}))
+    edges0 = np.array(classifier_profile.features[0].edges)
+    x[:5, 0] = edges0[:5]  # values exactly on an edge belong to that edge's bucket (le is inclusive)
+    for start in range(0, 500, 37):  # uneven batches, including a last partial one
+        monitor.record_prediction(x[start : start + 37], np.zeros(len(x[start : start + 37]), dtype=int))
+    parsed = samples(registry)
+    for j, feature in enumerate(classifier_profile.features):
+        edges = np.array(feature.edges)
+        expected = np.cumsum(np.bincount(np.searchsorted(edges, x[:, j], side="left"), minlength=edges.size + 1))
+        got = [value(parsed, "modelwarden_feature_value_bucket", feature=feature.name, le=format_le(e)) for e in edges]
+        got.append(value(parsed, "modelwarden_feature_value_bucket", feature=feature.name, le="+Inf"))
+        assert got == expected.tolist()
+        assert value(parsed, "modelwarden_feature_value_sum", feature=feature.name) == pytest.approx(x[:, j].sum())
+        assert value(parsed, "modelwarden_feature_value_count", feature=feature.name) == 500
+    assert value(parsed, "modelwarden_predictions_total", model="fraud", version="7", track="stable") == 500
+
+
+def test_le_labels_round_trip_to_profile_edges(classifier_profile):
+    monitor, registry = make_monitor(classifier_profile)
+    les = {
+        labels["le"]
+        for (name, ls), _ in samples(registry).items()
+        if name == "modelwarden_feature_value_bucket" and (labels := dict(ls))["feature"] == "merchant_risk"
+    }
+    edges = classifier_profile.features[-1].edges
+    assert {float(le) for le in les} == {*edges, math.inf}
+    assert les == {repr(e) for e in edges} | {"+Inf"}
+
+
+def test_negative_edges_keep_count_and_sum():
+    profile = Profile(
+        target="y",
+        rows=4,
+        bins=2,
+        features=[numeric_distribution("neg", [-3.0, -2.0, -1.0, -0.5], bins=2)],
+        prediction=prediction_profile("regression", "target", [1.0, 2.0, 3.0, 4.0], bins=2),
+    )
+    monitor, registry = make_monitor(profile)
+    monitor.record_prediction([[-2.5], [-0.1]], [1.0, 2.0])
+    parsed = samples(registry)
+    assert value(parsed, "modelwarden_feature_value_count", feature="neg") == 2
+    assert value(parsed, "modelwarden_feature_value_sum", feature="neg") == pytest.approx(-2.6)
+
+
+def test_classifier_scores_classes_and_outliers(classifier_profile):
+    monitor, registry = make_monitor(classifier_profile)
+    means = np.array([f.mean for f in classifier_profile.features])
+    stds = np.array([f.std for f in classifier_profile.features])
+    rows = np.tile(means, (4, 1))
+    rows[1, 2] = means[2] + 3.5 * stds[2]  # feature beyond |z| = 3
+    rows[2, 0] = means[0] - 2.5 * stds[0]  # within the threshold
+    scores = np.array([0.1, 0.6, 0.7, 0.9])
+    monitor.record_prediction(rows, np.array([0, 1, 1, 1]), latency=0.003, scores=scores)
+    parsed = samples(registry)
+    assert value(parsed, "modelwarden_prediction_outliers_total") == 1
+    assert value(parsed, "modelwarden_predicted_class_total", **{"class": "0"}) == 1
+    assert value(parsed, "modelwarden_predicted_class_total", **{"class": "1"}) == 3
+    assert value(parsed, "modelwarden_prediction_value_count") == 4
+    assert value(parsed, "modelwarden_prediction_value_sum") == pytest.approx(scores.sum())
+    assert value(parsed, "modelwarden_inference_latency_seconds_count") == 1
+    assert value(parsed, "modelwarden_inference_latency_seconds_bucket", le="0.0025") == 0
+    assert value(parsed, "modelwarden_inference_latency_seconds_bucket", le="0.005") == 1
+
+
+def test_feedback_confusion_counts_canonicalise_labels(classifier_profile):
+    monitor, registry = make_monitor(classifier_profile)
+    monitor.record_feedback([1, 1, 0, "0"], [1.0, "0", 0, 1])
+    monitor.record_feedback(1, 1)
+    parsed = samples(registry)
+    confusion = {(p, a): value(parsed, "modelwarden_feedback_total", predicted=p, actual=a) for p in "01" for a in "01"}
+    assert confusion == {("1", "1"): 2, ("1", "0"): 1, ("0", "0"): 1, ("0", "1"): 1}
+    with pytest.raises(ValueError):
+        monitor.record_feedback([1, 0], [1])
+
+
+def test_regression_output_beyond_z_score_is_an_outlier(regressor_profile):
+    monitor, registry = make_monitor(regressor_profile)
+    prediction = regressor_profile.prediction
+    rows = np.tile([f.mean for f in regressor_profile.features], (3, 1))
+    outputs = [prediction.mean, prediction.mean + 3.2 * prediction.std, prediction.mean - 2.9 * prediction.std]
+    monitor.record_prediction(rows, outputs)
+    parsed = samples(registry)
+    assert value(parsed, "modelwarden_prediction_outliers_total") == 1
+    assert value(parsed, "modelwarden_prediction_value_sum") == pytest.approx(sum(outputs))
+
+
+def test_regression_feedback_sums(regressor_profile):
+    monitor, registry = make_monitor(regressor_profile)
+    monitor.record_feedback([10.0, 20.0, 30.0], [12.0, 19.0, 30.0])
+    parsed = samples(registry)
+    assert value(parsed, "modelwarden_feedback_squared_error_sum") == 5.0
+    assert value(parsed, "modelwarden_feedback_absolute_error_sum") == 3.0
+    assert value(parsed, "modelwarden_feedback_observations_total") == 3
+    assert not any(name == "modelwarden_feedback_total" for name, _ in parsed)
+
+
+def test_errors_by_reason_start_at_zero(classifier_profile):
+    monitor, registry = make_monitor(classifier_profile)
+    monitor.record_error("non_finite")
+    monitor.record_error("non_finite")
+    monitor.record_error("something_new")
+    parsed = samples(registry)
+    assert value(parsed, "modelwarden_prediction_errors_total", reason="non_finite") == 2
+    assert value(parsed, "modelwarden_prediction_errors_total", reason="malformed_json") == 0
+    assert value(parsed, "modelwarden_prediction_errors_total", reason="something_new") == 1
+
+
+def test_non_finite_values_are_not_bucketed(classifier_profile):
+    monitor, registry = make_monitor(classifier_profile)
+    rows = np.tile([f.mean for f in classifier_profile.features], (2, 1))
+    rows[0, 0] = np.nan
+    monitor.record_prediction(rows, [0, 0])
+    parsed = samples(registry)
+    assert value(parsed, "modelwarden_feature_value_count", feature="amount") == 1
+    assert value(parsed, "modelwarden_feature_value_count", feature="balance") == 2
+
+
+def test_categorical_features_count_levels_and_unseen():
+    colours = ["blue", "red", "red"]
+    profile = Profile(
+        target="y",
+        rows=3,
+        bins=2,
+        features=[numeric_distribution("size", [1.0, 2.0, 3.0], bins=2), categorical_distribution("colour", colours)],
+        prediction=prediction_profile("classification", "target", [0, 1, 1]),
+    )
+    monitor, registry = make_monitor(profile)
+    monitor.record_prediction(
+        [{"size": 1.0, "colour": "red"}, [2.0, "green"], [3.0, "blue"], [3.0, "red"]], ["0", "1", "1", "1"]
+    )
+    parsed = samples(registry)
+    buckets = [
+        value(parsed, "modelwarden_feature_value_bucket", feature="colour", le=le) for le in ("0.0", "1.0", "+Inf")
+    ]
+    assert buckets == [1, 3, 4]  # blue, +red (2), +green (unseen)
+
+
+def test_one_monitor_per_registry(classifier_profile):
+    registry = CollectorRegistry()
+    ModelMonitor("a", "1", "stable", classifier_profile, registry=registry)
+    with pytest.raises(ValueError):
+        ModelMonitor("a", "2", "canary", classifier_profile, registry=registry)
+
+
+def test_buffering_never_changes_what_is_exported(classifier_profile):
+    """Rows recorded one by one with frequent flushes (and a reused caller buffer) equal one batch."""
+    x, _ = datagen.classification(40, seed=8, drift=datagen.Drift(shift={"balance": 3.5}))
+    x[3, 1] = classifier_profile.features[1].edges[4]
+    output = np.arange(40) % 2
+    scores = np.linspace(0.0, 1.0, 40)
+    registry_a, registry_b = CollectorRegistry(), CollectorRegistry()
+    one_by_one = ModelMonitor("fraud", "7", "stable", classifier_profile, registry=registry_a, flush_rows=7)
+    batched = ModelMonitor("fraud", "7", "stable", classifier_profile, registry=registry_b)
+    reused = np.empty((1, x.shape[1]))
+    for i in range(40):
+        reused[:] = x[i]
+        one_by_one.record_prediction(reused, output[i : i + 1], scores=scores[i : i + 1])
+    reused[:] = np.nan  # a caller reusing its buffer must not change what was recorded
+    batched.record_prediction(x, output, scores=scores)
+    a, b = samples(registry_a), samples(registry_b)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-12), key
+    assert value(a, "modelwarden_prediction_outliers_total") > 0
+
+
+def test_mismatched_output_is_rejected_at_record_time(classifier_profile):
+    monitor, registry = make_monitor(classifier_profile)
+    rows = np.tile([f.mean for f in classifier_profile.features], (3, 1))
+    with pytest.raises(ValueError, match="3 rows but 2"):
+        monitor.record_prediction(rows, [0, 1])
+    assert value(samples(registry), "modelwarden_predictions_total") == 0

@@ -1,0 +1,154 @@
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from modelwarden.serving import datagen
+from modelwarden.serving.profile import (
+    Distribution,
+    Profile,
+    ProfileError,
+    categorical_distribution,
+    level_key,
+    numeric_distribution,
+    prediction_profile,
+)
+from modelwarden.serving.profile_cli import build_profile_from_csv, configure, run
+
+
+def test_numeric_edges_are_finite_increasing_and_counts_match_searchsorted():
+    x = np.random.default_rng(1).normal(5, 2, 3001)
+    d = numeric_distribution("f", x, bins=20)
+    edges = np.array(d.edges)
+    assert len(edges) == 19 and np.isfinite(edges).all() and (np.diff(edges) > 0).all()
+    assert d.counts == np.bincount(np.searchsorted(edges, x, side="left"), minlength=20).tolist()
+    assert sum(d.counts) == d.count == 3001
+    assert d.mean == pytest.approx(x.mean()) and d.std == pytest.approx(x.std())
+    # quantile buckets hold about n/bins each
+    assert max(d.counts) - min(d.counts) <= 0.02 * 3001
+
+
+def test_tied_values_give_deduplicated_edges():
+    x = np.repeat([0.0, 1.0, 2.0, 3.0], [700, 100, 100, 100])
+    d = numeric_distribution("ties", x, bins=20)
+    assert d.edges == sorted(set(d.edges)) and set(d.edges) <= {0.0, 1.0, 2.0, 3.0}
+    assert sum(d.counts) == 1000 and d.counts[0] == 700
+
+
+def test_constant_column_has_one_edge_and_zero_std():
+    d = numeric_distribution("c", [4.5] * 10, bins=10)
+    assert d.edges == [4.5] and d.counts == [10, 0] and d.std == 0.0
+
+
+def test_edges_are_rounded_to_short_stable_strings():
+    d = numeric_distribution("f", np.linspace(0, 1, 1001) / 3, bins=4)
+    assert all(len(repr(edge)) <= 10 for edge in d.edges)
+    assert all(edge == float(repr(edge)) for edge in d.edges)
+
+
+@pytest.mark.parametrize("values", [[], [1.0, math.nan], [1.0, math.inf]])
+def test_bad_numeric_columns_are_errors(values):
+    with pytest.raises(ProfileError):
+        numeric_distribution("bad", values)
+
+
+def test_categorical_levels_are_sorted_and_code_to_edges():
+    d = categorical_distribution("colour", ["red", "blue", "red", "green", "red"])
+    assert d.levels == ["blue", "green", "red"]
+    assert d.edges == [0.0, 1.0, 2.0] and d.counts == [1, 1, 3, 0]
+
+
+def test_level_key_makes_equal_labels_agree():
+    assert level_key(1) == level_key(1.0) == level_key("1") == level_key(np.int64(1)) == "1"
+    assert level_key(0.25) == "0.25" and level_key(True) == "true"
+
+
+def test_inconsistent_distribution_is_rejected():
+    with pytest.raises(ValidationError):
+        Distribution(name="f", kind="numeric", edges=[1.0, 0.5], counts=[1, 1, 1], count=3)
+    with pytest.raises(ValidationError):
+        Distribution(name="f", kind="numeric", edges=[1.0], counts=[1, 1], count=3)
+    with pytest.raises(ValidationError):
+        Distribution(name="f", kind="numeric", edges=[math.inf], counts=[1, 1], count=2)
+
+
+def test_classification_prediction_profile_lists_unpredicted_classes():
+    p = prediction_profile("classification", "model", [0, 0, 1], classes=[0, 1, 2], scores=np.array([0.9, 0.8, 0.7]))
+    assert p.levels == ["0", "1", "2"] and p.counts == [2, 1, 0, 0]
+    assert p.value_distribution() is p.score and p.score.count == 3
+
+
+def test_profile_from_csv_with_model(examples, classifier_profile):
+    assert classifier_profile.feature_names == list(datagen.FEATURE_NAMES)
+    assert classifier_profile.prediction.source == "model"
+    assert classifier_profile.prediction.positive_class == "1"
+    assert classifier_profile.prediction.score.count == classifier_profile.rows == 5000
+    for feature in classifier_profile.features:
+        assert sum(feature.counts) == 5000 and len(feature.counts) == len(feature.edges) + 1
+
+
+def test_regressor_profile_describes_predictions(regressor_profile):
+    prediction = regressor_profile.prediction
+    assert (
+        prediction.task == "regression"
+        and prediction.kind == "numeric"
+        and prediction.value_distribution() is prediction
+    )
+    assert 40 < prediction.mean < 60
+
+
+def test_profile_without_model_uses_target(examples):
+    profile = build_profile_from_csv(examples["classifier"].data, "label", bins=10)
+    assert profile.prediction.source == "target" and profile.prediction.task == "classification"
+    assert profile.prediction.levels == ["0", "1"] and profile.prediction.score is None
+    assert all(len(f.edges) == 9 for f in profile.features)
+
+
+def test_json_round_trip_is_self_describing(classifier_profile):
+    doc = json.loads(classifier_profile.to_json())
+    assert doc["formatVersion"] == 1 and doc["zScore"] == 3.0
+    assert {"name", "kind", "edges", "counts", "mean", "std"} <= set(doc["features"][0])
+    assert doc["prediction"]["scoreMeaning"] == "probability of class 1"
+    assert Profile.from_json(classifier_profile.to_json()) == classifier_profile
+
+
+def test_cli_profiles_categorical_text_columns(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text("size,colour,y\n1.5,red,0\n2.5,blue,1\n3.5,red,1\n")
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    assert (
+        run(
+            parser.parse_args(
+                [
+                    "--data",
+                    str(data),
+                    "--target",
+                    "y",
+                    "--categorical",
+                    "colour",
+                    "--bins",
+                    "2",
+                    "-o",
+                    str(tmp_path / "p.json"),
+                ]
+            )
+        )
+        == 0
+    )
+    profile = Profile.from_json((tmp_path / "p.json").read_text())
+    assert [f.kind for f in profile.features] == ["numeric", "categorical"]
+    assert profile.features[1].levels == ["blue", "red"] and profile.features[1].counts == [1, 2, 0]
+
+
+def test_cli_reports_a_non_numeric_column_in_one_line(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    data.write_text("size,colour,y\n1.5,red,0\n")
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    assert run(parser.parse_args(["--data", str(data), "--target", "y"])) == 1
+    err = capsys.readouterr().err.strip()
+    assert "'colour'" in err and "--categorical" in err and "\n" not in err

@@ -83,6 +83,7 @@ def end_to_end(features: int, runs: int) -> None:
                     timed = evaluate(SPEC, target, provider, at)
                     totals.append(time.perf_counter() - started)
                     timings.append(timed.timings)
+                floor = selection_floor(server.url, at)
             drifted = timed.report.drift[0].drifted_names
             print(f"verdict {timed.report.evaluation.verdict.value}, drifted {drifted}")
             median = lambda values: stats_module.median(values) * 1000  # noqa: E731
@@ -90,8 +91,25 @@ def end_to_end(features: int, runs: int) -> None:
                 f"end to end (median of {runs}): {median(totals):.1f} ms = query {median([t.query for t in timings]):.1f} ms"
                 f" + parse {median([t.parse for t in timings]):.1f} ms + statistics {median([t.statistics for t in timings]):.2f} ms"
             )
+            print(
+                f"floor: Prometheus alone needs {floor * 1000:.1f} ms (its own evalTotalTime, median) just to select and"
+                f" count one track's {features * (EDGES.size + 1)} bucket series; a policy selects two tracks"
+            )
         finally:
             server.cleanup()
+
+
+def selection_floor(url: str, at: datetime, runs: int = 15) -> float:
+    """Prometheus's own time for `count()` over one track's feature buckets: no increase(), no
+    aggregation by label, a one-number answer — the least any evaluation of these series costs."""
+    import requests
+
+    query = 'count(modelwarden_feature_value_bucket{model="bench",track="canary",version="2"})'
+    timings = []
+    for _ in range(runs):
+        answer = requests.get(f"{url}/api/v1/query", params={"query": query, "time": at.timestamp(), "stats": "all"}, timeout=30)
+        timings.append(answer.json()["data"]["stats"]["timings"]["evalTotalTime"])
+    return stats_module.median(timings)
 
 
 def statistics_only(runs: int) -> None:

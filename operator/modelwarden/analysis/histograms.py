@@ -105,6 +105,9 @@ def bin_counts(cumulative: np.ndarray, le: np.ndarray) -> np.ndarray:
     as zero. The result is non-negative and sums to the row's total.
     """
     valid = ~np.isnan(le)
+    if valid.all() and np.isfinite(cumulative).all():  # the common case: no padding, nothing to mask
+        repaired = np.maximum.accumulate(np.maximum(cumulative, 0.0), axis=-1)
+        return np.diff(repaired, axis=-1, prepend=0.0)
     repaired = np.where(valid & np.isfinite(cumulative), np.maximum(cumulative, 0.0), 0.0)
     repaired = np.maximum.accumulate(repaired, axis=-1)
     counts = np.diff(repaired, axis=-1, prepend=0.0)

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import requests
+from modelwarden.processes import free_port, terminate, wait_until_ready
 
 BIN = Path(sys.executable).parent / "modelwarden"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class OperatorProcess:
@@ -44,17 +36,7 @@ class OperatorProcess:
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"operator exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if requests.get(self.liveness_url, timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"operator not live within {timeout}s:\n{self.log()[-3000:]}")
+        wait_until_ready(self.process, self.liveness_url, "operator", lambda: self.log()[-3000:], timeout, poll=0.2)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -72,8 +54,4 @@ class OperatorProcess:
             self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            try:
-                self.terminate(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate(self.process)

@@ -32,9 +32,13 @@ def test_operator_sees_a_modeldeployment_and_shuts_down_cleanly(kube, operator_f
 def test_operator_registers_driftpolicies_and_follows_spec_updates(kube, operator_factory):
     operator_factory("-A")
     kube.create("driftpolicies", DP)
-    kube.wait_for("driftpolicies", "fraud-gate", lambda o: o.get("status", {}).get("observedGeneration") == 1)
+    # The policy loop is the only writer of a valid policy's status: no target, no evaluation.
+    seen = kube.wait_for("driftpolicies", "fraud-gate", lambda o: o.get("status", {}).get("observedGeneration") == 1)
+    ready = next(c for c in seen["status"]["conditions"] if c["type"] == "Ready")
+    assert seen["status"]["phase"] == "Error" and ready["reason"] == "TargetNotFound" and "lastEvaluation" not in seen["status"]
     kube.patch("driftpolicies", "fraud-gate", {"spec": {"minSamples": 5000}})
     kube.wait_for("driftpolicies", "fraud-gate", lambda o: o["status"].get("observedGeneration") == 2)
+    assert [e["reason"] for e in kube.list("events") if e["involvedObject"]["name"] == "fraud-gate"] == ["EvaluationError"]
 
 
 def test_a_spec_that_slips_past_the_schema_is_a_permanent_invalidspec(kube, operator_factory):
@@ -49,6 +53,8 @@ def test_a_spec_that_slips_past_the_schema_is_a_permanent_invalidspec(kube, oper
 
 
 def test_namespaced_operator_ignores_other_namespaces(kube, operator_factory):
+    # As on a real cluster, the watched namespace exists before the operator starts.
+    kube.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}}, namespace=None)
     operator_factory("-n", "ml")
     kube.create("modeldeployments", MD)  # in "default"
     kube.create("modeldeployments", {**MD, "metadata": {"name": "fraud", "namespace": "ml"}})

@@ -32,3 +32,48 @@ def start_model_server(tmp_path):
 # Analysis engine (issue 4): a real Prometheus with a backfilled metrics-contract history.
 from tests.integration.evaluate_history import history_prometheus  # noqa: E402,F401
 
+
+# DriftPolicy controller (issue 6): the cluster's controllers simulated, and real alert receivers.
+from tests.simulators import Kubelet  # noqa: E402
+
+
+@pytest.fixture
+def kubelet(kube):
+    simulator = Kubelet(kube).start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def alertmanager(tmp_path):
+    from tests.conftest import require_binary
+    from tests.receivers import Alertmanager
+
+    server = Alertmanager(require_binary("prometheus-alertmanager"), tmp_path / "alertmanager").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def http_receivers():
+    """Start HttpReceivers (posing as Slack or a webhook); all are stopped at teardown."""
+    from tests.receivers import HttpReceiver
+
+    started: list[HttpReceiver] = []
+
+    def start(**kwargs) -> HttpReceiver:
+        started.append(HttpReceiver(**kwargs))
+        return started[-1]
+
+    yield start
+    for receiver in started:
+        receiver.stop()
+
+
+@pytest.fixture
+def smtp_receiver():
+    from tests.receivers import SmtpReceiver
+
+    receiver = SmtpReceiver()
+    yield receiver
+    receiver.stop()

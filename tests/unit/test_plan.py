@@ -42,9 +42,10 @@ def ready(version, replicas):
     return ObservedTrack(version=version, replicas=replicas, ready_replicas=replicas, updated_replicas=replicas, up_to_date=True)
 
 
-def verdict(track="canary", result="Pass", at=T0, failures=0, threshold=3, rollback=True, name="gate"):
+def verdict(track="canary", result="Pass", at=T0, failures=0, threshold=3, rollback=True, name="gate", version=None):
     return PolicyVerdict(name=name, track=track, verdict=result, evaluated_at=at, consecutive_failures=failures,
-                         failure_threshold=threshold, rollback=rollback, failing_checks=("drift/age",) if result == "Fail" else ())
+                         failure_threshold=threshold, rollback=rollback, failing_checks=("drift/age",) if result == "Fail" else (),
+                         version=version)
 
 
 def step(model, observed=None, verdicts=(), now=T0):
@@ -247,3 +248,15 @@ def test_unchanged_inputs_give_an_unchanged_status():
     again, _ = step(current, now=T0 + MIN)
     assert again.status == current.status.to_wire()
     assert again.events == []
+
+
+def test_verdicts_about_another_version_are_ignored():
+    _, current = step(md())
+    stale = [verdict(result="Fail", failures=3, at=T0 + MIN, version="7-old-canary")]
+    result, _ = step(current, ALL_READY, stale, now=T0 + 2 * MIN)
+    assert result.status["phase"] == "Progressing" and "rollback" not in result.status
+    about_this = [verdict(result="Fail", failures=3, at=T0 + MIN, version="8")]
+    assert "CanaryAborted" in reasons(step(current, ALL_READY, about_this, now=T0 + 2 * MIN)[0])
+    promoted = stable_history_status()
+    old_stable = [verdict(track="stable", result="Fail", failures=3, at=T0 + 30 * MIN, version="7")]
+    assert step(promoted, {"stable": ready("8", 3)}, old_stable, now=T0 + 31 * MIN)[0].events == []

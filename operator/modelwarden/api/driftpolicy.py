@@ -437,7 +437,7 @@ class RetrainStatus(ApiModel):
     outcome: str = "Running"
     """Running, Succeeded or Failed."""
     trigger: str = ""
-    """Breach, Schedule or Manual."""
+    """Breach or Manual (scheduled runs belong to the CronJob)."""
 
 
 class DriftPolicyStatus(ApiModel):
@@ -451,6 +451,10 @@ class DriftPolicyStatus(ApiModel):
     """The latest evaluation with every check."""
     consecutive_failures: int = Field(default=0, ge=0)
     """Failing evaluations in a row (InsufficientData and Error neither count nor reset)."""
+    evaluated_version: str | None = None
+    """The version of the judged track at the last evaluation; another version starts a new failure streak."""
+    failing_since: datetime | None = None
+    """Time of the first Fail of the current streak: identifies the breach (retraining Job names derive from it)."""
     evaluations: list[EvaluationSummary] = Field(default_factory=list, max_length=50)
     """Recent evaluations, newest last (a bounded ring buffer)."""
     last_action: ActionRecord | None = None
@@ -459,8 +463,10 @@ class DriftPolicyStatus(ApiModel):
     """The latest retraining Job."""
     last_alert_at: datetime | None = None
     """When an alert was last sent (for repeatInterval)."""
+    retrain_token: str | None = None
+    """The modelwarden.io/retrain annotation value last acted on (one Job per token)."""
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
-    """Ready, Breached."""
+    """Ready (evaluating), Breached (failureThreshold reached; cleared by a Pass), InvalidSpec."""
 
 
 class DriftPolicy(ApiModel):

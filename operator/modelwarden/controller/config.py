@@ -8,11 +8,19 @@ from dataclasses import dataclass, field
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 DEFAULT_IMAGE = "ghcr.io/modelwarden/modelwarden:0.1.0"
 RECONCILE_INTERVAL_ENV = "MODELWARDEN_RECONCILE_INTERVAL"
+POLICY_TICK_ENV = "MODELWARDEN_POLICY_TICK"
+METRICS_PORT_ENV = "MODELWARDEN_METRICS_PORT"
+DEFAULT_METRICS_PORT = 8082
 
 
 def reconcile_interval() -> float:
     """Seconds between level-triggered reconciles (kopf timers are declared at import time)."""
     return float(os.environ.get(RECONCILE_INTERVAL_ENV, "5"))
+
+
+def policy_tick() -> float:
+    """Seconds between checks of whether a DriftPolicy is due (evaluations follow spec.interval)."""
+    return float(os.environ.get(POLICY_TICK_ENV, "1"))
 
 
 @dataclass(frozen=True)
@@ -23,7 +31,7 @@ class OperatorConfig:
     prometheus_url: str = DEFAULT_PROMETHEUS_URL
     peering_name: str | None = None
     liveness_endpoint: str | None = None
-    metrics_port: int | None = None
+    metrics_port: int | None = DEFAULT_METRICS_PORT  # None or 0: no /metrics server
     default_image: str = DEFAULT_IMAGE
     labels: dict[str, str] = field(default_factory=dict)
 

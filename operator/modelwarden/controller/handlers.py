@@ -11,6 +11,8 @@ from pydantic import ValidationError
 from modelwarden import GROUP, VERSION
 from modelwarden.api.driftpolicy import DriftPolicySpec
 from modelwarden.api.modeldeployment import ModelDeploymentSpec
+from modelwarden.controller import driftpolicies  # noqa: F401  (registers the policy loop)
+from modelwarden.controller import metrics
 from modelwarden.controller import modeldeployments  # noqa: F401  (registers the reconciler)
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.modeldeployments import DRIFTPOLICIES, MODELDEPLOYMENTS
@@ -40,6 +42,7 @@ def configure_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.startup()
 def connect(memo: Memo, **_: Any) -> None:
     memo.kube = KubeApi()
+    metrics.serve(memo.config.metrics_port)
 
 
 @kopf.on.probe(id="now")
@@ -49,12 +52,11 @@ def liveness_time(**_: Any) -> str:
 
 def _validate(
     model: type, failed_phase: str, spec: Any, status: Any, generation: int | None, patch: kopf.Patch,
-    record_valid: bool = True,
 ) -> None:
     """Record the spec's validity in status; an invalid spec is a permanent error, not a retry.
 
-    A valid ModelDeployment's status belongs to its reconciler alone (record_valid=False), so two
-    writers never race over the conditions list.
+    Only an invalid spec is written here: a valid object's status belongs to its loop alone, so
+    two writers never race over the conditions list.
     """
     try:
         model.model_validate(dict(spec))
@@ -63,7 +65,7 @@ def _validate(
         error = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     now = datetime.datetime.now(datetime.timezone.utc)
     changes = spec_status_patch(dict(status or {}), generation, error, now, failed_phase)
-    if changes and (error or record_valid):
+    if changes and error:
         patch.status.update(changes)
     if error:
         raise kopf.PermanentError(f"invalid spec: {error}")
@@ -73,7 +75,7 @@ def _validate(
 @kopf.on.create(*MODELDEPLOYMENTS)
 @kopf.on.update(*MODELDEPLOYMENTS, field="spec")
 def modeldeployment_spec(spec: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
-    _validate(ModelDeploymentSpec, "Failed", spec, status, meta.get("generation"), patch, record_valid=False)
+    _validate(ModelDeploymentSpec, "Failed", spec, status, meta.get("generation"), patch)
 
 
 @kopf.on.resume(*DRIFTPOLICIES)
@@ -81,3 +83,8 @@ def modeldeployment_spec(spec: Any, status: Any, meta: Any, patch: kopf.Patch, *
 @kopf.on.update(*DRIFTPOLICIES, field="spec")
 def driftpolicy_spec(spec: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
     _validate(DriftPolicySpec, "Error", spec, status, meta.get("generation"), patch)
+
+
+@kopf.on.delete(*MODELDEPLOYMENTS, optional=True)
+def forget_modeldeployment_metrics(namespace: str, name: str, **_: Any) -> None:
+    metrics.forget_modeldeployment(namespace, name)

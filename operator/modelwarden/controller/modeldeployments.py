@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from modelwarden import GROUP, VERSION
 from modelwarden.api.modeldeployment import ModelDeployment
 from modelwarden.builders.workloads import INSTANCE_LABEL, MANAGED_BY
+from modelwarden.controller import metrics
 from modelwarden.controller.config import reconcile_interval
 from modelwarden.controller.status import set_condition, status_changes
 from modelwarden.kube.apply import apply_children
@@ -54,6 +55,7 @@ def verdict_from_policy(name: str, spec: dict[str, Any], status: dict[str, Any])
         failure_threshold=int(spec.get("failureThreshold") or 3),
         rollback=bool((spec.get("actions") or {}).get("rollback")),
         failing_checks=tuple(r["check"] for r in last.get("results") or [] if r.get("verdict") == "Fail"),
+        version=status.get("evaluatedVersion"),
     )
 
 
@@ -70,6 +72,7 @@ def reconcile_modeldeployment(
     verdicts = list(policy_verdicts.get((namespace, name), []))
     now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
     result = plan(md, observed, verdicts, now, image=memo.config.default_image)
+    metrics.set_canary_weight(namespace, name, result.split.canary)
     applied = apply_children(
         memo.kube, result.children, owner_uid=md.metadata["uid"], namespace=namespace,
         selector=f"{INSTANCE_LABEL}={name}", prunable_kinds=CHILD_KINDS,

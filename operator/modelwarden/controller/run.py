@@ -8,7 +8,10 @@ import os
 
 from modelwarden.controller.config import (
     DEFAULT_IMAGE,
+    DEFAULT_METRICS_PORT,
     DEFAULT_PROMETHEUS_URL,
+    METRICS_PORT_ENV,
+    POLICY_TICK_ENV,
     RECONCILE_INTERVAL_ENV,
     OperatorConfig,
     env_list,
@@ -42,6 +45,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--reconcile-interval", type=float, default=float(os.environ.get(RECONCILE_INTERVAL_ENV, "5")),
         help="seconds between level-triggered reconciles of each ModelDeployment (default 5)",
     )
+    parser.add_argument(
+        "--policy-tick", type=float, default=float(os.environ.get(POLICY_TICK_ENV, "1")),
+        help=f"seconds between checks whether a DriftPolicy is due for evaluation (default 1; env {POLICY_TICK_ENV})",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=int(os.environ.get(METRICS_PORT_ENV, DEFAULT_METRICS_PORT)),
+        help=f"port of the operator's own /metrics (default {DEFAULT_METRICS_PORT}, 0 disables; env {METRICS_PORT_ENV})",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
 
@@ -54,11 +65,13 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         peering_name=args.peering,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
         default_image=args.default_image,
+        metrics_port=args.metrics_port or None,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     os.environ[RECONCILE_INTERVAL_ENV] = str(args.reconcile_interval)  # read when the timers are declared
+    os.environ[POLICY_TICK_ENV] = str(args.policy_tick)
     import kopf
 
     from modelwarden.controller import handlers  # registers the handlers with kopf

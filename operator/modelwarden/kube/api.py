@@ -6,7 +6,8 @@ another writer falls back to reading what is there.
 
 from __future__ import annotations
 
-import functools
+import threading
+import time
 from typing import Any
 
 from kubernetes import config, dynamic
@@ -14,6 +15,7 @@ from kubernetes.client import ApiClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
 MERGE_PATCH = "application/merge-patch+json"
+MISSING_KIND_RETRY_SECONDS = 60.0
 
 
 class RouteApiUnavailable(RuntimeError):
@@ -30,15 +32,31 @@ def load_api_client() -> ApiClient:
 
 
 class KubeApi:
+    """Shared by kopf's handler threads, the evaluation pool and the notification pool."""
+
     def __init__(self, client: ApiClient | None = None) -> None:
         self.dynamic = dynamic.DynamicClient(client or load_api_client())
+        self._resources: dict[tuple[str, str], Any] = {}
+        self._missing: dict[tuple[str, str], float] = {}  # kinds not served -> when to look again
+        # The DynamicClient's discovery cache is not thread-safe (concurrent first look-ups of a kind
+        # corrupt it: KeyError 'resources'); requests themselves are (urllib3's pool).
+        self._discovery = threading.Lock()
 
-    @functools.cache
     def _resource(self, api_version: str, kind: str) -> Any:
-        try:
-            return self.dynamic.resources.get(api_version=api_version, kind=kind)
-        except ResourceNotFoundError as exc:
-            raise RouteApiUnavailable(f"the cluster does not serve {kind}.{api_version}") from exc
+        key = (api_version, kind)
+        with self._discovery:
+            if key not in self._resources:
+                retry_at = self._missing.get(key)
+                if retry_at is not None and time.monotonic() < retry_at:
+                    raise RouteApiUnavailable(f"the cluster does not serve {kind}.{api_version}")
+                try:
+                    self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+                except ResourceNotFoundError as exc:
+                    # Remembered for a while, so a cluster without e.g. Istio costs no discovery per
+                    # reconcile, yet a CRD installed later is noticed.
+                    self._missing[key] = time.monotonic() + MISSING_KIND_RETRY_SECONDS
+                    raise RouteApiUnavailable(f"the cluster does not serve {kind}.{api_version}") from exc
+            return self._resources[key]
 
     def serves(self, api_version: str, kind: str) -> bool:
         try:

@@ -125,7 +125,7 @@ def _advance_canary(md, status: ModelDeploymentStatus, observed, verdicts, now, 
         status.step_started_at = now
         events.append(Event("Normal", "CanaryStarted", f"canary {canary.version} started"
                             + (f" at {canary.steps[0].weight}%" if canary.steps else f" as a {canary.weight}% A/B split")))
-    gating = [v for v in verdicts if v.track == "canary"]
+    gating = [v for v in verdicts if v.track == "canary" and v.about(canary.version)]
     aborting = [v for v in gating if v.breached and v.rollback]
     if aborting:
         reason = "; ".join(v.describe() for v in aborting)
@@ -162,9 +162,11 @@ def _advance_canary(md, status: ModelDeploymentStatus, observed, verdicts, now, 
 def _rollback_stable(status: ModelDeploymentStatus, verdicts, now, events: list[Event], canary_live: bool) -> None:
     """Revert stable to the previous good version once per breach of a rollback-enabled stable policy."""
     since = status.rollback.at if status.rollback else None
-    breaching = [v for v in verdicts if v.track == "stable" and v.rollback and v.breached
+    if status.stable is None:
+        return
+    breaching = [v for v in verdicts if v.track == "stable" and v.rollback and v.breached and v.about(status.stable.version)
                  and (since is None or (v.evaluated_at is not None and v.evaluated_at > since))]
-    if not breaching or status.stable is None:
+    if not breaching:
         return
     reason = "; ".join(v.describe() for v in breaching)
     current = status.stable.version

@@ -53,6 +53,11 @@ class PolicyVerdict:
     failure_threshold: int
     rollback: bool
     failing_checks: tuple[str, ...] = ()
+    version: str | None = None  # the version the verdict is about (status.evaluatedVersion), if known
+
+    def about(self, version: str) -> bool:
+        """A verdict about another version (an earlier canary, a rolled-back stable) says nothing here."""
+        return self.version is None or self.version == version
 
     @property
     def breached(self) -> bool:

@@ -249,18 +249,29 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 "metadata": {"resourceVersion": str(self._current_version)}}
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
+        """kmock's watch, made gap-free: the bus position is marked under the same lock as the
+        snapshot of stored objects, so nothing created in between is lost (kmock marks later)."""
+        yield b""  # start streaming the response at once
+        assert request.resource is not None
         since = int(request.params.get("resourceVersion") or 0)
         selector = request.params.get("labelSelector")
-        async for event in super()._serve_watch(request):
-            if isinstance(event, dict):
+        bus = self._buses[request.resource]
+        async with self._lock:
+            marker = await bus.mark()
+            stored = [obj.raw for obj in self._KubernetesEmulator__get_objs(request, strict=False) if not obj.deleted]
+        try:
+            # A watch that resumes from a list's resourceVersion must not see what it already listed.
+            for obj in stored:
+                if _rv(obj) > since and _label_selector_matches(selector, obj.get("metadata", {}).get("labels", {})):
+                    yield {"type": "ADDED", "object": obj}
+            async for event in bus.stream(since=marker):
                 obj = event.get("object", {})
-                if not _label_selector_matches(selector, obj.get("metadata", {}).get("labels", {})):
-                    continue
-                # The parent replays every stored object as ADDED first; a watch that resumes from a
-                # list's resourceVersion must not see the objects it already listed.
-                if event.get("type") == "ADDED" and _rv(obj) <= since:
-                    continue
-            yield event
+                meta = obj.get("metadata", {})
+                if self._KubernetesEmulator__check(request, request.resource, meta.get("namespace"), meta.get("name"), strict=False) \
+                        and _label_selector_matches(selector, meta.get("labels", {})):
+                    yield event
+        finally:
+            await bus.unmark(marker)
 
 
 @functools.cache

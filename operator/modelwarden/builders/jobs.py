@@ -1,0 +1,145 @@
+"""Pure builders for retraining: a batch/v1 Job per trigger and a CronJob for spec.retrain.schedule.
+
+Every container (and init container) gets the context as MODELWARDEN_* environment variables;
+ours win over same-named variables of the template, so the contract always holds.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from modelwarden.api.driftpolicy import JobTemplate
+from modelwarden.builders.workloads import MANAGED_BY
+from modelwarden.planning.policy import JobState
+
+POLICY_LABEL = "modelwarden.io/policy"
+TRIGGER_LABEL = "modelwarden.io/trigger"
+
+
+@dataclass(frozen=True)
+class PolicyOwner:
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {"apiVersion": "modelwarden.io/v1alpha1", "kind": "DriftPolicy", "name": self.name, "uid": self.uid,
+                "controller": True, "blockOwnerDeletion": True}
+
+
+@dataclass(frozen=True)
+class RetrainContext:
+    """What the retraining code is told (the env contract in docs/driftpolicy.md)."""
+
+    model: str
+    namespace: str
+    track: str
+    policy: str
+    reason: str
+    version: str = ""
+    failing_checks: tuple[dict[str, object], ...] = ()
+    window_start: datetime.datetime | None = None
+    window_end: datetime.datetime | None = None
+
+    def env(self) -> list[dict[str, str]]:
+        values = {
+            "MODELWARDEN_MODEL": self.model,
+            "MODELWARDEN_NAMESPACE": self.namespace,
+            "MODELWARDEN_VERSION": self.version,
+            "MODELWARDEN_TRACK": self.track,
+            "MODELWARDEN_REASON": self.reason,
+            "MODELWARDEN_FAILING_CHECKS": json.dumps(list(self.failing_checks), separators=(",", ":")),
+            "MODELWARDEN_WINDOW_START": _ts(self.window_start),
+            "MODELWARDEN_WINDOW_END": _ts(self.window_end),
+            "MODELWARDEN_POLICY": self.policy,
+        }
+        return [{"name": name, "value": value} for name, value in values.items()]
+
+
+def retrain_job(owner: PolicyOwner, template: JobTemplate, name: str, trigger: str, context: RetrainContext) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(owner, name, template, trigger),
+        "spec": _job_spec(template, context, trigger),
+    }
+
+
+def retrain_cronjob(owner: PolicyOwner, template: JobTemplate, schedule: str, context: RetrainContext) -> dict[str, Any]:
+    """One CronJob per policy, named <policy>-retrain (concurrencyPolicy Forbid: at most one run)."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": _metadata(owner, cronjob_name(owner.name), template, "Schedule"),
+        "spec": {
+            "schedule": schedule,
+            "concurrencyPolicy": "Forbid",
+            "jobTemplate": {"metadata": _metadata(owner, "", template, "Schedule"), "spec": _job_spec(template, context, "Schedule")},
+        },
+    }
+
+
+def cronjob_name(policy: str) -> str:
+    return f"{policy[:44].rstrip('-.')}-retrain"
+
+
+def job_state(job: dict[str, Any]) -> JobState:
+    """Running until a Complete or Failed condition (or a success count) says otherwise."""
+    status = job.get("status") or {}
+    name = job.get("metadata", {}).get("name", "")
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return JobState(name, "Succeeded", _parse(status.get("completionTime") or condition.get("lastTransitionTime")))
+        if condition.get("type") in ("Failed", "FailureTarget"):
+            message = condition.get("message") or condition.get("reason") or ""
+            return JobState(name, "Failed", _parse(condition.get("lastTransitionTime")), message)
+    completions = int((job.get("spec") or {}).get("completions") or 1)
+    if int(status.get("succeeded") or 0) >= completions:
+        return JobState(name, "Succeeded", _parse(status.get("completionTime")))
+    return JobState(name, "Running")
+
+
+def _metadata(owner: PolicyOwner, name: str, template: JobTemplate, trigger: str) -> dict[str, Any]:
+    given = template.metadata or {}
+    labels = {**(given.get("labels") or {}), **MANAGED_BY, POLICY_LABEL: owner.name, TRIGGER_LABEL: trigger.lower()}
+    metadata: dict[str, Any] = {"labels": labels}
+    if given.get("annotations"):
+        metadata["annotations"] = dict(given["annotations"])
+    if name:
+        metadata = {"name": name, "namespace": owner.namespace, **metadata, "ownerReferences": [owner.reference()]}
+    return metadata
+
+
+def _job_spec(template: JobTemplate, context: RetrainContext, trigger: str) -> dict[str, Any]:
+    pod = copy.deepcopy(template.template)
+    pod_spec = pod.setdefault("spec", {})
+    pod_spec.setdefault("restartPolicy", "Never")
+    env = [*context.env(), {"name": "MODELWARDEN_TRIGGER", "value": trigger}]
+    names = {item["name"] for item in env}
+    for key in ("initContainers", "containers"):
+        for container in pod_spec.get(key) or []:
+            container["env"] = [e for e in container.get("env") or [] if e.get("name") not in names] + env
+    spec: dict[str, Any] = {"template": pod}
+    if template.backoff_limit is not None:
+        spec["backoffLimit"] = template.backoff_limit
+    if template.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = template.active_deadline_seconds
+    if template.ttl_seconds_after_finished is not None:
+        spec["ttlSecondsAfterFinished"] = template.ttl_seconds_after_finished
+    return spec
+
+
+def _ts(moment: datetime.datetime | None) -> str:
+    if moment is None:
+        return ""
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(text: str | None) -> datetime.datetime | None:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None

@@ -1,0 +1,211 @@
+"""planning.policy: the DriftPolicy decisions, table-driven over verdict sequences."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from modelwarden.api.driftpolicy import CheckResult, DriftPolicySpec, DriftPolicyStatus, Evaluation, RetrainStatus, Verdict
+from modelwarden.planning import policy as decide
+from modelwarden.planning.notification import AlertContext
+
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+P, F, I, E = Verdict.PASS, Verdict.FAIL, Verdict.INSUFFICIENT_DATA, Verdict.ERROR
+CHECK = {P: "drift/features", F: "drift/features", I: "performance/accuracy", E: "custom/errors"}
+
+
+def spec(**overrides) -> DriftPolicySpec:
+    body = {"targetRef": {"name": "fraud"}, "track": "canary", "interval": "1m", "failureThreshold": 2,
+            "performance": [{"metric": "accuracy", "min": 0.8}],
+            "actions": {"rollback": True, "retrain": {"jobTemplate": {"template": {"spec": {"containers": []}}}, "cooldown": "1h"}}}
+    body.update(overrides)
+    return DriftPolicySpec.model_validate(body)
+
+
+def ctx(**overrides) -> decide.PolicyContext:
+    return decide.PolicyContext(
+        name="gate", namespace="ml", uid="uid-1", spec=spec(**overrides), generation=1, created=T0,
+        alert=AlertContext(policy="gate", namespace="ml", modeldeployment="fraud", model="fraud", track="canary", version="2"),
+    )
+
+
+def evaluation(verdict: Verdict, at: datetime.datetime, check: str | None = None) -> Evaluation:
+    result = CheckResult(check=check or CHECK[verdict], verdict=verdict, value=0.5, threshold=0.25, samples=900)
+    return Evaluation(time=at, verdict=verdict, samples=900, results=[result])
+
+
+def run(context: decide.PolicyContext, verdicts: list[Verdict], status: DriftPolicyStatus | None = None) -> list[decide.Step]:
+    status = status or DriftPolicyStatus()
+    steps = []
+    for i, verdict in enumerate(verdicts):
+        now = T0 + datetime.timedelta(minutes=i)
+        step = decide.observe(context, status, evaluation(verdict, now), now)
+        if step.retrain is not None:
+            step = decide.Step(decide.launched(context, step.status, step.retrain, now).status, step.events, step.notification, step.retrain)
+        steps.append(step)
+        status = step.status
+    return steps
+
+
+# verdicts -> consecutiveFailures, phase, alerts (notification reasons), retrains, Event reasons per step
+CASES = {
+    "passes": ([P, P], 0, "Passing", [None, None], 0, [[], []]),
+    "one fail is not a breach": ([P, F, P], 0, "Passing", [None, None, None], 0, [[], ["DriftDetected"], ["Recovered"]]),
+    "threshold reached acts once": ([F, F, F], 3, "Failing", [None, "DriftDetected", None], 1,
+                                    [["DriftDetected"], ["RollbackRequested"], []]),
+    "insufficient data neither counts nor resets": ([F, I, F], 2, "Failing", [None, None, "DriftDetected"], 1,
+                                                    [["DriftDetected"], ["InsufficientData"], ["RollbackRequested"]]),
+    "errors neither count nor reset": ([F, E, E, F], 2, "Failing", [None, None, None, "DriftDetected"], 1,
+                                       [["DriftDetected"], ["EvaluationError"], [], ["RollbackRequested"]]),
+    "never acts on errors alone": ([E, E, E, I, I], 0, "InsufficientData", [None] * 5, 0,
+                                   [["EvaluationError"], [], [], ["InsufficientData"], []]),
+    "recovery resolves the alert": ([F, F, P], 0, "Passing", [None, "DriftDetected", "Recovered"], 1,
+                                    [["DriftDetected"], ["RollbackRequested"], []]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_verdict_sequences(name):
+    verdicts, consecutive, phase, alerts, retrains, events = CASES[name]
+    steps = run(ctx(), verdicts)
+    final = steps[-1].status
+    assert final.consecutive_failures == consecutive and final.phase.value == phase
+    assert [s.notification.reason if s.notification else None for s in steps] == alerts
+    assert sum(s.retrain is not None for s in steps) == retrains
+    assert [[e.reason for e in s.events] for s in steps] == events
+    assert len(final.evaluations) == len(verdicts)
+
+
+def test_breach_identity_names_the_job_and_survives_interruptions():
+    steps = run(ctx(), [F, I, F, E, F])
+    first_fail = steps[0].status.failing_since
+    assert first_fail == T0 and steps[-1].status.failing_since == T0
+    name = decide.retrain_job_name("gate", f"breach:{T0.isoformat()}")
+    assert [s.retrain.job_name for s in steps if s.retrain] == [name]
+    assert steps[-1].status.last_retrain.job_name == name
+    # the same breach decided again from the same status (a restart) names the same Job
+    again = decide.observe(ctx(), steps[1].status, evaluation(F, T0 + datetime.timedelta(minutes=2)), T0 + datetime.timedelta(minutes=2))
+    assert again.retrain.job_name == name
+
+
+def test_new_breach_after_recovery_waits_for_cooldown_and_a_running_job():
+    steps = run(ctx(), [F, F, P, F, F])
+    assert [s.retrain is not None for s in steps] == [False, True, False, False, False]
+    assert "RetrainSkipped" in [e.reason for e in steps[-1].events]  # the Job of the first breach is still running
+    finished = steps[-1].status.model_copy(deep=True)
+    finished.last_retrain.outcome = "Succeeded"
+    later = T0 + datetime.timedelta(minutes=30)
+    assert decide.observe(ctx(), finished, evaluation(F, later), later).retrain is None  # cooldown 1h
+    much_later = T0 + datetime.timedelta(hours=2)
+    assert decide.observe(ctx(), finished, evaluation(F, much_later), much_later).retrain is not None
+
+
+def test_alert_repeats_only_after_repeat_interval():
+    context = ctx(actions={"alert": {"repeatInterval": "5m"}})
+    steps = run(context, [F] * 9)
+    assert [i for i, s in enumerate(steps) if s.notification] == [1, 6]
+    assert steps[6].status.last_alert_at == T0 + datetime.timedelta(minutes=6)
+
+
+@pytest.mark.parametrize("flag,verdict,reason", [("onError", E, "EvaluationError"), ("onInsufficientData", I, "InsufficientData")])
+def test_optional_alerts_for_error_and_insufficient_data(flag, verdict, reason):
+    steps = run(ctx(actions={"alert": {flag: True}}), [verdict, verdict, P, verdict])
+    assert [s.notification.reason if s.notification else None for s in steps] == [reason, None, None, reason]
+    assert all(reason not in [e.reason for e in s.events] for s in steps if s.notification)  # the alert's Event replaces it
+    assert all(s.retrain is None for s in steps) and steps[-1].status.consecutive_failures == 0
+
+
+def test_quality_failures_are_quality_degraded_and_conditions_follow():
+    context = ctx()
+    status = DriftPolicyStatus()
+    for minute in range(2):
+        now = T0 + datetime.timedelta(minutes=minute)
+        step = decide.observe(context, status, evaluation(F, now, check="performance/accuracy"), now)
+        status = step.status
+    assert step.notification.reason == "QualityDegraded" and step.notification.kind == "Breach"
+    conditions = {c.type: (c.status.value, c.reason) for c in status.conditions}
+    assert conditions == {"Ready": ("True", "Evaluated"), "Breached": ("True", "QualityDegraded"), "InvalidSpec": ("False", "Valid")}
+    assert status.last_action.type == "Rollback"
+
+
+def test_ring_buffer_is_bounded():
+    steps = run(ctx(failureThreshold=100), [F, P] * 30)
+    buffer = steps[-1].status.evaluations
+    assert len(buffer) == decide.RING_BUFFER and buffer[-1].time == T0 + datetime.timedelta(minutes=59)
+
+
+def test_no_rollback_record_without_rollback():
+    steps = run(ctx(actions={"rollback": False}), [F, F])
+    assert "RollbackRequested" not in [e.reason for e in steps[1].events]
+    assert steps[1].notification is not None and steps[1].retrain is None
+
+
+def test_evaluation_due_follows_interval_spec_changes_and_spreads_new_policies():
+    context = ctx()
+    assert not decide.evaluation_due(context, DriftPolicyStatus(), T0 - datetime.timedelta(seconds=1))
+    spread = decide.phase_offset("uid-1") * 30
+    assert decide.evaluation_due(context, DriftPolicyStatus(), T0 + datetime.timedelta(seconds=spread))
+    status = DriftPolicyStatus(last_evaluation=evaluation(P, T0), observed_generation=1)
+    assert not decide.evaluation_due(context, status, T0 + datetime.timedelta(seconds=59))
+    assert decide.evaluation_due(context, status, T0 + datetime.timedelta(seconds=60))
+    changed = decide.PolicyContext(**{**context.__dict__, "generation": 2})
+    assert decide.evaluation_due(changed, status, T0 + datetime.timedelta(seconds=1))
+    offsets = [decide.phase_offset(f"uid-{i}") for i in range(1000)]
+    assert all(0 <= o < 1 for o in offsets) and max(sum(1 for o in offsets if k / 10 <= o < (k + 1) / 10) for k in range(10)) < 140
+
+
+@pytest.mark.parametrize("job,outcome,event", [
+    (decide.JobState("j", "Running"), "Running", None),
+    (decide.JobState("j", "Succeeded", T0 + datetime.timedelta(minutes=5)), "Succeeded", "RetrainSucceeded"),
+    (decide.JobState("j", "Failed", T0, "BackoffLimitExceeded"), "Failed", "RetrainFailed"),
+    (None, "Failed", "RetrainFailed"),
+])
+def test_follow_job(job, outcome, event):
+    status = DriftPolicyStatus(last_retrain=RetrainStatus(job_name="j", started_at=T0, trigger="Breach"))
+    step = decide.follow_job(status, job, T0 + datetime.timedelta(minutes=10))
+    assert step.status.last_retrain.outcome == outcome
+    assert [e.reason for e in step.events] == ([event] if event else [])
+    assert status.last_retrain.outcome == "Running"  # the input is never mutated
+
+
+def test_manual_retrain_once_per_token():
+    context = ctx()
+    step = decide.manual_retrain(context, DriftPolicyStatus(), "t1", T0)
+    assert step.retrain.trigger == "Manual" and step.retrain.job_name == decide.retrain_job_name("gate", "manual:t1")
+    done = decide.launched(context, step.status, step.retrain, T0).status
+    assert done.retrain_token == "t1" and done.last_retrain.trigger == "Manual"
+    assert decide.manual_retrain(context, done, "t1", T0).retrain is None  # same token: nothing
+    assert decide.manual_retrain(context, done, "t2", T0).retrain is None  # a Job is running: wait
+    no_retrain = ctx(actions={})
+    refused = decide.manual_retrain(no_retrain, DriftPolicyStatus(), "t3", T0)
+    assert refused.retrain is None and refused.status.retrain_token == "t3" and refused.events[0].reason == "RetrainFailed"
+
+
+def test_job_names_are_valid_and_deterministic():
+    long = "p" * 253
+    name = decide.retrain_job_name(long, "breach:x")
+    assert len(name) <= 63 and name == decide.retrain_job_name(long, "breach:x") != decide.retrain_job_name(long, "breach:y")
+
+
+def test_target_missing_and_suspended_never_touch_counts():
+    failing = run(ctx(), [F])[-1].status
+    missing = decide.target_missing(ctx(), failing, T0)
+    assert missing.status.phase.value == "Error" and missing.status.consecutive_failures == 1
+    assert [e.reason for e in missing.events] == ["EvaluationError"]
+    assert decide.target_missing(ctx(), missing.status, T0).events == []  # once per transition
+    paused = decide.suspended(ctx(), failing, T0).status
+    assert paused.phase.value == "Suspended" and paused.consecutive_failures == 1
+
+
+def test_a_new_version_starts_a_new_streak():
+    context = ctx()
+    breached = run(context, [F, F, F])[-1].status
+    assert breached.evaluated_version == "2" and breached.consecutive_failures == 3
+    new_canary = decide.PolicyContext(**{**context.__dict__, "alert": AlertContext(**{**context.alert.__dict__, "version": "3"})})
+    later = T0 + datetime.timedelta(minutes=3, seconds=1)
+    assert decide.evaluation_due(new_canary, breached, later)  # at once, not after the interval
+    step = decide.observe(new_canary, breached, evaluation(F, later), later)
+    assert step.status.consecutive_failures == 1 and step.status.failing_since == later and step.status.evaluated_version == "3"
+    assert step.notification is None and step.retrain is None and [e.reason for e in step.events] == ["DriftDetected"]
+    assert next(c for c in step.status.conditions if c.type == "Breached").status.value == "False"

@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("modelwarden.controller.run", "run the operator (kopf) against the current cluster"),
     "crds": ("modelwarden.api.crds_cli", "print, write or check the CRDs generated from the typed API"),
+    "api-docs": ("modelwarden.api.docs", "print, write or check docs/api.md, the API reference generated from the typed API"),
     "demo": ("modelwarden.sandbox.demo", "run the embedded sandbox scenario on this machine"),
     "evaluate": ("modelwarden.metrics.evaluate_cli", "evaluate a DriftPolicy once against Prometheus and print every check"),
     "serve": ("modelwarden.serving.server", "serve a joblib/scikit-learn model with the metrics contract"),

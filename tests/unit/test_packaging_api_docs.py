@@ -1,0 +1,74 @@
+"""docs/api.md is generated from the typed models (`modelwarden api-docs`) and current."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+from contextlib import redirect_stderr, redirect_stdout
+
+from modelwarden.api import docs
+from modelwarden.api.crdgen import build_crds
+from modelwarden.api.modeldeployment import ModelDeploymentSpec
+from tests.validation import ROOT
+
+API_MD = ROOT / "docs" / "api.md"
+
+
+def check(path) -> tuple[int, str]:
+    out = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(io.StringIO()):
+        code = docs.run(argparse.Namespace(write=False, check=True, output=path))
+    return code, out.getvalue()
+
+
+def test_checked_in_api_reference_is_current():
+    code, diff = check(API_MD)
+    assert code == 0, f"docs/api.md is stale: run `modelwarden api-docs --write`\n{diff}"
+
+
+def test_editing_a_field_description_makes_it_stale(tmp_path, monkeypatch):
+    path = tmp_path / "api.md"
+    docs.run(argparse.Namespace(write=True, check=False, output=path))
+    assert check(path)[0] == 0
+    field = ModelDeploymentSpec.model_fields["port"]
+    monkeypatch.setattr(field, "description", "A changed description.")
+    ModelDeploymentSpec.model_rebuild(force=True)
+    try:
+        code, diff = check(path)
+    finally:
+        monkeypatch.undo()
+        ModelDeploymentSpec.model_rebuild(force=True)
+    assert code == 1 and "+| `port` | integer (≥ 1, ≤ 65535) | `8080` | A changed description. |" in diff
+
+
+def _schema_fields(node, found):
+    for name, sub in node.get("properties", {}).items():
+        found.add(name)
+        _schema_fields(sub, found)
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            _schema_fields(node[key], found)
+    return found
+
+
+def test_reference_documents_every_crd_field_and_cel_rule():
+    text = docs.render()
+    documented = set(re.findall(r"^\| `(\w+)`", text, flags=re.MULTILINE))
+    for crd in build_crds().values():
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for part in ("spec", "status"):
+            missing = _schema_fields(schema["properties"][part], set()) - documented
+            assert not missing, f"{crd['spec']['names']['kind']}.{part}: {missing}"
+        rules = re.findall(r"'rule': '((?:[^'\\]|\\.)*)'", str(schema)) + re.findall(r"'rule': \"([^\"]*)\"", str(schema))
+        for rule in rules:
+            assert f"`{rule}`" in text, rule
+
+
+def test_links_resolve_to_sections():
+    text = docs.render()
+    anchors = {heading.lower() for heading in re.findall(r"^#{2,3} (\w+)$", text, flags=re.MULTILINE)}
+    links = set(re.findall(r"\]\(#(\w+)\)", text))
+    assert links and links <= anchors, links - anchors
+    assert not re.search(r"`P(T)?[0-9]", text), "durations are shown as 5m, not ISO 8601"
+    assert "| duration | `5m` |" in text  # CanaryStep.pause

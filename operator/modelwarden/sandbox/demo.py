@@ -1,14 +1,18 @@
-"""`modelwarden demo`: the embedded sandbox on one machine, with no cluster.
+"""`modelwarden demo`: the whole loop on one machine, with no cluster.
 
-Today it starts the API emulator and the real operator, applies the examples, and shows what
-the operator recorded for each. The full scenario (real Prometheus, model-server processes,
-traffic, a canary rolled back on drift, alerts and a retraining Job) grows here with the
-controller issues.
+It starts the API emulator, a real Prometheus, the operator, a kubelet stand-in that runs a real
+`modelwarden serve` process for every Deployment the operator creates, a traffic generator that
+sends predictions and ground truth, and a local alert receiver. Scenario: the stable version
+serves; a canary is added and advances while its DriftPolicy passes; drift is injected into the
+canary's traffic; the policy fails, the operator rolls the canary back, alerts and launches a
+retraining Job. It prints live progress, then a summary and the Events; `--json` prints the
+summary as JSON. Every process it starts is stopped on the way out.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import signal
@@ -16,90 +20,277 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
-import yaml
 
 from modelwarden import API_VERSION
 from modelwarden.sandbox.apiserver import EmulatedApiServer
-from modelwarden.sandbox.prometheus import free_port
+from modelwarden.sandbox.kubelet import ProcessKubelet
+from modelwarden.processes import free_port
+from modelwarden.sandbox.prometheus import PrometheusServer
+from modelwarden.sandbox.receiver import AlertReceiver
+from modelwarden.sandbox.traffic import TrafficGenerator
+from modelwarden.serving import datagen
+from modelwarden.serving.examples import train_example
 
-PLURALS = {"ModelDeployment": "modeldeployments", "DriftPolicy": "driftpolicies"}
+NAMESPACE = "sandbox"
+NAME = "fraud"
+POLICY = "fraud-canary-gate"
+WEBHOOK_SECRET = "sandbox-signing-key"
+DRIFT = datagen.Drift(shift={"amount": 1.5, "merchant_risk": 1.5}, label_noise=0.45)
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How fast the scenario runs: policy interval/window, canary step pause, traffic."""
+
+    interval: str
+    window: str
+    pause: str
+    min_samples: int
+    rows_per_second: int
+
+    @classmethod
+    def named(cls, speed: str) -> "Pace":
+        if speed == "max":
+            return cls(interval="2s", window="20s", pause="4s", min_samples=150, rows_per_second=300)
+        if speed == "fast":
+            return cls(interval="3s", window="30s", pause="8s", min_samples=200, rows_per_second=250)
+        return cls(interval="5s", window="45s", pause="15s", min_samples=300, rows_per_second=200)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--examples", type=Path, default=None, help="folder of example manifests (default: examples/)")
-    parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the operator")
+    parser.add_argument("--speed", choices=("normal", "fast", "max"), default="normal",
+                        help="scenario pace: normal (~2 min), fast, or max (for tests)")
+    parser.add_argument("--duration", type=float, default=170.0, help="give up after this many seconds (default 170)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON (progress goes to stderr)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep logs and models here (default: a temp dir)")
 
 
-def _examples_dir(given: Path | None) -> Path:
-    if given:
-        return given
-    for candidate in (Path.cwd() / "examples", Path(__file__).resolve().parents[3] / "examples"):
-        if candidate.is_dir():
-            return candidate
-    raise SystemExit("no examples/ folder found; pass --examples")
+class Demo:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.pace = Pace.named(args.speed)
+        self.deadline = time.monotonic() + args.duration
+        self.started = time.monotonic()
+        self.json = args.json
+        self.workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mw-demo-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.milestones: list[tuple[float, str]] = []
+        self.session = requests.Session()
+        self._last_line = ""
+
+    # -- output -------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", file=sys.stderr if self.json else sys.stdout, flush=True)
+
+    def milestone(self, text: str) -> None:
+        self.milestones.append((round(time.monotonic() - self.started, 1), text))
+        self.say(f"== {text}")
+
+    # -- API helpers ---------------------------------------------------------------------------
+    def url(self, plural: str, name: str = "", group: str = API_VERSION) -> str:
+        prefix = "/api/v1" if group == "v1" else f"/apis/{group}"
+        return f"{self.api.url}{prefix}/namespaces/{NAMESPACE}/{plural}" + (f"/{name}" if name else "")
+
+    def get(self, plural: str, name: str, group: str = API_VERSION) -> dict[str, Any]:
+        response = self.session.get(self.url(plural, name, group), timeout=5)
+        return response.json() if response.ok else {}
+
+    def items(self, plural: str, group: str) -> list[dict[str, Any]]:
+        return self.session.get(self.url(plural, group=group), timeout=5).json().get("items", [])
+
+    def create(self, plural: str, body: dict[str, Any], group: str = API_VERSION) -> None:
+        self.session.post(self.url(plural, group=group), json=body, timeout=5).raise_for_status()
+
+    def patch(self, plural: str, name: str, body: dict[str, Any]) -> None:
+        self.session.patch(self.url(plural, name), json=body, timeout=5,
+                           headers={"Content-Type": "application/merge-patch+json"}).raise_for_status()
+
+    # -- the scenario --------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        with ExitStack() as stack:
+            self.start_everything(stack)
+            self.scenario()
+            return self.summary()
+
+    def start_everything(self, stack: ExitStack) -> None:
+        self.say(f"working in {self.workdir}")
+        models = {version: train_example("classifier", self.workdir / "models" / version, seed=seed)
+                  for version, seed in (("1", 7), ("2", 8))}
+        # Comparing the canary with the stable track needs the same bucket edges on both: the new
+        # version is served with the stable version's reference profile (see docs/statistics.md).
+        models["2"].profile.write_text(models["1"].profile.read_text())
+        self.model_dirs = {version: example.directory for version, example in models.items()}
+        self.api = EmulatedApiServer().start()
+        stack.callback(self.api.stop)
+        self.prometheus = PrometheusServer(workdir=self.workdir / "prometheus")
+        self.prometheus.start()
+        stack.callback(self.prometheus.stop)
+        self.receiver = AlertReceiver(WEBHOOK_SECRET).start()
+        stack.callback(self.receiver.stop)
+        kubeconfig = self.api.write_kubeconfig(self.workdir / "kubeconfig")
+        liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        operator_log = (self.workdir / "operator.log").open("wb")
+        stack.callback(operator_log.close)
+        self.operator = subprocess.Popen(
+            [sys.executable, "-m", "modelwarden", "run", "-A", "--prometheus-url", self.prometheus.url,
+             "--liveness", liveness, "--reconcile-interval", "0.5", "--metrics-port", str(free_port())],
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=operator_log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        stack.callback(self.stop_operator)
+        self.kubelet = ProcessKubelet(self.api.url, self.prometheus, self.workdir).start()
+        stack.callback(self.kubelet.stop)
+        self.traffic = TrafficGenerator(NAME, self.servers, self.weights, rows_per_second=self.pace.rows_per_second).start()
+        stack.callback(self.traffic.stop)
+        self.wait("operator live", lambda: requests.get(liveness, timeout=1).ok)
+
+    def stop_operator(self) -> None:
+        if self.operator.poll() is None:
+            self.operator.send_signal(signal.SIGTERM)
+            try:
+                self.operator.wait(15)
+            except subprocess.TimeoutExpired:
+                self.operator.kill()
+
+    def servers(self) -> dict[str, Any]:
+        return {track: server for track in ("stable", "canary")
+                if (server := self.kubelet.server_for(NAMESPACE, f"{NAME}-{track}")) is not None}
+
+    def weights(self) -> dict[str, int]:
+        return self.get("modeldeployments", NAME).get("status", {}).get("weights", {})
+
+    def scenario(self) -> None:
+        self.create("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "webhook-signing"},
+                                "data": {"secret": base64.b64encode(WEBHOOK_SECRET.encode()).decode()}}, group="v1")
+        self.create("modeldeployments", self.modeldeployment())
+        self.create("driftpolicies", self.policy())
+        self.wait("stable serving", lambda: self.status().get("phase") == "Stable")
+        self.milestone(f"stable {self.status()['stable']['version']} serving")
+        self.wait("stable metrics in Prometheus", lambda: self.prometheus.query(
+            f'modelwarden_predictions_total{{model="{NAME}",track="stable"}}'))
+        self.patch("modeldeployments", NAME, {"spec": {"canary": self.canary()}})
+        self.milestone("canary 2 added: 20% -> 50% -> 80%")
+        self.wait("canary step 2", lambda: self.status().get("canaryStep") == 1)
+        self.milestone("canary advanced to step 2 (50%) on passing evaluations")
+        self.traffic.drift["canary"] = DRIFT
+        self.milestone("drift injected into the canary's traffic (features shifted 1.5σ, 45% labels noisy)")
+        self.wait("canary rolled back", lambda: self.status().get("phase") == "RolledBack")
+        self.milestone(f"canary rolled back: {self.status()['rollback']['reason']}")
+        self.wait("retraining Job", lambda: self.items("jobs", "batch/v1"))
+        self.milestone(f"retraining Job {self.items('jobs', 'batch/v1')[0]['metadata']['name']} created")
+        self.wait("alert delivered", lambda: self.receiver.received)
+        self.milestone(f"alert delivered to the local webhook receiver (signature valid: {self.receiver.received[0]['signatureValid']})")
+
+    def status(self) -> dict[str, Any]:
+        return self.get("modeldeployments", NAME).get("status", {})
+
+    def wait(self, what: str, probe) -> None:
+        while time.monotonic() < self.deadline:
+            self.progress()
+            try:
+                if probe():
+                    return
+            except (requests.RequestException, KeyError, ValueError):
+                pass
+            if self.operator.poll() is not None:
+                raise SystemExit(f"the operator exited with {self.operator.returncode}; see {self.workdir}/operator.log")
+            time.sleep(0.5)
+        snapshot = {"modeldeployment": self.get("modeldeployments", NAME), "driftpolicy": self.get("driftpolicies", POLICY),
+                    "events": self.items("events", "v1")}
+        (self.workdir / "state.json").write_text(json.dumps(snapshot, indent=2))
+        raise SystemExit(f"timed out waiting for: {what} (logs and state.json in {self.workdir})")
+
+    def progress(self) -> None:
+        status = self.status()
+        policy = self.get("driftpolicies", POLICY).get("status", {})
+        last = policy.get("lastEvaluation") or {}
+        checks = " ".join(f"{r['check']}={r['value']:.3g}" for r in last.get("results", [])
+                          if r.get("value") is not None and "/" in r["check"])[:160]
+        weights = status.get("weights", {})
+        step = status.get("canaryStep")
+        line = (f"phase={status.get('phase')} weights={weights.get('stable', '-')}/{weights.get('canary', '-')}"
+                f"{'' if step is None else f' step={step + 1}'} policy={policy.get('phase')}"
+                f" verdict={last.get('verdict')} failures={policy.get('consecutiveFailures', 0)} {checks}")
+        if line != self._last_line:
+            self._last_line = line
+            self.say(line)
+
+    # -- resources -----------------------------------------------------------------------------
+    def modeldeployment(self) -> dict[str, Any]:
+        return {"apiVersion": API_VERSION, "kind": "ModelDeployment", "metadata": {"name": NAME, "namespace": NAMESPACE},
+                "spec": {"model": NAME, "stable": {"version": "1", "modelUri": f"file://{self.model_dirs['1']}", "replicas": 4},
+                         "traffic": {"router": "replicas"}}}
+
+    def canary(self) -> dict[str, Any]:
+        return {"version": "2", "modelUri": f"file://{self.model_dirs['2']}", "replicas": 1,
+                "steps": [{"weight": w, "pause": self.pace.pause} for w in (20, 50, 80)]}
+
+    def policy(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION, "kind": "DriftPolicy", "metadata": {"name": POLICY, "namespace": NAMESPACE},
+            "spec": {
+                "targetRef": {"name": NAME}, "track": "canary", "interval": self.pace.interval, "window": self.pace.window,
+                "minSamples": self.pace.min_samples, "failureThreshold": 2, "reference": {"track": "stable"},
+                "drift": {"method": "ks"}, "performance": [{"metric": "accuracy", "min": 0.7}],
+                "actions": {
+                    "rollback": True,
+                    "alert": {"webhook": {"url": self.receiver.url, "hmacSecretRef": {"name": "webhook-signing", "key": "secret"}}},
+                    "retrain": {"cooldown": "1h", "jobTemplate": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+                        {"name": "train", "image": "ghcr.io/example/fraud-trainer:1.0", "args": ["--model", NAME]}]}}}},
+                },
+            },
+        }
+
+    # -- summary -------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        status = self.status()
+        jobs = self.items("jobs", "batch/v1")
+        events = sorted(self.items("events", "v1"), key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        job_env = {e["name"]: e.get("value") for e in jobs[0]["spec"]["template"]["spec"]["containers"][0].get("env", [])} if jobs else {}
+        result = {
+            "rolledBack": status.get("phase") == "RolledBack",
+            "rollback": status.get("rollback"),
+            "stableVersion": (status.get("stable") or {}).get("version"),
+            "history": status.get("history", []),
+            "jobs": [j["metadata"]["name"] for j in jobs],
+            "jobEnv": {k: v for k, v in job_env.items() if k.startswith("MODELWARDEN_")},
+            "alertsReceived": len(self.receiver.received),
+            "alertSignaturesValid": all(a["signatureValid"] for a in self.receiver.received),
+            "milestones": [{"at": at, "what": what} for at, what in self.milestones],
+            "events": [{"object": e.get("involvedObject", {}).get("name"), "type": e.get("type"),
+                        "reason": e.get("reason"), "message": e.get("message")} for e in events],
+            "requests": dict(self.traffic.stats.requests),
+            "durationSeconds": round(time.monotonic() - self.started, 1),
+        }
+        return result
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print("\nScenario")
+    for milestone in summary["milestones"]:
+        print(f"  {milestone['at']:6.1f}s  {milestone['what']}")
+    print("\nResult")
+    rows = [("canary rolled back", summary["rolledBack"]), ("stable version", summary["stableVersion"]),
+            ("retraining Jobs", ", ".join(summary["jobs"]) or "none"),
+            ("alerts received", f"{summary['alertsReceived']} (signatures valid: {summary['alertSignaturesValid']})"),
+            ("requests by track", summary["requests"]), ("duration", f"{summary['durationSeconds']}s")]
+    for label, value in rows:
+        print(f"  {label:<20} {value}")
+    print("\nEvents")
+    for event in summary["events"]:
+        print(f"  {event['type'] or '':<8} {event['reason'] or '':<22} {event['object'] or '':<20} {(event['message'] or '')[:90]}")
 
 
 def run(args: argparse.Namespace) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="mw-demo-"))
-    api = EmulatedApiServer().start()
-    kubeconfig = api.write_kubeconfig(workdir / "kubeconfig")
-    liveness = f"http://127.0.0.1:{free_port()}/healthz"
-    operator = subprocess.Popen(
-        [sys.executable, "-m", "modelwarden", "run", "-A", "--liveness", liveness],
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        stdout=(workdir / "operator.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait(lambda: requests.get(liveness, timeout=1).ok, args.timeout, "operator liveness")
-        applied = []
-        for path in sorted(_examples_dir(args.examples).glob("*.yaml")):
-            for doc in yaml.safe_load_all(path.read_text()):
-                if doc and doc.get("kind") in PLURALS:
-                    ns = doc["metadata"].setdefault("namespace", "default")
-                    url = f"{api.url}/apis/{API_VERSION}/namespaces/{ns}/{PLURALS[doc['kind']]}"
-                    requests.post(url, json=doc, timeout=5).raise_for_status()
-                    applied.append((doc["kind"], ns, doc["metadata"]["name"], url))
-        summary = []
-        for kind, ns, name, url in applied:
-            obj = _wait(lambda: _observed(f"{url}/{name}"), args.timeout, f"{kind} {name}")
-            status = obj.get("status", {})
-            summary.append({"kind": kind, "namespace": ns, "name": name, "phase": status.get("phase"),
-                            "observedGeneration": status.get("observedGeneration")})
-        if args.json:
-            print(json.dumps({"resources": summary}, indent=2))
-        else:
-            print(f"{'KIND':<16} {'NAMESPACE':<10} {'NAME':<22} PHASE")
-            for row in summary:
-                print(f"{row['kind']:<16} {row['namespace']:<10} {row['name']:<22} {row['phase']}")
-            print("\nThe operator accepted every example. The full drift/canary scenario comes with the controllers.")
-        return 0
-    finally:
-        operator.send_signal(signal.SIGTERM)
-        try:
-            operator.wait(15)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-        api.stop()
-
-
-def _observed(url: str) -> dict | None:
-    obj = requests.get(url, timeout=5).json()
-    return obj if obj.get("status", {}).get("observedGeneration") else None
-
-
-def _wait(probe, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-            if result:
-                return result
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
+    summary = Demo(args).run()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)
+    complete = summary["rolledBack"] and len(summary["jobs"]) == 1 and summary["alertsReceived"] > 0
+    return 0 if complete else 1

@@ -1,0 +1,51 @@
+"""`modelwarden demo`: the sandbox runs the whole loop with real processes and cleans up."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import require_binary
+
+
+@pytest.mark.timeout(240)
+def test_demo_rolls_back_the_drifted_canary_and_reports_it(tmp_path):
+    require_binary("prometheus")
+    result = subprocess.run(
+        [sys.executable, "-m", "modelwarden", "demo", "--json", "--speed", "max", "--duration", "180",
+         "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=220,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["rolledBack"] is True
+    assert summary["rollback"]["track"] == "canary" and summary["rollback"]["fromVersion"] == "2"
+    assert summary["stableVersion"] == "1"
+    assert len(summary["jobs"]) == 1
+    assert summary["jobEnv"]["MODELWARDEN_MODEL"] == "fraud" and summary["jobEnv"]["MODELWARDEN_TRACK"] == "canary"
+    assert summary["alertsReceived"] >= 1 and summary["alertSignaturesValid"] is True
+    reasons = {e["reason"] for e in summary["events"]}
+    assert {"CanaryStarted", "CanaryStepAdvanced", "CanaryAborted", "RetrainLaunched"} <= reasons
+    assert summary["requests"]["stable"] > 0 and summary["requests"]["canary"] > 0
+    milestones = [m["what"] for m in summary["milestones"]]
+    assert milestones[0].startswith("stable 1 serving") and milestones[-1].startswith("alert delivered")
+    # Every process the demo started is gone (model servers, Prometheus, the operator).
+    assert processes_mentioning(str(tmp_path)) == []
+    assert "Progressing" in result.stderr and "RolledBack" in result.stderr  # live progress was shown
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes whose arguments or environment mention `text`
+    (the operator only has the work dir in its KUBECONFIG)."""
+    found = []
+    for process in pathlib.Path("/proc").glob("[0-9]*"):
+        try:
+            command = (process / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environment = (process / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in command or text in environment:
+            found.append(command)
+    return found

@@ -220,7 +220,7 @@ def main() -> int:
             )
         return 0
 
-    model_dir = args.model_dir or train_example("classifier", Path(tempfile.mkdtemp(prefix="mw-bench-")) / "classifier")
+    model_dir = args.model_dir or train_example("classifier", Path(tempfile.mkdtemp(prefix="mw-bench-")) / "classifier").directory
     results: dict[tuple[bool, int], list[dict]] = {}
     for _ in range(args.rounds):
         for metrics in (True, False):

@@ -111,6 +111,16 @@ def kube(api_server):
 
 
 @pytest.fixture
+def kubelet(kube):
+    """Marks every Deployment ready, as the cluster's controllers would (tests/simulators.py)."""
+    from tests.simulators import Kubelet
+
+    simulator = Kubelet(kube).start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
 def operator_factory(api_server, tmp_path):
     """Start real `modelwarden run` processes against the emulator; all are stopped at teardown."""
     from tests.processes import OperatorProcess

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.simulators import FakePrometheus, Kubelet
-
-
-@pytest.fixture
-def kubelet(kube):
-    simulator = Kubelet(kube).start()
-    yield simulator
-    simulator.stop()
+from tests.simulators import FakePrometheus
 
 
 @pytest.fixture

@@ -33,17 +33,7 @@ def start_model_server(tmp_path):
 from tests.integration.evaluate_history import history_prometheus  # noqa: E402,F401
 
 
-# DriftPolicy controller (issue 6): the cluster's controllers simulated, and real alert receivers.
-from tests.simulators import Kubelet  # noqa: E402
-
-
-@pytest.fixture
-def kubelet(kube):
-    simulator = Kubelet(kube).start()
-    yield simulator
-    simulator.stop()
-
-
+# DriftPolicy controller (issue 6): real alert receivers.
 @pytest.fixture
 def alertmanager(tmp_path):
     from tests.conftest import require_binary

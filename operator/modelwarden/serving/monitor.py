@@ -177,8 +177,11 @@ class ModelMonitor:
         self._latency = _Histogram(latency_buckets)
         self._z_mean, self._z_limit = self._outlier_bounds(columns, profile.z_score)
         self._flush_rows = flush_rows or max(16, FLUSH_VALUES // max(len(columns), 1))
-        self._pending: list[tuple[np.ndarray, Any, Any]] = []  # (rows, value column or None, labels)
-        self._pending_rows = 0
+        # Rows wait in a preallocated buffer (features, then the prediction value) until it is full
+        # or a scrape comes: one memcpy per request instead of allocating and later concatenating.
+        self._buffer = np.empty((self._flush_rows, len(columns)))
+        self._buffered = 0
+        self._pending_labels: list[np.ndarray] = []
         self._predictions = 0
         self._outliers = 0
         self._errors = dict.fromkeys(KNOWN_ERROR_REASONS, 0)
@@ -233,40 +236,45 @@ class ModelMonitor:
         classifier score histogrammed as ``prediction_value`` (see the profile's scoreMeaning).
         ``latency`` (seconds) is observed once per call, i.e. per request.
         """
-        # copies: the rows are bucketed later, and callers may reuse their arrays meanwhile
-        x = np.array(self.encode_features(features), dtype=float)
+        x = self.encode_features(features)
+        rows, width = x.shape
         value = (output if self.task == "regression" else scores) if self._has_value else None
-        value = None if value is None else np.array(value, dtype=float).ravel()
-        labels = np.array(output).ravel() if self.task == "classification" else None
+        value = None if value is None else np.asarray(value, dtype=float).ravel()
+        labels = np.array(output).ravel() if self.task == "classification" else None  # a copy: kept until flushed
         for name, column in (("output/scores", value), ("output", labels)):
-            if column is not None and column.size != x.shape[0]:
-                raise ValueError(f"{x.shape[0]} rows but {column.size} {name} values")
+            if column is not None and column.size != rows:
+                raise ValueError(f"{rows} rows but {column.size} {name} values")
         with self._lock:
-            self._predictions += x.shape[0]
+            self._predictions += rows
             if latency is not None:
                 self._latency.observe(latency)
-            self._pending.append((x, value, labels))
-            self._pending_rows += x.shape[0]
-            if self._pending_rows >= self._flush_rows:
-                self._flush()
+            if labels is not None:
+                self._pending_labels.append(labels)
+            done = 0
+            while done < rows:
+                take = min(rows - done, self._flush_rows - self._buffered)
+                target = self._buffer[self._buffered : self._buffered + take]
+                target[:, :width] = x[done : done + take]
+                if self._has_value:
+                    target[:, width] = np.nan if value is None else value[done : done + take]
+                self._buffered += take
+                done += take
+                if self._buffered == self._flush_rows:
+                    self._flush()
 
     def _flush(self) -> None:
         """Bucket every buffered row in one vectorised pass. Caller holds the lock."""
-        if not self._pending:
-            return
-        x = np.concatenate([rows for rows, _, _ in self._pending])
-        if self._has_value:
-            values = [np.full(len(rows), np.nan) if v is None else v for rows, v, _ in self._pending]
-            x = np.concatenate((x, np.concatenate(values).reshape(-1, 1)), axis=1)
-        self._columns.add(x)
-        self._outliers += int(np.count_nonzero((np.abs(x - self._z_mean) > self._z_limit).any(axis=1)))  # NaN: False
-        if self.task == "classification":
-            labels = np.concatenate([labels for _, _, labels in self._pending])
+        if self._buffered:
+            x = self._buffer[: self._buffered]
+            self._columns.add(x)
+            self._outliers += int(np.count_nonzero((np.abs(x - self._z_mean) > self._z_limit).any(axis=1)))  # NaN: False
+            self._buffered = 0
+        if self._pending_labels:
+            labels = np.concatenate(self._pending_labels)
             for label, n in Counter(labels.tolist()).items():
                 key = level_key(label)
                 self._classes[key] = self._classes.get(key, 0) + n
-        self._pending.clear()
-        self._pending_rows = 0
+            self._pending_labels.clear()
 
     def record_feedback(self, predicted: Any, actual: Any) -> None:
         """Ground truth for earlier predictions (scalars or equal-length sequences)."""

@@ -56,9 +56,11 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 @contextmanager
-def server(model_dir: Path, name: str, metrics: bool, extra: list[str]) -> Iterator[tuple[str, int]]:
+def server(model_dir: Path, name: str, metrics: bool, extra: list[str], cpu: int | None = None) -> Iterator[tuple[str, int]]:
     port = free_port()
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
     command = [
+        *pin,
         sys.executable,
         "-m",
         "modelwarden",
@@ -202,7 +204,13 @@ def main() -> int:
     parser.add_argument(
         "--server-arg", action="append", default=[], help="extra `modelwarden serve` argument (repeatable)"
     )
+    parser.add_argument(
+        "--pin", action="store_true",
+        help="pin the server to CPU 0 and this client to CPU 1 (steadier numbers on a 2-core machine)",
+    )
     args = parser.parse_args()
+    if args.pin:
+        os.sched_setaffinity(0, {1})
     batches = [int(b) for b in args.batches.split(",")]
 
     if args.url:
@@ -224,7 +232,7 @@ def main() -> int:
     results: dict[tuple[bool, int], list[dict]] = {}
     for _ in range(args.rounds):
         for metrics in (True, False):
-            with server(model_dir, args.model_name, metrics, args.server_arg) as (url, pid):
+            with server(model_dir, args.model_name, metrics, args.server_arg, 0 if args.pin else None) as (url, pid):
                 for batch in batches:
                     run = asyncio.run(
                         closed_loop(url, args.model_name, batch, args.concurrency, args.duration, args.requests, pid)

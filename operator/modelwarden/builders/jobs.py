@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelwarden.api.driftpolicy import JobTemplate
-from modelwarden.builders.workloads import MANAGED_BY
+from modelwarden.builders.workloads import MANAGED_BY, owner_reference
 from modelwarden.planning.policy import JobState
 
 POLICY_LABEL = "modelwarden.io/policy"
@@ -27,8 +27,7 @@ class PolicyOwner:
     uid: str
 
     def reference(self) -> dict[str, Any]:
-        return {"apiVersion": "modelwarden.io/v1alpha1", "kind": "DriftPolicy", "name": self.name, "uid": self.uid,
-                "controller": True, "blockOwnerDeletion": True}
+        return owner_reference("DriftPolicy", self.name, self.uid)
 
 
 @dataclass(frozen=True)

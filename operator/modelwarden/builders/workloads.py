@@ -25,8 +25,12 @@ class Owner:
     kind: str = "ModelDeployment"
 
     def reference(self) -> dict[str, Any]:
-        return {"apiVersion": self.api_version, "kind": self.kind, "name": self.name, "uid": self.uid,
-                "controller": True, "blockOwnerDeletion": True}
+        return owner_reference(self.kind, self.name, self.uid, self.api_version)
+
+
+def owner_reference(kind: str, name: str, uid: str, api_version: str = "modelwarden.io/v1alpha1") -> dict[str, Any]:
+    """A controller ownerReference: the child is garbage-collected with its owner."""
+    return {"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "controller": True, "blockOwnerDeletion": True}
 
 
 @dataclass(frozen=True)

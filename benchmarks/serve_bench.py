@@ -8,8 +8,13 @@ from this process over loopback with an aiohttp client:
 * open loop: requests start on a fixed schedule of ``--rate`` per second; latency is measured
   from the scheduled start, so a server that falls behind is charged for the queueing.
 
-Metrics-on and metrics-off servers alternate for ``--rounds`` rounds; the median is reported,
-because on a 2-core machine run-to-run noise is of the same order as the overhead measured.
+Metrics-on and metrics-off servers alternate for ``--rounds`` rounds, in ABBA order (on/off, then
+off/on) so that drift during a run does not favour either; each round gives one paired overhead,
+and their median and spread are reported, because on a 2-core machine run-to-run noise is of the
+same order as the overhead measured. ``--side-by-side`` runs the two servers at the same time on
+the same core (with ``--pin``, the client on the other), so whatever slows the machine down slows
+both arms alike. ``--null`` runs both arms with ``--no-metrics``: the overhead it prints is the
+method's own noise.
 
     .venv/bin/python benchmarks/serve_bench.py                # everything (~2 minutes)
     .venv/bin/python benchmarks/serve_bench.py --url http://127.0.0.1:8080 --model-name fraud
@@ -81,9 +86,8 @@ def server(model_dir: Path, name: str, metrics: bool, extra: list[str], cpu: int
     ]
     if not metrics:
         command.append("--no-metrics")
-    process = subprocess.Popen(
-        command, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "operator")}
-    )
+    python_path = os.pathsep.join(filter(None, (str(ROOT / "operator"), os.environ.get("PYTHONPATH"))))
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": python_path})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -107,12 +111,20 @@ def bodies(batch: int, count: int = 256) -> list[bytes]:
 
 
 async def closed_loop(
-    url: str, name: str, batch: int, concurrency: int, duration: float, max_requests: int, pid: int | None = None
+    url: str,
+    name: str,
+    batch: int,
+    concurrency: int,
+    duration: float,
+    max_requests: int,
+    pid: int | None = None,
+    barrier: asyncio.Barrier | None = None,
 ) -> dict:
+    """Back-to-back requests from ``concurrency`` workers; with a barrier, the timed window starts
+    when every loop sharing it has warmed up (side-by-side servers are measured over the same time)."""
     payloads = bodies(batch)
     latencies: list[float] = []
     errors = 0
-    stop_at = time.perf_counter() + duration
     endpoint = f"{url}/v1/models/{name}:predict"
     headers = {"Content-Type": "application/json"}
 
@@ -121,6 +133,9 @@ async def closed_loop(
         for i in range(50):
             async with session.post(endpoint, data=payloads[i % len(payloads)], headers=headers) as response:
                 await response.read()
+        if barrier is not None:
+            await barrier.wait()
+        stop_at = time.perf_counter() + duration
 
         async def worker(offset: int) -> None:
             nonlocal errors
@@ -205,6 +220,13 @@ def main() -> int:
         "--server-arg", action="append", default=[], help="extra `modelwarden serve` argument (repeatable)"
     )
     parser.add_argument(
+        "--side-by-side", action="store_true",
+        help="run the metrics-on and -off servers at the same time, sharing one core, instead of one after the other",
+    )
+    parser.add_argument(
+        "--null", action="store_true", help="both arms without metrics: measures the method's own noise"
+    )
+    parser.add_argument(
         "--pin", action="store_true",
         help="pin the server to CPU 0 and this client to CPU 1 (steadier numbers on a 2-core machine)",
     )
@@ -230,28 +252,66 @@ def main() -> int:
 
     model_dir = args.model_dir or train_example("classifier", Path(tempfile.mkdtemp(prefix="mw-bench-")) / "classifier").directory
     results: dict[tuple[bool, int], list[dict]] = {}
-    for _ in range(args.rounds):
-        for metrics in (True, False):
+    for round_ in range(args.rounds):
+        order = (True, False) if round_ % 2 == 0 else (False, True)
+        if args.side_by_side:
+            for arm, batch, run in side_by_side(model_dir, order, batches, args):
+                results.setdefault((arm, batch), []).append(run)
+            continue
+        for arm in order:
+            metrics = arm and not args.null
             with server(model_dir, args.model_name, metrics, args.server_arg, 0 if args.pin else None) as (url, pid):
                 for batch in batches:
                     run = asyncio.run(
                         closed_loop(url, args.model_name, batch, args.concurrency, args.duration, args.requests, pid)
                     )
-                    results.setdefault((metrics, batch), []).append(run)
-    print(f"closed loop, concurrency {args.concurrency}, {args.duration:.0f} s per run, median of {args.rounds} rounds")
+                    results.setdefault((arm, batch), []).append(run)
+    arms = ("off (A)", "off (B)") if args.null else ("on ", "off")
+    print(
+        f"closed loop, concurrency {args.concurrency}, {args.duration:.0f} s per run, {args.rounds} rounds"
+        f"{', pinned' if args.pin else ''}{', side by side' if args.side_by_side else ''}"
+        f"{', null comparison' if args.null else ''}"
+    )
     for batch in batches:
-        on, off = median_of(results[(True, batch)]), median_of(results[(False, batch)])
-        print_row(f"batch {batch:>2} metrics on ", on)
-        print_row(f"batch {batch:>2} metrics off", off)
-        print(
-            f"  instrumentation overhead: throughput {100 * (1 - on['rps'] / off['rps']):+.1f}%, "
-            f"server CPU per request {100 * (on['server_cpu_us'] / off['server_cpu_us'] - 1):+.1f}%"
-        )
+        on_runs, off_runs = results[(True, batch)], results[(False, batch)]
+        print_row(f"batch {batch:>2} metrics {arms[0]}", median_of(on_runs))
+        print_row(f"batch {batch:>2} metrics {arms[1]}", median_of(off_runs))
+        throughput = [100 * (1 - on["rps"] / off["rps"]) for on, off in zip(on_runs, off_runs)]
+        cpu = [100 * (on["server_cpu_us"] / off["server_cpu_us"] - 1) for on, off in zip(on_runs, off_runs)]
+        print(f"  instrumentation overhead per round: throughput {spread(throughput)}; server CPU per request {spread(cpu)}")
     for metrics in (True, False) if args.rate_duration > 0 else ():
         with server(model_dir, args.model_name, metrics, args.server_arg) as (url, _):
             label = f"fixed {args.rate:.0f}/s metrics {'on ' if metrics else 'off'}"
             print_row(label, asyncio.run(open_loop(url, args.model_name, args.rate, args.rate_duration)))
     return 0
+
+
+def side_by_side(model_dir: Path, order: tuple[bool, bool], batches: list[int], args: argparse.Namespace) -> Iterator[tuple[bool, int, dict]]:
+    """Both arms served at once (on one core with --pin) and driven over the same time window."""
+    cpu = 0 if args.pin else None
+    first, second = ((arm, arm and not args.null) for arm in order)
+    with server(model_dir, args.model_name, first[1], args.server_arg, cpu) as (url_a, pid_a), server(
+        model_dir, args.model_name, second[1], args.server_arg, cpu
+    ) as (url_b, pid_b):
+        for batch in batches:
+
+            async def both() -> list[dict]:
+                barrier = asyncio.Barrier(2)
+                loops = (
+                    closed_loop(url, args.model_name, batch, args.concurrency, args.duration, args.requests, pid, barrier)
+                    for url, pid in ((url_a, pid_a), (url_b, pid_b))
+                )
+                return list(await asyncio.gather(*loops))
+
+            run_a, run_b = asyncio.run(both())
+            yield first[0], batch, run_a
+            yield second[0], batch, run_b
+
+
+def spread(values: list[float]) -> str:
+    """Median, interquartile range and extremes of per-round overheads (in %)."""
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    return f"median {median:+.1f}% (IQR {q1:+.1f} .. {q3:+.1f}, range {min(values):+.1f} .. {max(values):+.1f})"
 
 
 def print_row(label: str, result: dict) -> None:

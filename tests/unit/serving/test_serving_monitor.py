@@ -205,3 +205,53 @@ def test_mismatched_output_is_rejected_at_record_time(classifier_profile):
     with pytest.raises(ValueError, match="3 rows but 2"):
         monitor.record_prediction(rows, [0, 1])
     assert value(samples(registry), "modelwarden_predictions_total") == 0
+
+
+def test_predicted_classes_are_tallied_whatever_the_label_types(classifier_profile):
+    """Labels are tallied by sorting when they can be ordered, by hashing when they cannot."""
+    monitor, registry = make_monitor(classifier_profile)
+    rows = np.tile([f.mean for f in classifier_profile.features], (3, 1))
+    monitor.record_prediction(rows, np.array([1, 0, 1]))
+    monitor.record_prediction(rows, ["1", "1", "0"])  # strings of the same classes
+    parsed = samples(registry)  # a scrape tallies what is pending
+    assert value(parsed, "modelwarden_predicted_class_total", **{"class": "1"}) == 4
+    assert value(parsed, "modelwarden_predicted_class_total", **{"class": "0"}) == 2
+    monitor.record_prediction(rows, np.array([None, 1, 1], dtype=object))  # unorderable: hashed instead
+    parsed = samples(registry)
+    assert value(parsed, "modelwarden_predicted_class_total", **{"class": "1"}) == 6
+    assert value(parsed, "modelwarden_predicted_class_total", **{"class": "0"}) == 2
+    assert value(parsed, "modelwarden_predictions_total") == 9
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 8, 9, 2039, 2040, 2041, 5000])
+def test_branch_free_counts_equal_searchsorted(rows):
+    """Every lane and chunk boundary: a byte lane overflowing would show up above 2040 rows."""
+    from modelwarden.serving.monitor import count_at_or_below
+
+    rng = np.random.default_rng(rows)
+    edges = np.sort(rng.normal(size=(3, 6)), axis=1)
+    edges[2, 4:] = np.inf  # a shorter column padded with +Inf
+    values = rng.normal(size=(3, rows))
+    values[:, : min(rows, 6)] = edges[:, : min(rows, 6)]  # values exactly on an edge count as <= it
+    if rows > 10:
+        values[0, 10] = np.nan
+    counts = count_at_or_below(values, edges)
+    for c in range(3):
+        finite_or_inf = values[c][~np.isnan(values[c])]
+        expected = np.searchsorted(np.sort(finite_or_inf), edges[c], side="right")
+        np.testing.assert_array_equal(counts[c], expected)
+
+
+def test_non_finite_values_are_not_counted(classifier_profile):
+    monitor, registry = make_monitor(classifier_profile)
+    rows = np.tile([f.mean for f in classifier_profile.features], (4, 1))
+    rows[1, 0], rows[2, 0], rows[3, 0] = np.nan, np.inf, -np.inf
+    monitor.record_prediction(rows, [0, 1, 0, 1])
+    parsed = samples(registry)
+    name = classifier_profile.features[0].name
+    assert value(parsed, "modelwarden_feature_value_count", feature=name) == 1
+    assert value(parsed, "modelwarden_feature_value_bucket", feature=name, le="+Inf") == 1
+    assert value(parsed, "modelwarden_feature_value_sum", feature=name) == pytest.approx(classifier_profile.features[0].mean)
+    other = classifier_profile.features[1].name
+    assert value(parsed, "modelwarden_feature_value_count", feature=other) == 4
+    assert value(parsed, "modelwarden_predictions_total") == 4

@@ -8,15 +8,20 @@ from this process over loopback with an aiohttp client:
 * open loop: requests start on a fixed schedule of ``--rate`` per second; latency is measured
   from the scheduled start, so a server that falls behind is charged for the queueing.
 
-Metrics-on and metrics-off servers alternate for ``--rounds`` rounds, in ABBA order (on/off, then
-off/on) so that drift during a run does not favour either; each round gives one paired overhead,
-and their median and spread are reported, because on a 2-core machine run-to-run noise is of the
-same order as the overhead measured. ``--side-by-side`` runs the two servers at the same time on
-the same core (with ``--pin``, the client on the other), so whatever slows the machine down slows
-both arms alike. ``--null`` runs both arms with ``--no-metrics``: the overhead it prints is the
-method's own noise.
+Each round runs a metrics-on and a metrics-off server and gives one paired overhead (server CPU
+per request and throughput); the median and spread over ``--rounds`` rounds are reported.
 
-    .venv/bin/python benchmarks/serve_bench.py                # everything (~2 minutes)
+* ``--mode side-by-side`` (default): both servers run at the same time, pinned to the same core
+  (the client on the other), and are driven over the same time window, so whatever slows this
+  VM down (it stalls for tens of milliseconds now and then) slows both arms alike. Requests/s
+  are per server while sharing the core: about half of what one server alone does.
+* ``--mode sequential``: one server at a time, in ABBA order (on/off, then off/on); absolute
+  throughput, but on this 2-core VM its per-round overhead scatters by ±10-20 %.
+
+``--null`` runs both arms with ``--no-metrics``: the overhead it prints is the method's own noise.
+
+    .venv/bin/python benchmarks/serve_bench.py                # overhead, batch 1 and 32, and 500 req/s (~2 minutes)
+    .venv/bin/python benchmarks/serve_bench.py --mode sequential --rounds 10
     .venv/bin/python benchmarks/serve_bench.py --url http://127.0.0.1:8080 --model-name fraud
 """
 
@@ -212,7 +217,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per closed-loop run")
     parser.add_argument("--requests", type=int, default=200_000, help="cap per closed-loop run")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", default="1,32", help="comma-separated batch sizes for the closed-loop runs")
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--rate-duration", type=float, default=10.0)
@@ -220,15 +225,15 @@ def main() -> int:
         "--server-arg", action="append", default=[], help="extra `modelwarden serve` argument (repeatable)"
     )
     parser.add_argument(
-        "--side-by-side", action="store_true",
-        help="run the metrics-on and -off servers at the same time, sharing one core, instead of one after the other",
+        "--mode", choices=("side-by-side", "sequential"), default="side-by-side",
+        help="run the metrics-on and -off servers at the same time on one core, or one after the other",
     )
     parser.add_argument(
         "--null", action="store_true", help="both arms without metrics: measures the method's own noise"
     )
     parser.add_argument(
-        "--pin", action="store_true",
-        help="pin the server to CPU 0 and this client to CPU 1 (steadier numbers on a 2-core machine)",
+        "--pin", action=argparse.BooleanOptionalAction, default=len(os.sched_getaffinity(0)) >= 2,
+        help="pin servers to CPU 0 and this client to CPU 1 (default on a machine with 2 or more CPUs)",
     )
     args = parser.parse_args()
     if args.pin:
@@ -254,7 +259,7 @@ def main() -> int:
     results: dict[tuple[bool, int], list[dict]] = {}
     for round_ in range(args.rounds):
         order = (True, False) if round_ % 2 == 0 else (False, True)
-        if args.side_by_side:
+        if args.mode == "side-by-side":
             for arm, batch, run in side_by_side(model_dir, order, batches, args):
                 results.setdefault((arm, batch), []).append(run)
             continue
@@ -267,9 +272,20 @@ def main() -> int:
                     )
                     results.setdefault((arm, batch), []).append(run)
     arms = ("off (A)", "off (B)") if args.null else ("on ", "off")
+    print_overheads(results, batches, arms, args)
+    for metrics in (True, False) if args.rate_duration > 0 else ():
+        with server(model_dir, args.model_name, metrics, args.server_arg, 0 if args.pin else None) as (url, _):
+            label = f"fixed {args.rate:.0f}/s metrics {'on ' if metrics else 'off'}"
+            print_row(label, asyncio.run(open_loop(url, args.model_name, args.rate, args.rate_duration)))
+    return 0
+
+
+def print_overheads(results: dict, batches: list[int], arms: tuple[str, str], args: argparse.Namespace) -> None:
+    if not results:
+        return
     print(
         f"closed loop, concurrency {args.concurrency}, {args.duration:.0f} s per run, {args.rounds} rounds"
-        f"{', pinned' if args.pin else ''}{', side by side' if args.side_by_side else ''}"
+        f"{', pinned' if args.pin else ''}{', side by side' if args.mode == 'side-by-side' else ', one at a time'}"
         f"{', null comparison' if args.null else ''}"
     )
     for batch in batches:
@@ -279,15 +295,10 @@ def main() -> int:
         throughput = [100 * (1 - on["rps"] / off["rps"]) for on, off in zip(on_runs, off_runs)]
         cpu = [100 * (on["server_cpu_us"] / off["server_cpu_us"] - 1) for on, off in zip(on_runs, off_runs)]
         print(f"  instrumentation overhead per round: throughput {spread(throughput)}; server CPU per request {spread(cpu)}")
-    for metrics in (True, False) if args.rate_duration > 0 else ():
-        with server(model_dir, args.model_name, metrics, args.server_arg) as (url, _):
-            label = f"fixed {args.rate:.0f}/s metrics {'on ' if metrics else 'off'}"
-            print_row(label, asyncio.run(open_loop(url, args.model_name, args.rate, args.rate_duration)))
-    return 0
 
 
 def side_by_side(model_dir: Path, order: tuple[bool, bool], batches: list[int], args: argparse.Namespace) -> Iterator[tuple[bool, int, dict]]:
-    """Both arms served at once (on one core with --pin) and driven over the same time window."""
+    """Both arms served at once (on one core when pinned) and driven over the same time window."""
     cpu = 0 if args.pin else None
     first, second = ((arm, arm and not args.null) for arm in order)
     with server(model_dir, args.model_name, first[1], args.server_arg, cpu) as (url_a, pid_a), server(

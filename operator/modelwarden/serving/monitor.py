@@ -256,7 +256,8 @@ class ModelMonitor:
         Always a copy the monitor owns, so a caller may reuse its buffer as soon as this returns."""
         width = len(self.feature_names)
         matrix = None
-        if not self._coders and (type(features) is np.ndarray or (features and type(features[0]) is list)):
+        numeric_rows = type(features) is np.ndarray or (type(features) is list and features and type(features[0]) is list)
+        if numeric_rows and not self._coders:
             try:
                 matrix = np.array(features, dtype=float, ndmin=2)  # numeric rows: one call converts and copies
             except (TypeError, ValueError):

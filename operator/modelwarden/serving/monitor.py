@@ -24,6 +24,7 @@ exactly: the strings round-trip to the very same floats.
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -71,8 +72,9 @@ def count_at_or_below(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     These are Prometheus's cumulative ``le`` buckets. Computed without branches: one broadcast
     comparison, then the booleans summed eight at a time as the bytes of uint64 words (each byte
     lane holds at most 255, so nothing carries into the next lane). A binary search per value
-    (``np.searchsorted``) looks cheaper but mispredicts a branch at almost every step on fresh
-    data: measured 3× slower for 1170 rows × 7 columns × 20 edges, and slower still inside a server.
+    (``np.searchsorted``) looks cheaper, and is when a benchmark repeats the same values, but on
+    fresh values it mispredicts a branch at almost every step: 276 vs 92 µs for 1170 rows ×
+    7 columns × 20 edges, fresh values each call (benchmarks.md, "Model server").
     """
     columns, rows = values.shape
     counts = np.zeros(edges.shape, dtype=np.int64)
@@ -148,7 +150,8 @@ class _CategoricalCoder:
 
 
 def _owned_column(column: np.ndarray, rows: int, name: str) -> np.ndarray:
-    """A freshly made copy as one value per row (ravel only when needed: each call costs here)."""
+    """The caller's new array as one value per row, checked against the row count (ravel only when
+    needed: each numpy call costs here)."""
     if column.ndim != 1:
         column = column.ravel()
     if len(column) != rows:
@@ -156,18 +159,36 @@ def _owned_column(column: np.ndarray, rows: int, name: str) -> np.ndarray:
     return column
 
 
-def _tally(labels: np.ndarray) -> Iterable[tuple[Any, int]]:
-    """(label, count) pairs: counted for small non-negative integers (class indices), sorted for
-    other orderable labels (both much faster than hashing each label), hashed for the rest."""
-    if labels.dtype.kind in "iu" and labels.size and 0 <= labels.min() and labels.max() < 4096:
-        counts = np.bincount(labels)
-        present = np.flatnonzero(counts)
-        return zip(present.tolist(), counts[present].tolist())
-    try:
-        levels, counts = np.unique(labels, return_counts=True)
-        return zip(levels.tolist(), counts.tolist())
-    except TypeError:  # an object array of unorderable labels (say None and 1)
-        return Counter(labels.tolist()).items()
+def _tally(label_arrays: Iterable[np.ndarray]) -> Counter[str]:
+    """Predicted-class counts by :func:`level_key`, over many requests' label arrays.
+
+    Arrays are joined only with others of the same dtype: joining ints with strings would turn
+    1.0 into "1.0" (not "1") and True into "True" (not "true"), so a class's key would depend on
+    which requests happened to be pending together. Per dtype: small non-negative integers (class
+    indices) are counted with ``bincount``, other orderable labels by sorting (both much faster
+    than hashing each label), anything else is hashed."""
+    by_dtype: dict[np.dtype, list[np.ndarray]] = {}
+    for labels in label_arrays:
+        by_dtype.setdefault(labels.dtype, []).append(labels)
+    tallies: Counter[str] = Counter()
+    for arrays in by_dtype.values():
+        labels = np.concatenate(arrays)
+        if not labels.size:
+            continue
+        pairs: Iterable[tuple[Any, int]]
+        if labels.dtype.kind in "iu" and 0 <= labels.min() and labels.max() < 4096:
+            counts = np.bincount(labels.astype(np.intp, copy=False))
+            present = np.flatnonzero(counts)
+            pairs = zip(present.tolist(), counts[present].tolist())
+        else:
+            try:
+                levels, counts = np.unique(labels, return_counts=True)
+                pairs = zip(levels.tolist(), counts.tolist())
+            except Exception:  # noqa: BLE001 - unorderable (None and 1, Decimal NaN, ...): hash instead
+                pairs = Counter(labels.tolist()).items()
+        for label, n in pairs:
+            tallies[level_key(label)] += n
+    return tallies
 
 
 def _add_histogram(
@@ -196,9 +217,9 @@ class ModelMonitor:
 
     ``registry=None`` registers with prometheus_client's default ``REGISTRY`` (what a server's
     existing ``/metrics`` exposes); pass a ``CollectorRegistry`` to keep it separate. One monitor
-    per registry: two would export the same metric families twice. ``flush_rows`` bounds the
-    buffer of not yet bucketed rows (memory, and the work one flushing call does); by default
-    about 8192 values' worth.
+    per registry: two would export the same metric families twice. Requests are counted once
+    ``flush_rows`` rows are pending (default: about 8192 values' worth), so at most
+    ``flush_rows - 1`` rows plus one request wait in memory.
     """
 
     def __init__(
@@ -302,7 +323,7 @@ class ModelMonitor:
         labels = _owned_column(np.array(output), rows, "output") if self.task == "classification" else None
         with self._lock:
             self._pending.append((x, value, labels))
-            if latency is not None:
+            if latency is not None and math.isfinite(latency):  # like every value: non-finite is not counted
                 self._latency.observe(latency)
             self._pending_rows += rows
             if self._pending_rows >= self._flush_rows:
@@ -323,8 +344,7 @@ class ModelMonitor:
         self._columns.add(block)
         self._outliers += int(np.count_nonzero((np.abs(block - self._z_mean) > self._z_limit).any(axis=0)))  # NaN: False
         if self.task == "classification":
-            for label, n in _tally(np.concatenate([labels for _, _, labels in pending])):
-                key = level_key(label)
+            for key, n in _tally(labels for _, _, labels in pending if labels is not None).items():
                 self._classes[key] = self._classes.get(key, 0) + n
 
     def record_feedback(self, predicted: Any, actual: Any) -> None:

@@ -1,3 +1,4 @@
+import decimal
 import math
 
 import numpy as np
@@ -254,4 +255,57 @@ def test_non_finite_values_are_not_counted(classifier_profile):
     assert value(parsed, "modelwarden_feature_value_sum", feature=name) == pytest.approx(classifier_profile.features[0].mean)
     other = classifier_profile.features[1].name
     assert value(parsed, "modelwarden_feature_value_count", feature=other) == 4
+    assert value(parsed, "modelwarden_predictions_total") == 4
+
+
+def _one_feature_classifier(classes):
+    return Profile(
+        target="y",
+        rows=4,
+        bins=2,
+        features=[numeric_distribution("a", [1.0, 2.0, 3.0, 4.0], bins=2)],
+        prediction=prediction_profile("classification", "model", classes, classes=classes),
+    )
+
+
+def test_class_keys_do_not_depend_on_what_else_is_pending():
+    """Label arrays of different dtypes are tallied apart: joined, 1.0 would become "1.0" next to a string."""
+    monitor, registry = make_monitor(_one_feature_classifier([0, 1]))
+    monitor.record_prediction([[1.0]] * 3, [0, 1, 0])
+    monitor.record_prediction([[1.0]], ["x"])
+    monitor.record_prediction([[1.0]], [1.0])
+    monitor.record_prediction([[1.0], [2.0]], np.array([True, False]))
+    monitor.record_prediction(np.empty((0, 1)), [])  # an empty request: float64 labels, nothing to count
+    parsed = samples(registry)
+    counts = {c: value(parsed, "modelwarden_predicted_class_total", **{"class": c}) for c in ("0", "1", "x", "true", "false")}
+    assert counts == {"0": 2, "1": 2, "x": 1, "true": 1, "false": 1}
+    assert value(parsed, "modelwarden_predictions_total") == 7
+
+
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        (np.array([0, 1, 1], dtype=np.uint64), {"0": 1, "1": 2}),  # bincount refuses uint64 on numpy 1.x
+        (np.array([5000, -3, 5000]), {"5000": 2, "-3": 1}),  # outside the bincount range: sorted instead
+        (np.array([decimal.Decimal(1), decimal.Decimal("NaN"), decimal.Decimal(1)], dtype=object), {"1": 2, "NaN": 1}),
+    ],
+)
+def test_every_label_type_a_scrape_can_meet_is_tallied(labels, expected):
+    monitor, registry = make_monitor(_one_feature_classifier([0, 1]))
+    monitor.record_prediction([[1.0]] * len(labels), labels)
+    monitor.record_prediction([[1.0]], np.array(["2020-01-01"], dtype="M8[D]"))  # another dtype pending beside it
+    parsed = samples(registry)
+    for label, n in expected.items():
+        assert value(parsed, "modelwarden_predicted_class_total", **{"class": label}) == n
+    assert value(parsed, "modelwarden_predicted_class_total", **{"class": "2020-01-01"}) == 1
+
+
+def test_non_finite_latency_is_not_observed(classifier_profile):
+    monitor, registry = make_monitor(classifier_profile)
+    rows = np.tile([f.mean for f in classifier_profile.features], (1, 1))
+    for latency in (0.002, float("nan"), float("inf"), 0.004):
+        monitor.record_prediction(rows, [1], latency=latency)
+    parsed = samples(registry)
+    assert value(parsed, "modelwarden_inference_latency_seconds_count") == 2
+    assert value(parsed, "modelwarden_inference_latency_seconds_sum") == pytest.approx(0.006)
     assert value(parsed, "modelwarden_predictions_total") == 4

@@ -13,7 +13,7 @@ per request and throughput); the median and spread over ``--rounds`` rounds are 
 
 * ``--mode side-by-side`` (default): both servers run at the same time, pinned to the same core
   (the client on the other), and are driven over the same time window, so whatever slows this
-  VM down (it stalls for tens of milliseconds now and then) slows both arms alike. Requests/s
+  VM down (it stalls now and then) slows both arms alike. Requests/s
   are per server while sharing the core: about half of what one server alone does.
 * ``--mode sequential``: one server at a time, in ABBA order (on/off, then off/on); absolute
   throughput, but on this 2-core VM its per-round overhead scatters by ±10-20 %.

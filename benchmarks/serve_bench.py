@@ -115,6 +115,13 @@ def bodies(batch: int, count: int = 256) -> list[bytes]:
     return [json.dumps({"instances": x[i * batch : (i + 1) * batch].tolist()}).encode() for i in range(count)]
 
 
+async def post(session: aiohttp.ClientSession, endpoint: str, body: bytes) -> bool:
+    """One prediction request, read to the end; True when it succeeded."""
+    async with session.post(endpoint, data=body, headers={"Content-Type": "application/json"}) as response:
+        await response.read()
+        return response.status == 200
+
+
 async def closed_loop(
     url: str,
     name: str,
@@ -131,13 +138,10 @@ async def closed_loop(
     latencies: list[float] = []
     errors = 0
     endpoint = f"{url}/v1/models/{name}:predict"
-    headers = {"Content-Type": "application/json"}
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-        # warm-up: connections, model caches
-        for i in range(50):
-            async with session.post(endpoint, data=payloads[i % len(payloads)], headers=headers) as response:
-                await response.read()
+        for i in range(50):  # warm-up: connections, model caches
+            await post(session, endpoint, payloads[i % len(payloads)])
         if barrier is not None:
             await barrier.wait()
         stop_at = time.perf_counter() + duration
@@ -147,12 +151,10 @@ async def closed_loop(
             i = offset
             while time.perf_counter() < stop_at and len(latencies) + errors < max_requests:
                 started = time.perf_counter()
-                async with session.post(endpoint, data=payloads[i % len(payloads)], headers=headers) as response:
-                    await response.read()
-                    if response.status != 200:
-                        errors += 1
-                        continue
-                latencies.append(time.perf_counter() - started)
+                if await post(session, endpoint, payloads[i % len(payloads)]):
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
                 i += concurrency
 
         started, cpu = time.perf_counter(), cpu_seconds(pid)
@@ -166,25 +168,21 @@ async def open_loop(url: str, name: str, rate: float, duration: float) -> dict:
     latencies: list[float] = []
     errors = 0
     endpoint = f"{url}/v1/models/{name}:predict"
-    headers = {"Content-Type": "application/json"}
     total = int(rate * duration)
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
-        for i in range(50):
-            async with session.post(endpoint, data=payloads[i], headers=headers) as response:
-                await response.read()
+        for i in range(50):  # warm-up
+            await post(session, endpoint, payloads[i])
 
         async def one(i: int, scheduled: float) -> None:
             nonlocal errors
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            async with session.post(endpoint, data=payloads[i % len(payloads)], headers=headers) as response:
-                await response.read()
-                if response.status != 200:
-                    errors += 1
-                    return
-            latencies.append(time.perf_counter() - scheduled)
+            if await post(session, endpoint, payloads[i % len(payloads)]):
+                latencies.append(time.perf_counter() - scheduled)
+            else:
+                errors += 1
 
         start = time.perf_counter() + 0.05
         started = time.perf_counter()

@@ -15,9 +15,9 @@ pytestmark = pytest.mark.timeout(300)
 OVERHEAD = re.compile(r"instrumentation overhead per round: throughput median [+-]\d+\.\d%")
 
 
-def _bench(*args: str) -> str:
+def _bench(script: str, *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "serve_bench.py"), *args],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
         timeout=240,
@@ -27,7 +27,7 @@ def _bench(*args: str) -> str:
 
 
 def test_serve_bench_side_by_side_prints_both_arms_overhead_and_fixed_rate():
-    out = _bench("--rounds", "1", "--duration", "0.5", "--batches", "1,4", "--rate", "50", "--rate-duration", "1")
+    out = _bench("serve_bench.py", "--rounds", "1", "--duration", "0.5", "--batches", "1,4", "--rate", "50", "--rate-duration", "1")
     assert "side by side" in out
     for label in ("batch  1 metrics on ", "batch  1 metrics off", "batch  4 metrics on ", "batch  4 metrics off"):
         assert re.search(rf"{label}: +\d+ req/s +p50 +[\d.]+ ms +p99 +[\d.]+ ms +server CPU +\d+ us/req +\(\d+ ok, 0 errors\)", out), out
@@ -37,7 +37,7 @@ def test_serve_bench_side_by_side_prints_both_arms_overhead_and_fixed_rate():
 
 
 def test_serve_bench_sequential_null_comparison():
-    out = _bench("--mode", "sequential", "--null", "--rounds", "2", "--duration", "0.5", "--batches", "1", "--rate-duration", "0")
+    out = _bench("serve_bench.py", "--mode", "sequential", "--null", "--rounds", "2", "--duration", "0.5", "--batches", "1", "--rate-duration", "0")
     assert "one at a time, null comparison" in out
     assert "batch  1 metrics off (A)" in out and "batch  1 metrics off (B)" in out
     assert len(OVERHEAD.findall(out)) == 1, out
@@ -45,15 +45,9 @@ def test_serve_bench_sequential_null_comparison():
 
 
 def test_record_bench_prints_in_loop_and_tight_loop_costs():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "record_bench.py"), "--requests", "300", "--runs", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    out = _bench("record_bench.py", "--requests", "300", "--runs", "1")
     for batch in (" 1", "32"):
         assert re.search(
             rf"batch {batch}: record_prediction +[\d.]+ us per request between requests \(parse \+ predict +\d+ us: [\d.]+ %\), +[\d.]+ us in a tight loop",
-            result.stdout,
-        ), result.stdout
+            out,
+        ), out

@@ -6,9 +6,13 @@ tests/cluster) and become pytest markers, so `pytest -m unit` runs only pure tes
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -67,26 +71,37 @@ def prometheus():
         server.cleanup()
 
 
-@pytest.fixture
-def prometheus_factory(tmp_path):
-    """Fresh Prometheus servers (e.g. with backfilled history), each stopped at teardown."""
+@contextmanager
+def prometheus_servers(workdir: Callable[[], pathlib.Path]) -> Iterator[Callable[..., Any]]:
+    """A factory of started real Prometheus servers, each optionally backfilled first (OpenMetrics
+    text for promtool) and each in a directory from ``workdir()``; all cleaned up on exit."""
     from modelwarden.sandbox.prometheus import PrometheusServer
 
     require_binary("prometheus")
     require_binary("promtool")
     started: list[PrometheusServer] = []
 
-    def make(backfill: str | None = None, **kwargs) -> PrometheusServer:
-        server = PrometheusServer(workdir=tmp_path / f"prometheus-{len(started)}", **kwargs)
+    def make(backfill: str | None = None, **kwargs: Any) -> PrometheusServer:
+        server = PrometheusServer(workdir=workdir(), **kwargs)
         if backfill is not None:
             server.backfill(backfill)
         server.start()
         started.append(server)
         return server
 
-    yield make
-    for server in started:
-        server.cleanup()
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.cleanup()
+
+
+@pytest.fixture
+def prometheus_factory(tmp_path):
+    """Fresh Prometheus servers (e.g. with backfilled history), each stopped at teardown."""
+    numbers = itertools.count()
+    with prometheus_servers(lambda: tmp_path / f"prometheus-{next(numbers)}") as make:
+        yield make
 
 
 @pytest.fixture

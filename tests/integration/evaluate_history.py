@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tests.conftest import require_binary
+from tests.conftest import prometheus_servers
 
 STEP_SECONDS = 60
 NORMAL_EDGES = np.round(stats.norm.ppf(np.arange(1, 20) / 20), 6)  # 20 equiprobable bins of N(0, 1)
@@ -83,19 +83,5 @@ class History:
 @pytest.fixture(scope="module")
 def history_prometheus(tmp_path_factory) -> Iterator[Callable[[History], object]]:
     """Start real Prometheus servers with a History backfilled; stopped when the module ends."""
-    from modelwarden.sandbox.prometheus import PrometheusServer
-
-    require_binary("prometheus")
-    require_binary("promtool")
-    started: list[PrometheusServer] = []
-
-    def make(history: History) -> PrometheusServer:
-        server = PrometheusServer(workdir=tmp_path_factory.mktemp("prometheus-history"))
-        server.backfill(history.openmetrics())
-        server.start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.cleanup()
+    with prometheus_servers(lambda: tmp_path_factory.mktemp("prometheus-history")) as make:
+        yield lambda history: make(history.openmetrics())

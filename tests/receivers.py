@@ -16,37 +16,18 @@ import requests
 from tests.processes import free_port
 
 
-@dataclass(frozen=True)
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps the test output clean."""
 
-    def json(self):
-        return json.loads(self.body)
+    def log_message(self, *args: object) -> None:
+        pass
 
 
-class HttpReceiver:
-    """Records every POST and answers ``status`` (200 by default)."""
+class LoopbackHttpServer:
+    """A threaded HTTP server on a free loopback port, serving ``handler`` until stop()."""
 
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.received: list[Received] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.received.append(Received(self.path, dict(self.headers), body))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -57,6 +38,36 @@ class HttpReceiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class HttpReceiver(LoopbackHttpServer):
+    """Records every POST and answers ``status`` (200 by default)."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.received: list[Received] = []
+        receiver = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.received.append(Received(self.path, dict(self.headers), body))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self.serve(Handler)
 
 
 class SmtpReceiver:

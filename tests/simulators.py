@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.receivers import LoopbackHttpServer, QuietHandler
 
 
 class Kubelet:
@@ -45,7 +46,7 @@ class Kubelet:
         self._thread.join(5)
 
 
-class FakePrometheus:
+class FakePrometheus(LoopbackHttpServer):
     """Answers /api/v1/query like Prometheus, as told: ``value`` (one series), ``empty`` (no series),
     ``error`` (HTTP 500), ``slow`` (answers after ``delay`` seconds), or not at all after stop()."""
 
@@ -54,7 +55,7 @@ class FakePrometheus:
         self.queries: list[str] = []
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 fake.queries.append(self.path)
                 if fake.mode == "slow":
@@ -77,18 +78,4 @@ class FakePrometheus:
                 except OSError:
                     pass  # the client gave up (timeout)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)

@@ -1,40 +1,28 @@
 """The CRDs are generated from the typed models, structural, documented and current."""
 
-import argparse
-import io
-from contextlib import redirect_stderr, redirect_stdout
-
 import pytest
 import yaml
 
 from modelwarden.api import crds_cli
 from modelwarden.api.crdgen import build_crds, render
 from modelwarden.api.modeldeployment import ModelDeploymentSpec
+from tests.generated import changed_description, run_quietly
 from tests.validation import CRD_DIR, validate_builtin
 
 
 def check(directory) -> tuple[int, str]:
-    out = io.StringIO()
-    with redirect_stdout(out), redirect_stderr(io.StringIO()):
-        code = crds_cli.run(argparse.Namespace(write=False, check=True, dir=directory))
-    return code, out.getvalue()
+    return run_quietly(crds_cli, write=False, check=True, dir=directory)
 
 
 def test_checked_in_crds_are_current():
     assert check(CRD_DIR) == (0, "")
 
 
-def test_editing_a_model_field_without_regenerating_fails_the_check(tmp_path, monkeypatch):
-    crds_cli.run(argparse.Namespace(write=True, check=False, dir=tmp_path))
+def test_editing_a_model_field_without_regenerating_fails_the_check(tmp_path):
+    run_quietly(crds_cli, write=True, check=False, dir=tmp_path)
     assert check(tmp_path)[0] == 0
-    field = ModelDeploymentSpec.model_fields["port"]
-    monkeypatch.setattr(field, "description", "A changed description.")
-    ModelDeploymentSpec.model_rebuild(force=True)
-    try:
+    with changed_description(ModelDeploymentSpec, "port", "A changed description."):
         code, diff = check(tmp_path)
-    finally:
-        monkeypatch.undo()
-        ModelDeploymentSpec.model_rebuild(force=True)
     assert code == 1
     assert "+                description: A changed description." in diff
 

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
-import io
 import re
-from contextlib import redirect_stderr, redirect_stdout
 
 from modelwarden.api import docs
 from modelwarden.api.crdgen import build_crds
 from modelwarden.api.modeldeployment import ModelDeploymentSpec
+from tests.generated import changed_description, run_quietly
 from tests.validation import ROOT
 
 API_MD = ROOT / "docs" / "api.md"
 
 
 def check(path) -> tuple[int, str]:
-    out = io.StringIO()
-    with redirect_stdout(out), redirect_stderr(io.StringIO()):
-        code = docs.run(argparse.Namespace(write=False, check=True, output=path))
-    return code, out.getvalue()
+    return run_quietly(docs, write=False, check=True, output=path)
 
 
 def test_checked_in_api_reference_is_current():
@@ -27,18 +22,12 @@ def test_checked_in_api_reference_is_current():
     assert code == 0, f"docs/api.md is stale: run `modelwarden api-docs --write`\n{diff}"
 
 
-def test_editing_a_field_description_makes_it_stale(tmp_path, monkeypatch):
+def test_editing_a_field_description_makes_it_stale(tmp_path):
     path = tmp_path / "api.md"
-    docs.run(argparse.Namespace(write=True, check=False, output=path))
+    run_quietly(docs, write=True, check=False, output=path)
     assert check(path)[0] == 0
-    field = ModelDeploymentSpec.model_fields["port"]
-    monkeypatch.setattr(field, "description", "A changed description.")
-    ModelDeploymentSpec.model_rebuild(force=True)
-    try:
+    with changed_description(ModelDeploymentSpec, "port", "A changed description."):
         code, diff = check(path)
-    finally:
-        monkeypatch.undo()
-        ModelDeploymentSpec.model_rebuild(force=True)
     assert code == 1 and "+| `port` | integer (≥ 1, ≤ 65535) | `8080` | A changed description. |" in diff
 
 

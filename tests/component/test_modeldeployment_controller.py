@@ -2,6 +2,7 @@
 
 import copy
 import datetime
+import time
 
 import pytest
 import yaml
@@ -29,21 +30,38 @@ ROUTERS = {
 }
 
 
+WINDOW = datetime.timedelta(seconds=1)
+
+
 def now():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def stamp(moment):
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def policy(name, track, rollback=True):
     return {"apiVersion": "modelwarden.io/v1alpha1", "kind": "DriftPolicy", "metadata": {"name": name, "namespace": "default"},
-            "spec": {"targetRef": {"name": "fraud"}, "track": track, "failureThreshold": 2,
+            "spec": {"targetRef": {"name": "fraud"}, "track": track, "failureThreshold": 2, "interval": "1s", "window": "1s",
                      "performance": [{"metric": "accuracy", "min": 0.8}], "actions": {"rollback": rollback}}}
 
 
-def set_verdict(kube, name, verdict, failures=0):
+def set_verdict(kube, name, verdict, failures=0, at=None):
     kube.patch("driftpolicies", name, {"status": {
-        "lastEvaluation": {"time": now(), "verdict": verdict,
+        "lastEvaluation": {"time": stamp(at or now()), "verdict": verdict,
                            "results": [{"check": "performance/accuracy", "verdict": verdict}]},
         "consecutiveFailures": failures}}, subresource="status")
+
+
+def pass_current_step(kube, name):
+    """A Pass whose whole window lies after the step started (what the gate counts), as a policy would."""
+    md = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("stepStartedAt"))
+    started = datetime.datetime.fromisoformat(md["status"]["stepStartedAt"].replace("Z", "+00:00"))
+    while now() < started + WINDOW:
+        time.sleep(0.1)
+    set_verdict(kube, name, "Pass")
+    return md
 
 
 def phase_is(*phases):
@@ -98,13 +116,15 @@ def test_canary_steps_to_promotion_gated_by_policy_verdicts(kube, kubelet, opera
     kube.create("modeldeployments", {**MD, "spec": {**MD["spec"], "traffic": {"router": "istio"}}})
     kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("canaryStep") == 0)
     # Without a passing verdict during the step, the canary holds.
-    held = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"]["canary"]["ready"])
+    held = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"]["canary"]["ready"] and o["status"].get("stepStartedAt"))
     assert held["status"]["canaryStep"] == 0
-    set_verdict(kube, "gate", "Pass")
+    # A Pass over a window that began before the step started says nothing about the step: held.
+    set_verdict(kube, "gate", "Pass", at=datetime.datetime.fromisoformat(held["status"]["stepStartedAt"].replace("Z", "+00:00")))
+    pass_current_step(kube, "gate")
     step2 = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("canaryStep") == 1)
     assert step2["status"]["weights"]["canary"] == 50
     assert kube.get("virtualservices", "fraud", api_version="networking.istio.io/v1")["spec"]["http"][0]["route"][1]["weight"] == 50
-    set_verdict(kube, "gate", "Pass")
+    pass_current_step(kube, "gate")
     promoted = kube.wait_for("modeldeployments", "fraud", phase_is("Stable"), timeout=30)
     status = promoted["status"]
     assert status["stable"]["version"] == "8" and "canary" not in status
@@ -166,8 +186,8 @@ def test_operator_killed_mid_canary_resumes_without_redoing_a_step(kube, kubelet
     body["spec"]["canary"]["steps"] = [{"weight": 10, "pause": "1s"}, {"weight": 30, "pause": "1s"}, {"weight": 60, "pause": "1s"}]
     kube.create("modeldeployments", body)
     kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("canary", {}).get("ready"))
-    set_verdict(kube, "gate", "Pass")
-    before = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("canaryStep") == 1)
+    pass_current_step(kube, "gate")
+    before = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("canaryStep") == 1 and o["status"].get("stepStartedAt"))
     operator.kill()
     started_at = before["status"]["stepStartedAt"]
     operator_factory("-A", env=FAST)
@@ -175,9 +195,9 @@ def test_operator_killed_mid_canary_resumes_without_redoing_a_step(kube, kubelet
     after = kube.wait_for("modeldeployments", "fraud", lambda o: "reconciled" if o["status"].get("canaryStep") == 1 else None)
     assert after["status"]["stepStartedAt"] == started_at
     assert after["status"]["history"] == before["status"]["history"]
-    set_verdict(kube, "gate", "Pass")
+    pass_current_step(kube, "gate")
     kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("canaryStep") == 2)
-    set_verdict(kube, "gate", "Pass")
+    pass_current_step(kube, "gate")
     done = kube.wait_for("modeldeployments", "fraud", phase_is("Stable"), timeout=30)
     assert [(h["version"], h["reason"]) for h in done["status"]["history"]] == [("7", "Initial"), ("8", "Promoted")]
     assert len(events(kube, "CanaryStepAdvanced")) == 2  # no step was redone

@@ -48,10 +48,25 @@ def verdict(track="canary", result="Pass", at=T0, failures=0, threshold=3, rollb
                          version=version)
 
 
-def step(model, observed=None, verdicts=(), now=T0):
-    result = plan(model, observed or {}, list(verdicts), now)
+def applied_route(model):
+    """The VirtualService as the cluster shows it: with the weights of the model's last plan applied."""
+    if model.status is None:
+        return []
+    weights = model.status.weights
+    return [{"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "fraud"},
+             "spec": {"http": [{"route": [{"destination": {"host": "fraud-stable"}, "weight": weights.stable},
+                                          {"destination": {"host": "fraud-canary"}, "weight": weights.canary}]}]}}]
+
+
+def step(model, observed=None, verdicts=(), now=T0, routes=None):
+    result = plan(model, observed or {}, list(verdicts), now, routes=applied_route(model) if routes is None else routes)
     return result, ModelDeployment.model_validate({**BASE, "metadata": model.metadata, "spec": model.spec.to_wire(),
                                                    "status": result.status})
+
+
+def applied(model, observed=None, now=T0):
+    """One reconcile that sees the planned weights applied: the step's clock starts at `now`."""
+    return step(model, observed or ALL_READY, [], now=now)[1]
 
 
 def reasons(result):
@@ -93,6 +108,7 @@ ALL_READY = {"stable": ready("7", 3), "canary": ready("8", 1)}
 )
 def test_step_advance_rules(elapsed, observed, verdicts, advances):
     _, current = step(md())
+    current = applied(current, observed)
     result, _ = step(current, observed, verdicts, now=T0 + elapsed)
     assert (result.status["canaryStep"] == 1) is advances
     assert ("CanaryStepAdvanced" in reasons(result)) is advances
@@ -100,7 +116,8 @@ def test_step_advance_rules(elapsed, observed, verdicts, advances):
 
 def test_last_step_promotes_and_records_history():
     _, current = step(md())
-    _, current = step(current, ALL_READY, [verdict(at=T0 + MIN)], now=T0 + 11 * MIN)
+    _, current = step(applied(current), ALL_READY, [verdict(at=T0 + MIN)], now=T0 + 11 * MIN)
+    current = applied(current, now=T0 + 11 * MIN)
     result, promoted = step(current, ALL_READY, [verdict(at=T0 + 15 * MIN)], now=T0 + 22 * MIN)
     assert "CanaryPromoted" in reasons(result)
     status = result.status
@@ -169,8 +186,8 @@ def test_fixed_weight_is_an_ab_split_that_never_promotes():
 def stable_history_status():
     """Stable 8 promoted over 7."""
     _, current = step(md())
-    _, current = step(current, ALL_READY, [verdict(at=T0 + MIN)], now=T0 + 11 * MIN)
-    _, current = step(current, ALL_READY, [verdict(at=T0 + 12 * MIN)], now=T0 + 22 * MIN)
+    _, current = step(applied(current), ALL_READY, [verdict(at=T0 + MIN)], now=T0 + 11 * MIN)
+    _, current = step(applied(current, now=T0 + 11 * MIN), ALL_READY, [verdict(at=T0 + 12 * MIN)], now=T0 + 22 * MIN)
     return current
 
 
@@ -245,7 +262,7 @@ def test_readiness_phases():
 
 def test_unchanged_inputs_give_an_unchanged_status():
     _, current = step(md())
-    again, _ = step(current, now=T0 + MIN)
+    again, _ = step(current, now=T0 + MIN, routes=[])  # still nothing applied, as in the first plan
     assert again.status == current.status.to_wire()
     assert again.events == []
 

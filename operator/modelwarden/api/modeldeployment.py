@@ -63,6 +63,10 @@ class CanaryTrack(TrackSpec):
     """Fixed percent of traffic for an A/B split; never promotes automatically."""
     steps: list[CanaryStep] | None = Field(default=None, min_length=1, max_length=20)
     """Progressive rollout: weights strictly increasing; after the last step the canary is promoted."""
+    progress_deadline: Duration = timedelta(minutes=30)
+    """How long a step may go past its pause without a decisive verdict before condition Stalled is set."""
+    abort_on_stall: bool = False
+    """Roll the canary back when it stalls (a low-traffic canary never gets enough data to pass)."""
 
 
 class ShadowTrack(TrackSpec):
@@ -269,10 +273,14 @@ class ModelDeploymentStatus(ApiModel):
     """The canary track as served."""
     shadow: TrackStatus | None = None
     """The shadow track as served."""
+    canary_started_at: datetime | None = None
+    """When the current canary (version, or a retry of it) started: older verdicts never act on it."""
     canary_step: int | None = Field(default=None, ge=0)
     """Index of the current canary step."""
     step_started_at: datetime | None = None
-    """When the current canary step started (pauses count from here)."""
+    """When the current step's weights were observed applied: gating evidence counts from here."""
+    step_requested_at: datetime | None = None
+    """When the current step was decided (its weights planned); the progress deadline counts from here."""
     rollback: RollbackStatus | None = None
     """The rollback in force, if any (cleared by a new canary version, a spec.stable change or a retry)."""
     observed_stable: ModelRef | None = None
@@ -282,7 +290,7 @@ class ModelDeploymentStatus(ApiModel):
     history: list[HistoryEntry] = Field(default_factory=list, max_length=100)
     """Past stable versions, newest last, bounded by spec.revisionHistoryLimit."""
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
-    """Ready, Progressing, Promoted, RolledBack, TrafficReady, InvalidSpec."""
+    """Ready, Progressing, Promoted, RolledBack, Stalled, TrafficReady, InvalidSpec (each with observedGeneration)."""
     message: str = ""
     """A one-line human summary."""
 

@@ -109,16 +109,18 @@ def pod_template(owner: Owner, workload: TrackWorkload, template: dict[str, Any]
 
 
 def deployment(owner: Owner, workload: TrackWorkload, template: dict[str, Any] | None, port: int,
-               image: str = DEFAULT_IMAGE) -> dict[str, Any]:
+               image: str = DEFAULT_IMAGE, set_replicas: bool = True) -> dict[str, Any]:
+    """A track's Deployment; without `set_replicas` (an HPA scales it) spec.replicas is left to others."""
+    spec: dict[str, Any] = {"replicas": workload.replicas} if set_replicas else {}
+    spec |= {
+        "selector": {"matchLabels": selector(owner, workload.track)},
+        "template": pod_template(owner, workload, template, port, image),
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(owner, track_name(owner, workload.track), labels(owner, workload)),
-        "spec": {
-            "replicas": workload.replicas,
-            "selector": {"matchLabels": selector(owner, workload.track)},
-            "template": pod_template(owner, workload, template, port, image),
-        },
+        "spec": spec,
     }
 
 

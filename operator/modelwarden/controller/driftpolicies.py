@@ -37,7 +37,9 @@ from modelwarden.controller import metrics
 from modelwarden.controller.config import policy_tick
 from modelwarden.controller.modeldeployments import DRIFTPOLICIES, MODELDEPLOYMENTS
 from modelwarden.controller.status import status_changes
+from modelwarden.kube.api import StaleView
 from modelwarden.kube.apply import is_subset
+from modelwarden.kube.fence import write_status
 from modelwarden.metrics.collect import Target, evaluate
 from modelwarden.metrics.failfast import FailFastProvider
 from modelwarden.metrics.prometheus import PrometheusConfig, PrometheusProvider
@@ -49,7 +51,7 @@ from modelwarden.planning.types import Event
 
 RETRAIN_ANNOTATION = "modelwarden.io/retrain"
 NOTIFY_DEADLINE_SECONDS = 30.0
-STALE_VIEW_SECONDS = 10.0
+API_RETRY_SECONDS = 1.0  # a failed tick (e.g. the API answering 500) is retried this soon, not after kopf's minute
 EVALUATIONS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="policy-eval")
 NOTIFICATIONS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policy-notify")
 _background: set[asyncio.Task[None]] = set()  # keeps notification tasks referenced until done
@@ -86,7 +88,7 @@ def _initial_delay(uid: str, **_: Any) -> float:
     return decide.phase_offset(uid) * policy_tick()
 
 
-@kopf.timer(*DRIFTPOLICIES, interval=policy_tick(), initial_delay=_initial_delay)
+@kopf.timer(*DRIFTPOLICIES, interval=policy_tick(), initial_delay=_initial_delay, backoff=API_RETRY_SECONDS)
 async def drive_policy(
     body: Any, meta: Any, status: Any, namespace: str, name: str, uid: str, patch: kopf.Patch, memo: Any,
     policy_targets: kopf.Index, retrain_jobs: kopf.Index, retrain_cronjobs: kopf.Index, **_: Any,
@@ -96,7 +98,7 @@ async def drive_policy(
     except ValidationError:
         return  # the spec handler records InvalidSpec and fails permanently
     current = dict(status or {})
-    if _stale_view(memo, current):
+    if memo.fence.is_stale(uid, meta.get("resourceVersion")):
         return  # our last write has not come back through the watch yet: decide on it, not on older state
     try:
         previous = DriftPolicyStatus.model_validate(current)
@@ -118,16 +120,23 @@ async def drive_policy(
         step = await _launch(ctx, owner, step, memo.kube, now)
 
     reference = {"apiVersion": policy.api_version, "kind": policy.kind, "metadata": {"name": name, "namespace": namespace, "uid": uid}}
+    changes = status_changes(current, step.status.to_wire())
+    if changes:
+        view = {**reference, "metadata": {**reference["metadata"], "resourceVersion": meta.get("resourceVersion")}}
+        try:
+            await loop.run_in_executor(EVALUATIONS, write_status, memo.kube, memo.fence, view, changes)
+            metrics.record_status_write("DriftPolicy", "written")
+        except StaleView:
+            # Decided from an outdated view: nothing is announced; the next tick decides again from a
+            # fresh one (a Job already created is found again by its deterministic name).
+            metrics.record_status_write("DriftPolicy", "conflict")
+            return
     for event in step.events:
         kopf.event(reference, type=event.type, reason=event.reason, message=event.message)
     if step.notification is not None:
         task = asyncio.create_task(_notify(memo.kube, reference, spec.actions.alert, step.notification, namespace, name))
         _background.add(task)
         task.add_done_callback(_background.discard)
-    changes = status_changes(current, step.status.to_wire())
-    if changes:
-        patch.status.update(changes)
-        memo.written = (changes, now)
 
 
 async def _decide(ctx: decide.PolicyContext, policy: DriftPolicy, previous: DriftPolicyStatus, target: TargetInfo | None,
@@ -180,16 +189,6 @@ async def _launch(ctx: decide.PolicyContext, owner: PolicyOwner, step: decide.St
 @kopf.on.delete(*DRIFTPOLICIES, optional=True)
 def forget_policy_metrics(namespace: str, name: str, **_: Any) -> None:
     metrics.forget_policy(namespace, name)
-
-
-def _stale_view(memo: Any, current: dict[str, Any]) -> bool:
-    written = memo.get("written")
-    if not written:
-        return False
-    changes, at = written
-    if all(current.get(key) == value for key, value in changes.items()):
-        return False
-    return (datetime.datetime.now(datetime.timezone.utc) - at).total_seconds() < STALE_VIEW_SECONDS
 
 
 def _context(policy: DriftPolicy, namespace: str, name: str, uid: str, target: TargetInfo | None, default_url: str) -> decide.PolicyContext:

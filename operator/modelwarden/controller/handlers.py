@@ -15,16 +15,19 @@ from modelwarden.controller import driftpolicies  # noqa: F401  (registers the p
 from modelwarden.controller import metrics
 from modelwarden.controller import modeldeployments  # noqa: F401  (registers the reconciler)
 from modelwarden.controller.config import OperatorConfig
-from modelwarden.controller.modeldeployments import DRIFTPOLICIES, MODELDEPLOYMENTS
+from modelwarden.controller.modeldeployments import DRIFTPOLICIES, MODELDEPLOYMENTS, Wakeups
 from modelwarden.controller.status import spec_status_patch
 from modelwarden.kube.api import KubeApi
+from modelwarden.kube.fence import WriteFence
 
 
 class Memo(kopf.Memo):
-    """Operator-wide state shared by handlers (kopf copies it per resource object)."""
+    """Operator-wide state shared by handlers (kopf copies it per resource object, shallowly)."""
 
     config: OperatorConfig
     kube: KubeApi
+    fence: WriteFence  # our last status write per object: older views are stale
+    wakeups: Wakeups  # run a ModelDeployment's reconcile now
 
 
 @kopf.on.startup()
@@ -42,6 +45,8 @@ def configure_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.startup()
 def connect(memo: Memo, **_: Any) -> None:
     memo.kube = KubeApi()
+    memo.fence = WriteFence()
+    memo.wakeups = Wakeups()
     metrics.serve(memo.config.metrics_port)
 
 
@@ -86,5 +91,6 @@ def driftpolicy_spec(spec: Any, status: Any, meta: Any, patch: kopf.Patch, **_: 
 
 
 @kopf.on.delete(*MODELDEPLOYMENTS, optional=True)
-def forget_modeldeployment_metrics(namespace: str, name: str, **_: Any) -> None:
+def forget_modeldeployment_metrics(namespace: str, name: str, uid: str, memo: Memo, **_: Any) -> None:
     metrics.forget_modeldeployment(namespace, name)
+    memo.fence.forget(uid)

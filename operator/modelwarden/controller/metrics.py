@@ -34,6 +34,11 @@ EVALUATION_DURATION = Histogram("modelwarden_operator_evaluation_duration_second
                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 CANARY_WEIGHT = Gauge("modelwarden_operator_canary_weight", "Percent of traffic on the canary track as applied.",
                       ["namespace", "modeldeployment"])
+RECONCILES = Counter("modelwarden_operator_reconciles", "ModelDeployment reconciles by outcome: written (status changed), "
+                     "unchanged, stale (a view older than our last write: skipped), conflict (409: decided again).",
+                     ["outcome"])
+STATUS_WRITES = Counter("modelwarden_operator_status_writes", "Conditional status writes by kind and outcome (written, conflict).",
+                        ["kind", "outcome"])
 
 _lock = threading.Lock()
 _series: dict[tuple[str, str], set[tuple[object, tuple[str, ...]]]] = defaultdict(set)  # owner -> {(metric, labels)}
@@ -88,6 +93,14 @@ def record_notification(namespace: str, policy: str, channel: str, outcome: str)
     labels = (namespace, policy, channel, outcome)
     NOTIFICATIONS.labels(*labels).inc()
     _remember((namespace, policy), NOTIFICATIONS, labels)
+
+
+def record_reconcile(outcome: str) -> None:
+    RECONCILES.labels(outcome).inc()
+
+
+def record_status_write(kind: str, outcome: str) -> None:
+    STATUS_WRITES.labels(kind, outcome).inc()
 
 
 def set_canary_weight(namespace: str, modeldeployment: str, weight: int) -> None:

@@ -1,38 +1,107 @@
-"""ModelDeployment reconciliation: a level-triggered timer reads state, plans (pure), applies, and
-writes status only when it changed. Child Deployments and DriftPolicy verdicts come from kopf
-indexes, so no timer lists the API."""
+"""ModelDeployment reconciliation: one kopf daemon per object runs gather -> plan (pure) -> persist
+status once (conditional on the resourceVersion the plan was computed from) -> apply children.
+
+Why a daemon, not a timer: a reconcile runs as soon as something it depends on changes (the
+object, a gating DriftPolicy's verdict, a child Deployment's readiness), woken through the watch,
+with the interval only as a level-triggered fallback. A rollback is issued by the first reconcile
+after a policy breaches, not on the next tick.
+
+Why status is persisted before children are applied: children follow status (the served versions,
+the step), so a decision is acted on only once it is durably recorded; a decision computed from a
+view older than the operator's own last write is never made (the write fence) and never persisted
+(the API server refuses the write: 409 -> re-read and decide again).
+
+Children and DriftPolicy verdicts come from kopf indexes fed by watches: a reconcile with nothing
+to change sends no request to the API server.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import datetime
 import logging
+import random
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
 from modelwarden import GROUP, VERSION
+from modelwarden.api.duration import parse_duration
 from modelwarden.api.modeldeployment import ModelDeployment
 from modelwarden.builders.workloads import INSTANCE_LABEL, MANAGED_BY
 from modelwarden.controller import metrics
 from modelwarden.controller.config import reconcile_interval
-from modelwarden.controller.status import set_condition, status_changes
-from modelwarden.kube.apply import apply_children
+from modelwarden.controller.status import status_changes
+from modelwarden.kube.api import KubeApi, StaleView
+from modelwarden.kube.apply import ChildKey, apply_children, key
+from modelwarden.kube.fence import WriteFence, write_status
 from modelwarden.planning.plan import plan
-from modelwarden.planning.types import ObservedTrack, PolicyVerdict
-from modelwarden.routers import ROUTE_KINDS
+from modelwarden.planning.types import Event, ObservedTrack, PolicyVerdict
 
 MODELDEPLOYMENTS = (GROUP, VERSION, "modeldeployments")
 DRIFTPOLICIES = (GROUP, VERSION, "driftpolicies")
-CHILD_KINDS = (("apps/v1", "Deployment"), ("v1", "Service"), *ROUTE_KINDS)
+RECONCILES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="md-reconcile")
+STALE_RETRIES = 3  # 409s in a row before waiting for the watch instead of re-reading at once
+BACKOFF_SECONDS = (0.5, 8.0)  # first and largest delay after a failed reconcile (jittered)
 logger = logging.getLogger(__name__)
+
+
+class Wakeups:
+    """One asyncio.Event per ModelDeployment: set by watch handlers to run its reconcile now."""
+
+    def __init__(self) -> None:
+        self._events: dict[tuple[str, str], asyncio.Event] = {}
+
+    def event(self, key: tuple[str, str]) -> asyncio.Event:
+        return self._events.setdefault(key, asyncio.Event())
+
+    def wake(self, key: tuple[str, str]) -> None:
+        found = self._events.get(key)
+        if found is not None:
+            found.set()
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self._events.pop(key, None)
+
+
+def _child(namespace: str, labels: Mapping[str, str], body: Any) -> dict[Any, Any] | None:
+    if INSTANCE_LABEL not in labels:
+        return None
+    return {(namespace, labels[INSTANCE_LABEL]): copy.deepcopy(dict(body))}
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED_BY)
 def child_deployments(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any] | None:
-    if INSTANCE_LABEL not in labels or "track" not in labels:
+    return _child(namespace, labels, body)
+
+
+@kopf.index("v1", "services", labels=MANAGED_BY)
+def child_services(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any] | None:
+    return _child(namespace, labels, body)
+
+
+@kopf.index("gateway.networking.k8s.io", "v1", "httproutes", labels=MANAGED_BY)
+def child_httproutes(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any] | None:
+    return _child(namespace, labels, body)
+
+
+@kopf.index("networking.istio.io", "v1", "virtualservices", labels=MANAGED_BY)
+def child_virtualservices(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any] | None:
+    return _child(namespace, labels, body)
+
+
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
+def autoscalers(namespace: str, spec: Any, **_: Any) -> dict[Any, Any] | None:
+    """HPAs by the Deployment they scale: the operator stops setting that Deployment's replicas."""
+    target = dict(spec.get("scaleTargetRef") or {})
+    if target.get("kind") != "Deployment" or not target.get("name"):
         return None
-    return {(namespace, labels[INSTANCE_LABEL]): (labels["track"], ObservedTrack.from_deployment(dict(body)))}
+    return {(namespace, target["name"]): True}
 
 
 @kopf.index(*DRIFTPOLICIES)
@@ -43,51 +112,176 @@ def policy_verdicts(namespace: str, name: str, spec: Any, status: Any, **_: Any)
     return {(namespace, target): verdict_from_policy(name, dict(spec), dict(status or {}))}
 
 
+def _time(value: str | None) -> datetime.datetime | None:
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
 def verdict_from_policy(name: str, spec: dict[str, Any], status: dict[str, Any]) -> PolicyVerdict:
     last = status.get("lastEvaluation") or {}
-    evaluated_at = last.get("time")
+    try:
+        window = parse_duration(spec.get("window") or "30m")
+    except ValueError:
+        window = datetime.timedelta(0)
+    recent = tuple((at, e.get("verdict")) for e in status.get("evaluations") or [] if (at := _time(e.get("time"))))
     return PolicyVerdict(
         name=name,
         track=spec.get("track", "stable"),
         verdict=last.get("verdict"),
-        evaluated_at=datetime.datetime.fromisoformat(evaluated_at.replace("Z", "+00:00")) if evaluated_at else None,
+        evaluated_at=_time(last.get("time")),
         consecutive_failures=int(status.get("consecutiveFailures") or 0),
         failure_threshold=int(spec.get("failureThreshold") or 3),
         rollback=bool((spec.get("actions") or {}).get("rollback")),
         failing_checks=tuple(r["check"] for r in last.get("results") or [] if r.get("verdict") == "Fail"),
         version=status.get("evaluatedVersion"),
+        window=window,
+        recent=recent,
     )
 
 
-@kopf.timer(*MODELDEPLOYMENTS, interval=reconcile_interval(), initial_delay=0.1)
-def reconcile_modeldeployment(
-    body: Any, namespace: str, name: str, status: Any, patch: kopf.Patch, memo: Any,
-    child_deployments: kopf.Index, policy_verdicts: kopf.Index, **_: Any,
+# -- wake-ups: the watch events a reconcile depends on ------------------------------------------
+
+@kopf.on.event(*MODELDEPLOYMENTS)
+async def wake_on_modeldeployment(namespace: str, name: str, memo: Any, **_: Any) -> None:
+    memo.wakeups.wake((namespace, name))
+
+
+@kopf.on.event(*DRIFTPOLICIES)
+async def wake_on_verdict(namespace: str, spec: Any, memo: Any, **_: Any) -> None:
+    target = (spec.get("targetRef") or {}).get("name")
+    if target:
+        memo.wakeups.wake((namespace, target))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED_BY)
+async def wake_on_child(namespace: str, labels: dict[str, str], memo: Any, **_: Any) -> None:
+    if INSTANCE_LABEL in labels:
+        memo.wakeups.wake((namespace, labels[INSTANCE_LABEL]))
+
+
+# -- the reconcile loop --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Gathered:
+    """Everything one decision reads, snapshotted on the event loop before the work leaves it."""
+
+    view: dict[str, Any]
+    children: dict[ChildKey, dict[str, Any]]
+    verdicts: list[PolicyVerdict]
+    autoscaled: frozenset[str]  # Deployment names an HPA targets
+
+
+@dataclass
+class Outcome:
+    events: list[Event] = field(default_factory=list)
+    again: bool = False  # something changed that the next decision should see at once
+    wrote: bool = False
+
+
+def gather(body: Any, index_children: Iterable[kopf.Index], verdicts: kopf.Index, hpas: kopf.Index) -> Gathered:
+    view = copy.deepcopy(dict(body))
+    meta = view.get("metadata", {})
+    instance = (meta.get("namespace"), meta.get("name"))
+    children: dict[ChildKey, dict[str, Any]] = {}
+    for index in index_children:
+        for child in index.get(instance, []):
+            children[key(child)] = child
+    scaled = frozenset(name for (namespace, name) in hpas if namespace == instance[0])
+    return Gathered(view, children, list(verdicts.get(instance, [])), scaled)
+
+
+@kopf.daemon(*MODELDEPLOYMENTS, initial_delay=0.05, cancellation_timeout=1.0)
+async def run_modeldeployment(
+    body: Any, namespace: str, name: str, memo: Any, stopped: kopf.DaemonStopped,
+    child_deployments: kopf.Index, child_services: kopf.Index, child_httproutes: kopf.Index,
+    child_virtualservices: kopf.Index, autoscalers: kopf.Index, policy_verdicts: kopf.Index, **_: Any,
 ) -> None:
+    instance = (namespace, name)
+    wake = memo.wakeups.event(instance)
+    loop = asyncio.get_running_loop()
+    failures = 0
+    problems: tuple[str, ...] = ()
     try:
-        md = ModelDeployment.model_validate(dict(body))
-    except ValidationError:
-        return  # the spec handler records InvalidSpec and fails permanently
-    observed = dict(child_deployments.get((namespace, name), []))
-    verdicts = list(policy_verdicts.get((namespace, name), []))
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    result = plan(md, observed, verdicts, now, image=memo.config.default_image)
-    metrics.set_canary_weight(namespace, name, result.split.canary)
-    applied = apply_children(
-        memo.kube, result.children, owner_uid=md.metadata["uid"], namespace=namespace,
-        selector=f"{INSTANCE_LABEL}={name}", prunable_kinds=CHILD_KINDS,
-    )
-    new_status = result.status
-    if applied.unavailable or applied.conflicts:
-        problem = "; ".join([*(f"{k} is not served by the cluster" for k in applied.unavailable),
-                             *(f"{c} exists and is not owned by this ModelDeployment" for c in applied.conflicts)])
-        new_status["conditions"] = set_condition(new_status["conditions"], "TrafficReady", "False", "ApplyFailed", problem,
-                                                 now, md.metadata.get("generation"))
-    for event in result.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    if applied.changed:
-        logger.info("%s/%s children: created %s updated %s deleted %s", namespace, name,
-                    applied.created, applied.updated, applied.deleted)
-    changes = status_changes(dict(status or {}), new_status)
-    if changes:
-        patch.status.update(changes)
+        while not stopped:
+            wake.clear()
+            gathered = gather(body, (child_deployments, child_services, child_httproutes, child_virtualservices),
+                              policy_verdicts, autoscalers)
+            delay = reconcile_interval()
+            try:
+                outcome, problems = await loop.run_in_executor(
+                    RECONCILES, reconcile, memo.kube, memo.fence, gathered, memo.config.default_image, problems)
+                failures = 0
+                for event in outcome.events:
+                    kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+                if outcome.again:
+                    wake.set()
+            except Exception as exc:  # the API failing: retry soon (jittered), not after kopf's minute
+                failures += 1
+                delay = min(BACKOFF_SECONDS[1], BACKOFF_SECONDS[0] * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                logger.warning("%s/%s: reconcile failed (%s), retrying in %.1fs", namespace, name,
+                               f"{type(exc).__name__}: {exc}"[:300], delay)
+            await _sleep(wake, stopped, delay)
+    finally:
+        memo.wakeups.forget(instance)
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> None:
+    """Until woken, stopped, or `delay` passed."""
+    waits = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
+    try:
+        await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+
+
+def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
+              problems: tuple[str, ...]) -> tuple[Outcome, tuple[str, ...]]:
+    """One decision: plan from the gathered view, persist status once, then apply children.
+
+    Returns what to announce and the apply problems the next decision should report.
+    """
+    view = gathered.view
+    for _ in range(STALE_RETRIES):
+        meta = view.get("metadata", {})
+        if fence.is_stale(meta.get("uid", ""), meta.get("resourceVersion")):
+            metrics.record_reconcile("stale")
+            return Outcome(), problems  # our last write is on its way through the watch: it wakes us
+        try:
+            md = ModelDeployment.model_validate(view)
+        except ValidationError:
+            return Outcome(), problems  # the spec handler records InvalidSpec and fails permanently
+        namespace, name = meta.get("namespace"), meta["name"]
+        now = datetime.datetime.now(datetime.timezone.utc)
+        observed = {}
+        for child in gathered.children.values():
+            if child.get("kind") == "Deployment":
+                track = child["metadata"].get("labels", {}).get("track")
+                if track:
+                    observed[track] = ObservedTrack.from_deployment(child)
+        scaled = {track: observed[track].replicas for track in observed if f"{name}-{track}" in gathered.autoscaled}
+        routes = [c for c in gathered.children.values() if c.get("kind") not in ("Deployment", "Service")]
+        result = plan(md, observed, gathered.verdicts, now, image=image, routes=routes, autoscaled=scaled,
+                      apply_problems=problems)
+        changes = status_changes(dict(view.get("status") or {}), result.status)
+        wrote = False
+        if changes:
+            try:
+                write_status(kube, fence, view, changes)
+                wrote = True
+            except StaleView:
+                metrics.record_reconcile("conflict")
+                fresh = kube.get(view["apiVersion"], view["kind"], namespace, name)
+                if fresh is None:
+                    return Outcome(), problems
+                view = fresh
+                continue
+        metrics.record_reconcile("written" if wrote else "unchanged")
+        metrics.set_canary_weight(namespace, name, result.split.canary)
+        applied = apply_children(kube, result.children, gathered.children, owner_uid=md.metadata["uid"])
+        if applied.changed:
+            logger.info("%s/%s children: created %s updated %s deleted %s", namespace, name,
+                        applied.created, applied.updated, applied.deleted)
+        now_problems = tuple([*(f"{k} is not served by the cluster" for k in applied.unavailable),
+                              *(f"{c} exists and is not owned by this ModelDeployment" for c in applied.conflicts)])
+        return Outcome(result.events if wrote else [], again=now_problems != problems, wrote=wrote), now_problems
+    return Outcome(again=True), problems

@@ -1,7 +1,8 @@
-"""The one place that talks to the Kubernetes API for children: a thin DynamicClient wrapper.
+"""The one place that talks to the Kubernetes API: a thin DynamicClient wrapper.
 
 404 and 409 are made survivable here: a missing object reads as None, a create that races with
-another writer falls back to reading what is there.
+another writer falls back to reading what is there, and a status write made from an outdated view
+is refused by the API server (a resourceVersion precondition) and surfaces as `StaleView`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,17 @@ from kubernetes.client import ApiClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+FIELD_MANAGER = "modelwarden"
 MISSING_KIND_RETRY_SECONDS = 60.0
 
 
 class RouteApiUnavailable(RuntimeError):
     """The cluster does not serve this kind (e.g. no Gateway API or Istio CRDs installed)."""
+
+
+class StaleView(RuntimeError):
+    """A conditional write was refused (409): the object changed since the view the write was computed from."""
 
 
 def load_api_client() -> ApiClient:
@@ -92,6 +99,26 @@ class KubeApi:
             return resource.patch(body=body, name=name, namespace=namespace, content_type=MERGE_PATCH).to_dict()
         except NotFoundError:
             return None
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply as field manager `modelwarden`: fields others set (an HPA's replicas,
+        another controller's annotations) stay theirs; `force` takes back only fields in `body`."""
+        meta = body["metadata"]
+        resource = self._resource(body["apiVersion"], body["kind"])
+        return resource.server_side_apply(
+            body=body, name=meta["name"], namespace=meta.get("namespace"), field_manager=FIELD_MANAGER, force_conflicts=True,
+        ).to_dict()
+
+    def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any], resource_version: str,
+    ) -> dict[str, Any]:
+        """Merge-patch status only if the object is still at `resource_version` (else `StaleView`)."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            path = self._resource(api_version, kind).path(name=name, namespace=namespace) + "/status"
+            return self.dynamic.request("patch", path, body=body, content_type=MERGE_PATCH).to_dict()
+        except ConflictError as exc:
+            raise StaleView(f"{kind} {namespace}/{name} changed since resourceVersion {resource_version}") from exc
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:

@@ -1,12 +1,22 @@
-"""Apply desired children: create if missing, patch only what differs, never touch what is not ours."""
+"""Apply desired children: server-side apply of what differs from the watched state, never touch
+what is not ours, prune what is no longer desired.
+
+The observed children come from watch-fed indexes, so a reconcile with nothing to change sends no
+request. A child the index has not seen is created (a create fails safely on someone else's
+object of the same name, where an apply would take it over); a child that differs is applied with
+field manager `modelwarden`, so fields set by others (an HPA's or `kubectl scale`'s replicas,
+other controllers' annotations) are left alone unless the operator sets them itself.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelwarden.kube.api import KubeApi, RouteApiUnavailable
+
+ChildKey = tuple[str, str, str]  # apiVersion, kind, name
 
 
 def is_subset(desired: Any, current: Any) -> bool:
@@ -20,11 +30,11 @@ def is_subset(desired: Any, current: Any) -> bool:
     return desired == current
 
 
-def owned_by(obj: dict[str, Any], uid: str) -> bool:
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences") or [])
 
 
-def key(obj: dict[str, Any]) -> tuple[str, str, str]:
+def key(obj: Mapping[str, Any]) -> ChildKey:
     return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
 
 
@@ -35,6 +45,7 @@ class ApplyResult:
     deleted: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)  # same name, someone else's object: left alone
     unavailable: list[str] = field(default_factory=list)  # kinds the cluster does not serve
+    applied: dict[ChildKey, dict[str, Any]] = field(default_factory=dict)  # the server's answer per written child
 
     @property
     def changed(self) -> bool:
@@ -42,35 +53,37 @@ class ApplyResult:
 
 
 def apply_children(
-    api: KubeApi, desired: list[dict[str, Any]], owner_uid: str, namespace: str, selector: str,
-    prunable_kinds: Iterable[tuple[str, str]],
+    api: KubeApi, desired: list[dict[str, Any]], observed: Mapping[ChildKey, Mapping[str, Any]], owner_uid: str,
 ) -> ApplyResult:
-    """Converge the owner's children to `desired`; prune owned objects of `prunable_kinds` not desired."""
+    """Converge the owner's children to `desired`, given the `observed` children (from the watch)."""
     result = ApplyResult()
     for obj in desired:
         api_version, kind, name = key(obj)
         label = f"{kind}/{name}"
+        current = observed.get(key(obj))
         try:
-            current = api.get(api_version, kind, namespace, name)
+            if current is None:
+                written = api.create(obj)  # an existing object (409) comes back as it is
+                if not owned_by(written, owner_uid):
+                    result.conflicts.append(label)
+                    continue
+                if is_subset(obj, written):
+                    result.created.append(label)
+                    result.applied[key(obj)] = written
+                    continue
+            elif not owned_by(current, owner_uid):
+                result.conflicts.append(label)
+                continue
+            elif is_subset(obj, current):
+                continue
+            result.applied[key(obj)] = api.apply(obj)
+            result.updated.append(label)
         except RouteApiUnavailable:
             result.unavailable.append(f"{kind}.{api_version}")
-            continue
-        if current is None:
-            api.create(obj)
-            result.created.append(label)
-        elif not owned_by(current, owner_uid):
-            result.conflicts.append(label)
-        elif not is_subset(obj, current):
-            patch = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
-            if api.patch(api_version, kind, namespace, name, patch) is None:
-                api.create(obj)  # deleted between our read and our write
-            result.updated.append(label)
     wanted = {key(obj) for obj in desired}
-    for api_version, kind in prunable_kinds:
-        if not api.serves(api_version, kind):
-            continue
-        for current in api.list(api_version, kind, namespace, selector):
-            if key({**current, "apiVersion": api_version, "kind": kind}) not in wanted and owned_by(current, owner_uid):
-                api.delete(api_version, kind, namespace, current["metadata"]["name"])
-                result.deleted.append(f"{kind}/{current['metadata']['name']}")
+    for child_key, current in observed.items():
+        if child_key not in wanted and owned_by(current, owner_uid):
+            api_version, kind, name = child_key
+            api.delete(api_version, kind, current["metadata"].get("namespace"), name)
+            result.deleted.append(f"{kind}/{name}")
     return result

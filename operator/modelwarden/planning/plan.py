@@ -8,6 +8,7 @@ next status from the current one, so the operator can restart at any moment and 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelwarden.api.common import Condition, ConditionStatus
@@ -21,9 +22,11 @@ from modelwarden.api.modeldeployment import (
     TrackStatus,
     Weights,
 )
+from modelwarden.api.duration import format_duration
 from modelwarden.builders.workloads import DEFAULT_IMAGE, Owner, TrackWorkload, deployment, front_service, track_service
 from modelwarden.planning.types import Event, ObservedTrack, Plan, PolicyVerdict
 from modelwarden.routers import RouteContext, Split, get_router
+from modelwarden.routers.base import ObservedServing
 
 RETRY_ANNOTATION = "modelwarden.io/retry"
 Phase = ModelDeploymentPhase
@@ -35,8 +38,17 @@ def plan(
     verdicts: list[PolicyVerdict],
     now: datetime.datetime,
     image: str = DEFAULT_IMAGE,
+    *,
+    routes: Sequence[dict[str, Any]] = (),
+    autoscaled: Mapping[str, int] | None = None,
+    apply_problems: Sequence[str] = (),
 ) -> Plan:
-    """Desired children, traffic split, next status and events for one ModelDeployment."""
+    """Desired children, traffic split, next status and events for one ModelDeployment.
+
+    `routes` are this ModelDeployment's route objects as the cluster shows them, `autoscaled` the
+    replicas of tracks an HPA scales (the operator leaves those alone), `apply_problems` what the
+    last apply of children could not do.
+    """
     spec, meta = md.spec, md.metadata
     status = (md.status or ModelDeploymentStatus()).model_copy(deep=True)
     events: list[Event] = []
@@ -47,20 +59,23 @@ def plan(
 
     owner = Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""), model=spec.model)
     workloads = _workloads(md, status, canary_live)
+    scaled = {track: replicas for track, replicas in (autoscaled or {}).items() if track in workloads}
     requested = Split(
         stable=100 - _canary_weight(md, status, canary_live),
         canary=_canary_weight(md, status, canary_live),
         mirror=spec.shadow.mirror_percent if spec.shadow else 0,
     )
-    routing = get_router(spec.traffic.router.value).route(RouteContext(
+    router = get_router(spec.traffic.router.value)
+    context = RouteContext(
         owner=owner, port=spec.port, traffic=spec.traffic, split=requested,
         has_canary="canary" in workloads, has_shadow="shadow" in workloads,
-        replicas={track: w.replicas for track, w in workloads.items()},
-    ))
+        replicas={track: scaled.get(track, w.replicas) for track, w in workloads.items()}, fixed=frozenset(scaled),
+    )
+    routing = router.route(context)
     workloads = {t: _with_replicas(w, routing.replicas.get(t, w.replicas)) for t, w in workloads.items()}
     children = [front_service(owner, spec.port)]
     for workload in workloads.values():
-        children.append(deployment(owner, workload, spec.template, spec.port, image))
+        children.append(deployment(owner, workload, spec.template, spec.port, image, set_replicas=workload.track not in scaled))
         children.append(track_service(owner, workload, spec.port))
     children.extend(routing.objects)
 
@@ -69,11 +84,38 @@ def plan(
     if status.weights != old_weights and md.status is not None:
         events.append(Event("Normal", "TrafficUpdated",
                             f"stable {status.weights.stable}%, canary {status.weights.canary}%, mirror {status.weights.mirror}%"))
+    _start_step_when_applied(md, status, canary_live, router.observe(context, _serving(workloads, observed, routes)),
+                             routing.effective, now)
     _observe_tracks(status, workloads, observed)
-    _set_phase_and_conditions(md, status, workloads, observed, routing.note, routing.mirroring_supported, canary_live, now)
+    note = "; ".join(apply_problems) if apply_problems else routing.note
+    _set_phase_and_conditions(md, status, workloads, observed, note, routing.mirroring_supported and not apply_problems,
+                              "ApplyFailed" if apply_problems else None, canary_live, now, events)
     status.history = status.history[-spec.revision_history_limit:]
     status.observed_generation = meta.get("generation")
     return Plan(children=children, split=routing.effective, status=status.to_wire(), events=events)
+
+
+def _serving(workloads: dict[str, TrackWorkload], observed: dict[str, ObservedTrack], routes: Sequence[dict[str, Any]]) -> ObservedServing:
+    """What serves now: route objects, and ready pods per track once its Deployment has rolled out as desired."""
+    ready = {}
+    for track, workload in workloads.items():
+        seen = observed.get(track)
+        if workload.replicas == 0:
+            ready[track] = 0
+        elif seen is not None and seen.ready_for(workload.version, workload.replicas):
+            ready[track] = seen.ready_replicas
+    settled = all(track in ready for track in workloads)
+    return ObservedServing(routes=tuple(routes), ready_replicas=ready if settled else {})
+
+
+def _start_step_when_applied(md: ModelDeployment, status: ModelDeploymentStatus, canary_live: bool, applied: Split | None,
+                             planned: Split, now: datetime.datetime) -> None:
+    """A step's clock starts when its weights are seen applied, not when they are planned: evidence
+    gathered before that is about the previous step's traffic."""
+    if not canary_live or not md.spec.canary or not md.spec.canary.steps or status.step_started_at is not None:
+        return
+    if applied is not None and (applied.stable, applied.canary) == (planned.stable, planned.canary):
+        status.step_started_at = now
 
 
 def _follow_spec_stable(spec, status: ModelDeploymentStatus, now, events: list[Event]) -> None:
@@ -115,38 +157,39 @@ def _advance_canary(md, status: ModelDeploymentStatus, observed, verdicts, now, 
     canary = md.spec.canary
     if canary is None or status.stable is None or canary.version == status.stable.version or _canary_rolled_back(md, status):
         if not _canary_rolled_back(md, status):
-            status.canary, status.canary_step, status.step_started_at = None, None, None
+            status.canary, status.canary_step, status.canary_started_at = None, None, None
+            status.step_started_at = status.step_requested_at = None
         return False
     if status.rollback and status.rollback.track == "canary":
         status.rollback = None  # a new canary version starts over
     if status.canary is None or status.canary.version != canary.version or status.canary.model_uri != canary.model_uri:
         status.canary = TrackStatus(version=canary.version, model_uri=canary.model_uri)
         status.canary_step = 0 if canary.steps else None
-        status.step_started_at = now
+        status.canary_started_at = now
+        status.step_started_at, status.step_requested_at = None, now if canary.steps else None
         events.append(Event("Normal", "CanaryStarted", f"canary {canary.version} started"
                             + (f" at {canary.steps[0].weight}%" if canary.steps else f" as a {canary.weight}% A/B split")))
     gating = [v for v in verdicts if v.track == "canary" and v.about(canary.version)]
-    aborting = [v for v in gating if v.breached and v.rollback]
+    aborting = [v for v in gating if v.rollback and v.breached_since(status.canary_started_at)]
     if aborting:
-        reason = "; ".join(v.describe() for v in aborting)
-        status.rollback = RollbackStatus(track="canary", from_version=canary.version, to_version=status.stable.version,
-                                         reason=reason, at=now, generation=md.metadata.get("generation") or 0)
-        status.canary = TrackStatus(version=canary.version, model_uri=canary.model_uri)
-        status.canary_step, status.step_started_at = None, None
-        events.append(Event("Warning", "CanaryAborted", f"canary {canary.version} rolled back: {reason}"))
+        _abort_canary(md, status, "; ".join(v.describe() for v in aborting), now, events)
         return False
     if not canary.steps:
         return True  # a fixed A/B split holds until the spec changes
     step_index = status.canary_step or 0
     step = canary.steps[step_index]
-    started = status.step_started_at or now
+    started = status.step_started_at
     track = observed.get("canary")
     ready = track is not None and track.ready_for(canary.version, track.replicas) and track.ready_replicas > 0
-    if now - started < step.pause or not ready or not all(v.passed_since(started) for v in gating):
+    if started is None or now - started < step.pause or not ready or not all(v.passed_since(started) for v in gating):
+        if _stalled(md, status, now) and canary.abort_on_stall:
+            _abort_canary(md, status, f"stalled: step {step_index + 1} made no progress for "
+                                      f"{format_duration(step.pause + canary.progress_deadline)}", now, events)
+            return False
         return True
     if step_index + 1 < len(canary.steps):
         status.canary_step = step_index + 1
-        status.step_started_at = now
+        status.step_started_at, status.step_requested_at = None, now
         events.append(Event("Normal", "CanaryStepAdvanced",
                             f"canary {canary.version} advanced to step {step_index + 2}/{len(canary.steps)} "
                             f"at {canary.steps[step_index + 1].weight}%"))
@@ -155,8 +198,30 @@ def _advance_canary(md, status: ModelDeploymentStatus, observed, verdicts, now, 
     status.history.append(HistoryEntry(version=canary.version, model_uri=canary.model_uri, promoted_at=now, reason="Promoted"))
     events.append(Event("Normal", "CanaryPromoted", f"canary {canary.version} promoted to stable (was {status.stable.version})"))
     status.stable = TrackStatus(version=canary.version, model_uri=canary.model_uri)
-    status.canary, status.canary_step, status.step_started_at = None, None, None
+    status.canary, status.canary_step, status.canary_started_at = None, None, None
+    status.step_started_at = status.step_requested_at = None
     return False
+
+
+def _abort_canary(md: ModelDeployment, status: ModelDeploymentStatus, reason: str, now, events: list[Event]) -> None:
+    canary = md.spec.canary
+    assert canary is not None and status.stable is not None
+    status.rollback = RollbackStatus(track="canary", from_version=canary.version, to_version=status.stable.version,
+                                     reason=reason, at=now, generation=md.metadata.get("generation") or 0)
+    status.canary = TrackStatus(version=canary.version, model_uri=canary.model_uri)
+    status.canary_step = None
+    status.step_started_at = status.step_requested_at = None
+    events.append(Event("Warning", "CanaryAborted", f"canary {canary.version} rolled back: {reason}"))
+
+
+def _stalled(md: ModelDeployment, status: ModelDeploymentStatus, now) -> bool:
+    """The current step is past its pause plus spec.canary.progressDeadline and has not advanced."""
+    canary = md.spec.canary
+    if canary is None or not canary.steps or status.canary_step is None:
+        return False
+    requested = status.step_requested_at or status.step_started_at
+    step = canary.steps[min(status.canary_step, len(canary.steps) - 1)]
+    return requested is not None and now - requested >= step.pause + canary.progress_deadline
 
 
 def _rollback_stable(status: ModelDeploymentStatus, verdicts, now, events: list[Event], canary_live: bool) -> None:
@@ -245,8 +310,9 @@ def _condition(status: ModelDeploymentStatus, type_: str, value: bool, reason: s
         status.conditions[status.conditions.index(existing)] = condition
 
 
-def _set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, observed, note: str,
-                              mirroring_supported: bool, canary_live: bool, now) -> None:
+def _set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, observed, note: str, traffic_ok: bool,
+                              traffic_problem: str | None, canary_live: bool, now, events: list[Event]) -> None:
+    """Phase and conditions, each for this generation; Promoted and RolledBack speak of the current canary."""
     generation = md.metadata.get("generation")
     _condition(status, "InvalidSpec", False, "Valid", "the spec is valid", now, generation)
     not_ready = [t for t in workloads if getattr(status, t) is None or not getattr(status, t).ready]
@@ -271,18 +337,30 @@ def _set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, obse
     canary = md.spec.canary
     if canary_live and canary and canary.steps:
         index = status.canary_step or 0
-        progress = ("CanaryStep", f"step {index + 1}/{len(canary.steps)} at {canary.steps[index].weight}%")
+        waiting = "" if status.step_started_at else " (waiting for the weights to be applied)"
+        progress = ("CanaryStep", f"step {index + 1}/{len(canary.steps)} at {canary.steps[index].weight}%{waiting}")
     elif canary_live and canary:
         progress = ("FixedWeight", f"A/B split at {canary.weight}%")
     else:
         progress = ("Promoting", "stable rolling out the promoted version") if promoting else ("Idle", "no canary in progress")
     _condition(status, "Progressing", canary_live or promoting, progress[0], progress[1], now, generation)
-    promoted = bool(last and last.reason == "Promoted")
+    # Promoted speaks of the spec's canary: a new canary version is not promoted until it is.
+    promoted_version = last.version if last and last.reason == "Promoted" else None
+    promoted = promoted_version is not None and (canary is None or canary.version == promoted_version)
     _condition(status, "Promoted", promoted, "CanaryPromoted" if promoted else "NotPromoted",
-               f"{last.version} promoted" if promoted and last else "", now, generation)
+               f"{promoted_version} promoted" if promoted else (f"canary {canary.version} not promoted" if canary else ""),
+               now, generation)
     _condition(status, "RolledBack", rolled_back, "RolledBack" if rolled_back else "NotRolledBack",
                status.rollback.reason if status.rollback else "", now, generation)
-    _condition(status, "TrafficReady", mirroring_supported, "MirroringUnsupported" if not mirroring_supported else "Applied",
+    stalled = canary_live and _stalled(md, status, now)
+    was_stalled = any(c.type == "Stalled" and c.status == ConditionStatus.TRUE for c in status.conditions)
+    if stalled and not was_stalled and canary:
+        events.append(Event("Warning", "CanaryStalled", f"canary {canary.version} step {(status.canary_step or 0) + 1} made "
+                            f"no progress within its pause + progressDeadline ({format_duration(canary.progress_deadline)})"))
+    _condition(status, "Stalled", stalled, "ProgressDeadlineExceeded" if stalled else "Progressing",
+               "no decisive verdict within the progress deadline" if stalled else "", now, generation)
+    traffic_reason = traffic_problem or ("Applied" if traffic_ok else "MirroringUnsupported")
+    _condition(status, "TrafficReady", traffic_ok, traffic_reason,
                note or f"stable {status.weights.stable}%, canary {status.weights.canary}%, mirror {status.weights.mirror}%",
                now, generation)
     summary: dict[Any, str] = {

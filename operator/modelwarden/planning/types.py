@@ -54,6 +54,8 @@ class PolicyVerdict:
     rollback: bool
     failing_checks: tuple[str, ...] = ()
     version: str | None = None  # the version the verdict is about (status.evaluatedVersion), if known
+    window: datetime.timedelta = datetime.timedelta(0)  # each evaluation looks back this far
+    recent: tuple[tuple[datetime.datetime, str], ...] = ()  # (time, verdict) of the recent evaluations, oldest first
 
     def about(self, version: str) -> bool:
         """A verdict about another version (an earlier canary, a rolled-back stable) says nothing here."""
@@ -64,8 +66,29 @@ class PolicyVerdict:
         """Enough consecutive Fail verdicts to act (InsufficientData and Error never count)."""
         return self.verdict == "Fail" and self.consecutive_failures >= self.failure_threshold
 
+    def breached_since(self, moment: datetime.datetime | None) -> bool:
+        """A breach made of failing evaluations that all ran after `moment` (evidence about what
+        serves since then). Acting needs less proof than advancing: the windows may reach back."""
+        if not self.breached or self.evaluated_at is None:
+            return False
+        if moment is None:
+            return True
+        streak = [at for at, _ in self.recent[-self.failure_threshold:]] if len(self.recent) >= self.failure_threshold else []
+        return self.evaluated_at >= moment and all(at >= moment for at in streak)
+
+    def last_failure(self) -> datetime.datetime | None:
+        fails = [at for at, verdict in self.recent if verdict == "Fail"]
+        if self.verdict == "Fail" and self.evaluated_at is not None:
+            fails.append(self.evaluated_at)
+        return max(fails, default=None)
+
     def passed_since(self, moment: datetime.datetime | None) -> bool:
-        return self.verdict == "Pass" and self.evaluated_at is not None and (moment is None or self.evaluated_at >= moment)
+        """A Pass on fresh evidence only: the evaluation's whole window lies after `moment` and after
+        the last Fail, so traffic of an earlier step (or a failing stretch) never counts."""
+        if self.verdict != "Pass" or self.evaluated_at is None:
+            return False
+        starts = [t for t in (moment, self.last_failure()) if t is not None]
+        return not starts or self.evaluated_at - self.window >= max(starts)
 
     def describe(self) -> str:
         checks = ", ".join(self.failing_checks) or "no check named"

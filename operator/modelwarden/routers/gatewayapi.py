@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelwarden.builders.workloads import MANAGED_BY, selector, track_name
-from modelwarden.routers.base import RouteContext, Routing
+from modelwarden.routers.base import ObservedServing, RouteContext, Routing, Split, find_route, weight_of
 
 API_VERSION = "gateway.networking.k8s.io/v1"
 
@@ -49,3 +49,14 @@ class GatewayApiRouter:
             "spec": {"parentRefs": parent_refs, "rules": [rule], **({"hostnames": settings.hostnames} if settings.hostnames else {})},
         }
         return Routing(objects=[route], replicas=dict(context.replicas), effective=split)
+
+    def observe(self, context: RouteContext, observed: ObservedServing) -> Split | None:
+        route = find_route(observed, API_VERSION, "HTTPRoute", context.owner.name)
+        rules = ((route or {}).get("spec") or {}).get("rules") or []
+        if not rules:
+            return None
+        weights = {b.get("name"): int(b.get("weight") or 0) for b in rules[0].get("backendRefs") or []}
+        mirror = next((f["requestMirror"].get("percent", 100) for f in rules[0].get("filters") or []
+                       if f.get("type") == "RequestMirror" and f.get("requestMirror")), 0)
+        name = context.owner.name
+        return Split(stable=weight_of(weights, name, "stable"), canary=weight_of(weights, name, "canary"), mirror=int(mirror))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelwarden.builders.workloads import MANAGED_BY, selector, track_name
-from modelwarden.routers.base import RouteContext, Routing
+from modelwarden.routers.base import ObservedServing, RouteContext, Routing, Split, find_route, weight_of
 
 API_VERSION = "networking.istio.io/v1"
 
@@ -42,3 +42,13 @@ class IstioRouter:
             "spec": spec,
         }
         return Routing(objects=[service], replicas=dict(context.replicas), effective=split)
+
+    def observe(self, context: RouteContext, observed: ObservedServing) -> Split | None:
+        service = find_route(observed, API_VERSION, "VirtualService", context.owner.name)
+        http = ((service or {}).get("spec") or {}).get("http") or []
+        if not http:
+            return None
+        weights = {r.get("destination", {}).get("host"): int(r.get("weight") or 0) for r in http[0].get("route") or []}
+        mirror = http[0].get("mirrorPercentage", {}).get("value", 0) if http[0].get("mirror") else 0
+        name = context.owner.name
+        return Split(stable=weight_of(weights, name, "stable"), canary=weight_of(weights, name, "canary"), mirror=round(mirror))

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from modelwarden.analysis.reference import reference_from_profile
@@ -130,6 +131,10 @@ async def drive_policy(
             # Decided from an outdated view: nothing is announced; the next tick decides again from a
             # fresh one (a Job already created is found again by its deterministic name).
             metrics.record_status_write("DriftPolicy", "conflict")
+            return
+        except ApiException as exc:  # the API failing: the next tick decides again (same Job name)
+            metrics.record_status_write("DriftPolicy", "error")
+            logger.warning("%s/%s: status write failed (%s %s); deciding again next tick", namespace, name, exc.status, exc.reason)
             return
     for event in step.events:
         kopf.event(reference, type=event.type, reason=event.reason, message=event.message)

@@ -270,12 +270,14 @@ def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
                 wrote = True
             except StaleView:
                 metrics.record_reconcile("conflict")
+                _log_decision(namespace, name, "refused", result.events, gathered.verdicts, result.breaches)
                 fresh = kube.get(view["apiVersion"], view["kind"], namespace, name)
                 if fresh is None:
                     return Outcome(), problems
                 view = fresh
                 continue
         metrics.record_reconcile("written" if wrote else "unchanged")
+        _log_decision(namespace, name, "written" if wrote else "unchanged", result.events, gathered.verdicts, result.breaches)
         metrics.set_canary_weight(namespace, name, result.split.canary)
         applied = apply_children(kube, result.children, gathered.children, owner_uid=md.metadata["uid"])
         if applied.changed:
@@ -285,3 +287,16 @@ def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
                               *(f"{c} exists and is not owned by this ModelDeployment" for c in applied.conflicts)])
         return Outcome(result.events if wrote else [], again=now_problems != problems, wrote=wrote), now_problems
     return Outcome(again=True), problems
+
+
+def _log_decision(namespace: str, name: str, outcome: str, events: list[Event], verdicts: list[PolicyVerdict],
+                  breaches: tuple[str, ...]) -> None:
+    """One line per decision: INFO when it changed something (what and on which verdicts), DEBUG
+    otherwise; a verdict marked `!` counted as a breach to act on."""
+    level = logging.INFO if outcome == "written" and events else logging.DEBUG
+    if not logger.isEnabledFor(level):
+        return
+    seen = "; ".join(f"{v.name}@{v.version or '-'}={v.verdict} {v.consecutive_failures}/{v.failure_threshold}"
+                     f"{'!' if v.name in breaches else ''}" for v in verdicts)
+    logger.log(level, "%s/%s decided (%s): %s; verdicts: %s", namespace, name, outcome,
+               ", ".join(e.reason for e in events) or "no change", seen or "none")

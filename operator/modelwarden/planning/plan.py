@@ -54,8 +54,9 @@ def plan(
     events: list[Event] = []
     _follow_spec_stable(spec, status, now, events)
     _handle_retry(meta.get("annotations") or {}, status, events)
-    canary_live = _advance_canary(md, status, observed, verdicts, now, events)
-    _rollback_stable(status, verdicts, now, events, canary_live)
+    breaches: list[str] = []
+    canary_live = _advance_canary(md, status, observed, verdicts, now, events, breaches)
+    _rollback_stable(status, verdicts, now, events, breaches)
 
     owner = Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""), model=spec.model)
     workloads = _workloads(md, status, canary_live)
@@ -92,7 +93,7 @@ def plan(
                               "ApplyFailed" if apply_problems else None, canary_live, now, events)
     status.history = status.history[-spec.revision_history_limit:]
     status.observed_generation = meta.get("generation")
-    return Plan(children=children, split=routing.effective, status=status.to_wire(), events=events)
+    return Plan(children=children, split=routing.effective, status=status.to_wire(), events=events, breaches=tuple(breaches))
 
 
 def _serving(workloads: dict[str, TrackWorkload], observed: dict[str, ObservedTrack], routes: Sequence[dict[str, Any]]) -> ObservedServing:
@@ -152,7 +153,7 @@ def _canary_rolled_back(md: ModelDeployment, status: ModelDeploymentStatus) -> b
     return bool(canary and rollback and rollback.from_version == canary.version)
 
 
-def _advance_canary(md, status: ModelDeploymentStatus, observed, verdicts, now, events: list[Event]) -> bool:
+def _advance_canary(md, status: ModelDeploymentStatus, observed, verdicts, now, events: list[Event], breaches: list[str]) -> bool:
     """Start, hold, advance, promote or abort the canary. Returns whether a canary serves traffic."""
     canary = md.spec.canary
     if canary is None or status.stable is None or canary.version == status.stable.version or _canary_rolled_back(md, status):
@@ -171,6 +172,7 @@ def _advance_canary(md, status: ModelDeploymentStatus, observed, verdicts, now, 
                             + (f" at {canary.steps[0].weight}%" if canary.steps else f" as a {canary.weight}% A/B split")))
     gating = [v for v in verdicts if v.track == "canary" and v.about(canary.version)]
     aborting = [v for v in gating if v.rollback and v.breached_since(status.canary_started_at)]
+    breaches.extend(v.name for v in aborting)
     if aborting:
         _abort_canary(md, status, "; ".join(v.describe() for v in aborting), now, events)
         return False
@@ -224,7 +226,7 @@ def _stalled(md: ModelDeployment, status: ModelDeploymentStatus, now) -> bool:
     return requested is not None and now - requested >= step.pause + canary.progress_deadline
 
 
-def _rollback_stable(status: ModelDeploymentStatus, verdicts, now, events: list[Event], canary_live: bool) -> None:
+def _rollback_stable(status: ModelDeploymentStatus, verdicts, now, events: list[Event], breaches: list[str]) -> None:
     """Revert stable to the previous good version once per breach of a rollback-enabled stable policy."""
     since = status.rollback.at if status.rollback else None
     if status.stable is None:
@@ -233,6 +235,7 @@ def _rollback_stable(status: ModelDeploymentStatus, verdicts, now, events: list[
                  and (since is None or (v.evaluated_at is not None and v.evaluated_at > since))]
     if not breaching:
         return
+    breaches.extend(v.name for v in breaching)
     reason = "; ".join(v.describe() for v in breaching)
     current = status.stable.version
     bad = {h.version for h in status.history if h.reason == "RolledBack" or h.retired_at and h.version == current}

@@ -110,3 +110,4 @@ class Plan:
     split: Split  # the split as applied (effective)
     status: dict[str, Any]  # the complete desired status, wire format
     events: list[Event] = field(default_factory=list)
+    breaches: tuple[str, ...] = ()  # the policies whose verdicts counted as a breach to act on (for the decision log)

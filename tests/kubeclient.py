@@ -13,6 +13,7 @@ from modelwarden import API_VERSION
 CORE = {"pods", "services", "configmaps", "secrets", "events", "namespaces"}
 APPS = {"deployments"}
 BATCH = {"jobs", "cronjobs"}
+AUTOSCALING = {"horizontalpodautoscalers"}
 OURS = {"modeldeployments", "driftpolicies"}
 
 
@@ -25,6 +26,8 @@ def collection_path(plural: str, namespace: str | None, api_version: str | None 
         prefix = "/apis/apps/v1"
     elif plural in BATCH:
         prefix = "/apis/batch/v1"
+    elif plural in AUTOSCALING:
+        prefix = "/apis/autoscaling/v2"
     elif plural in OURS:
         prefix = f"/apis/{API_VERSION}"
     else:

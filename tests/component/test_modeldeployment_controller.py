@@ -2,11 +2,14 @@
 
 import copy
 import datetime
+import re
 import time
 
 import pytest
+import requests
 import yaml
 
+from tests.processes import free_port
 from tests.validation import ROOT, validate_any
 
 FAST = {"MODELWARDEN_RECONCILE_INTERVAL": "0.3"}
@@ -210,3 +213,34 @@ def test_examples_reconcile(kube, kubelet, operator_factory):
     kube.create("modeldeployments", doc)
     done = kube.wait_for("modeldeployments", "recommender", phase_is("Stable"), namespace="ml")
     assert done["status"]["stable"]["readyReplicas"] == 2
+
+
+def reconciles(port):
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(float(m.group(1)) for m in re.finditer(r'^modelwarden_operator_reconciles_total\{outcome="\w+"\} (\S+)$', text, re.M))
+
+
+def test_a_track_scaled_by_an_hpa_keeps_its_replicas_and_the_weight_it_really_gets(kube, kubelet, operator_factory):
+    port = free_port()
+    operator_factory("-A", "--metrics-port", str(port), env=FAST)
+    body = copy.deepcopy(MD)
+    del body["spec"]["shadow"]
+    body["spec"]["canary"] = {"version": "8", "modelUri": "file:///m/8", "weight": 10}
+    body["spec"]["traffic"] = {"router": "replicas"}
+    kube.create("modeldeployments", body)
+    # Without an HPA, 2 serving replicas can only give the canary 1 of 2 pods.
+    kube.wait_for("modeldeployments", "fraud", lambda o: (o.get("status") or {}).get("weights", {}).get("canary") == 50)
+    kube.wait_for("deployments", "fraud-stable", lambda d: d["spec"]["replicas"] == 1)
+    kube.create("horizontalpodautoscalers", {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "fraud-stable"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "fraud-stable"},
+                 "minReplicas": 2, "maxReplicas": 20}})
+    kube.patch("deployments", "fraud-stable", {"spec": {"replicas": 9}})  # what the HPA controller does
+    md = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"]["weights"]["canary"] == 10)
+    assert "HorizontalPodAutoscaler" in next(c for c in md["status"]["conditions"] if c["type"] == "TrafficReady")["message"]
+    start = reconciles(port)
+    while reconciles(port) < start + 10:
+        time.sleep(0.2)
+    assert kube.get("deployments", "fraud-stable")["spec"]["replicas"] == 9  # left to the HPA for 10 reconciles
+    assert kube.get("deployments", "fraud-canary")["spec"]["replicas"] == 1
+    assert kube.get("modeldeployments", "fraud")["status"]["weights"] == {"stable": 90, "canary": 10, "mirror": 0}

@@ -84,7 +84,6 @@ def test_email_with_starttls_and_auth(tls_files):
 
 def test_failing_webhook_is_retried_a_bounded_number_of_times(http_receivers):
     receiver = http_receivers(status=500)
-    started = time.monotonic()
     with pytest.raises(NotifyError, match="HTTP 500"):
         deliver(WebhookNotifier(f"{receiver.url}/hook"), notification(), attempts=3, backoff_seconds=0.05)
-    assert len(receiver.received) == 3 and time.monotonic() - started < 5
+    assert len(receiver.received) == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 
 from modelwarden.controller.config import (
     DEFAULT_IMAGE,
@@ -69,6 +70,15 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
     )
 
 
+_ROUTINE = re.compile(r"^(Indexer '\w+'|Handler 'wake_\w+'|Timer 'drive_policy') succeeded\.$")
+
+
+def _routine_success(record: logging.LogRecord) -> bool:
+    """Indexers, wake-ups and policy ticks run on every watch event or every second: their success
+    is no news (kopf logs it at INFO); shown with --verbose."""
+    return not (record.levelno == logging.INFO and _ROUTINE.match(record.getMessage()))
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ[RECONCILE_INTERVAL_ENV] = str(args.reconcile_interval)  # read when the timers are declared
     os.environ[POLICY_TICK_ENV] = str(args.policy_tick)
@@ -78,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     kopf.configure(verbose=args.verbose, quiet=args.quiet)
+    if not args.verbose:
+        logging.getLogger("kopf.objects").addFilter(_routine_success)
     logging.getLogger("modelwarden").info("starting: %s", config)
     kopf.run(
         standalone=config.standalone,

@@ -99,16 +99,25 @@ def changes(values: list) -> list:
 DECISION = re.compile(r"(\S+)/(\S+) decided \((\w+)\): (.*?); verdicts: (.*)$")
 
 
-def acted_on_first_breach(log: str, namespace: str, name: str, action: str) -> bool:
-    """The first decision (in the operator's own log) that counted the policy's verdict as a breach
-    (marked `!`: enough failing evaluations, all about what serves now) took `action`; a decision the API server refused as stale (409) was made again, so it does not count.
-    Returns True, or raises with the decisions seen."""
-    decisions = [m.groups()[2:] for line in log.splitlines() if (m := DECISION.search(line)) and m.group(1, 2) == (namespace, name)]
-    for outcome, events, verdicts in decisions:
+def decisions_by_object(log: str) -> dict[tuple[str, str], list[tuple[str, str, str]]]:
+    """(outcome, events, verdicts) of every decision in the operator's own log, per ModelDeployment, in order."""
+    found: dict[tuple[str, str], list[tuple[str, str, str]]] = collections.defaultdict(list)
+    for line in log.splitlines():
+        if " decided (" in line and (m := DECISION.search(line)):
+            found[(m.group(1), m.group(2))].append(m.group(3, 4, 5))
+    return found
+
+
+def acted_on_first_breach(decisions: dict, namespace: str, name: str, action: str) -> bool:
+    """The first decision that counted the policy's verdict as a breach (marked `!`: enough failing
+    evaluations, all about what serves now) took `action`; a decision the API server refused as
+    stale (409) was made again, so it does not count. Returns True, or raises with the decisions seen."""
+    seen = decisions.get((namespace, name), [])
+    for outcome, events, verdicts in seen:
         if re.search(rf"{name}@\S+=Fail \d+/\d+!", verdicts) and outcome != "refused":
-            assert action in events, (namespace, name, outcome, events, verdicts, decisions[-20:])
+            assert action in events, (namespace, name, outcome, events, verdicts, seen[-20:])
             return True
-    raise AssertionError((namespace, name, "no decision saw the breach", decisions[-20:]))
+    raise AssertionError((namespace, name, "no decision saw the breach", seen[-20:]))
 
 
 def reconcile_outcomes(port: int) -> dict[str, int]:
@@ -191,6 +200,7 @@ def test_decisions_stay_right_under_contention(api_server, kube, contention, fak
     # ... and the operator met it: decisions refused as stale (409) were decided again, stale views skipped.
     print(f"proxy: {counters}; operator: {outcomes}")
     assert outcomes.get("conflict", 0) > 0, outcomes
+    decisions = decisions_by_object(log)
 
     for name in names:
         # Promotion: the served stable and the stable Deployment only ever move forward.
@@ -211,14 +221,14 @@ def test_decisions_stay_right_under_contention(api_server, kube, contention, fak
         assert canary_weights <= {20, 0}, (name, canary_weights)
         phases = changes([s.get("phase") for s in observed if s.get("phase")])
         assert phases.count("RolledBack") == 1 and phases[-1] == "RolledBack", (name, phases)
-        assert acted_on_first_breach(log, "abort", name, "CanaryAborted")
+        assert acted_on_first_breach(decisions, "abort", name, "CanaryAborted")
 
         # Stable rollback: 1 -> 2 by the spec, back to 1 once, never 2 again.
         versions = changes([(o.get("status") or {}).get("stable", {}).get("version") for o in recorder.objects("md", "rollback", name)])
         assert [v for v in versions if v] == ["1", "2", "1"], (name, versions)
         uris = changes([model_uri(d) for d in recorder.objects("deploy", "rollback", f"{name}-stable")])
         assert uris == [f"file:///m/{name}/1", f"file:///m/{name}/2", f"file:///m/{name}/1"], (name, uris)
-        assert acted_on_first_breach(log, "rollback", name, "StableRolledBack")
+        assert acted_on_first_breach(decisions, "rollback", name, "StableRolledBack")
 
     # One retraining Job per breach, whatever the 409s and 500s did to the creates.
     for namespace in ("abort", "rollback"):

@@ -51,3 +51,15 @@ def test_record_bench_prints_in_loop_and_tight_loop_costs():
             rf"batch {batch}: record_prediction +[\d.]+ us per request between requests \(parse \+ predict +\d+ us: [\d.]+ %\), +[\d.]+ us in a tight loop",
             out,
         ), out
+
+
+def test_breach_latency_prints_the_quiet_row():
+    out = _bench("breach_latency.py", "--trials", "2", "--parallel", "2", "--mode", "quiet")
+    assert "breach -> rollback latency: interval 2s, failureThreshold 2, 2 trials per mode, 2 in parallel" in out, out
+    assert re.search(r"^mode +trials +p50 +p95 +max +p50 +p95 +max +median +max +reason +max$", out, re.M), out
+    # quiet, trials ok/run, status latency p50/p95/max, observed p50/p95/max, extra evaluations median/max twice
+    row = re.search(r"^quiet +2/2((?: +-?\d+\.\d{3}){6}) +(\d+\.\d) +(\d+) +(\d+\.\d) +(\d+)$", out, re.M)
+    assert row, out
+    latencies = [float(x) for x in row.group(1).split()]
+    assert latencies[0] <= latencies[1] <= latencies[2] and latencies[3] <= latencies[4] <= latencies[5], out
+    assert "contention" not in out and "trial failed" not in out, out

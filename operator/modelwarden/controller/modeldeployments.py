@@ -45,7 +45,7 @@ from modelwarden.planning.types import Event, ObservedTrack, PolicyVerdict
 
 MODELDEPLOYMENTS = (GROUP, VERSION, "modeldeployments")
 DRIFTPOLICIES = (GROUP, VERSION, "driftpolicies")
-RECONCILES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="md-reconcile")
+RECONCILES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="md-reconcile")  # I/O-bound: API round trips
 STALE_RETRIES = 3  # 409s in a row before waiting for the watch instead of re-reading at once
 BACKOFF_SECONDS = (0.5, 8.0)  # first and largest delay after a failed reconcile (jittered)
 logger = logging.getLogger(__name__)

@@ -172,9 +172,8 @@ class Gathered:
 
 @dataclass
 class Outcome:
-    events: list[Event] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)  # of a persisted decision only: announced once
     again: bool = False  # something changed that the next decision should see at once
-    wrote: bool = False
 
 
 def gather(body: Any, index_children: Iterable[kopf.Index], verdicts: kopf.Index, hpas: kopf.Index) -> Gathered:
@@ -285,7 +284,7 @@ def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
                         applied.created, applied.updated, applied.deleted)
         now_problems = tuple([*(f"{k} is not served by the cluster" for k in applied.unavailable),
                               *(f"{c} exists and is not owned by this ModelDeployment" for c in applied.conflicts)])
-        return Outcome(result.events if wrote else [], again=now_problems != problems, wrote=wrote), now_problems
+        return Outcome(result.events if wrote else [], again=now_problems != problems), now_problems
     return Outcome(again=True), problems
 
 

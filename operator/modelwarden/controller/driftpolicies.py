@@ -245,8 +245,7 @@ def _sync_cronjob(kube: Any, ctx: decide.PolicyContext, owner: PolicyOwner, targ
     if current is not None and is_subset(desired, current):
         return
     try:
-        if current is None or kube.patch("batch/v1", "CronJob", ctx.namespace, desired["metadata"]["name"], desired) is None:
-            kube.create(desired)
+        kube.apply(desired)  # server-side apply: creates it, or takes back only the fields we set
     except Exception as exc:  # an invalid schedule is the user's to fix; keep evaluating
         logger.warning("%s/%s: cannot apply the retraining CronJob: %s", ctx.namespace, ctx.name, exc)
 

@@ -17,8 +17,8 @@ from modelwarden.controller import modeldeployments  # noqa: F401  (registers th
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.modeldeployments import DRIFTPOLICIES, MODELDEPLOYMENTS, Wakeups
 from modelwarden.controller.status import spec_status_patch
-from modelwarden.kube.api import KubeApi
-from modelwarden.kube.fence import WriteFence
+from modelwarden.kube.api import KubeApi, StaleView
+from modelwarden.kube.fence import WriteFence, write_status
 
 
 class Memo(kopf.Memo):
@@ -56,38 +56,43 @@ def liveness_time(**_: Any) -> str:
 
 
 def _validate(
-    model: type, failed_phase: str, spec: Any, status: Any, generation: int | None, patch: kopf.Patch,
+    model: type, failed_phase: str, body: Any, generation: int | None, memo: Memo,
 ) -> None:
     """Record the spec's validity in status; an invalid spec is a permanent error, not a retry.
 
     Only an invalid spec is written here: a valid object's status belongs to its loop alone, so
-    two writers never race over the conditions list.
+    two writers never race over the conditions list. The write is conditional like every status
+    write (a 409 retries the handler on a fresh view).
     """
     try:
-        model.model_validate(dict(spec))
+        model.model_validate(dict(body.get("spec") or {}))
         error = None
     except ValidationError as exc:
         error = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    if not error:
+        return
     now = datetime.datetime.now(datetime.timezone.utc)
-    changes = spec_status_patch(dict(status or {}), generation, error, now, failed_phase)
-    if changes and error:
-        patch.status.update(changes)
-    if error:
-        raise kopf.PermanentError(f"invalid spec: {error}")
+    changes = spec_status_patch(dict(body.get("status") or {}), generation, error, now, failed_phase)
+    if changes:
+        try:
+            write_status(memo.kube, memo.fence, dict(body), changes)
+        except StaleView as exc:
+            raise kopf.TemporaryError(str(exc), delay=0.5) from exc
+    raise kopf.PermanentError(f"invalid spec: {error}")
 
 
 @kopf.on.resume(*MODELDEPLOYMENTS)
 @kopf.on.create(*MODELDEPLOYMENTS)
 @kopf.on.update(*MODELDEPLOYMENTS, field="spec")
-def modeldeployment_spec(spec: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
-    _validate(ModelDeploymentSpec, "Failed", spec, status, meta.get("generation"), patch)
+def modeldeployment_spec(body: Any, meta: Any, memo: Memo, **_: Any) -> None:
+    _validate(ModelDeploymentSpec, "Failed", body, meta.get("generation"), memo)
 
 
 @kopf.on.resume(*DRIFTPOLICIES)
 @kopf.on.create(*DRIFTPOLICIES)
 @kopf.on.update(*DRIFTPOLICIES, field="spec")
-def driftpolicy_spec(spec: Any, status: Any, meta: Any, patch: kopf.Patch, **_: Any) -> None:
-    _validate(DriftPolicySpec, "Error", spec, status, meta.get("generation"), patch)
+def driftpolicy_spec(body: Any, meta: Any, memo: Memo, **_: Any) -> None:
+    _validate(DriftPolicySpec, "Error", body, meta.get("generation"), memo)
 
 
 @kopf.on.delete(*MODELDEPLOYMENTS, optional=True)

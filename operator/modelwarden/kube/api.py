@@ -65,22 +65,11 @@ class KubeApi:
                     raise RouteApiUnavailable(f"the cluster does not serve {kind}.{api_version}") from exc
             return self._resources[key]
 
-    def serves(self, api_version: str, kind: str) -> bool:
-        try:
-            self._resource(api_version, kind)
-            return True
-        except RouteApiUnavailable:
-            return False
-
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self._resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
         except NotFoundError:
             return None
-
-    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        items = self._resource(api_version, kind).get(namespace=namespace, label_selector=label_selector).items
-        return [item.to_dict() for item in items]
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
@@ -92,13 +81,6 @@ class KubeApi:
             if existing is None:
                 raise
             return existing
-
-    def patch(self, api_version: str, kind: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        try:
-            resource = self._resource(api_version, kind)
-            return resource.patch(body=body, name=name, namespace=namespace, content_type=MERGE_PATCH).to_dict()
-        except NotFoundError:
-            return None
 
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply as field manager `modelwarden`: fields others set (an HPA's replicas,

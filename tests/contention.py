@@ -31,16 +31,15 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import time
 import weakref
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from aiohttp import web
 from yarl import URL
+
+from modelwarden.sandbox.loopserver import LoopServer
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 HOP_BY_HOP = frozenset({
@@ -69,7 +68,7 @@ class _HeldEvent:
         self.release_at = release_at
 
 
-class FaultyApiProxy:
+class FaultyApiProxy(LoopServer):
     """An HTTP reverse proxy to `upstream` that delays, fails and reorders like a loaded API server.
 
     Runs an aiohttp server on 127.0.0.1 (a free port) in a background thread with its own event
@@ -97,6 +96,7 @@ class FaultyApiProxy:
             raise ValueError("rates must be >= 0 and sum to at most 1")
         if reorder_window < 1 or watch_delay < 0:
             raise ValueError("need reorder_window >= 1 and watch_delay >= 0")
+        super().__init__()
         self.upstream = upstream.rstrip("/")
         self.seed = seed
         self.min_delay = min_delay
@@ -108,12 +108,6 @@ class FaultyApiProxy:
         self.allow = allow
         self.rng = random.Random(seed)
         self.reset_counters()
-        self.port: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._stopping: asyncio.Event | None = None
-        self._error: BaseException | None = None
         self._session: aiohttp.ClientSession | None = None
 
     # -- switches and counters ---------------------------------------------------------------
@@ -145,66 +139,7 @@ class FaultyApiProxy:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        if self.port is None:
-            raise RuntimeError("the proxy is not started")
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> "FaultyApiProxy":
-        self._ready.clear()
-        self._thread = threading.Thread(target=self._run, name="faulty-api-proxy", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("the faulty API proxy did not start")
-        if self._error:
-            raise RuntimeError("the faulty API proxy failed to start") from self._error
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._loop and self._stopping and not self._loop.is_closed():
-            try:
-                self._loop.call_soon_threadsafe(self._stopping.set)
-            except RuntimeError:  # the loop closed meanwhile
-                pass
-        if self._thread:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def __enter__(self) -> "FaultyApiProxy":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def kubeconfig(self) -> dict[str, Any]:
-        """The same shape as EmulatedApiServer.kubeconfig(), pointing at the proxy."""
-        return {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "emulator", "user": {"token": "emulator"}}],
-            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator", "namespace": "default"}}],
-            "current-context": "emulator",
-        }
-
-    def write_kubeconfig(self, path: Path | str) -> Path:
-        path = Path(path)
-        path.write_text(yaml.safe_dump(self.kubeconfig()))
-        return path
-
-    def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        try:
-            self._loop.run_until_complete(self._serve())
-        except BaseException as exc:  # surfaced to start()
-            self._error = exc
-            self._ready.set()
-        finally:
-            self._loop.close()
-
     async def _serve(self) -> None:
-        self._stopping = asyncio.Event()
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
         # No total timeout: watches stream for as long as the client keeps them open.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
@@ -218,6 +153,7 @@ class FaultyApiProxy:
                 await site.start()
                 self.port = int(runner.addresses[0][1])
                 self._ready.set()
+                assert self._stopping is not None
                 await self._stopping.wait()
             finally:
                 await runner.cleanup()

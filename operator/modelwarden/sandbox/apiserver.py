@@ -58,6 +58,8 @@ import kmock
 import yaml
 from kmock._internal import apps, dicts, enums, k8s, parsing, rendering
 
+from modelwarden.sandbox.loopserver import LoopServer
+
 STATUS_SUBRESOURCE = "status"
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -744,45 +746,18 @@ def default_crd_dir() -> Path:
     raise FileNotFoundError("no crds/ directory found beside the package")
 
 
-class EmulatedApiServer:
+class EmulatedApiServer(LoopServer):
     """Runs the emulator on a loopback port in a background thread with its own event loop."""
 
+    thread_name = "api-emulator"
+
     def __init__(self, port: int = 0, crd_dir: Path | None = None, extra_crd_dirs: tuple[Path, ...] = ()) -> None:
+        super().__init__()
         self.requested_port = port
         self.crd_dirs = (crd_dir or default_crd_dir(), *extra_crd_dirs)
         self.emulator: ApiServerEmulator | None = None
-        self.port: int | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._stopping: asyncio.Event | None = None
-        self._error: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> "EmulatedApiServer":
-        self._thread = threading.Thread(target=self._run, name="api-emulator", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("API emulator did not start")
-        if self._error:
-            raise RuntimeError("API emulator failed to start") from self._error
-        return self
-
-    def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        try:
-            self._loop.run_until_complete(self._serve())
-        except BaseException as exc:  # surfaced to start()
-            self._error = exc
-            self._ready.set()
-        finally:
-            self._loop.close()
 
     async def _serve(self) -> None:
-        self._stopping = asyncio.Event()
         emulator = ApiServerEmulator()
         emulator.resources.load_bundled()
         for crd_dir in self.crd_dirs:
@@ -792,33 +767,8 @@ class EmulatedApiServer:
             self.emulator = emulator
             self.port = server.port
             self._ready.set()
+            assert self._stopping is not None
             await self._stopping.wait()
-
-    def stop(self) -> None:
-        if self._loop and self._stopping and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        if self._thread:
-            self._thread.join(10)
-
-    def kubeconfig(self) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "emulator", "user": {"token": "emulator"}}],
-            "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator", "namespace": "default"}}],
-            "current-context": "emulator",
-        }
-
-    def write_kubeconfig(self, path: Path) -> Path:
-        path.write_text(yaml.safe_dump(self.kubeconfig()))
-        return path
-
-    def __enter__(self) -> "EmulatedApiServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

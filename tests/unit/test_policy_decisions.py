@@ -209,3 +209,26 @@ def test_a_new_version_starts_a_new_streak():
     assert step.status.consecutive_failures == 1 and step.status.failing_since == later and step.status.evaluated_version == "3"
     assert step.notification is None and step.retrain is None and [e.reason for e in step.events] == ["DriftDetected"]
     assert next(c for c in step.status.conditions if c.type == "Breached").status.value == "False"
+
+
+def test_a_job_whose_record_was_lost_is_adopted_and_no_second_job_follows():
+    # A breach created its Job, but the status write recording it was refused; meanwhile the
+    # judged version changed, so the next breach has another identity (another Job name).
+    breached = run(ctx(), [F, F])[-1]
+    lost = breached.status.model_copy(deep=True)
+    lost.last_retrain = None
+    job = decide.JobState(breached.retrain.job_name, "Running", started_at=T0 + datetime.timedelta(seconds=61), trigger="breach")
+    scheduled = decide.JobState("gate-schedule-1", "Running", started_at=T0 + datetime.timedelta(minutes=5), trigger="schedule")
+    adopted = decide.adopt_unrecorded_job(lost, [job, scheduled])
+    assert adopted.last_retrain.job_name == job.name and adopted.last_retrain.trigger == "Breach"
+    status = adopted.model_copy(update={"failing_since": None, "consecutive_failures": 0})
+    for minute in (10, 11):  # a new streak: another breach identity
+        at = T0 + datetime.timedelta(minutes=minute)
+        step = decide.observe(ctx(), status, evaluation(F, at), at)
+        assert step.retrain is None  # the adopted Job is still running
+        status = step.status
+    assert status.consecutive_failures == 2 and status.last_retrain.job_name == job.name
+    # Recorded Jobs and older ones are never adopted over the record.
+    assert decide.adopt_unrecorded_job(adopted, [job]) == adopted
+    older = decide.JobState("gate-retrain-old", "Succeeded", started_at=T0 - datetime.timedelta(days=1), trigger="breach")
+    assert decide.adopt_unrecorded_job(adopted, [older]).last_retrain.job_name == job.name

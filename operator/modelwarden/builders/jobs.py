@@ -89,19 +89,21 @@ def cronjob_name(policy: str) -> str:
 def job_state(job: dict[str, Any]) -> JobState:
     """Running until a Complete or Failed condition (or a success count) says otherwise."""
     status = job.get("status") or {}
-    name = job.get("metadata", {}).get("name", "")
+    meta = job.get("metadata", {})
+    name = meta.get("name", "")
+    seen = {"started_at": _parse(meta.get("creationTimestamp")), "trigger": (meta.get("labels") or {}).get(TRIGGER_LABEL, "")}
     for condition in status.get("conditions") or []:
         if condition.get("status") != "True":
             continue
         if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
-            return JobState(name, "Succeeded", _parse(status.get("completionTime") or condition.get("lastTransitionTime")))
+            return JobState(name, "Succeeded", _parse(status.get("completionTime") or condition.get("lastTransitionTime")), **seen)
         if condition.get("type") in ("Failed", "FailureTarget"):
             message = condition.get("message") or condition.get("reason") or ""
-            return JobState(name, "Failed", _parse(condition.get("lastTransitionTime")), message)
+            return JobState(name, "Failed", _parse(condition.get("lastTransitionTime")), message, **seen)
     completions = int((job.get("spec") or {}).get("completions") or 1)
     if int(status.get("succeeded") or 0) >= completions:
-        return JobState(name, "Succeeded", _parse(status.get("completionTime")))
-    return JobState(name, "Running")
+        return JobState(name, "Succeeded", _parse(status.get("completionTime")), **seen)
+    return JobState(name, "Running", **seen)
 
 
 def _metadata(owner: PolicyOwner, name: str, template: JobTemplate, trigger: str) -> dict[str, Any]:

@@ -150,6 +150,7 @@ async def _decide(ctx: decide.PolicyContext, policy: DriftPolicy, previous: Drif
     loop = asyncio.get_running_loop()
     namespace, name, spec = ctx.namespace, ctx.name, ctx.spec
     job = None
+    previous = decide.adopt_unrecorded_job(previous, list(jobs))
     if previous.last_retrain is not None and previous.last_retrain.outcome == "Running":
         job = await loop.run_in_executor(EVALUATIONS, _observed_job, memo.kube, previous.last_retrain.job_name, jobs, namespace)
     combined = decide.follow_job(previous, job, now)

@@ -67,6 +67,8 @@ class JobState:
     outcome: str  # Running, Succeeded or Failed
     finished_at: datetime.datetime | None = None
     message: str = ""
+    started_at: datetime.datetime | None = None  # metadata.creationTimestamp
+    trigger: str = ""  # the modelwarden.io/trigger label: breach, manual or schedule
 
 
 @dataclass
@@ -202,6 +204,21 @@ def target_missing(ctx: PolicyContext, previous: DriftPolicyStatus, now: datetim
     if previous.phase != Phase.ERROR:
         step.events.append(Event("Warning", "EvaluationError", message))
     return step
+
+
+def adopt_unrecorded_job(previous: DriftPolicyStatus, jobs: list[JobState]) -> DriftPolicyStatus:
+    """The newest breach or manual retraining Job of this policy that status does not record (it
+    was created, but the status write recording it was refused or lost): status catches up with
+    the cluster, so cooldown and one-Job-at-a-time hold and no second Job is launched for it."""
+    recorded = previous.last_retrain
+    candidates = [j for j in jobs if j.trigger in ("breach", "manual") and j.started_at is not None
+                  and (recorded is None or (j.name != recorded.job_name and j.started_at > recorded.started_at))]
+    if not candidates:
+        return previous
+    newest = max(candidates, key=lambda j: j.started_at)  # type: ignore[arg-type, return-value]
+    status = previous.model_copy(deep=True)
+    status.last_retrain = RetrainStatus(job_name=newest.name, started_at=newest.started_at, trigger=newest.trigger.title())
+    return status
 
 
 def follow_job(previous: DriftPolicyStatus, job: JobState | None, now: datetime.datetime) -> Step:

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -28,6 +29,10 @@ def test_demo_rolls_back_the_drifted_canary_and_reports_it(tmp_path):
     assert summary["alertsReceived"] >= 1 and summary["alertSignaturesValid"] is True
     reasons = {e["reason"] for e in summary["events"]}
     assert {"CanaryStarted", "CanaryStepAdvanced", "CanaryAborted", "RetrainLaunched"} <= reasons
+    # Drift comes after the first advance: the failing policy never lets the canary advance again, and
+    # the rollback acts on the threshold's evaluation (failureThreshold 2) or at most one more.
+    assert [e["reason"] for e in summary["events"]].count("CanaryStepAdvanced") == 1
+    assert re.search(r"failed [23]x", summary["rollback"]["reason"]), summary["rollback"]
     assert summary["requests"]["stable"] > 0 and summary["requests"]["canary"] > 0
     milestones = [m["what"] for m in summary["milestones"]]
     assert milestones[0].startswith("stable 1 serving") and milestones[-1].startswith("alert delivered")

@@ -10,6 +10,7 @@ import itertools
 import os
 import pathlib
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-TIERS = ("unit", "component", "integration", "cluster")
+TIERS = ("unit", "component", "integration", "controlplane", "cluster")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -33,9 +34,20 @@ def pytest_ignore_collect(collection_path: pathlib.Path, config: pytest.Config) 
     return None
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from tests.controlplane.support import KUBE_BIN
+
     kube_config = config.getoption("--kube-config")
-    return f"cluster tier: {'against ' + kube_config if kube_config else 'not collected (no --kube-config)'}"
+    binary = KUBE_BIN / "kube-apiserver"
+    if binary.exists():
+        try:
+            version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as error:
+            version = f"unknown ({error})"
+        plane = f"control-plane tier: against {version} from {KUBE_BIN}"
+    else:
+        plane = f"control-plane tier: not built in {KUBE_BIN} (make control-plane)"
+    return [plane, f"cluster tier: {'against ' + kube_config if kube_config else 'not collected (no --kube-config)'}"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

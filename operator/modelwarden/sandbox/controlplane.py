@@ -2,14 +2,22 @@
 
 The test suite's ``tests/controlplane`` tier runs against it: real admission (OpenAPI schema,
 CEL rules, strict field validation), real RBAC, real garbage collection and the Deployment,
-ReplicaSet and Job controllers, without a kubelet (no pod ever runs). ``make control-plane``
-builds kube-apiserver and kube-controller-manager of one pinned release into
-``.tools/kubernetes/bin`` and installs Debian's etcd.
+ReplicaSet and Job controllers, without a kubelet or scheduler (pods are created, never run).
+``make control-plane`` builds kube-apiserver and kube-controller-manager of one pinned release
+into ``.tools/kubernetes/bin`` and installs Debian's etcd.
 
 Everything lives in one temp directory: etcd's data, the generated certificates (a CA, the
 serving certificate, client certificates for the admin and the controller manager), the
 service-account signing key pair, kubeconfigs and one log per process. ``stop()`` removes the
 directory unless a process failed or ``keep=True`` is given (the logs stay for the post mortem).
+
+The garbage collector discovers resources when it starts and then every 30 s (fixed upstream):
+dependents of a custom resource whose CRD was created after the controller manager started are
+collected only after that rediscovery. Install CRDs first (``with_controller_manager=False``,
+then ``start_controller_manager()``) for prompt garbage collection.
+
+etcd 3.4 (Debian's) works; the API server logs that it lacks RequestWatchProgress and then serves
+consistent lists from etcd instead of its watch cache.
 
 Certificates come from the ``openssl`` command line (the ``cryptography`` package is not a
 dependency of the project). HTTP goes through ``requests`` with the admin's client certificate.
@@ -63,20 +71,21 @@ class ControlPlaneError(RuntimeError):
 
 
 def find_binaries(bin_dir: Path | str | None) -> dict[str, str]:
-    """The paths of the three binaries: kube-* from ``bin_dir``, etcd from there or PATH."""
+    """Absolute paths of the three binaries: from ``bin_dir`` first, else PATH (/usr/bin/etcd
+    is Debian's etcd-server)."""
     found: dict[str, str] = {}
     directory = Path(bin_dir) if bin_dir else None
     for name in ("etcd", "kube-apiserver", "kube-controller-manager"):
         candidates = [directory / name] if directory else []
+        which = shutil.which(name)
+        candidates += [Path(which)] if which else []
         if name == "etcd":
-            which = shutil.which("etcd")
-            candidates += [Path(which)] if which else []
             candidates.append(Path("/usr/bin/etcd"))
         path = next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
         if path is None:
-            where = f" in {directory}" if directory else ""
+            where = f" in {directory}" if directory else " on PATH"
             raise ControlPlaneNotInstalled(f"{name} not found{where}; run `make control-plane`")
-        found[name] = str(path)
+        found[name] = str(path.resolve())
     return found
 
 
@@ -146,7 +155,9 @@ class ControlPlane:
     etcd_data_dir: Path | None = None  # default: workdir/etcd (e.g. a /dev/shm path for speed)
     apiserver_args: tuple[str, ...] = ()
     controller_manager_args: tuple[str, ...] = ()
-    start_controller_manager: bool = True
+    # False: start() stops after the API server; call start_controller_manager() later, e.g.
+    # once CRDs are installed (the garbage collector rediscovers resources only every 30 s).
+    with_controller_manager: bool = True
     version: str = ""
     startup_seconds: float = 0.0
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -195,9 +206,18 @@ class ControlPlane:
         except OSError:
             return ""
 
+    @staticmethod
+    def _answers_ok(url: str, **kwargs: Any) -> bool:
+        """GET `url` ignoring the environment (loopback: no proxies, no CA bundle override)."""
+        with requests.Session() as session:
+            session.trust_env = False
+            return session.get(url, timeout=2, **kwargs).status_code == 200
+
     def session(self) -> requests.Session:
         """A requests session authenticated as the admin (client certificate, group system:masters)."""
         session = requests.Session()
+        # Not the environment's CA bundle (REQUESTS_CA_BUNDLE would override `verify`) or proxies.
+        session.trust_env = False
         session.cert = self.admin_cert
         session.verify = str(self.ca_path)
         return session
@@ -214,7 +234,7 @@ class ControlPlane:
                                   user=CONTROLLER_MANAGER_USER, client_index=1)
             self._start_etcd(deadline)
             self._start_apiserver(deadline)
-            if self.start_controller_manager:
+            if self.with_controller_manager:
                 self._start_controller_manager(deadline)
         except BaseException:
             self.failed = True
@@ -222,6 +242,19 @@ class ControlPlane:
             raise
         self.startup_seconds = time.monotonic() - started
         return self
+
+    def start_controller_manager(self, timeout: float = 60.0) -> None:
+        """Start kube-controller-manager after start() with ``with_controller_manager=False``."""
+        if "kube-controller-manager" in self.processes:
+            return
+        started = time.monotonic()
+        try:
+            self._start_controller_manager(started + timeout)
+        except BaseException:
+            self.failed = True
+            self.stop()
+            raise
+        self.startup_seconds += time.monotonic() - started
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = self.log_path(name).open("ab")
@@ -268,8 +301,7 @@ class ControlPlane:
             "--quota-backend-bytes=1073741824",
             "--snapshot-count=10000",
         ])
-        self._wait("etcd", lambda: requests.get(f"{self.etcd_url}/health", timeout=1).ok, deadline,
-                   "/health ok")
+        self._wait("etcd", lambda: self._answers_ok(f"{self.etcd_url}/health"), deadline, "/health ok")
 
     def _start_apiserver(self, deadline: float) -> None:
         certs = self.certs
@@ -287,6 +319,17 @@ class ControlPlane:
             f"--service-account-signing-key-file={certs.path('sa.key')}",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            # The front-proxy CA the delegated authentication of the controller manager (and any
+            # aggregated API server) reads from kube-system/extension-apiserver-authentication;
+            # without it that component logs an error every few seconds. Only a certificate
+            # named front-proxy-client may assert identities, and none is ever issued.
+            f"--requestheader-client-ca-file={certs.path('ca.crt')}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            # The reconciler refuses a loopback advertise address; there are no endpoints to keep.
+            "--endpoint-reconciler-type=none",
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             "--profiling=false",
@@ -326,7 +369,7 @@ class ControlPlane:
             url = f"https://127.0.0.1:{self.controller_manager_port}/healthz"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-                return requests.get(url, timeout=2, verify=False).status_code == 200
+                return self._answers_ok(url, verify=False)
 
         self._wait("kube-controller-manager", healthy, deadline, "/healthz ok")
 

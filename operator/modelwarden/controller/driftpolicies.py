@@ -91,7 +91,7 @@ def _initial_delay(uid: str, **_: Any) -> float:
 
 @kopf.timer(*DRIFTPOLICIES, interval=policy_tick(), initial_delay=_initial_delay, backoff=API_RETRY_SECONDS)
 async def drive_policy(
-    body: Any, meta: Any, status: Any, namespace: str, name: str, uid: str, patch: kopf.Patch, memo: Any,
+    body: Any, meta: Any, status: Any, namespace: str, name: str, uid: str, memo: Any,
     policy_targets: kopf.Index, retrain_jobs: kopf.Index, retrain_cronjobs: kopf.Index, **_: Any,
 ) -> None:
     try:

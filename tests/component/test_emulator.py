@@ -80,19 +80,7 @@ def test_list_returns_current_resource_version_and_filters_labels(kube):
 
 def test_watch_from_a_version_skips_what_was_listed(kube):
     first = kube.create("modeldeployments", MD)
-    since = first["metadata"]["resourceVersion"]
-    events = []
-
-    def watch():
-        url = f"{kube.url}/apis/modelwarden.io/v1alpha1/namespaces/default/modeldeployments"
-        with requests.get(url, params={"watch": "true", "resourceVersion": since}, stream=True, timeout=10) as response:
-            for line in response.iter_lines():
-                if line:
-                    events.append(json.loads(line))
-                    return
-
-    thread = threading.Thread(target=watch)
-    thread.start()
+    thread, events = first_watch_event(kube, "modeldeployments", first["metadata"]["resourceVersion"])
     kube.create("modeldeployments", {**MD, "metadata": {"name": "second", "namespace": "default"}})
     thread.join(10)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "second")]

@@ -25,6 +25,7 @@ class Scripted:
 
     def __init__(self) -> None:
         self.responses: list[tuple[int, dict, float]] = []
+        self.router = None  # or: query -> (status, body, delay)
         self.requests: list[dict] = []
         scripted = self
 
@@ -34,7 +35,10 @@ class Scripted:
 
             def _answer(self, params: dict) -> None:
                 scripted.requests.append({"method": self.command, "path": urlparse(self.path).path, "headers": dict(self.headers), "params": params})
-                status, body, delay = scripted.responses.pop(0) if len(scripted.responses) > 1 else scripted.responses[0]
+                if scripted.router is not None:
+                    status, body, delay = scripted.router(params["query"][0])
+                else:
+                    status, body, delay = scripted.responses.pop(0) if len(scripted.responses) > 1 else scripted.responses[0]
                 time.sleep(delay)
                 payload = json.dumps(body).encode()
                 try:
@@ -144,3 +148,55 @@ def test_against_the_real_prometheus(prometheus):
     now = datetime.now(timezone.utc)
     matrix = client.query_range("vector(5)", now - timedelta(minutes=1), now, 15)
     assert len(matrix.timestamps[0]) >= 4 and set(matrix.values[0].tolist()) == {5.0}
+
+
+def vector(*series: tuple[dict, str]) -> tuple[int, dict, float]:
+    """An instant-vector answer; values are strings, as Prometheus sends them ("NaN", "+Inf" included)."""
+    return 200, {"status": "success", "data": {"resultType": "vector",
+                                               "result": [{"metric": m, "value": [1, v]} for m, v in series]}}, 0
+
+
+def buckets(feature: str, counts: list[str]) -> list[tuple[dict, str]]:
+    return [({"feature": feature, "le": le}, c) for le, c in zip(("-1.0", "0.0", "1.0", "+Inf"), counts)]
+
+
+HEALTHY = ["100", "500", "900", "1000"]
+POISONED = {  # what one bad series does to each part of an evaluation
+    "NaN bucket": {"features": buckets("amount", ["100", "500", "NaN", "1000"])},
+    "+Inf bucket": {"features": buckets("amount", ["100", "+Inf", "+Inf", "+Inf"])},
+    "negative bucket": {"features": buckets("amount", ["-5", "500", "900", "1000"])},
+    "falling buckets": {"features": buckets("amount", ["100", "900", "500", "1000"])},
+    "NaN confusion cell": {"confusion": [({"predicted": "1", "actual": "1"}, "NaN"), ({"predicted": "0", "actual": "1"}, "10")]},
+    "+Inf outliers": {"counters": [({"modelwarden_quantity": "predictions"}, "1000"), ({"modelwarden_quantity": "outliers"}, "+Inf")]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(POISONED))
+def test_non_finite_or_inconsistent_data_is_an_error_naming_the_series_never_a_fail(scripted, case):
+    from modelwarden.api.driftpolicy import DriftPolicySpec, Verdict
+    from modelwarden.metrics.collect import Target, evaluate
+
+    spec = DriftPolicySpec.model_validate({
+        "targetRef": {"name": "fraud"}, "track": "canary", "window": "10m", "minSamples": 10, "reference": {"track": "stable"},
+        "drift": {"method": "ks", "predictions": False}, "performance": [{"metric": "accuracy", "min": 0.8}],
+        "outliers": {"maxRate": 0.05}})
+    poison = POISONED[case]
+
+    def answer(query: str) -> tuple[int, dict, float]:
+        canary = 'track="canary"' in query
+        if "modelwarden_feature_value_bucket" in query:
+            return vector(*(poison["features"] if canary and "features" in poison else buckets("amount", HEALTHY)))
+        if "modelwarden_feedback_total" in query:
+            return vector(*poison.get("confusion", [({"predicted": "1", "actual": "1"}, "950"), ({"predicted": "0", "actual": "1"}, "50")]))
+        return vector(*poison.get("counters", [({"modelwarden_quantity": "predictions"}, "1000"), ({"modelwarden_quantity": "outliers"}, "1")]))
+
+    scripted.router = answer
+    report = evaluate(spec, Target("fraud", "ml", {"canary": "2", "stable": "1"}), provider(scripted.url), datetime.now(timezone.utc)).report
+    results = {r.check: r for r in report.evaluation.results}
+    errors = [r for r in results.values() if r.verdict == Verdict.ERROR]
+    assert report.evaluation.verdict == Verdict.ERROR and not [r for r in results.values() if r.verdict == Verdict.FAIL], results
+    assert errors and all("invalid data from Prometheus" in r.message for r in errors), errors
+    named = errors[0].message
+    assert ('feature="amount"' in named) or ('predicted="1"' in named) or ('modelwarden_quantity="outliers"' in named), named
+    # Everything the poisoned series does not feed is still judged (and passes here).
+    assert {r.verdict for r in results.values()} <= {Verdict.ERROR, Verdict.PASS}, results

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from modelwarden.analysis.evaluate import (
     CLASSIFICATION_METRICS,
     LATENCY_QUANTILES,
@@ -148,6 +150,8 @@ def collect(
         try:
             kind = "custom" if part.startswith("custom.") else part.split(".", 1)[1]
             fetched[part] = _DECODERS[kind](vector)
+        except InvalidData as exc:
+            failures[part] = f"invalid data from Prometheus: {exc}"
         except (KeyError, ValueError) as exc:
             failures[part] = f"unexpected result shape: {exc}"
         parse_seconds += vector.decode_seconds + time.perf_counter() - started
@@ -207,10 +211,49 @@ def _reference(spec: DriftPolicySpec, fetched: dict[str, Any], failures: dict[st
     )
 
 
+class InvalidData(ValueError):
+    """Values no healthy series can have (NaN, infinite, negative counts, cumulative buckets that
+    fall): the checks that need them are an Error naming the series, never a verdict to act on."""
+
+
+def _series(labels: dict[str, str]) -> str:
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def _counts(vector: InstantVector) -> np.ndarray:
+    """The values, once each is a finite non-negative count (else InvalidData naming the series)."""
+    values = np.asarray(vector.values, dtype=float)
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise InvalidData(f"series {_series(vector.labels[index])} has the value {values[index]!r}; counts are finite and >= 0")
+    return values
+
+
 def _histograms(vector: InstantVector, name_label: str | None = None, name: str = "") -> BucketMatrix:
-    """One row per value of ``name_label`` (features), or a single row called ``name``."""
+    """One row per value of ``name_label`` (features), or a single row called ``name``.
+
+    Cumulative buckets never fall as ``le`` grows; a fall beyond rounding (0.1 % or one
+    observation) means the data is inconsistent, not that the distribution changed.
+    """
+    values = _counts(vector)
     names = [labels.get(name_label, "") for labels in vector.labels] if name_label else [name] * len(vector.labels)
-    return BucketMatrix.from_samples(names, [float(labels["le"]) for labels in vector.labels], vector.values)
+    le = np.array([float(labels["le"]) for labels in vector.labels])
+    if len(values) > 1:
+        _, groups = np.unique(np.asarray(names, dtype=object), return_inverse=True)
+        order = np.lexsort((le, groups))
+        same = groups[order][1:] == groups[order][:-1]
+        before, after = values[order][:-1], values[order][1:]
+        falls = same & (before - after > np.maximum(1.0, 1e-3 * before))
+        if falls.any():
+            at = int(np.argmax(falls))
+            lower, upper = vector.labels[order[at]], vector.labels[order[at + 1]]
+            raise InvalidData(f"cumulative bucket {_series(upper)} = {after[at]:g} is below {_series(lower)} = {before[at]:g}")
+    return BucketMatrix.from_samples(names, le, values)
+
+
+def _quantities(vector: InstantVector, key: Callable[[dict[str, str]], Any]) -> dict[Any, float]:
+    return {key(labels): float(v) for labels, v in zip(vector.labels, _counts(vector))}
 
 
 def _single_value(vector: InstantVector) -> float:
@@ -223,7 +266,7 @@ _DECODERS: dict[str, Callable[[InstantVector], Any]] = {
     "features": lambda vector: _histograms(vector, name_label="feature"),
     "prediction": lambda vector: _histograms(vector, name="prediction"),
     "latency": lambda vector: _histograms(vector, name="latency"),
-    "counters": lambda vector: {labels[queries.QUANTITY_LABEL]: float(v) for labels, v in zip(vector.labels, vector.values)},
-    "confusion": lambda vector: {(labels["predicted"], labels["actual"]): float(v) for labels, v in zip(vector.labels, vector.values)},
+    "counters": lambda vector: _quantities(vector, lambda labels: labels[queries.QUANTITY_LABEL]),
+    "confusion": lambda vector: _quantities(vector, lambda labels: (labels["predicted"], labels["actual"])),
     "custom": _single_value,
 }

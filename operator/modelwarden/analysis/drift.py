@@ -125,7 +125,10 @@ def detect(
 
 
 def verdict(drift: FeatureDrift, drift_share: float | None, min_samples: int, correction: Correction) -> CheckResult:
-    """The check result of a drift detection: Fail > Error (edge mismatch) > InsufficientData > Pass."""
+    """The check result of a drift detection: Fail > Error (edge mismatch) > InsufficientData > Pass.
+
+    A Pass needs every feature tested: one missing from a window (or below minSamples) makes the
+    check InsufficientData, which never acts and never lets a canary gate pass."""
     tested = int(drift.tested.sum())
     drifted = int(drift.drifted.sum())
     share = drifted / tested if tested else 0.0
@@ -151,7 +154,13 @@ def verdict(drift: FeatureDrift, drift_share: float | None, min_samples: int, co
         if not drift.names:
             message = "no histograms to test"
         return result(drift.check, Verdict.INSUFFICIENT_DATA, message, None, share_threshold, samples)
-    return result(drift.check, Verdict.PASS, f"{drifted} of {tested} drifted ({rule}){skipped}", share, share_threshold, samples)
+    if skipped:  # never a Pass by omission: a feature missing from a window was not shown to be fine
+        untested = [drift.names[i] for i in np.flatnonzero(~drift.tested & ~drift.mismatched)]
+        message = (f"{len(untested)} of {len(drift.names)} not tested (fewer than {min_samples} observations on a side): "
+                   f"{', '.join(untested[:NAMED_IN_MESSAGE])}" + (f" and {len(untested) - NAMED_IN_MESSAGE} more" if len(untested) > NAMED_IN_MESSAGE else "")
+                   + f"; {drifted} of {tested} tested drifted ({rule})")
+        return result(drift.check, Verdict.INSUFFICIENT_DATA, message, share, share_threshold, samples)
+    return result(drift.check, Verdict.PASS, f"{drifted} of {tested} drifted ({rule})", share, share_threshold, samples)
 
 
 def _rule(drift: FeatureDrift, correction: Correction) -> str:

@@ -136,3 +136,17 @@ def test_comparison_needs_min_samples_on_both_tracks():
         baseline=TrackWindow(counters={"requests": 100.0, "errors": 0.0}),
     )
     assert evaluate_policy(spec, observations, NOW).evaluation.verdict is I
+
+
+def test_features_missing_from_a_window_are_insufficient_data_never_a_pass_by_omission():
+    counts = {name: [1000, 1000, 1000, 1000] for name in ("a", "b", "c")}
+    reference = Reference("r", _matrix(counts), BucketMatrix.empty())
+    spec = _spec(reference={"track": "stable"}, drift={"predictions": False})
+    partial = evaluate_policy(spec, Observations(TrackWindow(features=_matrix({"a": counts["a"]})), reference), NOW).evaluation
+    assert partial.verdict is I, partial.results
+    assert "2 of 3 not tested" in partial.results[0].message and "b, c" in partial.results[0].message
+    whole = evaluate_policy(spec, Observations(TrackWindow(features=_matrix(counts)), reference), NOW).evaluation
+    assert whole.verdict is P
+    # Evidence of drift on what is there still counts: a Fail is not hidden by the missing features.
+    drifted = evaluate_policy(spec, Observations(TrackWindow(features=_matrix({"a": [3000, 500, 300, 200]})), reference), NOW)
+    assert drifted.evaluation.verdict is F

@@ -26,6 +26,8 @@ from tests.contention import CpuBurners, FaultyApiProxy
 from tests.simulators import Kubelet
 
 RUNS = int(os.environ.get("MODELWARDEN_CONTENTION_RUNS", "20"))
+# About 5 minutes on this 2-core machine, longer when it is busy: its own bound, not the suite's 300 s.
+pytestmark = pytest.mark.timeout(1800)
 FAST = {"MODELWARDEN_RECONCILE_INTERVAL": "2", "MODELWARDEN_POLICY_TICK": "0.5"}
 THRESHOLD = 2
 TRAINER = {"template": {"spec": {"containers": [{"name": "train", "image": "trainer:1"}]}}}

@@ -320,7 +320,7 @@ def test_cpu_burners_burn_stop_and_never_outlive_their_parent():
 
     short = CpuBurners(n=1, max_seconds=0.5).start()
     try:
-        assert short.wait(10), "a burner outlived its max_seconds"
+        assert short.wait(120), "a burner outlived its max_seconds"  # a bound for a busy machine, not a duration
     finally:
         short.stop()
 

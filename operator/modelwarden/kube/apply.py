@@ -45,7 +45,6 @@ class ApplyResult:
     deleted: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)  # same name, someone else's object: left alone
     unavailable: list[str] = field(default_factory=list)  # kinds the cluster does not serve
-    applied: dict[ChildKey, dict[str, Any]] = field(default_factory=dict)  # the server's answer per written child
 
     @property
     def changed(self) -> bool:
@@ -69,14 +68,13 @@ def apply_children(
                     continue
                 if is_subset(obj, written):
                     result.created.append(label)
-                    result.applied[key(obj)] = written
                     continue
             elif not owned_by(current, owner_uid):
                 result.conflicts.append(label)
                 continue
             elif is_subset(obj, current):
                 continue
-            result.applied[key(obj)] = api.apply(obj)
+            api.apply(obj)
             result.updated.append(label)
         except RouteApiUnavailable:
             result.unavailable.append(f"{kind}.{api_version}")

@@ -1,7 +1,10 @@
 """Test tiers and shared fixtures.
 
-Tiers follow the directory a test lives in (tests/unit, tests/component, tests/integration,
-tests/cluster) and become pytest markers, so `pytest -m unit` runs only pure tests.
+Tiers follow the directory a test lives in (tests/unit, tests/emulator, tests/component,
+tests/integration, tests/controlplane, tests/cluster) and become pytest markers, so `pytest -m
+unit` runs only pure tests. The component and integration tiers run the operator against a real
+control plane per test (``cluster``: tests/realcluster.py); the emulator tier tests the API
+emulator that `make demo` uses.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-TIERS = ("unit", "component", "integration", "controlplane", "cluster")
+TIERS = ("unit", "emulator", "component", "integration", "controlplane", "cluster")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -118,7 +121,8 @@ def prometheus_factory(tmp_path):
 
 @pytest.fixture
 def api_server(tmp_path):
-    """A fresh API emulator (kmock + API-server semantics) with our CRDs and the built-in kinds."""
+    """A fresh API emulator (kmock + API-server semantics) with our CRDs and the built-in kinds:
+    the emulator tier's server (and `make demo`'s); the operator tiers use ``cluster``."""
     from modelwarden.sandbox.apiserver import EmulatedApiServer
 
     server = EmulatedApiServer(crd_dir=ROOT / "crds", extra_crd_dirs=(SHARED / "schemas",)).start()
@@ -130,38 +134,51 @@ def api_server(tmp_path):
 
 
 @pytest.fixture
-def kube(api_server):
-    """A tiny REST client for the emulator (tests never import the kubernetes package)."""
-    from tests.kubeclient import KubeClient
+def cluster(request, tmp_path):
+    """A real control plane of its own for this test, with our CRDs and the chart's RBAC
+    (tests/realcluster.py); its logs are kept when the test failed."""
+    from tests.realcluster import Cluster
 
-    return KubeClient(api_server.url)
+    failed_before = request.session.testsfailed
+    started = Cluster(tmp_path / "cluster").start()
+    try:
+        yield started
+    finally:
+        started.stop(keep=request.session.testsfailed > failed_before)
+
+
+@pytest.fixture
+def kube(cluster):
+    """A tiny REST client as the cluster's admin (tests never import the kubernetes package)."""
+    return cluster.kube
 
 
 @pytest.fixture
 def kubelet(kube):
-    """Marks every Deployment ready, as the cluster's controllers would (tests/simulators.py)."""
-    from tests.simulators import Kubelet
+    """Runs the Pods of Deployments (Running, Ready) and of Jobs (as told) in place of a node."""
+    from tests.realcluster import PodKubelet
 
-    simulator = Kubelet(kube).start()
+    simulator = PodKubelet(kube).start()
     yield simulator
     simulator.stop()
 
 
 @pytest.fixture
-def operator_factory(api_server, tmp_path):
-    """Start real `modelwarden run` processes against the emulator; all are stopped at teardown."""
+def operator_factory(cluster, tmp_path):
+    """Start real `modelwarden run` processes as the chart's ServiceAccount (only the chart's
+    RBAC); all are stopped at teardown."""
     from tests.processes import OperatorProcess
 
     started: list[OperatorProcess] = []
 
     def start(*extra_args: str, env: dict[str, str] | None = None) -> OperatorProcess:
         process = OperatorProcess(
-            kubeconfig=api_server.kubeconfig_path,
+            kubeconfig=cluster.operator_kubeconfig,
             log_path=tmp_path / f"operator-{len(started)}.log",
             extra_args=extra_args,
             env=env or {},
         )
-        process.start()
+        process.start(timeout=60)
         started.append(process)
         return process
 

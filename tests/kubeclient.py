@@ -1,4 +1,5 @@
-"""A minimal Kubernetes REST client for tests: plain HTTP against the emulator, no kubernetes package."""
+"""A minimal Kubernetes REST client for tests (no kubernetes package): plain HTTP against the
+emulator, or a requests session with the admin's client certificate against a real control plane."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import requests
 
 from modelwarden import API_VERSION
 
-CORE = {"pods", "services", "configmaps", "secrets", "events", "namespaces"}
-APPS = {"deployments"}
+CORE = {"pods", "services", "configmaps", "secrets", "events", "namespaces", "serviceaccounts"}
+APPS = {"deployments", "replicasets"}
 BATCH = {"jobs", "cronjobs"}
 AUTOSCALING = {"horizontalpodautoscalers"}
 OURS = {"modeldeployments", "driftpolicies"}
@@ -36,9 +37,9 @@ def collection_path(plural: str, namespace: str | None, api_version: str | None 
 
 
 class KubeClient:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, session: requests.Session | None = None) -> None:
         self.url = url
-        self.session = requests.Session()
+        self.session = session or requests.Session()
 
     def _check(self, response: requests.Response) -> dict[str, Any]:
         if response.status_code >= 400:
@@ -69,14 +70,22 @@ class KubeClient:
 
     def wait_for(
         self, plural: str, name: str, predicate: Callable[[dict[str, Any]], bool], namespace: str = "default",
-        timeout: float = 20.0,
+        timeout: float = 20.0, api_version: str | None = None,
     ) -> dict[str, Any]:
         """Poll an object until the predicate holds; fail with the last state seen."""
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
-            last = self.get(plural, name, namespace)
+            last = self.get(plural, name, namespace, api_version)
             if last is not None and predicate(last):
                 return last
             time.sleep(0.1)
         raise AssertionError(f"{plural}/{name} did not reach the expected state in {timeout}s; last: {last}")
+
+    def wait_gone(self, plural: str, name: str, namespace: str = "default", timeout: float = 20.0) -> None:
+        """Poll until the object no longer exists."""
+        deadline = time.monotonic() + timeout
+        while (last := self.get(plural, name, namespace)) is not None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{plural}/{name} still exists after {timeout}s: {last}")
+            time.sleep(0.1)

@@ -1,5 +1,5 @@
 """The real operator process evaluates DriftPolicies against Prometheus-API fakes (tests/simulators.py)
-and acts through the API emulator: verdicts, rollback, retraining Jobs, CronJobs, faults, restarts."""
+and acts through a real control plane: verdicts, rollback, retraining Jobs, CronJobs, faults, restarts."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ MD = {
         "traffic": {"router": "istio"},
     },
 }
-TRAINER = {"template": {"spec": {"containers": [{"name": "train", "image": "trainer:1", "env": [{"name": "MODELWARDEN_MODEL", "value": "x"}]}]}}}
+# backoffLimit 0: a failed Pod fails the Job at once (the real Job controller backs off 10 s, 20 s, ... before retries).
+TRAINER = {"backoffLimit": 0, "template": {"spec": {"containers": [{"name": "train", "image": "trainer:1", "env": [{"name": "MODELWARDEN_MODEL", "value": "x"}]}]}}}
 
 
 def policy(name: str, url: str, threshold: int = 2, interval: str = "1s", **actions) -> dict:
@@ -47,7 +48,7 @@ def reasons(kube, name: str | None = None) -> list[str]:
 
 
 def env_of(job: dict) -> dict:
-    return {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    return {e["name"]: e.get("value", "") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
 def start_canary(kube) -> None:
@@ -108,8 +109,7 @@ def test_breach_rolls_back_retrains_once_and_recovers(kube, kubelet, operator_fa
     assert "delivered to event" in next(e["message"] for e in kube.list("events") if e["reason"] == "AlertSent")
 
     # The Job finishes; status follows it.
-    kube.patch("jobs", job["metadata"]["name"], {"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}},
-               subresource="status")
+    kubelet.finish_job(job["metadata"]["name"], succeeded=True)
     done = kube.wait_for("driftpolicies", "gate", lambda o: status(o)["lastRetrain"]["outcome"] == "Succeeded")
     assert done["status"]["lastRetrain"]["finishedAt"]
     assert "RetrainSucceeded" in reasons(kube, "gate")
@@ -120,9 +120,7 @@ def test_breach_rolls_back_retrains_once_and_recovers(kube, kubelet, operator_fa
     assert manual["status"]["lastRetrain"]["trigger"] == "Manual"
     manual_job = kube.get("jobs", manual["status"]["lastRetrain"]["jobName"])
     assert env_of(manual_job)["MODELWARDEN_TRIGGER"] == "Manual" and manual_job["metadata"]["labels"]["modelwarden.io/trigger"] == "manual"
-    kube.patch("jobs", manual_job["metadata"]["name"], {"status": {"failed": 1, "conditions": [
-        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}},
-        subresource="status")
+    kubelet.finish_job(manual_job["metadata"]["name"], succeeded=False)
     kube.wait_for("driftpolicies", "gate", lambda o: status(o)["lastRetrain"]["outcome"] == "Failed")
     assert "RetrainFailed" in reasons(kube, "gate") and len(kube.list("jobs")) == 2
 
@@ -163,7 +161,7 @@ def test_schedule_keeps_a_cronjob_and_suspend_stops_evaluating(kube, kubelet, op
     assert cronjob["spec"]["schedule"] == "@daily" and cronjob["spec"]["concurrencyPolicy"] == "Forbid"
     assert cronjob["metadata"]["ownerReferences"][0]["kind"] == "DriftPolicy"
     pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    env = {e["name"]: e.get("value", "") for e in pod["containers"][0]["env"]}
     assert env["MODELWARDEN_TRIGGER"] == "Schedule" and env["MODELWARDEN_VERSION"] == "2" and env["MODELWARDEN_MODEL"] == "fraud"
     kube.patch("driftpolicies", "gate", {"spec": {"actions": {"retrain": {"schedule": "0 3 * * 1"}}}})
     kube.wait_for("cronjobs", "gate-retrain", lambda o: o["spec"]["schedule"] == "0 3 * * 1")

@@ -1,7 +1,9 @@
-"""The real `modelwarden run` process against the API emulator."""
+"""The real `modelwarden run` process against a real control plane, as the chart's ServiceAccount."""
 
 import copy
+import time
 
+import pytest
 import requests
 
 MD = {
@@ -45,7 +47,24 @@ def test_a_spec_that_slips_past_the_schema_is_a_permanent_invalidspec(kube, oper
     operator = operator_factory("-A")
     broken = copy.deepcopy(MD)
     del broken["spec"]["stable"]
-    kube.create("modeldeployments", broken)
+    # The API server rejects it, naming the field ...
+    with pytest.raises(requests.HTTPError) as rejected:
+        kube.create("modeldeployments", broken)
+    assert rejected.value.response.status_code == 422 and "spec.stable: Required value" in rejected.value.response.text
+    # ... but an object stored under an older, looser CRD is still there after an upgrade: the
+    # operator refuses it on its own.
+    crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/modeldeployments.modelwarden.io"
+    loose = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    kube._check(kube.session.patch(kube.url + crd, json=[{"op": "replace", "path": "/spec/versions/0/schema/openAPIV3Schema", "value": loose}],
+                                   headers={"Content-Type": "application/json-patch+json"}))
+    deadline = time.monotonic() + 30
+    while True:  # the API server serves the new schema a moment after the CRD changed
+        try:
+            kube.create("modeldeployments", broken)
+            break
+        except requests.HTTPError:
+            assert time.monotonic() < deadline, "the loosened CRD was not served"
+            time.sleep(0.2)
     failed = kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("phase") == "Failed")
     condition = next(c for c in failed["status"]["conditions"] if c["type"] == "InvalidSpec")
     assert condition["status"] == "True" and "spec.stable" in condition["message"]
@@ -54,7 +73,7 @@ def test_a_spec_that_slips_past_the_schema_is_a_permanent_invalidspec(kube, oper
 
 def test_namespaced_operator_ignores_other_namespaces(kube, operator_factory):
     # As on a real cluster, the watched namespace exists before the operator starts.
-    kube.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}}, namespace=None)
+    assert kube.get("namespaces", "ml", namespace=None)
     operator_factory("-n", "ml")
     kube.create("modeldeployments", MD)  # in "default"
     kube.create("modeldeployments", {**MD, "metadata": {"name": "fraud", "namespace": "ml"}})

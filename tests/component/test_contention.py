@@ -1,4 +1,5 @@
-"""The contention tier: the real operator behind an API proxy that delays every call 0.3-2 s,
+"""The contention tier: the real operator (as the chart's ServiceAccount) behind an API proxy in
+front of a real control plane that delays every call 0.3-2 s,
 delays and reorders watch events, and answers 5 % of writes with 409 and 10 % of calls with 500,
 while two busy loops starve the CPU. Promotion, canary-abort and stable-rollback run side by side
 (RUNS of each, default 20) and every assertion is an order or a count, never a duration:
@@ -17,13 +18,14 @@ import copy
 import json
 import os
 import re
+import ssl
 import threading
 
 import pytest
 import requests
 
 from tests.contention import CpuBurners, FaultyApiProxy
-from tests.simulators import Kubelet
+from tests.realcluster import PodKubelet
 
 RUNS = int(os.environ.get("MODELWARDEN_CONTENTION_RUNS", "20"))
 # About 5 minutes on this 2-core machine, longer when it is busy: its own bound, not the suite's 300 s.
@@ -55,17 +57,18 @@ def policy(namespace: str, name: str, track: str, url: str, retrain: bool) -> di
 class WatchRecorder:
     """Every event of some kinds, straight from the API server (not through the proxy), in order."""
 
-    def __init__(self, url: str, paths: dict[str, str]) -> None:
-        self.url, self.paths = url, paths
+    def __init__(self, url: str, paths: dict[str, str], session_factory) -> None:
+        self.url, self.paths, self.session_factory = url, paths, session_factory
         self.events: dict[str, list[dict]] = collections.defaultdict(list)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._watch, args=(kind, path), daemon=True) for kind, path in paths.items()]
 
     def _watch(self, kind: str, path: str) -> None:
+        session = self.session_factory()  # one per thread
         while not self._stop.is_set():
             try:
-                with requests.get(f"{self.url}{path}", params={"watch": "true"}, stream=True, timeout=(5, 3600)) as response:
+                with session.get(f"{self.url}{path}", params={"watch": "true"}, stream=True, timeout=(5, 3600)) as response:
                     for line in response.iter_lines():
                         if self._stop.is_set():
                             return
@@ -134,28 +137,31 @@ def wait_all(kube, namespace: str, names: list[str], predicate, timeout: float, 
 
 
 @pytest.fixture
-def contention(api_server, tmp_path):
-    proxy = FaultyApiProxy(api_server.url, seed=11).start()
+def contention(cluster, tmp_path):
+    upstream_tls = ssl.create_default_context(cafile=str(cluster.plane.ca_path))
+    proxy = FaultyApiProxy(cluster.url, seed=11, ssl_context=upstream_tls).start()
     proxy.pause_faults()
-    burners = CpuBurners(2, max_seconds=1200).start()
+    burners = CpuBurners(2, max_seconds=1800).start()
     try:
-        yield proxy, proxy.write_kubeconfig(tmp_path / "kubeconfig-proxy")
+        yield proxy, proxy.write_kubeconfig(tmp_path / "kubeconfig-proxy", token=cluster.operator_token)
     finally:
         burners.stop()
         proxy.stop()
 
 
-def test_decisions_stay_right_under_contention(api_server, kube, contention, fake_prometheus, tmp_path):
+def test_decisions_stay_right_under_contention(cluster, kube, contention, fake_prometheus, tmp_path):
     from tests.processes import OperatorProcess, free_port
 
     proxy, kubeconfig = contention
     passing, failing = fake_prometheus(value=0), fake_prometheus(value=5)
-    recorder = WatchRecorder(api_server.url, {
+    for namespace in ("promote", "abort", "rollback"):
+        kube.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, namespace=None)
+    recorder = WatchRecorder(cluster.url, {
         "md": "/apis/modelwarden.io/v1alpha1/modeldeployments",
         "deploy": "/apis/apps/v1/deployments",
         "vs": "/apis/networking.istio.io/v1/virtualservices",
-    }).start()
-    kubelet = Kubelet(kube, interval=0.5).start()
+    }, cluster.plane.session).start()
+    kubelet = PodKubelet(kube, interval=0.5).start()
     metrics_port = free_port()
     operator = OperatorProcess(kubeconfig=kubeconfig, log_path=tmp_path / "operator.log",
                                extra_args=("-A", "--metrics-port", str(metrics_port)), env=FAST)

@@ -71,19 +71,21 @@ class LoopServer:
     async def _serve(self) -> None:
         raise NotImplementedError
 
-    def kubeconfig(self) -> dict[str, Any]:
+    def kubeconfig(self, token: str = "emulator") -> dict[str, Any]:
+        """A kubeconfig for this server over plain HTTP; ``token`` is sent as the bearer token
+        (the emulator ignores it; a proxy to a real API server forwards it)."""
         return {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "emulator", "user": {"token": "emulator"}}],
+            "users": [{"name": "emulator", "user": {"token": token}}],
             "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator", "namespace": "default"}}],
             "current-context": "emulator",
         }
 
-    def write_kubeconfig(self, path: Path | str) -> Path:
+    def write_kubeconfig(self, path: Path | str, token: str = "emulator") -> Path:
         path = Path(path)
-        path.write_text(yaml.safe_dump(self.kubeconfig()))
+        path.write_text(yaml.safe_dump(self.kubeconfig(token)))
         return path
 
     def __enter__(self) -> Any:

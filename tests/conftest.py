@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import pathlib
 import shutil
 import subprocess
@@ -185,3 +186,10 @@ def operator_factory(cluster, tmp_path):
     yield start
     for process in started:
         process.stop()
+    # The chart's RBAC is enough: the API server never refused the operator anything.
+    refused = [line for process in started if not process.expects_forbidden
+               for line in process.log().splitlines() if FORBIDDEN.search(line)]
+    assert not refused, f"the API server refused the chart's ServiceAccount: {refused[:3]}"
+
+
+FORBIDDEN = re.compile(r'Forbidden|HTTP/1\.1" 403 ')

@@ -23,6 +23,7 @@ class OperatorProcess:
         self.env = env or {}
         self.liveness_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.expects_forbidden = False  # a test that takes RBAC away sets this
 
     @property
     def liveness_url(self) -> str:

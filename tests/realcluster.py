@@ -20,7 +20,6 @@ import functools
 import shutil
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ import requests
 from tests.controlplane.support import KUBE_BIN, NAMESPACES, ROOT, SHARED_SCHEMAS, missing
 from tests.kubeclient import KubeClient
 
-CRD_API = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 RBAC_KINDS = {"ServiceAccount": "serviceaccounts", "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings"}
 
 
@@ -71,10 +69,9 @@ class Cluster:
     def start(self) -> "Cluster":
         self.plane.start()
         try:
-            self._install_crds()
+            self.plane.install_crds(crd_documents())
             for namespace in NAMESPACES:
-                self.kube.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-                                 namespace=None)
+                self.plane.create_namespace(namespace)
             self._install_chart_rbac()
             self.plane.start_controller_manager()
         except BaseException:
@@ -82,24 +79,10 @@ class Cluster:
             raise
         return self
 
-    def _install_crds(self) -> None:
-        session = self.kube.session
-        names = []
-        for crd in crd_documents():
-            response = session.post(self.url + CRD_API, json=crd, timeout=30)
-            assert response.ok, f"CRD {crd['metadata']['name']}: {response.status_code} {response.text[:300]}"
-            names.append(crd["metadata"]["name"])
-        deadline = time.monotonic() + 60
-        for name in names:
-            while not any(c["type"] == "Established" and c["status"] == "True"
-                          for c in (session.get(f"{self.url}{CRD_API}/{name}", timeout=10).json().get("status") or {}).get("conditions", [])):
-                assert time.monotonic() < deadline, f"CRD {name} not Established"
-                time.sleep(0.05)
-
     def _install_chart_rbac(self) -> None:
         from tests.helm import NAMESPACE
 
-        self.kube.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}, namespace=None)
+        self.plane.create_namespace(NAMESPACE)
         account = None
         for doc in chart_rbac():
             plural = RBAC_KINDS[doc["kind"]]

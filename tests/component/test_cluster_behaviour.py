@@ -6,6 +6,7 @@ garbage collection of everything a deleted ModelDeployment owned, and what kopf'
 from __future__ import annotations
 
 import copy
+import re
 
 import yaml
 
@@ -117,3 +118,29 @@ def test_without_the_operator_its_finalizer_holds_a_deletion_until_it_is_back(ku
     operator_factory("-A", env=FAST)  # the operator stops the daemon and releases its finalizer
     kube.wait_gone("modeldeployments", "fraud", timeout=60)
     wait_children(kube, NO_CHILDREN)
+
+
+def test_a_verb_missing_from_the_chart_rbac_is_refused_and_shows(cluster, kube, kubelet, operator_factory):
+    """What makes the chart's RBAC proven by every operator test: the operator runs as the chart's
+    ServiceAccount, and the operator_factory fixture fails a test whose operator was refused."""
+    from tests.realcluster import chart_rbac
+
+    role = next(doc for doc in chart_rbac() if doc["kind"] == "ClusterRole" and any(
+        "deployments" in rule.get("resources", []) for rule in doc["rules"]))
+    without_services = copy.deepcopy(role)
+    without_services["rules"] = [rule for rule in role["rules"] if "services" not in rule.get("resources", [])]
+    url = f"{cluster.url}/apis/rbac.authorization.k8s.io/v1/clusterroles/{role['metadata']['name']}"
+    kube._check(kube.session.put(url, json={**without_services, "metadata": kube._check(kube.session.get(url))["metadata"]}))
+    operator = operator_factory("-A", env=FAST)
+    operator.expects_forbidden = True
+    kube.create("modeldeployments", copy.deepcopy(MD))
+    import time
+
+    deadline = time.monotonic() + 60
+    while not FORBIDDEN_SERVICES.search(operator.log()):
+        assert time.monotonic() < deadline, operator.log()[-3000:]
+        time.sleep(0.2)
+    assert children(kube)["services"] == []
+
+
+FORBIDDEN_SERVICES = re.compile(r"Forbidden.*services|services.*Forbidden|services.* is forbidden")

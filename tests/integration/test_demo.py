@@ -9,14 +9,18 @@ import sys
 import pytest
 
 from tests.conftest import require_binary
+from tests.controlplane.support import KUBE_BIN, missing
 
 
 @pytest.mark.timeout(240)
-def test_demo_rolls_back_the_drifted_canary_and_reports_it(tmp_path):
+@pytest.mark.parametrize("control_plane", ["emulator", "real"])
+def test_demo_rolls_back_the_drifted_canary_and_reports_it(tmp_path, control_plane):
     require_binary("prometheus")
+    if control_plane == "real" and not (KUBE_BIN / "kube-apiserver").exists():
+        missing(f"kube-apiserver not found in {KUBE_BIN}")
     result = subprocess.run(
         [sys.executable, "-m", "modelwarden", "demo", "--json", "--speed", "max", "--duration", "180",
-         "--workdir", str(tmp_path)],
+         "--workdir", str(tmp_path), "--control-plane", control_plane, "--kube-bin", str(KUBE_BIN)],
         capture_output=True, text=True, timeout=220,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -36,7 +40,9 @@ def test_demo_rolls_back_the_drifted_canary_and_reports_it(tmp_path):
     assert summary["requests"]["stable"] > 0 and summary["requests"]["canary"] > 0
     milestones = [m["what"] for m in summary["milestones"]]
     assert milestones[0].startswith("stable 1 serving") and milestones[-1].startswith("alert delivered")
-    # Every process the demo started is gone (model servers, Prometheus, the operator).
+    if control_plane == "real":
+        assert re.search(r"control plane v1\.\d+\.\d+ ready", result.stderr), result.stderr[:2000]
+    # Every process the demo started is gone (model servers, Prometheus, the operator, the control plane).
     assert processes_mentioning(str(tmp_path)) == []
     assert "Progressing" in result.stderr and "RolledBack" in result.stderr  # live progress was shown
 

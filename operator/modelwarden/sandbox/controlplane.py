@@ -411,6 +411,33 @@ class ControlPlane:
                     usage[name] = int(line.split()[1]) / 1024
         return usage
 
+    # -- setting up -----------------------------------------------------------------------------
+
+    def install_crds(self, crds: list[dict[str, Any]], timeout: float = 60.0) -> list[str]:
+        """Create CustomResourceDefinitions (as the admin) and wait until all are Established."""
+        session = self.session()
+        api = f"{self.url}/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        names = []
+        for crd in crds:
+            response = session.post(api, json=crd, timeout=30)
+            if not response.ok:
+                raise ControlPlaneError(f"CRD {crd['metadata']['name']}: {response.status_code} {response.text[:300]}")
+            names.append(crd["metadata"]["name"])
+        deadline = time.monotonic() + timeout
+        for name in names:
+            while not any(c["type"] == "Established" and c["status"] == "True"
+                          for c in (session.get(f"{api}/{name}", timeout=10).json().get("status") or {}).get("conditions", [])):
+                if time.monotonic() > deadline:
+                    raise ControlPlaneError(f"CRD {name} not Established within {timeout}s")
+                time.sleep(0.05)
+        return names
+
+    def create_namespace(self, name: str) -> None:
+        response = self.session().post(f"{self.url}/api/v1/namespaces", timeout=30,
+                                       json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        if not response.ok and response.status_code != 409:
+            raise ControlPlaneError(f"namespace {name}: {response.status_code} {response.text[:300]}")
+
     # -- kubeconfigs and ServiceAccount tokens -------------------------------------------------
 
     def _kubeconfig(self, user: str, credentials: dict[str, str]) -> dict[str, Any]:

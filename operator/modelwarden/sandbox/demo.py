@@ -7,6 +7,12 @@ serves; a canary is added and advances while its DriftPolicy passes; drift is in
 canary's traffic; the policy fails, the operator rolls the canary back, alerts and launches a
 retraining Job. It prints live progress, then a summary and the Events; `--json` prints the
 summary as JSON. Every process it starts is stopped on the way out.
+
+``--control-plane real`` runs the same scenario against a real etcd + kube-apiserver +
+kube-controller-manager (built by ``make control-plane``; see sandbox/controlplane.py): real
+admission, server-side apply, watches, garbage collection and the Job controller. The kubelet
+stand-in still plays the Deployment controller's part, since it is what runs the model servers
+as local processes.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any
 import requests
 
 from modelwarden import API_VERSION
-from modelwarden.sandbox.apiserver import EmulatedApiServer
+from modelwarden.sandbox.apiserver import EmulatedApiServer, default_crd_dir
 from modelwarden.sandbox.kubelet import ProcessKubelet
 from modelwarden.processes import free_port
 from modelwarden.sandbox.prometheus import PrometheusServer
@@ -69,6 +75,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=170.0, help="give up after this many seconds (default 170)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON (progress goes to stderr)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs and models here (default: a temp dir)")
+    parser.add_argument("--control-plane", choices=("emulator", "real"), default="emulator",
+                        help="the embedded API emulator (default, starts in a second) or a real kube-apiserver, etcd and "
+                             "kube-controller-manager built by `make control-plane`")
+    parser.add_argument("--kube-bin", type=Path, default=Path(os.environ.get("MODELWARDEN_KUBE_BIN", ".tools/kubernetes/bin")),
+                        help="where kube-apiserver and kube-controller-manager are (default .tools/kubernetes/bin; "
+                             "env MODELWARDEN_KUBE_BIN)")
 
 
 class Demo:
@@ -77,6 +89,7 @@ class Demo:
         self.deadline = time.monotonic() + args.duration
         self.started = time.monotonic()
         self.json = args.json
+        self.control_plane, self.kube_bin = args.control_plane, args.kube_bin
         self.workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mw-demo-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.milestones: list[tuple[float, str]] = []
@@ -94,7 +107,7 @@ class Demo:
     # -- API helpers ---------------------------------------------------------------------------
     def url(self, plural: str, name: str = "", group: str = API_VERSION) -> str:
         prefix = "/api/v1" if group == "v1" else f"/apis/{group}"
-        return f"{self.api.url}{prefix}/namespaces/{NAMESPACE}/{plural}" + (f"/{name}" if name else "")
+        return f"{self.api_url}{prefix}/namespaces/{NAMESPACE}/{plural}" + (f"/{name}" if name else "")
 
     def get(self, plural: str, name: str, group: str = API_VERSION) -> dict[str, Any]:
         response = self.session.get(self.url(plural, name, group), timeout=5)
@@ -125,14 +138,12 @@ class Demo:
         # version is served with the stable version's reference profile (see docs/statistics.md).
         models["2"].profile.write_text(models["1"].profile.read_text())
         self.model_dirs = {version: example.directory for version, example in models.items()}
-        self.api = EmulatedApiServer().start()
-        stack.callback(self.api.stop)
+        kubeconfig = self.start_api(stack)
         self.prometheus = PrometheusServer(workdir=self.workdir / "prometheus")
         self.prometheus.start()
         stack.callback(self.prometheus.stop)
         self.receiver = AlertReceiver(WEBHOOK_SECRET).start()
         stack.callback(self.receiver.stop)
-        kubeconfig = self.api.write_kubeconfig(self.workdir / "kubeconfig")
         liveness = f"http://127.0.0.1:{free_port()}/healthz"
         operator_log = (self.workdir / "operator.log").open("wb")
         stack.callback(operator_log.close)
@@ -143,11 +154,37 @@ class Demo:
             start_new_session=True,
         )
         stack.callback(self.stop_operator)
-        self.kubelet = ProcessKubelet(self.api.url, self.prometheus, self.workdir).start()
+        self.kubelet = ProcessKubelet(self.api_url, self.prometheus, self.workdir, session=self.session).start()
         stack.callback(self.kubelet.stop)
         self.traffic = TrafficGenerator(NAME, self.servers, self.weights, rows_per_second=self.pace.rows_per_second).start()
         stack.callback(self.traffic.stop)
         self.wait("operator live", lambda: requests.get(liveness, timeout=1).ok)
+
+    def start_api(self, stack: ExitStack) -> Path:
+        """The API server the operator talks to; returns the operator's kubeconfig."""
+        if self.control_plane == "emulator":
+            api = EmulatedApiServer().start()
+            stack.callback(api.stop)
+            self.api_url = api.url
+            return api.write_kubeconfig(self.workdir / "kubeconfig")
+        from modelwarden.sandbox.controlplane import ControlPlane, ControlPlaneNotInstalled
+
+        try:
+            # No Deployment or ReplicaSet controller: the kubelet stand-in reports Deployment status.
+            plane = ControlPlane(bin_dir=self.kube_bin, workdir=self.workdir / "control-plane", with_controller_manager=False,
+                                 controllers=("garbage-collector-controller", "job-controller", "serviceaccount-controller",
+                                              "namespace-controller"))
+        except ControlPlaneNotInstalled as error:
+            raise SystemExit(f"--control-plane real: {error}") from None
+        plane.start()
+        stack.callback(plane.stop)
+        plane.install_crds(bundled_crds())
+        plane.create_namespace(NAMESPACE)
+        plane.start_controller_manager()
+        self.say(f"control plane {plane.version} ready in {plane.startup_seconds:.1f}s")
+        self.api_url = plane.url
+        self.session = plane.session()
+        return plane.kubeconfig_path
 
     def stop_operator(self) -> None:
         if self.operator.poll() is None:
@@ -268,6 +305,13 @@ class Demo:
             "durationSeconds": round(time.monotonic() - self.started, 1),
         }
         return result
+
+
+def bundled_crds() -> list[dict[str, Any]]:
+    import yaml
+
+    return [doc for path in sorted(default_crd_dir().glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())
+            if doc and doc.get("kind") == "CustomResourceDefinition"]
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -44,7 +44,8 @@ class PodSpec:
 
 
 class ProcessKubelet:
-    def __init__(self, api_url: str, prometheus: PrometheusServer, log_dir: Path, interval: float = 0.5) -> None:
+    def __init__(self, api_url: str, prometheus: PrometheusServer, log_dir: Path, interval: float = 0.5,
+                 session: requests.Session | None = None) -> None:
         self.api_url = api_url.rstrip("/")
         self.prometheus = prometheus
         self.log_dir = log_dir
@@ -53,7 +54,7 @@ class ProcessKubelet:
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sandbox-kubelet", daemon=True)
-        self._session = requests.Session()
+        self._session = session or requests.Session()  # a real API server's: with the admin's certificate
 
     def start(self) -> "ProcessKubelet":
         self._thread.start()

@@ -1,13 +1,15 @@
 """Benchmark the operator's breach -> action latency: from the DriftPolicy evaluation that reaches
 failureThreshold to the ModelDeployment's rollback (canary abort), quiet and under contention.
 
-Starts the API emulator, a simulated kubelet, one FakePrometheus per trial and the real operator
-(`modelwarden run -A`) and runs ``--trials`` trials, ``--parallel`` at a time, each in its own
+Starts a real control plane (etcd + kube-apiserver + kube-controller-manager built by `make
+control-plane`, with the chart's RBAC; ``--control-plane emulator`` uses the API emulator instead),
+a kubelet stand-in, one FakePrometheus per trial and the real operator (`modelwarden run -A`, as
+the chart's ServiceAccount) and runs ``--trials`` trials, ``--parallel`` at a time, each in its own
 namespace. A trial creates a canary DriftPolicy (interval ``--interval``, window = interval,
 minSamples 1, failureThreshold 2, rollback) with a custom check against its FakePrometheus, and a
 ModelDeployment (stable v1, canary v2 at 20 % paused 1 h, istio). Once the ModelDeployment is
 Progressing and the policy has a Pass, the FakePrometheus starts answering a failing value, and the
-benchmark polls the ModelDeployment (directly on the emulator, every 0.05 s) until it is RolledBack.
+benchmark polls the ModelDeployment (directly on the API server, every 0.05 s) until it is RolledBack.
 
 Per trial it records, from the DriftPolicy's ring buffer (``status.evaluations``), the time of the
 evaluation at which the failure streak reached failureThreshold, and computes
@@ -21,7 +23,7 @@ evaluation at which the failure streak reached failureThreshold, and computes
   the rollback (0 = the rollback acted on the threshold's own evaluation), and the same number as
   the operator reports it (``failed Nx`` in ``status.rollback.reason``, minus failureThreshold).
 
-Modes: ``quiet`` (the operator talks to the emulator directly), ``contention`` (through
+Modes: ``quiet`` (the operator talks to the API server directly), ``contention`` (through
 FaultyApiProxy with its default faults: 0.3-2 s per call, 5 % 409, 10 % 500, delayed and reordered
 watch events, while CpuBurners(2) keep both cores busy), or ``both``. Every process it starts is
 stopped on exit, Ctrl-C included.
@@ -38,6 +40,7 @@ import json
 import math
 import re
 import signal
+import ssl
 import statistics
 import sys
 import tempfile
@@ -57,13 +60,43 @@ from modelwarden.sandbox.apiserver import EmulatedApiServer  # noqa: E402
 from tests.contention import CpuBurners, FaultyApiProxy  # noqa: E402
 from tests.kubeclient import KubeClient  # noqa: E402
 from tests.processes import OperatorProcess  # noqa: E402
-from tests.simulators import FakePrometheus, Kubelet  # noqa: E402
+from tests.realcluster import Cluster, PodKubelet  # noqa: E402
+from tests.simulators import FakePrometheus  # noqa: E402
 
 THRESHOLD = 2
 PASSING, FAILING = 0.0, 5.0
 COUNTED = frozenset({"Pass", "Fail"})  # InsufficientData and Error neither count nor reset a streak
 FAILED_NX = re.compile(r"failed (\d+)x")
 POLL = 0.05
+
+
+class EmulatorKubelet:
+    """Marks every Deployment rolled out and ready on the emulator, which runs no controllers."""
+
+    def __init__(self, kube: KubeClient, interval: float) -> None:
+        self.kube, self.interval = kube, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                for deployment in self.kube.list("deployments", namespace=None):
+                    meta, replicas = deployment["metadata"], deployment["spec"].get("replicas", 1)
+                    wanted = {"observedGeneration": meta["generation"], "replicas": replicas, "readyReplicas": replicas,
+                              "updatedReplicas": replicas, "availableReplicas": replicas}
+                    if {k: (deployment.get("status") or {}).get(k) for k in wanted} != wanted:
+                        self.kube.patch("deployments", meta["name"], {"status": wanted}, meta["namespace"], subresource="status")
+            except Exception:  # noqa: BLE001 - the emulator may be shutting down
+                pass
+
+    def start(self) -> "EmulatorKubelet":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 class Interrupted(Exception):
@@ -182,10 +215,11 @@ class Bench:
 
     # -- one trial -------------------------------------------------------------------------
 
-    def trial(self, url: str, mode: str, index: int) -> Trial:
+    def trial(self, kube: KubeClient, mode: str, index: int) -> Trial:
         namespace, name = f"{mode}-{index}", "model"
         result = Trial(mode, index, namespace)
-        kube = KubeClient(url)
+        if self.args.control_plane == "real":
+            kube.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}, namespace=None)
         fake = self.fake_prometheus()
         timeout = self.args.timeout
         try:
@@ -245,17 +279,24 @@ class Bench:
     def run_mode(self, mode: str) -> list[Trial]:
         args = self.args
         with ExitStack() as stack:
-            server = EmulatedApiServer(crd_dir=ROOT / "crds", extra_crd_dirs=(ROOT.parent / "shared" / "schemas",)).start()
-            stack.callback(server.stop)
-            kubeconfig = server.write_kubeconfig(self.workdir / f"kubeconfig-{mode}")
-            kubelet = Kubelet(KubeClient(server.url), interval=0.2).start()
+            if args.control_plane == "real":
+                cluster = Cluster(self.workdir / f"cluster-{mode}").start()
+                stack.callback(cluster.stop)
+                kube, kubeconfig, token = cluster.kube, cluster.operator_kubeconfig, cluster.operator_token
+                upstream_tls = ssl.create_default_context(cafile=str(cluster.plane.ca_path))
+            else:
+                server = EmulatedApiServer(crd_dir=ROOT / "crds", extra_crd_dirs=(ROOT.parent / "shared" / "schemas",)).start()
+                stack.callback(server.stop)
+                kube, kubeconfig, token = KubeClient(server.url), server.write_kubeconfig(self.workdir / f"kubeconfig-{mode}"), "emulator"
+                upstream_tls = None
+            kubelet = (PodKubelet if args.control_plane == "real" else EmulatorKubelet)(kube, interval=0.2).start()
             stack.callback(kubelet.stop)
             proxy = None
             if mode == "contention":
-                proxy = FaultyApiProxy(server.url, seed=args.seed).start()
+                proxy = FaultyApiProxy(kube.url, seed=args.seed, ssl_context=upstream_tls).start()
                 stack.callback(proxy.stop)
                 proxy.pause_faults()  # a clean start; the faults begin with the trials
-                kubeconfig = proxy.write_kubeconfig(self.workdir / "kubeconfig-proxy")
+                kubeconfig = proxy.write_kubeconfig(self.workdir / "kubeconfig-proxy", token=token)
             log_path = self.workdir / f"operator-{mode}.log"
             operator = OperatorProcess(kubeconfig=kubeconfig, log_path=log_path, extra_args=("-A",), env={
                 "MODELWARDEN_RECONCILE_INTERVAL": f"{args.reconcile_interval:g}",
@@ -273,7 +314,7 @@ class Bench:
             pool = ThreadPoolExecutor(max_workers=args.parallel, thread_name_prefix=f"trial-{mode}")
             stack.callback(pool.shutdown, wait=True, cancel_futures=True)
             stack.callback(self.stopping.set)  # runs first: the trials still polling end at once
-            futures = [pool.submit(self.trial, server.url, mode, i) for i in range(args.trials)]
+            futures = [pool.submit(self.trial, kube, mode, i) for i in range(args.trials)]
             for future in as_completed(futures):
                 trial = future.result()
                 trials.append(trial)
@@ -352,6 +393,8 @@ def print_table(summaries: list[dict[str, Any]], args: argparse.Namespace, proxy
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("quiet", "contention", "both"), default="both")
+    parser.add_argument("--control-plane", choices=("real", "emulator"), default="real",
+                        help="a real kube-apiserver (make control-plane) or the API emulator of make demo")
     parser.add_argument("--trials", type=int, default=10, help="trials per mode")
     parser.add_argument("--parallel", type=int, default=5, help="trials running at the same time (distinct namespaces)")
     parser.add_argument("--interval", type=float, default=2.0, help="DriftPolicy interval and window, seconds")

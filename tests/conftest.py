@@ -48,9 +48,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=20).stdout.strip()
         except (OSError, subprocess.SubprocessError) as error:
             version = f"unknown ({error})"
-        plane = f"control-plane tier: against {version} from {KUBE_BIN}"
+        plane = f"component, integration and controlplane tiers: against kube-apiserver {version} from {KUBE_BIN}"
     else:
-        plane = f"control-plane tier: not built in {KUBE_BIN} (make control-plane)"
+        plane = f"component, integration and controlplane tiers: kube-apiserver not built in {KUBE_BIN} (make control-plane)"
     return [plane, f"cluster tier: {'against ' + kube_config if kube_config else 'not collected (no --kube-config)'}"]
 
 

@@ -72,7 +72,8 @@ def test_drifted_canary_is_rolled_back_retrained_and_alerted(
         track: start_model_server(example.directory, model, version=version, track=track, extra_args=("--prediction-log", "off"))
         for track, version in (("stable", "1"), ("canary", "2"))
     }
-    prometheus.set_targets([(s.address, {"pod": f"{track}-0"}) for track, s in servers.items()])
+    # The labels Kubernetes service discovery would add: every built-in query matches the namespace.
+    prometheus.set_targets([(s.address, {"pod": f"{track}-0", "namespace": "default"}) for track, s in servers.items()])
     for server in servers.values():
         warm_up(server)
     prometheus.wait_for(f'count by (track) (modelwarden_feedback_total{{model="{model}"}})',

@@ -61,6 +61,10 @@ class PrometheusSource(ApiModel):
     """A PEM CA bundle read from a Secret, for TLS."""
     timeout: Duration = timedelta(seconds=10)
     """Timeout of one query."""
+    namespace_label: str | None = Field(default=None, max_length=63, pattern=r"^$|^[a-zA-Z_][a-zA-Z0-9_]*$")
+    """The label that carries a series' Kubernetes namespace (e.g. namespace, kubernetes_namespace);
+    every built-in query matches it, so the same model name in two namespaces never mixes. Empty
+    turns the matching off; unset uses the operator's --namespace-label (default namespace)."""
 
 
 class ProfileRef(ApiModel):
@@ -327,6 +331,10 @@ class DriftPolicySpec(ApiModel):
     """How often to evaluate."""
     window: Duration = timedelta(minutes=30)
     """The look-back window of each evaluation."""
+    feedback_window: Duration | None = None
+    """The look-back window for ground-truth feedback (accuracy, precision, recall, F1, MSE, MAE,
+    RMSE and the comparison's accuracy); default: window. Labels often arrive days later than
+    predictions: judge quality over e.g. 7d while drift looks at the last 30m."""
     min_samples: int = Field(default=1000, ge=1)
     """Below this many observations (current or reference) a check is InsufficientData, never Fail."""
     failure_threshold: int = Field(default=3, ge=1, le=100)

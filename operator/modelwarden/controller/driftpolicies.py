@@ -35,7 +35,7 @@ from modelwarden.api.driftpolicy import CheckResult, DriftPolicy, DriftPolicySta
 from modelwarden.builders.jobs import POLICY_LABEL, PolicyOwner, RetrainContext, job_state, retrain_cronjob, retrain_job
 from modelwarden.builders.workloads import MANAGED_BY
 from modelwarden.controller import metrics
-from modelwarden.controller.config import policy_tick
+from modelwarden.controller.config import OperatorConfig, policy_tick
 from modelwarden.controller.modeldeployments import DRIFTPOLICIES, MODELDEPLOYMENTS
 from modelwarden.controller.status import status_changes
 from modelwarden.kube.api import StaleView
@@ -162,7 +162,7 @@ async def _decide(ctx: decide.PolicyContext, policy: DriftPolicy, previous: Drif
     elif target is None:
         step = decide.target_missing(ctx, combined.status, now)
     elif decide.evaluation_due(ctx, combined.status, now):
-        evaluation, drifts = await loop.run_in_executor(EVALUATIONS, _evaluate, memo.kube, memo.config.prometheus_url,
+        evaluation, drifts = await loop.run_in_executor(EVALUATIONS, _evaluate, memo.kube, memo.config,
                                                         policy, namespace, target, now)
         step = decide.observe(ctx, combined.status, evaluation, now)
         metrics.record_evaluation(namespace, name, evaluation, drifts, evaluation.duration_seconds or 0.0)
@@ -260,12 +260,13 @@ def _create(kube: Any, job: dict[str, Any]) -> str | None:
         return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _evaluate(kube: Any, default_url: str, policy: DriftPolicy, namespace: str, target: TargetInfo,
+def _evaluate(kube: Any, config: OperatorConfig, policy: DriftPolicy, namespace: str, target: TargetInfo,
               now: datetime.datetime) -> tuple[Evaluation, list[Any]]:
     """One evaluation; anything that prevents it (a missing Secret, a bad profile) is an Error verdict."""
     spec = policy.spec
     try:
-        config = _prometheus_config(kube, spec.prometheus, namespace, default_url)
+        source = _prometheus_config(kube, spec.prometheus, namespace, config.prometheus_url)
+        label = spec.prometheus.namespace_label if spec.prometheus and spec.prometheus.namespace_label is not None else config.namespace_label
         profile = None
         if spec.reference is not None and spec.reference.profile_ref is not None:
             ref = spec.reference.profile_ref.config_map
@@ -274,8 +275,9 @@ def _evaluate(kube: Any, default_url: str, policy: DriftPolicy, namespace: str, 
             if ref.key not in data:
                 raise LookupError(f"ConfigMap {ref.name} has no key {ref.key}")
             profile = reference_from_profile(data[ref.key], f"profile {ref.name}/{ref.key}")
-        with PrometheusProvider(config) as provider:
-            timed = evaluate(spec, Target(target.model, namespace, target.versions), FailFastProvider(provider), now, profile)
+        with PrometheusProvider(source) as provider:
+            timed = evaluate(spec, Target(target.model, namespace, target.versions, namespace_label=label or None),
+                             FailFastProvider(provider), now, profile)
         return timed.report.evaluation, timed.report.drift
     except Exception as exc:
         unexpected = not isinstance(exc, LookupError)  # a missing Secret/ConfigMap needs no traceback

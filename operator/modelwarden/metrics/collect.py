@@ -71,6 +71,7 @@ def plan_queries(spec: DriftPolicySpec, target: Target) -> dict[str, str]:
     """PromQL per observation part ("current.features", "reference.features", "custom.<name>", …)."""
     track = spec.track.value
     window = spec.window
+    feedback_window = spec.feedback_window or window
     current = target.selector(track)
     planned: dict[str, str] = {}
     metrics = {check.metric for check in spec.performance}
@@ -83,9 +84,9 @@ def plan_queries(spec: DriftPolicySpec, target: Target) -> dict[str, str]:
         quantities.append("outliers")
     if metrics & REGRESSION_METRICS:
         quantities += ["squared_error_sum", "absolute_error_sum", "feedback_observations"]
-    planned["current.counters"] = queries.counters(current, window, quantities)
+    planned["current.counters"] = queries.counters(current, window, quantities, feedback_window)
     if metrics & CLASSIFICATION_METRICS or "accuracy" in comparison:
-        planned["current.confusion"] = queries.confusion(current, window)
+        planned["current.confusion"] = queries.confusion(current, feedback_window)
     if metrics & set(LATENCY_QUANTILES):
         planned["current.latency"] = queries.latency_buckets(current, window)
 
@@ -104,7 +105,7 @@ def plan_queries(spec: DriftPolicySpec, target: Target) -> dict[str, str]:
         baseline_quantities = ["requests", "errors"] if "error_rate" in comparison else ["predictions"]
         planned["baseline.counters"] = queries.counters(baseline, window, baseline_quantities)
         if "accuracy" in comparison:
-            planned["baseline.confusion"] = queries.confusion(baseline, window)
+            planned["baseline.confusion"] = queries.confusion(baseline, feedback_window)
 
     for check in spec.checks:
         try:

@@ -32,6 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", type=Path, help="profile.json for a profileRef reference")
     parser.add_argument("--model", help="model label (default: the policy's targetRef.name)")
     parser.add_argument("--namespace", help="value of {{ namespace }} (default: the manifest's namespace or 'default')")
+    parser.add_argument("--namespace-label", default=None,
+                        help="match the namespace on this Prometheus label in every built-in query, as the operator does "
+                             "(default: the policy's spec.prometheus.namespaceLabel, else no namespace matching)")
     parser.add_argument("--version", dest="track_version", help="version label of the judged track (default: any version)")
     parser.add_argument("--timeout", type=float, help="seconds per query (default: the policy's, else 10)")
     parser.add_argument("--all-features", action="store_true", help="table output: list every feature, not only notable ones")
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         model=args.model or spec.target_ref.name,
         namespace=args.namespace or policy.metadata.get("namespace") or "default",
         versions={spec.track.value: args.track_version} if args.track_version else {},
+        namespace_label=(args.namespace_label if args.namespace_label is not None
+                         else (source.namespace_label if source else None)) or None,
     )
     with PrometheusProvider(config) as provider:
         timed = evaluate(spec, target, provider, now, profile)

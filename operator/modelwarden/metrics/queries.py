@@ -96,26 +96,40 @@ def confusion(selector: Selector, window: timedelta) -> str:
     return f"sum by (predicted, actual) ({_window(FEEDBACK, selector, window, None)})"
 
 
-def counters(selector: Selector, window: timedelta, quantities: list[str]) -> str:
+def counters(selector: Selector, window: timedelta, quantities: list[str], feedback_window: timedelta | None = None) -> str:
     """Several counters' window increases in one round trip, each tagged with its quantity name.
 
     ``label_replace`` on an empty-regex match adds the label to every series; ``or`` keeps the
-    union. A counter with no series is simply absent from the result.
+    union. A counter with no series is simply absent from the result. Feedback quantities look
+    back ``feedback_window`` (default ``window``): labels arrive later than predictions.
     """
     parts = [
-        f'label_replace(sum({_window(COUNTERS[quantity], selector, window, None)}), "{QUANTITY_LABEL}", "{quantity}", "", "")'
+        f'label_replace(sum({_window(COUNTERS[quantity], selector, _span(quantity, window, feedback_window), None)}), '
+        f'"{QUANTITY_LABEL}", "{quantity}", "", "")'
         for quantity in quantities
     ]
     return " or ".join(parts)
 
 
+FEEDBACK_QUANTITIES = frozenset({"squared_error_sum", "absolute_error_sum", "feedback_observations"})
+
+
+def _span(quantity: str, window: timedelta, feedback_window: timedelta | None) -> timedelta:
+    return feedback_window if feedback_window is not None and quantity in FEEDBACK_QUANTITIES else window
+
+
 def render_template(template: str, selector: Selector, window: timedelta) -> str:
-    """Substitute {{ model }}, {{ track }}, {{ version }}, {{ namespace }} and {{ window }}.
+    """Substitute {{ model }}, {{ track }}, {{ version }}, {{ namespace }}, {{ window }} and
+    {{ selector }}.
 
     Label values are escaped for use inside double quotes, e.g. ``{model="{{ model }}"}``;
-    ``{{ window }}`` is a PromQL duration such as ``30m``. An unknown variable is an error.
+    ``{{ window }}`` is a PromQL duration such as ``30m``; ``{{ selector }}`` is every matcher a
+    built-in query uses (model, track, version when known, and the namespace label), so
+    ``sum(rate(my_metric{ {{ selector }} }[5m]))`` stays inside the policy's namespace. An
+    unknown variable is an error.
     """
     values = {
+        "selector": selector.matchers(),
         "model": escape_label_value(selector.model),
         "track": escape_label_value(selector.track),
         "version": escape_label_value(selector.version or ""),

@@ -36,6 +36,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
 from modelwarden.serving.profile import Distribution, Profile, level_key
+from modelwarden.serving.tokens import TOKEN_ERROR_REASONS
 
 LABELS = ("model", "version", "track")
 FLUSH_VALUES = 8192  # buffered rows × columns that trigger bucketing: ~1000 rows for a handful of features
@@ -43,6 +44,7 @@ TRACKS = ("stable", "canary", "shadow")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Error reasons exported at 0 from the start, so rate() and ratios work before the first error.
 KNOWN_ERROR_REASONS = (
+    *TOKEN_ERROR_REASONS,
     "malformed_json",
     "invalid_payload",
     "feature_count",
@@ -254,10 +256,11 @@ class ModelMonitor:
         self._outliers = 0
         self._errors = dict.fromkeys(KNOWN_ERROR_REASONS, 0)
         self._classes = dict.fromkeys(profile.classes, 0)
-        self._confusion = {(p, a): 0 for p in profile.classes for a in profile.classes}
-        self._squared_error = 0.0
-        self._absolute_error = 0.0
-        self._observations = 0
+        # Feedback by the (version, track) that made the prediction: this server's own, and the
+        # predicting track a feedback token names (feedback may reach any replica of any track).
+        own = (self.labels["version"], track)
+        self._confusion = {(*own, p, a): 0 for p in profile.classes for a in profile.classes}
+        self._regression = {own: [0.0, 0.0, 0]}  # squared error, absolute error, observations
         (REGISTRY if registry is None else registry).register(self)
 
     @staticmethod
@@ -347,24 +350,27 @@ class ModelMonitor:
             for key, n in _tally(labels for _, _, labels in pending if labels is not None).items():
                 self._classes[key] = self._classes.get(key, 0) + n
 
-    def record_feedback(self, predicted: Any, actual: Any) -> None:
-        """Ground truth for earlier predictions (scalars or equal-length sequences)."""
+    def record_feedback(self, predicted: Any, actual: Any, version: str | None = None, track: str | None = None) -> None:
+        """Ground truth for earlier predictions (scalars or equal-length sequences), counted under
+        the version and track that made them (default: this server's)."""
+        made_by = (self.labels["version"] if version is None else str(version), self.labels["track"] if track is None else track)
         predicted_seq = list(predicted) if isinstance(predicted, (list, tuple, np.ndarray)) else [predicted]
         actual_seq = list(actual) if isinstance(actual, (list, tuple, np.ndarray)) else [actual]
         if len(predicted_seq) != len(actual_seq):
             raise ValueError(f"{len(predicted_seq)} predictions but {len(actual_seq)} actual values")
         if self.task == "classification":
-            pairs = [(level_key(p), level_key(a)) for p, a in zip(predicted_seq, actual_seq)]
+            keys = [(*made_by, level_key(p), level_key(a)) for p, a in zip(predicted_seq, actual_seq)]
             with self._lock:
-                for pair in pairs:
-                    self._confusion[pair] = self._confusion.get(pair, 0) + 1
+                for key in keys:
+                    self._confusion[key] = self._confusion.get(key, 0) + 1
             return
         error = np.asarray(predicted_seq, dtype=float) - np.asarray(actual_seq, dtype=float)
         squared, absolute = float((error**2).sum()), float(np.abs(error).sum())
         with self._lock:
-            self._squared_error += squared
-            self._absolute_error += absolute
-            self._observations += error.size
+            sums = self._regression.setdefault(made_by, [0.0, 0.0, 0])
+            sums[0] += squared
+            sums[1] += absolute
+            sums[2] += error.size
 
     def record_error(self, reason: str) -> None:
         with self._lock:
@@ -387,7 +393,7 @@ class ModelMonitor:
                 "column_counts": self._columns.cumulative.copy(),
                 "column_sums": self._columns.sums.copy(),
                 "latency": (self._latency.cumulative(), self._latency.total),
-                "regression": (self._squared_error, self._absolute_error, self._observations),
+                "regression": {made_by: tuple(sums) for made_by, sums in self._regression.items()},
             }
         labels = self.labels
         yield self._single_counter(
@@ -426,22 +432,19 @@ class ModelMonitor:
                 classes.add_sample(classes.name + "_total", {**labels, "class": label}, float(n))
             yield classes
             confusion = _counter("modelwarden_feedback_total", "Ground-truth feedback: confusion counts.")
-            for (predicted, actual), n in snapshot["confusion"].items():
-                confusion.add_sample(
-                    confusion.name + "_total", {**labels, "predicted": predicted, "actual": actual}, float(n)
-                )
+            for (version, track, predicted, actual), n in snapshot["confusion"].items():
+                confusion.add_sample(confusion.name + "_total", {
+                    **labels, "version": version, "track": track, "predicted": predicted, "actual": actual}, float(n))
             yield confusion
         else:
-            squared, absolute, observations = snapshot["regression"]
-            yield self._single_counter(
-                "modelwarden_feedback_squared_error_sum", "Sum of squared errors from feedback.", squared
-            )
-            yield self._single_counter(
-                "modelwarden_feedback_absolute_error_sum", "Sum of absolute errors from feedback.", absolute
-            )
-            yield self._single_counter(
-                "modelwarden_feedback_observations_total", "Regression feedback observations.", observations
-            )
+            samples = [("modelwarden_feedback_squared_error_sum", "Sum of squared errors from feedback."),
+                       ("modelwarden_feedback_absolute_error_sum", "Sum of absolute errors from feedback."),
+                       ("modelwarden_feedback_observations_total", "Regression feedback observations.")]
+            families = [_counter(name, documentation) for name, documentation in samples]
+            for (version, track), sums in snapshot["regression"].items():
+                for (name, _), family, value in zip(samples, families, sums):
+                    family.add_sample(name, {**labels, "version": version, "track": track}, float(value))
+            yield from families
 
     def _single_counter(self, sample_name: str, documentation: str, value: float) -> Metric:
         metric = _counter(sample_name, documentation)

@@ -21,7 +21,7 @@ from modelwarden.serving.profile import Profile, level_key
 V2_NUMERIC_TYPES = frozenset(
     {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 )
-FEEDBACK_KEYS = frozenset({"request_id", "predicted", "actual"})
+FEEDBACK_KEYS = frozenset({"request_id", "predicted", "token", "actual"})
 
 
 class PayloadError(ValueError):
@@ -272,11 +272,14 @@ def _from_named_tensors(tensors: list[_Tensor], schema: FeatureSchema) -> np.nda
 
 @dataclass(frozen=True)
 class FeedbackItem:
-    """Ground truth: for the predictions of ``request_id``, or for a prediction the client echoes."""
+    """Ground truth: for the predictions a feedback ``token`` vouches for (any replica, any time),
+    for those of ``request_id`` (this replica's recent requests), or for a prediction the client
+    echoes. ``actual`` is a list for a token or a request id of several rows."""
 
     actual: Any
     request_id: str | None = None
     predicted: Any = None
+    token: str | None = None
 
 
 def parse_feedback(doc: Any, task: str, classes: Sequence[str]) -> list[FeedbackItem]:
@@ -292,29 +295,33 @@ def _feedback_item(item: Any, index: int, task: str, classes: Sequence[str]) -> 
     if not isinstance(item, dict) or "actual" not in item:
         raise PayloadError(
             "invalid_payload",
-            f'{where}: expected {{"request_id": ..., "actual": ...}} or {{"predicted": ..., "actual": ...}}',
+            f'{where}: expected {{"token": ..., "actual": ...}}, {{"request_id": ..., "actual": ...}} '
+            'or {"predicted": ..., "actual": ...}',
         )
     unknown = sorted(set(item) - FEEDBACK_KEYS)
     if unknown:
         raise PayloadError("invalid_payload", f"{where}: unknown field(s) {unknown}")
-    has_id, has_predicted = "request_id" in item, "predicted" in item
-    if has_id == has_predicted:
-        raise PayloadError("invalid_payload", f'{where}: give exactly one of "request_id" or "predicted"')
-    if has_id:
-        if not isinstance(item["request_id"], str) or not item["request_id"]:
-            raise PayloadError("invalid_payload", f"{where}: request_id must be a non-empty string")
-        actual = item["actual"]
-        if isinstance(actual, list):
-            if not actual:
-                raise PayloadError("invalid_payload", f"{where}: actual is an empty list")
-            return FeedbackItem(
-                [_label(a, f"{where}.actual", task, classes) for a in actual], request_id=item["request_id"]
-            )
-        return FeedbackItem(_label(actual, f"{where}.actual", task, classes), request_id=item["request_id"])
-    return FeedbackItem(
-        _label(item["actual"], f"{where}.actual", task, classes),
-        predicted=_label(item["predicted"], f"{where}.predicted", task, classes),
-    )
+    given = [key for key in ("token", "request_id", "predicted") if key in item]
+    if len(given) != 1:
+        raise PayloadError("invalid_payload", f'{where}: give exactly one of "token", "request_id" or "predicted"')
+    if given[0] == "predicted":
+        return FeedbackItem(
+            _label(item["actual"], f"{where}.actual", task, classes),
+            predicted=_label(item["predicted"], f"{where}.predicted", task, classes),
+        )
+    reference = item[given[0]]
+    if not isinstance(reference, str) or not reference:
+        raise PayloadError("invalid_payload", f"{where}: {given[0]} must be a non-empty string")
+    actual = item["actual"]
+    if isinstance(actual, list):
+        if not actual:
+            raise PayloadError("invalid_payload", f"{where}: actual is an empty list")
+        actual = [_label(a, f"{where}.actual", task, classes) for a in actual]
+    else:
+        actual = _label(actual, f"{where}.actual", task, classes)
+    if given[0] == "token":
+        return FeedbackItem(actual, token=reference)
+    return FeedbackItem(actual, request_id=reference)
 
 
 def _label(value: Any, where: str, task: str, classes: Sequence[str]) -> Any:

@@ -74,7 +74,7 @@ class WatchRecorder:
         session = self.session_factory()  # one per thread
         version = None
         while not self._stop.is_set():
-            params = {"watch": "true", "allowWatchBookmarks": "true"} | ({"resourceVersion": version} if version else {})
+            params = {"watch": "true"} | ({"resourceVersion": version} if version else {})
             try:
                 with session.get(f"{self.url}{path}", params=params, stream=True, timeout=(5, 3600)) as response:
                     if response.status_code != 200:

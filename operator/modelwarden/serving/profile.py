@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ FORMAT_VERSION = 1
 DEFAULT_BINS = 20
 DEFAULT_Z_SCORE = 3.0
 EDGE_SIGNIFICANT_DIGITS = 6
+DEFAULT_MAX_SERIES = 20_000  # `modelwarden serve --max-series`: a profile above it is refused at startup
 
 Kind = Literal["numeric", "categorical"]
 Task = Literal["classification", "regression"]
@@ -218,4 +220,82 @@ def prediction_profile(
         score=None if scores is None else numeric_distribution("score", scores, bins),
         score_meaning=score_meaning if scores is not None else None,
         positive_class=None if positive_class is None else level_key(positive_class),
+    )
+
+
+@dataclass(frozen=True)
+class SeriesCount:
+    """The Prometheus series one model-server process exports for a profile, by metric family."""
+
+    features: int  # modelwarden_feature_value: per feature, its edges + le="+Inf" + _sum + _count
+    prediction_value: int  # modelwarden_prediction_value (0 for a classifier without scores)
+    classes: int  # modelwarden_predicted_class_total: one per class
+    feedback: int  # modelwarden_feedback_total (classes²), or the three regression feedback series
+    latency: int  # modelwarden_inference_latency_seconds
+    errors: int  # modelwarden_prediction_errors_total: one per known reason
+    other: int  # modelwarden_predictions_total and modelwarden_prediction_outliers_total
+
+    @property
+    def total(self) -> int:
+        return sum(self.breakdown().values())
+
+    def breakdown(self) -> dict[str, int]:
+        """Series per family group, keyed as `modelwarden profile` prints them."""
+        return {
+            "features": self.features,
+            "prediction value": self.prediction_value,
+            "classes": self.classes,
+            "feedback": self.feedback,
+            "latency": self.latency,
+            "errors": self.errors,
+            "other": self.other,
+        }
+
+    def details(self) -> str:
+        """``features 132, prediction value 22, ...``"""
+        return ", ".join(f"{key} {value}" for key, value in self.breakdown().items())
+
+    def __str__(self) -> str:
+        return f"{self.total} ({self.details()})"
+
+
+# Families of one series each, whatever the profile (names as in docs/metrics.md).
+UNLABELLED_COUNTERS = ("modelwarden_predictions_total", "modelwarden_prediction_outliers_total")
+REGRESSION_FEEDBACK = (
+    "modelwarden_feedback_squared_error_sum",
+    "modelwarden_feedback_absolute_error_sum",
+    "modelwarden_feedback_observations_total",
+)
+
+
+def histogram_series(edges: Sequence[float]) -> int:
+    """A histogram's series: one bucket per edge, the ``+Inf`` bucket, ``_sum`` and ``_count``."""
+    return len(edges) + 3
+
+
+def series_count(profile: Profile, latency_buckets: Sequence[float] | None = None) -> SeriesCount:
+    """How many series one ``modelwarden serve`` process (one ``ModelMonitor``) exports for ``profile``.
+
+    Defined as the series once every family has been observed; ``ModelMonitor`` exports all of
+    them at 0 from the start (every error reason, class and predicted×actual pair), so it is also
+    the count of the first scrape. It assumes the model's classes are the profile's (true for a
+    profile built with ``--model``): a class the profile lacks would add its own series when
+    predicted. Feedback is counted under this process's own version and track; feedback for
+    another (version, track)'s predictions (feedback tokens) adds the feedback series again per
+    such pair. Multiply by pods × tracks (and versions) for what Prometheus stores; see
+    docs/metrics.md, "How many series". ``latency_buckets`` defaults to the monitor's.
+    """
+    # Imported here: the monitor imports this module, and the counts must follow its constants.
+    from modelwarden.serving.monitor import KNOWN_ERROR_REASONS, LATENCY_BUCKETS
+
+    value = profile.prediction.value_distribution()
+    classes = len(profile.classes)  # none for a regressor
+    return SeriesCount(
+        features=sum(histogram_series(feature.edges) for feature in profile.features),
+        prediction_value=histogram_series(value.edges) if value is not None else 0,
+        classes=classes,
+        feedback=classes * classes if profile.prediction.task == "classification" else len(REGRESSION_FEEDBACK),
+        latency=histogram_series(LATENCY_BUCKETS if latency_buckets is None else latency_buckets),
+        errors=len(KNOWN_ERROR_REASONS),
+        other=len(UNLABELLED_COUNTERS),
     )

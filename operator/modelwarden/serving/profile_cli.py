@@ -3,6 +3,9 @@
 Every column except the target is a feature, in file order (the order the model was trained
 on). Columns are numeric unless listed in ``--categorical``; empty or non-finite cells are an
 error rather than silently dropped, because the model would never have been trained on them.
+
+It also reports on stderr (stdout may carry the profile) how many Prometheus series one
+`modelwarden serve` process will export for the profile: features × buckets is what grows.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import numpy as np
 from modelwarden.serving.model import ModelLoadError, ModelRunner, load_runner
 from modelwarden.serving.profile import (
     DEFAULT_BINS,
+    DEFAULT_MAX_SERIES,
     DEFAULT_Z_SCORE,
     Profile,
     ProfileError,
     Task,
     distribution,
     prediction_profile,
+    series_count,
 )
 
 REGRESSION_MIN_DISTINCT = 20  # a numeric target with more distinct values than this is a regression target
@@ -177,4 +182,17 @@ def run(args: argparse.Namespace) -> int:
         print(profile.to_json())
     else:
         args.output.write_text(profile.to_json() + "\n")
+    print(series_line(profile), file=sys.stderr)
     return 0
+
+
+def series_line(profile: Profile) -> str:
+    """One line: the series count, and a warning when `modelwarden serve` would refuse it by default."""
+    series = series_count(profile)
+    line = f"series per server process: {series}"
+    if series.total > DEFAULT_MAX_SERIES:
+        line += (
+            f"; more than the default --max-series {DEFAULT_MAX_SERIES} of `modelwarden serve`: "
+            "use fewer --bins (or train on fewer features), or raise --max-series"
+        )
+    return line

@@ -44,7 +44,7 @@ from modelwarden.serving.payload import (
     parse_v1,
     parse_v2,
 )
-from modelwarden.serving.profile import Profile, level_key
+from modelwarden.serving.profile import DEFAULT_MAX_SERIES, Profile, level_key, series_count
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -84,6 +84,7 @@ class ServeConfig:
     feedback_cache_size: int = DEFAULT_FEEDBACK_CACHE
     metrics: bool = True
     inference_threads: int = 0
+    max_series: int = DEFAULT_MAX_SERIES  # refuse a profile that would export more series (0: no limit)
 
 
 class PredictionLog:
@@ -442,6 +443,16 @@ def load_service(config: ServeConfig) -> ModelService:
         raise StartupError(
             f"the model takes {runner.n_features} features but the profile lists {len(profile.features)}"
         )
+    if config.metrics and config.max_series:
+        # Refused here rather than discovered by Prometheus: every pod of every track multiplies it.
+        series = series_count(profile)
+        if series.total > config.max_series:
+            raise StartupError(
+                f"the profile {profile_path} would export {series.total} series per server process "
+                f"({series.details()}), more than --max-series {config.max_series}: build it with fewer --bins "
+                "in `modelwarden profile` (or train on fewer features), or raise --max-series / "
+                "MODELWARDEN_MAX_SERIES (0 disables the limit)"
+            )
     try:
         return ModelService(config, runner, profile)
     except OSError as exc:
@@ -489,6 +500,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-metrics", action="store_true", help="do not record or export metrics (benchmark baseline)"
     )
+    parser.add_argument(
+        "--max-series",
+        type=int,
+        default=_env("MODELWARDEN_MAX_SERIES", str(DEFAULT_MAX_SERIES)),
+        help="refuse to start if the profile would export more Prometheus series per process; 0: no limit "
+        f"[MODELWARDEN_MAX_SERIES; default {DEFAULT_MAX_SERIES}]",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
@@ -500,6 +518,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise StartupError(f"track {args.track!r} is not one of {list(TRACKS)}")
     if args.max_body_bytes <= 0:
         raise StartupError("--max-body-bytes must be positive")
+    if args.max_series < 0:
+        raise StartupError("--max-series must be 0 (no limit) or positive")
     return ServeConfig(
         model_uri=args.model,
         name=args.name,
@@ -513,6 +533,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         feedback_cache_size=args.feedback_cache_size,
         metrics=not args.no_metrics,
         inference_threads=args.inference_threads,
+        max_series=args.max_series,
     )
 
 

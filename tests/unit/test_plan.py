@@ -277,3 +277,27 @@ def test_verdicts_about_another_version_are_ignored():
     promoted = stable_history_status()
     old_stable = [verdict(track="stable", result="Fail", failures=3, at=T0 + 30 * MIN, version="7")]
     assert step(promoted, {"stable": ready("8", 3)}, old_stable, now=T0 + 31 * MIN)[0].events == []
+
+
+def test_feedback_token_keys_are_mounted_into_every_track_from_the_secret():
+    from tests.validation import validate_any
+
+    template = {"spec": {"containers": [{"name": "server", "image": "ghcr.io/example/serve:1",
+                                         "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]}],
+                         "volumes": [{"name": "cache", "emptyDir": {}}]}}
+    model = md(feedback={"tokenSecretRef": {"name": "fraud-feedback", "key": "keys"}}, template=template)
+    deployments = [c for c in plan(model, {}, [], T0).children if c["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} == {"fraud-stable", "fraud-canary"}
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["volumes"] == [{"name": "cache", "emptyDir": {}}, {"name": "modelwarden-feedback-keys", "secret": {
+            "secretName": "fraud-feedback", "items": [{"key": "keys", "path": "keys"}]}}]
+        server = pod["containers"][0]
+        assert server["volumeMounts"][-1] == {"name": "modelwarden-feedback-keys", "mountPath": "/var/run/modelwarden/feedback",
+                                              "readOnly": True}
+        env = {e["name"]: e["value"] for e in server["env"]}
+        assert env["MODELWARDEN_FEEDBACK_KEY_FILE"] == "/var/run/modelwarden/feedback/keys"
+        assert validate_any(deployment) == []
+    # Without spec.feedback no key is mounted and no variable is set.
+    plain = [c for c in plan(md(), {}, [], T0).children if c["kind"] == "Deployment"][0]["spec"]["template"]["spec"]
+    assert "volumes" not in plain and "MODELWARDEN_FEEDBACK_KEY_FILE" not in {e["name"] for e in plain["containers"][0]["env"]}

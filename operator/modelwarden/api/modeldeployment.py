@@ -13,6 +13,7 @@ from modelwarden.api.common import (
     ApiModel,
     Condition,
     PodTemplateSpec,
+    SecretKeyRef,
     cel_rules,
 )
 from modelwarden.api.duration import Duration
@@ -140,6 +141,15 @@ class TrafficSpec(ApiModel):
     """VirtualService settings (router istio)."""
 
 
+class FeedbackSpec(ApiModel):
+    """Signed feedback tokens: every prediction answer carries one, and feedback that returns it is
+    counted under the track and version that predicted, by any replica of any track."""
+
+    token_secret_ref: SecretKeyRef
+    """A Secret key holding the token keys, one per line (the first signs, all verify; at least 16
+    characters each). Every track's pods mount it, so any replica verifies any track's tokens."""
+
+
 class ModelDeploymentSpec(ApiModel):
     """Desired state of a model's serving tracks and traffic."""
 
@@ -177,6 +187,8 @@ class ModelDeploymentSpec(ApiModel):
     """Traffic routing."""
     revision_history_limit: int = Field(default=10, ge=1, le=100)
     """How many past stable versions status.history keeps."""
+    feedback: FeedbackSpec | None = None
+    """Ground-truth feedback tokens (see docs/metrics.md)."""
 
 
 class ModelDeploymentPhase(str, Enum):

@@ -82,9 +82,25 @@ def _env(owner: Owner, workload: TrackWorkload, port: int) -> list[dict[str, str
     ]
 
 
+FEEDBACK_KEY_VOLUME = "modelwarden-feedback-keys"
+FEEDBACK_KEY_DIR = "/var/run/modelwarden/feedback"
+
+
+def _mount_feedback_keys(spec: dict[str, Any], container: dict[str, Any], secret: tuple[str, str]) -> None:
+    """The Secret key with the feedback-token keys, read-only, and MODELWARDEN_FEEDBACK_KEY_FILE naming it."""
+    name, key = secret
+    volume = {"name": FEEDBACK_KEY_VOLUME, "secret": {"secretName": name, "items": [{"key": key, "path": "keys"}]}}
+    spec["volumes"] = [v for v in spec.get("volumes", []) if v.get("name") != FEEDBACK_KEY_VOLUME] + [volume]
+    mount = {"name": FEEDBACK_KEY_VOLUME, "mountPath": FEEDBACK_KEY_DIR, "readOnly": True}
+    container["volumeMounts"] = [m for m in container.get("volumeMounts", []) if m.get("name") != FEEDBACK_KEY_VOLUME] + [mount]
+    container["env"] = [e for e in container["env"] if e.get("name") != "MODELWARDEN_FEEDBACK_KEY_FILE"] + [
+        {"name": "MODELWARDEN_FEEDBACK_KEY_FILE", "value": f"{FEEDBACK_KEY_DIR}/keys"}]
+
+
 def pod_template(owner: Owner, workload: TrackWorkload, template: dict[str, Any] | None, port: int,
-                 image: str = DEFAULT_IMAGE) -> dict[str, Any]:
-    """The user's pod template with our labels, scrape annotations and MODEL_* env on its first container."""
+                 image: str = DEFAULT_IMAGE, feedback_keys: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The user's pod template with our labels, scrape annotations and MODEL_* env on its first
+    container (and the feedback-token keys, a (Secret, key) pair, mounted into it)."""
     result = copy.deepcopy(template) if template else {}
     meta = result.setdefault("metadata", {})
     meta["labels"] = {**meta.get("labels", {}), **labels(owner, workload)}
@@ -105,16 +121,19 @@ def pod_template(owner: Owner, workload: TrackWorkload, template: dict[str, Any]
         first["ports"] = [*first.get("ports", []), {"name": "http", "containerPort": port, "protocol": "TCP"}]
     first.setdefault("readinessProbe", {"httpGet": {"path": "/v2/health/ready", "port": port}, "periodSeconds": 5})
     first.setdefault("livenessProbe", {"httpGet": {"path": "/v2/health/live", "port": port}, "periodSeconds": 10})
+    if feedback_keys is not None:
+        _mount_feedback_keys(spec, first, feedback_keys)
     return result
 
 
 def deployment(owner: Owner, workload: TrackWorkload, template: dict[str, Any] | None, port: int,
-               image: str = DEFAULT_IMAGE, set_replicas: bool = True) -> dict[str, Any]:
+               image: str = DEFAULT_IMAGE, set_replicas: bool = True,
+               feedback_keys: tuple[str, str] | None = None) -> dict[str, Any]:
     """A track's Deployment; without `set_replicas` (an HPA scales it) spec.replicas is left to others."""
     spec: dict[str, Any] = {"replicas": workload.replicas} if set_replicas else {}
     spec |= {
         "selector": {"matchLabels": selector(owner, workload.track)},
-        "template": pod_template(owner, workload, template, port, image),
+        "template": pod_template(owner, workload, template, port, image, feedback_keys),
     }
     return {
         "apiVersion": "apps/v1",

@@ -458,7 +458,7 @@ class NullMonitor:
     def record_prediction(self, features: Any, output: Any, latency: float | None = None, scores: Any = None) -> None:
         """Metrics are off."""
 
-    def record_feedback(self, predicted: Any, actual: Any) -> None:
+    def record_feedback(self, predicted: Any, actual: Any, version: str | None = None, track: str | None = None) -> None:
         """Metrics are off."""
 
     def record_error(self, reason: str) -> None:

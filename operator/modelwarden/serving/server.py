@@ -45,11 +45,13 @@ from modelwarden.serving.payload import (
     parse_v2,
 )
 from modelwarden.serving.profile import DEFAULT_MAX_SERIES, Profile, level_key, series_count
+from modelwarden.serving.tokens import DEFAULT_MAX_AGE_SECONDS, FeedbackTokens, Prediction, read_keys
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_FEEDBACK_CACHE = 10_000
 REQUEST_ID_HEADER = "X-Request-Id"
+FEEDBACK_TOKEN_HEADER = "X-Modelwarden-Feedback-Token"
 _VALID_REQUEST_ID = re.compile(r"^[\w.:@/+=-]{1,128}$")
 _V2_DATATYPES = {"i": "INT64", "u": "UINT64", "f": "FP64", "b": "BOOL"}
 log = logging.getLogger(__name__)
@@ -82,6 +84,8 @@ class ServeConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     prediction_log: str = "-"
     feedback_cache_size: int = DEFAULT_FEEDBACK_CACHE
+    feedback_key_file: Path | None = None  # signs and verifies feedback tokens (serving/tokens.py)
+    feedback_token_max_age: int = DEFAULT_MAX_AGE_SECONDS
     metrics: bool = True
     inference_threads: int = 0
     max_series: int = DEFAULT_MAX_SERIES  # refuse a profile that would export more series (0: no limit)
@@ -158,6 +162,8 @@ class ModelService:
         )
         self.classes = [level_key(c) for c in runner.classes] if runner.classes else profile.classes
         self.feedback = FeedbackCache(config.feedback_cache_size)
+        self.tokens = (FeedbackTokens.from_file(config.feedback_key_file, config.feedback_token_max_age)
+                       if config.feedback_key_file else None)
         self.log = PredictionLog(config.prediction_log)
         self.executor = ThreadPoolExecutor(config.inference_threads) if config.inference_threads > 0 else None
         self.headers = {"X-Model-Version": config.version, "X-Model-Track": config.track}
@@ -193,12 +199,37 @@ class ModelService:
             self.log.write(record)
         return predicted
 
-    def resolve_feedback(self, items: list[FeedbackItem]) -> tuple[list[Any], list[Any]]:
-        """(predicted, actual) pairs; request ids are looked up and consumed only if all are valid."""
-        predicted: list[Any] = []
-        actual: list[Any] = []
+    def token(self, predicted: list[Any]) -> str | None:
+        """The feedback token of one answered request (None without a feedback key)."""
+        if self.tokens is None:
+            return None
+        return self.tokens.issue(Prediction(self.config.name, self.config.track, self.config.version, tuple(predicted)))
+
+    def resolve_feedback(self, items: list[FeedbackItem]) -> dict[tuple[str, str], tuple[list[Any], list[Any]]]:
+        """(predicted, actual) pairs by the (version, track) that predicted them; every item is
+        checked (tokens verified, request ids looked up) before any is counted, and request ids
+        are consumed only then. On a shadow server, feedback for another track's token is a
+        mirrored copy of feedback that the routed track counts: verified, never counted."""
+        own = (self.config.version, self.config.track)
+        pairs: dict[tuple[str, str], tuple[list[Any], list[Any]]] = {}
         used: set[str] = set()
         for index, item in enumerate(items):
+            if item.token is not None:
+                if self.tokens is None:
+                    raise PayloadError("invalid_token", f"feedback[{index}]: this server has no feedback key "
+                                       "(--feedback-key-file), so it cannot verify tokens", status=400)
+                vouched = self.tokens.verify(item.token, self.config.name)
+                actuals = item.actual if isinstance(item.actual, list) else [item.actual]
+                if len(actuals) != len(vouched.predicted):
+                    raise PayloadError("invalid_payload", f"feedback[{index}]: the token vouches for "
+                                       f"{len(vouched.predicted)} predictions, got {len(actuals)} actual values")
+                if self.config.track == "shadow" and vouched.track != "shadow":
+                    continue
+                predicted, actual = pairs.setdefault((vouched.version, vouched.track), ([], []))
+                predicted.extend(vouched.predicted)
+                actual.extend(actuals)
+                continue
+            predicted, actual = pairs.setdefault(own, ([], []))
             if item.request_id is None:
                 predicted.append(item.predicted)
                 actual.append(item.actual)
@@ -222,7 +253,7 @@ class ModelService:
             used.add(item.request_id)
         for request_id in used:
             self.feedback.pop(request_id)
-        return predicted, actual
+        return pairs
 
     def close(self) -> None:
         self.log.close()
@@ -299,7 +330,11 @@ async def v1_predict(request: web.Request) -> web.Response:
     service = _check_model_name(request)
     rows = parse_v1(await _read_json(request, service), service.schema)
     outputs = await service.predict(rows)
-    return _json({"predictions": service.record(request[REQUEST_ID], rows, outputs, started)})
+    predicted = service.record(request[REQUEST_ID], rows, outputs, started)
+    token = service.token(predicted)
+    if token is None:
+        return _json({"predictions": predicted})
+    return _with_token(_json({"predictions": predicted, "feedbackToken": token}), token)
 
 
 async def v2_infer(request: web.Request) -> web.Response:
@@ -316,22 +351,30 @@ async def v2_infer(request: web.Request) -> web.Response:
         tensors.append(
             {"name": "score", "datatype": "FP64", "shape": [len(predicted)], "data": outputs.scores.tolist()}
         )
-    return _json(
-        {
-            "model_name": service.config.name,
-            "model_version": service.config.version,
-            "id": request[REQUEST_ID],
-            "outputs": tensors,
-        }
-    )
+    answer: dict[str, Any] = {
+        "model_name": service.config.name,
+        "model_version": service.config.version,
+        "id": request[REQUEST_ID],
+        "outputs": tensors,
+    }
+    token = service.token(predicted)
+    if token is None:
+        return _json(answer)
+    return _with_token(_json({**answer, "parameters": {"feedbackToken": token}}), token)
+
+
+def _with_token(response: web.Response, token: str) -> web.Response:
+    response.headers[FEEDBACK_TOKEN_HEADER] = token
+    return response
 
 
 async def feedback(request: web.Request) -> web.Response:
     service = _check_model_name(request)
     items = parse_feedback(await _read_json(request, service), service.runner.task, service.classes)
-    predicted, actual = service.resolve_feedback(items)
-    service.monitor.record_feedback(predicted, actual)
-    return _json({"accepted": len(predicted)})
+    pairs = service.resolve_feedback(items)
+    for (version, track), (predicted, actual) in pairs.items():
+        service.monitor.record_feedback(predicted, actual, version=version, track=track)
+    return _json({"accepted": sum(len(predicted) for predicted, _ in pairs.values())})
 
 
 async def v1_model(request: web.Request) -> web.Response:
@@ -453,6 +496,13 @@ def load_service(config: ServeConfig) -> ModelService:
                 "in `modelwarden profile` (or train on fewer features), or raise --max-series / "
                 "MODELWARDEN_MAX_SERIES (0 disables the limit)"
             )
+    if config.feedback_key_file is not None:
+        try:
+            read_keys(config.feedback_key_file)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot use the feedback key file: {exc}") from exc
+    if config.feedback_token_max_age <= 0:
+        raise StartupError("--feedback-token-max-age must be positive")
     try:
         return ModelService(config, runner, profile)
     except OSError as exc:
@@ -495,6 +545,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="requests remembered for feedback by request id",
     )
     parser.add_argument(
+        "--feedback-key-file",
+        type=Path,
+        default=_env("MODELWARDEN_FEEDBACK_KEY_FILE"),
+        help="keys for feedback tokens, one per line, the first signs (a mounted Secret) [MODELWARDEN_FEEDBACK_KEY_FILE]",
+    )
+    parser.add_argument(
+        "--feedback-token-max-age",
+        type=int,
+        default=int(_env("MODELWARDEN_FEEDBACK_TOKEN_MAX_AGE", str(DEFAULT_MAX_AGE_SECONDS)) or DEFAULT_MAX_AGE_SECONDS),
+        help="seconds a feedback token stays valid (default 90 days) [MODELWARDEN_FEEDBACK_TOKEN_MAX_AGE]",
+    )
+    parser.add_argument(
         "--inference-threads", type=int, default=0, help="predict in a thread pool of this size (0: inline)"
     )
     parser.add_argument(
@@ -531,6 +593,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         max_body_bytes=args.max_body_bytes,
         prediction_log=args.prediction_log,
         feedback_cache_size=args.feedback_cache_size,
+        feedback_key_file=args.feedback_key_file,
+        feedback_token_max_age=args.feedback_token_max_age,
         metrics=not args.no_metrics,
         inference_threads=args.inference_threads,
         max_series=args.max_series,

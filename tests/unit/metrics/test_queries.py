@@ -63,3 +63,27 @@ def test_plan_queries_asks_only_what_the_policy_needs():
     assert sorted(planned) == ["current.counters", "current.features", "reference.features"]
     assert 'track="stable",version="7"' in planned["reference.features"]
     assert 'track="canary",version="8"' in planned["current.features"]
+
+
+def test_every_planned_query_matches_the_namespace_label_and_feedback_looks_back_feedback_window():
+    spec = DriftPolicySpec.model_validate({
+        "targetRef": {"name": "fraud"}, "track": "canary", "window": "30m", "feedbackWindow": "7d",
+        "reference": {"track": "stable"}, "drift": {"method": "ks"},
+        "performance": [{"metric": "accuracy", "min": 0.8}, {"metric": "mse", "max": 1}],
+        "comparison": {"metrics": ["accuracy"]},
+        "checks": [{"name": "mine", "query": "sum(rate(my_metric{ {{ selector }} }[5m]))", "max": 1}],
+    })
+    planned = plan_queries(spec, Target("fraud", "prod", {"canary": "8"}, namespace_label="kubernetes_namespace"))
+    assert planned and all('kubernetes_namespace="prod"' in promql for promql in planned.values()), planned
+    assert planned["custom.mine"] == 'sum(rate(my_metric{ model="fraud",track="canary",version="8",kubernetes_namespace="prod" }[5m]))'
+    # Ground truth over the feedback window, everything else over the window.
+    assert "[7d]" in planned["current.confusion"] and "[7d]" in planned["baseline.confusion"]
+    counters = planned["current.counters"]
+    assert "modelwarden_feedback_squared_error_sum{" in counters
+    for part in counters.split(" or "):
+        span = "[7d]" if "feedback" in part else "[30m]"
+        assert span in part, part
+    assert "[30m]" in planned["current.features"] and "[30m]" in planned["reference.features"]
+    # Without feedbackWindow, feedback looks back the window.
+    plain = plan_queries(spec.model_copy(update={"feedback_window": None}), Target("fraud", "prod", {"canary": "8"}))
+    assert "[30m]" in plain["current.confusion"] and "[7d]" not in plain["current.counters"]

@@ -180,7 +180,10 @@ def test_servicemonitor_scrapes_the_metrics_service(full):
     (monitor,) = find(full, "ServiceMonitor")
     (service,) = find(full, "Service")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"] and endpoint["path"] == "/metrics"
+    # The operator's series keep their own `namespace` (the policy's), not `exported_namespace`.
+    assert endpoint["honorLabels"] is True
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 

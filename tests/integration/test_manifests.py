@@ -29,6 +29,7 @@ EXPECTED_RULES: list[tuple[str, tuple[str, ...], list[str]]] = [
     ("", ("services",), RWD),
     ("gateway.networking.k8s.io", ("httproutes",), RWD),
     ("networking.istio.io", ("virtualservices",), RWD),
+    ("monitoring.coreos.com", ("podmonitors",), RWD),
     ("autoscaling", ("horizontalpodautoscalers",), ["get", "list", "watch"]),
     ("batch", ("jobs", "cronjobs"), RWD),
     ("", ("events",), ["create", "patch"]),

@@ -11,6 +11,8 @@ RECONCILE_INTERVAL_ENV = "MODELWARDEN_RECONCILE_INTERVAL"
 POLICY_TICK_ENV = "MODELWARDEN_POLICY_TICK"
 METRICS_PORT_ENV = "MODELWARDEN_METRICS_PORT"
 DEFAULT_METRICS_PORT = 8082
+POD_MONITORS_ENV = "MODELWARDEN_POD_MONITORS"
+POD_MONITOR_MODES = ("auto", "off")  # auto: a PodMonitor per ModelDeployment when the cluster serves the kind
 
 
 def reconcile_interval() -> float:
@@ -34,6 +36,7 @@ class OperatorConfig:
     metrics_port: int | None = DEFAULT_METRICS_PORT  # None or 0: no /metrics server
     default_image: str = DEFAULT_IMAGE
     labels: dict[str, str] = field(default_factory=dict)
+    pod_monitors: str = "auto"  # one of POD_MONITOR_MODES
 
     @property
     def clusterwide(self) -> bool:

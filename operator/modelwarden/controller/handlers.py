@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 from typing import Any
 
 import kopf
@@ -16,6 +17,7 @@ from modelwarden.controller import metrics
 from modelwarden.controller import modeldeployments  # noqa: F401  (registers the reconciler)
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.modeldeployments import DRIFTPOLICIES, MODELDEPLOYMENTS, Wakeups
+from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.controller.status import spec_status_patch
 from modelwarden.kube.api import KubeApi, StaleView
 from modelwarden.kube.fence import WriteFence, write_status
@@ -28,6 +30,7 @@ class Memo(kopf.Memo):
     kube: KubeApi
     fence: WriteFence  # our last status write per object: older views are stale
     wakeups: Wakeups  # run a ModelDeployment's reconcile now
+    pod_monitors: PodMonitorSupport  # whether ModelDeployments get a PodMonitor
 
 
 @kopf.on.startup()
@@ -47,6 +50,11 @@ def connect(memo: Memo, **_: Any) -> None:
     memo.kube = KubeApi()
     memo.fence = WriteFence()
     memo.wakeups = Wakeups()
+    memo.pod_monitors = PodMonitorSupport(memo.kube, memo.config.pod_monitors)
+    if memo.config.pod_monitors == "off":
+        logging.getLogger(__name__).info("PodMonitors off (--pod-monitors=off): none are watched or written")
+    else:
+        memo.pod_monitors.check()  # at startup, then again every few minutes (controller/podmonitors.py)
     metrics.serve(memo.config.metrics_port)
 
 

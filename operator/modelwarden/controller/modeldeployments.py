@@ -36,6 +36,7 @@ from modelwarden.api.modeldeployment import ModelDeployment
 from modelwarden.builders.workloads import INSTANCE_LABEL, MANAGED_BY
 from modelwarden.controller import metrics
 from modelwarden.controller.config import reconcile_interval
+from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.controller.status import status_changes
 from modelwarden.kube.api import KubeApi, StaleView
 from modelwarden.kube.apply import ChildKey, apply_children, key
@@ -192,9 +193,12 @@ def gather(body: Any, index_children: Iterable[kopf.Index], verdicts: kopf.Index
 async def run_modeldeployment(
     body: Any, namespace: str, name: str, memo: Any, stopped: kopf.DaemonStopped,
     child_deployments: kopf.Index, child_services: kopf.Index, child_httproutes: kopf.Index,
-    child_virtualservices: kopf.Index, autoscalers: kopf.Index, policy_verdicts: kopf.Index, **_: Any,
+    child_virtualservices: kopf.Index, autoscalers: kopf.Index, policy_verdicts: kopf.Index, **rest: Any,
 ) -> None:
     instance = (namespace, name)
+    children = [child_deployments, child_services, child_httproutes, child_virtualservices]
+    if "child_podmonitors" in rest:  # registered unless --pod-monitors=off (controller/podmonitors.py)
+        children.append(rest["child_podmonitors"])
     wake = memo.wakeups.event(instance)
     loop = asyncio.get_running_loop()
     failures = 0
@@ -202,12 +206,12 @@ async def run_modeldeployment(
     try:
         while not stopped:
             wake.clear()
-            gathered = gather(body, (child_deployments, child_services, child_httproutes, child_virtualservices),
-                              policy_verdicts, autoscalers)
+            gathered = gather(body, children, policy_verdicts, autoscalers)
             delay = reconcile_interval()
             try:
                 outcome, problems = await loop.run_in_executor(
-                    RECONCILES, reconcile, memo.kube, memo.fence, gathered, memo.config.default_image, problems)
+                    RECONCILES, reconcile, memo.kube, memo.fence, gathered, memo.config.default_image, problems,
+                    memo.pod_monitors)
                 failures = 0
                 for event in outcome.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
@@ -234,12 +238,16 @@ async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float)
 
 
 def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
-              problems: tuple[str, ...]) -> tuple[Outcome, tuple[str, ...]]:
+              problems: tuple[str, ...], pod_monitors: PodMonitorSupport | None = None) -> tuple[Outcome, tuple[str, ...]]:
     """One decision: plan from the gathered view, persist status once, then apply children.
 
     Returns what to announce and the apply problems the next decision should report.
     """
     view = gathered.view
+    want_pod_monitor = pod_monitors.wanted() if pod_monitors is not None else False
+    children = gathered.children
+    if want_pod_monitor is None:  # discovery has not answered yet: leave PodMonitors as they are
+        children = {k: child for k, child in children.items() if child.get("kind") != "PodMonitor"}
     for _ in range(STALE_RETRIES):
         meta = view.get("metadata", {})
         if fence.is_stale(meta.get("uid", ""), meta.get("resourceVersion")):
@@ -258,9 +266,9 @@ def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
                 if track:
                     observed[track] = ObservedTrack.from_deployment(child)
         scaled = {track: observed[track].replicas for track in observed if f"{name}-{track}" in gathered.autoscaled}
-        routes = [c for c in gathered.children.values() if c.get("kind") not in ("Deployment", "Service")]
+        routes = [c for c in gathered.children.values() if c.get("kind") not in ("Deployment", "Service", "PodMonitor")]
         result = plan(md, observed, gathered.verdicts, now, image=image, routes=routes, autoscaled=scaled,
-                      apply_problems=problems)
+                      apply_problems=problems, pod_monitors=bool(want_pod_monitor))
         changes = status_changes(dict(view.get("status") or {}), result.status)
         wrote = False
         if changes:
@@ -278,7 +286,7 @@ def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
         metrics.record_reconcile("written" if wrote else "unchanged")
         _log_decision(namespace, name, "written" if wrote else "unchanged", result.events, gathered.verdicts, result.breaches)
         metrics.set_canary_weight(namespace, name, result.split.canary)
-        applied = apply_children(kube, result.children, gathered.children, owner_uid=md.metadata["uid"])
+        applied = apply_children(kube, result.children, children, owner_uid=md.metadata["uid"])
         if applied.changed:
             logger.info("%s/%s children: created %s updated %s deleted %s", namespace, name,
                         applied.created, applied.updated, applied.deleted)

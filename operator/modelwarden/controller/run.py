@@ -12,6 +12,8 @@ from modelwarden.controller.config import (
     DEFAULT_METRICS_PORT,
     DEFAULT_PROMETHEUS_URL,
     METRICS_PORT_ENV,
+    POD_MONITOR_MODES,
+    POD_MONITORS_ENV,
     POLICY_TICK_ENV,
     RECONCILE_INTERVAL_ENV,
     OperatorConfig,
@@ -54,8 +56,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, default=int(os.environ.get(METRICS_PORT_ENV, DEFAULT_METRICS_PORT)),
         help=f"port of the operator's own /metrics (default {DEFAULT_METRICS_PORT}, 0 disables; env {METRICS_PORT_ENV})",
     )
+    parser.add_argument(
+        "--pod-monitors", type=pod_monitors_mode, default=os.environ.get(POD_MONITORS_ENV, "auto"),
+        metavar="{" + ",".join(POD_MONITOR_MODES) + "}",
+        help="auto (default): a prometheus-operator PodMonitor per ModelDeployment when the cluster serves "
+             f"monitoring.coreos.com/v1 PodMonitor; off: never watch or write PodMonitors (env {POD_MONITORS_ENV})",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+
+
+def pod_monitors_mode(value: str) -> str:
+    """`--pod-monitors` and MODELWARDEN_POD_MONITORS (argparse checks a default only through its type)."""
+    mode = value.strip().lower()
+    if mode not in POD_MONITOR_MODES:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(POD_MONITOR_MODES)}")
+    return mode
 
 
 def build_config(args: argparse.Namespace) -> OperatorConfig:
@@ -67,6 +83,7 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
         default_image=args.default_image,
         metrics_port=args.metrics_port or None,
+        pod_monitors=args.pod_monitors,
     )
 
 
@@ -84,9 +101,11 @@ def run(args: argparse.Namespace) -> int:
     os.environ[POLICY_TICK_ENV] = str(args.policy_tick)
     import kopf
 
-    from modelwarden.controller import handlers  # registers the handlers with kopf
+    from modelwarden.controller import handlers, podmonitors  # registers the handlers with kopf
 
     config = build_config(args)
+    if config.pod_monitors != "off":
+        podmonitors.watch()  # only then: with `off` the operator needs no access to PodMonitors at all
     kopf.configure(verbose=args.verbose, quiet=args.quiet)
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(_routine_success)

@@ -65,6 +65,16 @@ class KubeApi:
                     raise RouteApiUnavailable(f"the cluster does not serve {kind}.{api_version}") from exc
             return self._resources[key]
 
+    def serves(self, api_version: str, kind: str) -> bool:
+        """Whether the API server serves this kind right now: one discovery request for its group
+        version, never the DynamicClient's discovery cache (which may outlive a CRD)."""
+        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            found = self.dynamic.request("get", path).to_dict()
+        except NotFoundError:
+            return False
+        return any(r.get("kind") == kind and "/" not in r.get("name", "") for r in found.get("resources") or [])
+
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self._resource(api_version, kind).get(name=name, namespace=namespace).to_dict()

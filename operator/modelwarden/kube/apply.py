@@ -82,6 +82,9 @@ def apply_children(
     for child_key, current in observed.items():
         if child_key not in wanted and owned_by(current, owner_uid):
             api_version, kind, name = child_key
-            api.delete(api_version, kind, current["metadata"].get("namespace"), name)
+            try:
+                api.delete(api_version, kind, current["metadata"].get("namespace"), name)
+            except RouteApiUnavailable:
+                continue  # the kind went away with its CRD, and the child with it
             result.deleted.append(f"{kind}/{name}")
     return result

@@ -23,6 +23,7 @@ from modelwarden.api.modeldeployment import (
     Weights,
 )
 from modelwarden.api.duration import format_duration
+from modelwarden.builders.podmonitor import pod_monitor
 from modelwarden.builders.workloads import DEFAULT_IMAGE, Owner, TrackWorkload, deployment, front_service, track_service
 from modelwarden.planning.types import Event, ObservedTrack, Plan, PolicyVerdict
 from modelwarden.routers import RouteContext, Split, get_router
@@ -42,12 +43,14 @@ def plan(
     routes: Sequence[dict[str, Any]] = (),
     autoscaled: Mapping[str, int] | None = None,
     apply_problems: Sequence[str] = (),
+    pod_monitors: bool = False,
 ) -> Plan:
     """Desired children, traffic split, next status and events for one ModelDeployment.
 
     `routes` are this ModelDeployment's route objects as the cluster shows them, `autoscaled` the
     replicas of tracks an HPA scales (the operator leaves those alone), `apply_problems` what the
-    last apply of children could not do.
+    last apply of children could not do, `pod_monitors` whether to want a PodMonitor (the cluster
+    serves the kind and the operator is not told otherwise).
     """
     spec, meta = md.spec, md.metadata
     status = (md.status or ModelDeploymentStatus()).model_copy(deep=True)
@@ -79,6 +82,8 @@ def plan(
         children.append(deployment(owner, workload, spec.template, spec.port, image, set_replicas=workload.track not in scaled))
         children.append(track_service(owner, workload, spec.port))
     children.extend(routing.objects)
+    if pod_monitors:
+        children.append(pod_monitor(owner, spec.port, spec.template))
 
     old_weights = status.weights
     status.weights = Weights(stable=routing.effective.stable, canary=routing.effective.canary, mirror=routing.effective.mirror)

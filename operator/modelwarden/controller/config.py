@@ -25,12 +25,16 @@ def policy_tick() -> float:
     return float(os.environ.get(POLICY_TICK_ENV, "1"))
 
 
+DEFAULT_NAMESPACE_LABEL = "namespace"
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     """What `modelwarden run` was told; handlers read it from kopf's memo."""
 
     namespaces: tuple[str, ...] = ()
     prometheus_url: str = DEFAULT_PROMETHEUS_URL
+    namespace_label: str = DEFAULT_NAMESPACE_LABEL  # "" matches no namespace label
     peering_name: str | None = None
     liveness_endpoint: str | None = None
     metrics_port: int | None = DEFAULT_METRICS_PORT  # None or 0: no /metrics server

@@ -10,6 +10,7 @@ import re
 from modelwarden.controller.config import (
     DEFAULT_IMAGE,
     DEFAULT_METRICS_PORT,
+    DEFAULT_NAMESPACE_LABEL,
     DEFAULT_PROMETHEUS_URL,
     METRICS_PORT_ENV,
     POD_MONITOR_MODES,
@@ -31,6 +32,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prometheus-url", default=os.environ.get("MODELWARDEN_PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL),
         help="default Prometheus-API URL for DriftPolicies without spec.prometheus (env MODELWARDEN_PROMETHEUS_URL)",
+    )
+    parser.add_argument(
+        "--namespace-label", default=os.environ.get("MODELWARDEN_NAMESPACE_LABEL", DEFAULT_NAMESPACE_LABEL),
+        help="the Prometheus label holding a series' namespace, matched by every built-in query "
+             "(default namespace; '' turns it off; env MODELWARDEN_NAMESPACE_LABEL)",
     )
     parser.add_argument(
         "--peering", default=os.environ.get("MODELWARDEN_PEERING") or None, metavar="NAME",
@@ -79,6 +85,7 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
     return OperatorConfig(
         namespaces=namespaces,
         prometheus_url=args.prometheus_url,
+        namespace_label=args.namespace_label,
         peering_name=args.peering,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
         default_image=args.default_image,

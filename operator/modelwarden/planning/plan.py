@@ -78,8 +78,10 @@ def plan(
     routing = router.route(context)
     workloads = {t: _with_replicas(w, routing.replicas.get(t, w.replicas)) for t, w in workloads.items()}
     children = [front_service(owner, spec.port)]
+    feedback_keys = (spec.feedback.token_secret_ref.name, spec.feedback.token_secret_ref.key) if spec.feedback else None
     for workload in workloads.values():
-        children.append(deployment(owner, workload, spec.template, spec.port, image, set_replicas=workload.track not in scaled))
+        children.append(deployment(owner, workload, spec.template, spec.port, image, set_replicas=workload.track not in scaled,
+                                   feedback_keys=feedback_keys))
         children.append(track_service(owner, workload, spec.port))
     children.extend(routing.objects)
     if pod_monitors:

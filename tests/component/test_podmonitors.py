@@ -55,7 +55,8 @@ def pods_of(kube, deployment: str) -> set[str]:
 
 
 def test_a_modeldeployment_gets_its_pod_monitor_which_goes_with_it(kube, kubelet, operator_factory):
-    operator = operator_factory("-A", env=FAST)
+    # The label a kube-prometheus-stack Prometheus selects PodMonitors by (the chart's podMonitors.labels).
+    operator = operator_factory("-A", "--pod-monitor-labels", "release=kube-prometheus-stack", env=FAST)
     kube.create("modeldeployments", copy.deepcopy(MD))
     other = copy.deepcopy(MD)
     other["metadata"]["name"] = "fraud2"
@@ -65,6 +66,7 @@ def test_a_modeldeployment_gets_its_pod_monitor_which_goes_with_it(kube, kubelet
     kube.wait_for("modeldeployments", "fraud2", lambda o: condition(o, "Ready").get("status") == "True", timeout=60)
     monitor = kube.wait_for("podmonitors", "fraud", lambda o: True, api_version=MONITORING, timeout=30)
     assert validate_any({k: v for k, v in monitor.items() if k != "status"}) == []
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert [(o["kind"], o["name"], o["uid"], o["controller"]) for o in monitor["metadata"]["ownerReferences"]] == [
         ("ModelDeployment", "fraud", md["metadata"]["uid"], True)]
     assert sorted(m["metadata"]["name"] for m in pod_monitors(kube)) == ["fraud", "fraud2"]

@@ -134,6 +134,7 @@ def test_full_values_reach_the_deployment(full):
         "run", "--namespace=ml-prod", "--namespace=ml-staging", "--namespace=team-*",
         "--prometheus-url=http://mimir-gateway.monitoring.svc:8080/prometheus",
         "--liveness=http://0.0.0.0:8081/healthz", "--metrics-port=9102", "--verbose", "--peering=modelwarden-prod",
+        "--pod-monitor-labels=release=kube-prometheus-stack,team=ml",
         "--default-image=registry.example.com/ml/modelwarden:0.1.0-rc1",
     ]
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -142,6 +143,14 @@ def test_full_values_reach_the_deployment(full):
     (service,) = find(full, "Service")
     assert service["spec"]["ports"][0]["port"] == 9102
     assert_flags_accepted(container["args"])
+
+
+def test_pod_monitors_can_be_turned_off_from_the_chart():
+    args = operator_container(template("--set", "podMonitors.enabled=false"))["args"]
+    assert "--pod-monitors=off" in args and not any(a.startswith("--pod-monitor-labels") for a in args)
+    assert_flags_accepted(args)
+    default_args = operator_container(template())["args"]
+    assert not any(a.startswith("--pod-monitor") for a in default_args)  # auto, no extra labels
 
 
 # ---- values.schema.json ------------------------------------------------------------------------

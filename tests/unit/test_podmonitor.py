@@ -237,3 +237,17 @@ def test_other_values_are_refused(monkeypatch, capsys, args, env):
     with pytest.raises(SystemExit):
         parser().parse_args(["-A", *args])
     assert "--pod-monitors" in capsys.readouterr().err
+
+
+def test_extra_labels_go_on_the_pod_monitor_and_never_replace_ours():
+    from modelwarden.controller.run import label_pairs
+
+    labels = label_pairs(" release=kube-prometheus-stack , team=ml,")
+    assert labels == {"release": "kube-prometheus-stack", "team": "ml"}
+    with pytest.raises(argparse.ArgumentTypeError):
+        label_pairs("release")
+    owner = Owner(name="fraud", namespace="ml", uid="u", model="fraud")
+    monitor = pod_monitor(owner, 8080, None, {**labels, "app.kubernetes.io/managed-by": "someone-else"})
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "modelwarden"
+    assert validate_any(monitor) == []

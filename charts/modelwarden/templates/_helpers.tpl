@@ -47,3 +47,12 @@ app.kubernetes.io/part-of: modelwarden
 {{- define "modelwarden.metricsService" -}}
 {{- printf "%s-metrics" (include "modelwarden.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/* --pod-monitor-labels=k=v,... from .Values.podMonitors.labels, sorted by key. */}}
+{{- define "modelwarden.podMonitorLabels" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := .Values.podMonitors.labels -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- printf "--pod-monitor-labels=%s" (join "," $pairs) -}}
+{{- end -}}

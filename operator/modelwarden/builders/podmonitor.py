@@ -10,6 +10,7 @@ so nothing is renamed to `exported_*`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from modelwarden.builders.workloads import INSTANCE_LABEL, MANAGED_BY, Owner
@@ -32,15 +33,18 @@ def metrics_port(template: dict[str, Any] | None, port: int) -> dict[str, Any]:
     return {"portNumber": port}
 
 
-def pod_monitor(owner: Owner, port: int, template: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The PodMonitor `<name>` in the ModelDeployment's namespace (the only namespace it selects in)."""
+def pod_monitor(owner: Owner, port: int, template: dict[str, Any] | None = None,
+                extra_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The PodMonitor `<name>` in the ModelDeployment's namespace (the only namespace it selects in);
+    ``extra_labels`` (e.g. ``release``) are how a Prometheus's podMonitorSelector finds it."""
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "metadata": {
             "name": owner.name,
             "namespace": owner.namespace,
-            "labels": {**MANAGED_BY, "app.kubernetes.io/name": owner.model[:63], INSTANCE_LABEL: owner.name, "model": owner.model},
+            "labels": {**(extra_labels or {}), **MANAGED_BY, "app.kubernetes.io/name": owner.model[:63],
+                       INSTANCE_LABEL: owner.name, "model": owner.model},
             "ownerReferences": [owner.reference()],
         },
         "spec": {

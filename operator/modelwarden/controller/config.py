@@ -41,6 +41,7 @@ class OperatorConfig:
     default_image: str = DEFAULT_IMAGE
     labels: dict[str, str] = field(default_factory=dict)
     pod_monitors: str = "auto"  # one of POD_MONITOR_MODES
+    pod_monitor_labels: dict[str, str] = field(default_factory=dict)  # extra labels on every PodMonitor
 
     @property
     def clusterwide(self) -> bool:

@@ -50,7 +50,7 @@ def connect(memo: Memo, **_: Any) -> None:
     memo.kube = KubeApi()
     memo.fence = WriteFence()
     memo.wakeups = Wakeups()
-    memo.pod_monitors = PodMonitorSupport(memo.kube, memo.config.pod_monitors)
+    memo.pod_monitors = PodMonitorSupport(memo.kube, memo.config.pod_monitors, labels=memo.config.pod_monitor_labels)
     if memo.config.pod_monitors == "off":
         logging.getLogger(__name__).info("PodMonitors off (--pod-monitors=off): none are watched or written")
     else:

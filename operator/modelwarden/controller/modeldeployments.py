@@ -268,7 +268,8 @@ def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
         scaled = {track: observed[track].replicas for track in observed if f"{name}-{track}" in gathered.autoscaled}
         routes = [c for c in gathered.children.values() if c.get("kind") not in ("Deployment", "Service", "PodMonitor")]
         result = plan(md, observed, gathered.verdicts, now, image=image, routes=routes, autoscaled=scaled,
-                      apply_problems=problems, pod_monitors=bool(want_pod_monitor))
+                      apply_problems=problems, pod_monitors=bool(want_pod_monitor),
+                      pod_monitor_labels=pod_monitors.labels if pod_monitors is not None else None)
         changes = status_changes(dict(view.get("status") or {}), result.status)
         wrote = False
         if changes:

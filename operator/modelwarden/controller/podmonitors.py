@@ -14,7 +14,7 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -34,8 +34,9 @@ class PodMonitorSupport:
     Shared by the reconcile threads (a lock guards the rare discovery request)."""
 
     def __init__(self, kube: KubeApi | None, mode: str = "auto", clock: Callable[[], float] = time.monotonic,
-                 recheck: float = RECHECK_SECONDS) -> None:
+                 recheck: float = RECHECK_SECONDS, labels: Mapping[str, str] | None = None) -> None:
         self.kube, self.mode, self.clock, self.recheck = kube, mode, clock, recheck
+        self.labels = dict(labels or {})  # extra labels, e.g. the release label a Prometheus selects PodMonitors by
         self.served: bool | None = None  # None: not asked yet, or discovery failed before it ever answered
         self._next_check = 0.0
         self._lock = threading.Lock()

@@ -68,8 +68,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="auto (default): a prometheus-operator PodMonitor per ModelDeployment when the cluster serves "
              f"monitoring.coreos.com/v1 PodMonitor; off: never watch or write PodMonitors (env {POD_MONITORS_ENV})",
     )
+    parser.add_argument(
+        "--pod-monitor-labels", type=label_pairs, default=os.environ.get("MODELWARDEN_POD_MONITOR_LABELS", ""),
+        metavar="KEY=VALUE,...",
+        help="extra labels on every PodMonitor, e.g. release=kube-prometheus-stack for a Prometheus that selects "
+             "PodMonitors by release (env MODELWARDEN_POD_MONITOR_LABELS)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+
+
+def label_pairs(value: str) -> dict[str, str]:
+    """`--pod-monitor-labels release=kps,team=ml` (and the env variable) as a dict."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key, sep, label = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{item!r} is not key=value")
+        pairs[key.strip()] = label.strip()
+    return pairs
 
 
 def pod_monitors_mode(value: str) -> str:
@@ -91,6 +108,7 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         default_image=args.default_image,
         metrics_port=args.metrics_port or None,
         pod_monitors=args.pod_monitors,
+        pod_monitor_labels=args.pod_monitor_labels,
     )
 
 

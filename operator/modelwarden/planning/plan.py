@@ -44,6 +44,7 @@ def plan(
     autoscaled: Mapping[str, int] | None = None,
     apply_problems: Sequence[str] = (),
     pod_monitors: bool = False,
+    pod_monitor_labels: Mapping[str, str] | None = None,
 ) -> Plan:
     """Desired children, traffic split, next status and events for one ModelDeployment.
 
@@ -85,7 +86,7 @@ def plan(
         children.append(track_service(owner, workload, spec.port))
     children.extend(routing.objects)
     if pod_monitors:
-        children.append(pod_monitor(owner, spec.port, spec.template))
+        children.append(pod_monitor(owner, spec.port, spec.template, pod_monitor_labels))
 
     old_weights = status.weights
     status.weights = Weights(stable=routing.effective.stable, canary=routing.effective.canary, mirror=routing.effective.mirror)

@@ -76,6 +76,7 @@ class Cluster:
             self.plane.start_controller_manager()
         except BaseException:
             self.plane.stop(keep=True)
+            shutil.rmtree(self._etcd_dir, ignore_errors=True)  # RAM in /dev/shm; the logs stay in the workdir
             raise
         return self
 

@@ -77,16 +77,27 @@ class WatchRecorder:
             params = {"watch": "true"} | ({"resourceVersion": version} if version else {})
             try:
                 with session.get(f"{self.url}{path}", params=params, stream=True, timeout=(5, 3600)) as response:
-                    if response.status_code != 200:
+                    if response.status_code not in (200, 410):
                         self.errors.append(f"{kind}: HTTP {response.status_code} {response.text[:200]}")
                         self._stop.wait(0.5)
+                        continue
+                    if response.status_code == 410:  # the version was compacted: start over, events lost
+                        version = None
+                        self.gaps += 1
                         continue
                     for line in response.iter_lines():
                         if self._stop.is_set():
                             return
                         if not line:
                             continue
-                        event = json.loads(line)
+                        try:
+                            event = json.loads(line)
+                            event["object"]["metadata"]["resourceVersion"]
+                        except (ValueError, KeyError, TypeError):  # not an event: nothing can be trusted after it
+                            self.errors.append(f"{kind}: not a watch event: {line[:200]!r}")
+                            version = None
+                            self.gaps += 1
+                            break
                         if event["type"] == "ERROR":
                             if event["object"].get("code") == 410:
                                 version = None

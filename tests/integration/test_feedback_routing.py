@@ -80,14 +80,15 @@ def test_routed_delayed_feedback_counts_exactly_under_the_predicting_track(
     stable_model = serving_examples["classifier"]
     canary_model = train_example("classifier", tmp_path / "v2", seed=8)  # a different model: different mistakes
     canary_model.profile.write_text(stable_model.profile.read_text())
-    token_args = ("--feedback-key-file", str(key_file), "--prediction-log", "off")
+    token_args = ("--feedback-key-file", str(key_file), "--prediction-log", "off", "--namespace", "ml")
     servers = {
         "stable": start_model_server(stable_model.model, MODEL, version="1", track="stable", extra_args=token_args),
         "canary": start_model_server(canary_model.model, MODEL, version="2", track="canary", extra_args=token_args),
         "shadow": start_model_server(canary_model.model, MODEL, version="3", track="shadow", extra_args=token_args),
     }
     # The same model name in another namespace, with its own feedback: never mixed in.
-    staging = start_model_server(stable_model.model, MODEL, version="1", track="canary", extra_args=token_args)
+    staging = start_model_server(stable_model.model, MODEL, version="1", track="canary",
+                                 extra_args=(*token_args[:-1], "staging"))
     prometheus.set_targets([*((s.address, {"namespace": "ml", "pod": f"{t}-0"}) for t, s in servers.items()),
                             (staging.address, {"namespace": "staging", "pod": "staging-0"})])
     url = router({servers["stable"].url: 80, servers["canary"].url: 20}, mirror=servers["shadow"].url)
@@ -115,10 +116,13 @@ def test_routed_delayed_feedback_counts_exactly_under_the_predicting_track(
     tracks = collections.Counter(track for _, track, _, _ in sent)
     assert set(tracks) == {"stable", "canary"}, tracks  # the shadow's answers never reach a client
 
-    # Every server restarts: no replica remembers a single request.
+    # Every server restarts: no replica remembers a single request. Prometheus has seen each new
+    # process (its predictions counter back at 0) before any feedback arrives.
     for server in servers.values():
         server.stop()
         server.start()
+    prometheus.wait_for('modelwarden_predictions_total{namespace="ml"}', lambda result: len(result) == 3 and all(
+        float(sample["value"][1]) == 0 for sample in result), timeout=60)
 
     # Feedback through the same route (so mostly to the other track), in batches of one to four.
     index = 0
@@ -130,8 +134,11 @@ def test_routed_delayed_feedback_counts_exactly_under_the_predicting_track(
         answer = requests.post(f"{url}/v1/models/{MODEL}/feedback", json=items if len(items) > 1 else items[0], timeout=10)
         assert answer.status_code == 200 and answer.json()["accepted"] == sum(len(a) for *_, a in batch), answer.text
 
-    # Staging's own feedback, for its own predictions.
+    # Staging's own feedback, for its own predictions; its tokens do not count in ml (same key).
     staged = requests.post(f"{staging.url}/v1/models/{MODEL}:predict", json={"instances": x[:5].tolist()}, timeout=10)
+    crossed = requests.post(f"{url}/v1/models/{MODEL}/feedback", timeout=10,
+                            json={"token": staged.headers[HEADER], "actual": y[:5].tolist()})
+    assert crossed.status_code == 403 and "namespace 'staging'" in crossed.json()["error"]
     assert requests.post(f"{staging.url}/v1/models/{MODEL}/feedback", timeout=10,
                          json={"token": staged.headers[HEADER], "actual": y[:5].tolist()}).json() == {"accepted": 5}
 
@@ -154,6 +161,13 @@ def test_routed_delayed_feedback_counts_exactly_under_the_predicting_track(
     assert feedback_total(prometheus, "shadow", "ml") == {}
     # The other namespace's canary is only its own five.
     assert sum(feedback_total(prometheus, "canary", "staging").values()) == 5
+    # What the operator's accuracy check reads is increase() over its window, which takes a
+    # series' first sample as its start: every feedback series, also those a server started for
+    # another track's tokens, was first scraped at 0, so no count is lost to increase().
+    first_samples = prometheus.query(f'min_over_time({queries.FEEDBACK}{{model="{MODEL}",namespace="ml"}}[10m])')
+    assert first_samples and {float(s["value"][1]) for s in first_samples} == {0.0}, [
+        (sorted(s["metric"].items()), s["value"][1]) for s in first_samples if float(s["value"][1])]
+    assert {s["metric"]["track"] for s in first_samples} == {"stable", "canary", "shadow"}  # the shadow's own, at 0
 
 
 @pytest.mark.timeout(120)
@@ -202,6 +216,24 @@ def test_bad_tokens_are_refused_with_a_reason_counted_and_change_nothing(serving
     answer = requests.post(f"{short.url}/v1/models/{MODEL}/feedback", json={"token": old, "actual": 1}, timeout=10)
     assert answer.status_code == 403 and "expired" in answer.json()["error"]
     assert errors_by_reason(short)["expired_token"] == 1
+    # Feedback for more other versions than --max-feedback-versions is refused (a bound on series).
+    capped = start_model_server(model.model, MODEL, version="1", track="stable", extra_args=(
+        "--feedback-key-file", str(key_file), "--max-feedback-versions", "2", "--prediction-log", "off"))
+    signer = FeedbackTokens([KEYS[0].encode()])
+    for version in ("old-1", "old-2"):
+        answer = requests.post(f"{capped.url}/v1/models/{MODEL}/feedback", timeout=10,
+                               json={"token": signer.issue(Prediction(MODEL, "stable", version, (1,))), "actual": 1})
+        assert answer.status_code == 200, answer.text
+    answer = requests.post(f"{capped.url}/v1/models/{MODEL}/feedback", timeout=10,
+                           json={"token": signer.issue(Prediction(MODEL, "stable", "old-3", (1,))), "actual": 1})
+    assert answer.status_code == 429 and "--max-feedback-versions" in answer.json()["error"]
+    assert errors_by_reason(capped)["feedback_version_limit"] == 1
+    # Huge batches keep their token in the body only: no header beyond 4 KiB (2000 regression values).
+    regressor = start_model_server(serving_examples["regressor"].model, MODEL, version="1", track="stable",
+                                   extra_args=("--feedback-key-file", str(key_file), "--prediction-log", "off"))
+    many = datagen.regression(2000, seed=5)[0].tolist()
+    answer = requests.post(f"{regressor.url}/v1/models/{MODEL}:predict", json={"instances": many}, timeout=30)
+    assert answer.status_code == 200 and len(answer.json()["feedbackToken"]) > 4096 and HEADER not in answer.headers
     # A server without a key issues no tokens and refuses token feedback with a reason.
     plain = start_model_server(model.model, MODEL, version="1", track="stable", extra_args=("--prediction-log", "off"))
     answer = requests.post(f"{plain.url}/v1/models/{MODEL}:predict", json={"instances": rows}, timeout=10)

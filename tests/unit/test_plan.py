@@ -295,8 +295,9 @@ def test_feedback_token_keys_are_mounted_into_every_track_from_the_secret():
         server = pod["containers"][0]
         assert server["volumeMounts"][-1] == {"name": "modelwarden-feedback-keys", "mountPath": "/var/run/modelwarden/feedback",
                                               "readOnly": True}
-        env = {e["name"]: e["value"] for e in server["env"]}
+        env = {e["name"]: e.get("value") or e["valueFrom"] for e in server["env"]}
         assert env["MODELWARDEN_FEEDBACK_KEY_FILE"] == "/var/run/modelwarden/feedback/keys"
+        assert env["MODELWARDEN_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
         assert validate_any(deployment) == []
     # Without spec.feedback no key is mounted and no variable is set.
     plain = [c for c in plan(md(), {}, [], T0).children if c["kind"] == "Deployment"][0]["spec"]["template"]["spec"]

@@ -5,6 +5,7 @@ selecting exactly its model-server pods), plan() wanting it or not, and when the
 from __future__ import annotations
 
 import argparse
+import json
 import datetime
 
 import pytest
@@ -205,6 +206,32 @@ def test_pruning_a_pod_monitor_whose_kind_is_gone_is_no_error():
     assert result.deleted == [] and not result.unavailable and not result.conflicts
     api = RecordingApi()
     assert apply_children(api, [], observed, owner_uid="uid-1").deleted == ["PodMonitor/fraud"] == api.deleted
+
+
+def test_a_refused_pod_monitor_is_reported_and_the_other_children_are_still_applied_and_pruned():
+    """RBAC without podmonitors, or an admission webhook saying no: the rest of the reconcile goes on."""
+    from kubernetes.dynamic.exceptions import ForbiddenError
+
+    class Refusing(RecordingApi):
+        def __init__(self):
+            super().__init__()
+            self.created = []
+
+        def create(self, obj):
+            if obj["kind"] == "PodMonitor":
+                error = ForbiddenError(type("E", (), {"status": 403, "reason": "Forbidden", "body": json.dumps(
+                    {"message": 'podmonitors is forbidden: User "system:serviceaccount:x:y" cannot create'}), "headers": {}})())
+                raise error
+            self.created.append(obj["metadata"]["name"])
+            return {**obj, "metadata": {**obj["metadata"], "ownerReferences": [{"uid": "uid-1", "controller": True}]}}
+
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "fraud", "namespace": "ml"}, "spec": {}}
+    stale = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "fraud-old", "namespace": "ml",
+                                                              "ownerReferences": [{"uid": "uid-1", "controller": True}]}}
+    api = Refusing()
+    result = apply_children(api, [pod_monitor(OWNER, 8080), service], {("v1", "Service", "fraud-old"): stale}, owner_uid="uid-1")
+    assert api.created == ["fraud"] and api.deleted == ["Service/fraud-old"]
+    assert len(result.refused) == 1 and result.refused[0].startswith("PodMonitor/fraud (403 Forbidden: podmonitors is forbidden")
 
 
 # ---- the flag ------------------------------------------------------------------------------------

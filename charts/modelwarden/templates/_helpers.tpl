@@ -51,7 +51,7 @@ app.kubernetes.io/part-of: modelwarden
 {{/* --pod-monitor-labels=k=v,... from .Values.podMonitors.labels, sorted by key. */}}
 {{- define "modelwarden.podMonitorLabels" -}}
 {{- $pairs := list -}}
-{{- range $key, $value := .Values.podMonitors.labels -}}
+{{- range $key, $value := (.Values.podMonitors | default dict).labels -}}
 {{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
 {{- end -}}
 {{- printf "--pod-monitor-labels=%s" (join "," $pairs) -}}

@@ -93,8 +93,11 @@ def _mount_feedback_keys(spec: dict[str, Any], container: dict[str, Any], secret
     spec["volumes"] = [v for v in spec.get("volumes", []) if v.get("name") != FEEDBACK_KEY_VOLUME] + [volume]
     mount = {"name": FEEDBACK_KEY_VOLUME, "mountPath": FEEDBACK_KEY_DIR, "readOnly": True}
     container["volumeMounts"] = [m for m in container.get("volumeMounts", []) if m.get("name") != FEEDBACK_KEY_VOLUME] + [mount]
-    container["env"] = [e for e in container["env"] if e.get("name") != "MODELWARDEN_FEEDBACK_KEY_FILE"] + [
-        {"name": "MODELWARDEN_FEEDBACK_KEY_FILE", "value": f"{FEEDBACK_KEY_DIR}/keys"}]
+    # Tokens name the namespace, so a key shared by two namespaces cannot carry feedback across.
+    ours = {"MODELWARDEN_FEEDBACK_KEY_FILE", "MODELWARDEN_NAMESPACE"}
+    container["env"] = [e for e in container["env"] if e.get("name") not in ours] + [
+        {"name": "MODELWARDEN_FEEDBACK_KEY_FILE", "value": f"{FEEDBACK_KEY_DIR}/keys"},
+        {"name": "MODELWARDEN_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
 
 
 def pod_template(owner: Owner, workload: TrackWorkload, template: dict[str, Any] | None, port: int,

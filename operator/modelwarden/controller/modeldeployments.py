@@ -292,6 +292,7 @@ def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
             logger.info("%s/%s children: created %s updated %s deleted %s", namespace, name,
                         applied.created, applied.updated, applied.deleted)
         now_problems = tuple([*(f"{k} is not served by the cluster" for k in applied.unavailable),
+                              *(f"{r} refused by the API server" for r in applied.refused),
                               *(f"{c} exists and is not owned by this ModelDeployment" for c in applied.conflicts)])
         return Outcome(result.events if wrote else [], again=now_problems != problems), now_problems
     return Outcome(again=True), problems

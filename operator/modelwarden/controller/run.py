@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="default Prometheus-API URL for DriftPolicies without spec.prometheus (env MODELWARDEN_PROMETHEUS_URL)",
     )
     parser.add_argument(
-        "--namespace-label", default=os.environ.get("MODELWARDEN_NAMESPACE_LABEL", DEFAULT_NAMESPACE_LABEL),
+        "--namespace-label", type=prometheus_label, default=os.environ.get("MODELWARDEN_NAMESPACE_LABEL", DEFAULT_NAMESPACE_LABEL),
         help="the Prometheus label holding a series' namespace, matched by every built-in query "
              "(default namespace; '' turns it off; env MODELWARDEN_NAMESPACE_LABEL)",
     )
@@ -78,15 +78,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
 
 
+def prometheus_label(value: str) -> str:
+    """A Prometheus label name, or "" (no namespace matching)."""
+    if value and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a Prometheus label name")
+    return value
+
+
 def label_pairs(value: str) -> dict[str, str]:
     """`--pod-monitor-labels release=kps,team=ml` (and the env variable) as a dict."""
     pairs: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in value.split(","))):
-        key, sep, label = item.partition("=")
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(f"{item!r} is not key=value")
-        pairs[key.strip()] = label.strip()
+        key, sep, label = (part.strip() for part in item.partition("="))
+        if not sep or not LABEL_KEY.match(key) or not LABEL_VALUE.match(label):
+            raise argparse.ArgumentTypeError(f"{item!r} is not a Kubernetes label key=value")
+        pairs[key] = label
     return pairs
+
+
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
 def pod_monitors_mode(value: str) -> str:

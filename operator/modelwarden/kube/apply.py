@@ -10,11 +10,24 @@ other controllers' annotations) are left alone unless the operator sets them its
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.dynamic.exceptions import BadRequestError, DynamicApiError, ForbiddenError, UnprocessibleEntityError
+
 from modelwarden.kube.api import KubeApi, RouteApiUnavailable
+
+REFUSALS = (ForbiddenError, BadRequestError, UnprocessibleEntityError)
+
+
+def _message(exc: DynamicApiError) -> str:
+    """The API server's own message (a Status body), in one short line."""
+    try:
+        return str(json.loads(exc.body).get("message", ""))[:300]
+    except (TypeError, ValueError, AttributeError):
+        return str(exc)[:300]
 
 ChildKey = tuple[str, str, str]  # apiVersion, kind, name
 
@@ -45,6 +58,7 @@ class ApplyResult:
     deleted: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)  # same name, someone else's object: left alone
     unavailable: list[str] = field(default_factory=list)  # kinds the cluster does not serve
+    refused: list[str] = field(default_factory=list)  # the API server said no (403, 400, 422): reported, the rest goes on
 
     @property
     def changed(self) -> bool:
@@ -78,6 +92,8 @@ def apply_children(
             result.updated.append(label)
         except RouteApiUnavailable:
             result.unavailable.append(f"{kind}.{api_version}")
+        except REFUSALS as exc:  # RBAC, admission or a webhook: not transient, and not the other children's business
+            result.refused.append(f"{label} ({exc.status} {exc.reason}: {_message(exc)})")
     wanted = {key(obj) for obj in desired}
     for child_key, current in observed.items():
         if child_key not in wanted and owned_by(current, owner_uid):

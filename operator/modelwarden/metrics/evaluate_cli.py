@@ -33,8 +33,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model label (default: the policy's targetRef.name)")
     parser.add_argument("--namespace", help="value of {{ namespace }} (default: the manifest's namespace or 'default')")
     parser.add_argument("--namespace-label", default=None,
-                        help="match the namespace on this Prometheus label in every built-in query, as the operator does "
-                             "(default: the policy's spec.prometheus.namespaceLabel, else no namespace matching)")
+                        help="match the namespace on this Prometheus label in every built-in query (default: the "
+                             "policy's spec.prometheus.namespaceLabel, else none: backfilled or ad-hoc data often has no "
+                             "namespace label; the operator itself defaults to 'namespace')")
     parser.add_argument("--version", dest="track_version", help="version label of the judged track (default: any version)")
     parser.add_argument("--timeout", type=float, help="seconds per query (default: the policy's, else 10)")
     parser.add_argument("--all-features", action="store_true", help="table output: list every feature, not only notable ones")

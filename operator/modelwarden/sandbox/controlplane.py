@@ -426,11 +426,18 @@ class ControlPlane:
         deadline = time.monotonic() + timeout
         for name in names:
             while not any(c["type"] == "Established" and c["status"] == "True"
-                          for c in (session.get(f"{api}/{name}", timeout=10).json().get("status") or {}).get("conditions", [])):
+                          for c in self._crd_conditions(session, f"{api}/{name}")):
                 if time.monotonic() > deadline:
                     raise ControlPlaneError(f"CRD {name} not Established within {timeout}s")
                 time.sleep(0.05)
         return names
+
+    @staticmethod
+    def _crd_conditions(session: requests.Session, url: str) -> list[dict[str, Any]]:
+        response = session.get(url, timeout=10)
+        if not response.ok:
+            return []  # not there yet (or a transient error): asked again until the deadline
+        return (response.json().get("status") or {}).get("conditions", [])
 
     def create_namespace(self, name: str) -> None:
         response = self.session().post(f"{self.url}/api/v1/namespaces", timeout=30,

@@ -154,7 +154,7 @@ class Demo:
             start_new_session=True,
         )
         stack.callback(self.stop_operator)
-        self.kubelet = ProcessKubelet(self.api_url, self.prometheus, self.workdir, session=self.session).start()
+        self.kubelet = ProcessKubelet(self.api_url, self.prometheus, self.workdir, session=self.new_session()).start()
         stack.callback(self.kubelet.stop)
         self.traffic = TrafficGenerator(NAME, self.servers, self.weights, rows_per_second=self.pace.rows_per_second).start()
         stack.callback(self.traffic.stop)
@@ -166,6 +166,7 @@ class Demo:
             api = EmulatedApiServer().start()
             stack.callback(api.stop)
             self.api_url = api.url
+            self.new_session = requests.Session
             return api.write_kubeconfig(self.workdir / "kubeconfig")
         from modelwarden.sandbox.controlplane import ControlPlane, ControlPlaneNotInstalled
 
@@ -183,6 +184,7 @@ class Demo:
         plane.start_controller_manager()
         self.say(f"control plane {plane.version} ready in {plane.startup_seconds:.1f}s")
         self.api_url = plane.url
+        self.new_session = plane.session  # one per thread: requests sessions are not thread-safe
         self.session = plane.session()
         return plane.kubeconfig_path
 

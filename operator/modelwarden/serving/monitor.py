@@ -261,6 +261,10 @@ class ModelMonitor:
         own = (self.labels["version"], track)
         self._confusion = {(*own, p, a): 0 for p in profile.classes for a in profile.classes}
         self._regression = {own: [0.0, 0.0, 0]}  # squared error, absolute error, observations
+        self._feedback_sets = {own}
+        # Label sets first seen since the last scrape are exported at 0 once: increase() and rate()
+        # take a series' first sample as its start, so counts in it would never be seen.
+        self._unexported: set[tuple[str, str]] = set()
         (REGISTRY if registry is None else registry).register(self)
 
     @staticmethod
@@ -361,16 +365,41 @@ class ModelMonitor:
         if self.task == "classification":
             keys = [(*made_by, level_key(p), level_key(a)) for p, a in zip(predicted_seq, actual_seq)]
             with self._lock:
+                self._add_feedback_set(made_by)
                 for key in keys:
                     self._confusion[key] = self._confusion.get(key, 0) + 1
             return
         error = np.asarray(predicted_seq, dtype=float) - np.asarray(actual_seq, dtype=float)
         squared, absolute = float((error**2).sum()), float(np.abs(error).sum())
         with self._lock:
-            sums = self._regression.setdefault(made_by, [0.0, 0.0, 0])
+            self._add_feedback_set(made_by)
+            sums = self._regression[made_by]
             sums[0] += squared
             sums[1] += absolute
             sums[2] += error.size
+
+    def _add_feedback_set(self, made_by: tuple[str, str]) -> None:
+        """Every series of a new (version, track) at once, at 0 (under the lock)."""
+        if made_by in self._feedback_sets:
+            return
+        self._feedback_sets.add(made_by)
+        self._unexported.add(made_by)
+        if self.task == "classification":
+            for p in self.profile.classes:
+                for a in self.profile.classes:
+                    self._confusion.setdefault((*made_by, p, a), 0)
+        else:
+            self._regression[made_by] = [0.0, 0.0, 0]
+
+    def knows_feedback_of(self, version: str, track: str) -> bool:
+        """Whether feedback of (version, track) already has its series here."""
+        with self._lock:
+            return (version, track) in self._feedback_sets
+
+    def feedback_label_sets(self) -> int:
+        """How many (version, track) pairs besides this server's own have feedback series."""
+        with self._lock:
+            return len(self._feedback_sets) - 1
 
     def record_error(self, reason: str) -> None:
         with self._lock:
@@ -389,12 +418,14 @@ class ModelMonitor:
                 "outliers": self._outliers,
                 "errors": dict(self._errors),
                 "classes": dict(self._classes),
-                "confusion": dict(self._confusion),
+                "confusion": {key: 0 if key[:2] in self._unexported else n for key, n in self._confusion.items()},
                 "column_counts": self._columns.cumulative.copy(),
                 "column_sums": self._columns.sums.copy(),
                 "latency": (self._latency.cumulative(), self._latency.total),
-                "regression": {made_by: tuple(sums) for made_by, sums in self._regression.items()},
+                "regression": {made_by: (0.0, 0.0, 0) if made_by in self._unexported else tuple(sums)
+                               for made_by, sums in self._regression.items()},
             }
+            self._unexported.clear()
         labels = self.labels
         yield self._single_counter(
             "modelwarden_predictions_total", "Predictions made (rows, not requests).", snapshot["predictions"]

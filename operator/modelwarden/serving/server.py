@@ -52,6 +52,8 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_FEEDBACK_CACHE = 10_000
 REQUEST_ID_HEADER = "X-Request-Id"
 FEEDBACK_TOKEN_HEADER = "X-Modelwarden-Feedback-Token"
+MAX_TOKEN_HEADER_BYTES = 4096
+DEFAULT_MAX_FEEDBACK_VERSIONS = 8
 _VALID_REQUEST_ID = re.compile(r"^[\w.:@/+=-]{1,128}$")
 _V2_DATATYPES = {"i": "INT64", "u": "UINT64", "f": "FP64", "b": "BOOL"}
 log = logging.getLogger(__name__)
@@ -85,6 +87,8 @@ class ServeConfig:
     prediction_log: str = "-"
     feedback_cache_size: int = DEFAULT_FEEDBACK_CACHE
     feedback_key_file: Path | None = None  # signs and verifies feedback tokens (serving/tokens.py)
+    namespace: str = ""  # the pod's namespace (downward API): tokens name it
+    max_feedback_versions: int = DEFAULT_MAX_FEEDBACK_VERSIONS
     feedback_token_max_age: int = DEFAULT_MAX_AGE_SECONDS
     metrics: bool = True
     inference_threads: int = 0
@@ -203,7 +207,8 @@ class ModelService:
         """The feedback token of one answered request (None without a feedback key)."""
         if self.tokens is None:
             return None
-        return self.tokens.issue(Prediction(self.config.name, self.config.track, self.config.version, tuple(predicted)))
+        return self.tokens.issue(Prediction(self.config.name, self.config.track, self.config.version, tuple(predicted),
+                                            self.config.namespace))
 
     def resolve_feedback(self, items: list[FeedbackItem]) -> dict[tuple[str, str], tuple[list[Any], list[Any]]]:
         """(predicted, actual) pairs by the (version, track) that predicted them; every item is
@@ -218,13 +223,24 @@ class ModelService:
                 if self.tokens is None:
                     raise PayloadError("invalid_token", f"feedback[{index}]: this server has no feedback key "
                                        "(--feedback-key-file), so it cannot verify tokens", status=400)
-                vouched = self.tokens.verify(item.token, self.config.name)
+                vouched = self.tokens.verify(item.token, self.config.name, self.config.namespace)
                 actuals = item.actual if isinstance(item.actual, list) else [item.actual]
                 if len(actuals) != len(vouched.predicted):
                     raise PayloadError("invalid_payload", f"feedback[{index}]: the token vouches for "
                                        f"{len(vouched.predicted)} predictions, got {len(actuals)} actual values")
+                if self.runner.task == "regression" and not all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in vouched.predicted):
+                    raise PayloadError("invalid_payload", f"feedback[{index}]: the token's predictions are not numbers "
+                                       "(a token of another kind of model)")
                 if self.config.track == "shadow" and vouched.track != "shadow":
                     continue
+                key = (vouched.version, vouched.track)
+                if key != own and key not in pairs and not self.monitor.knows_feedback_of(*key) and \
+                        self.monitor.feedback_label_sets() >= self.config.max_feedback_versions:
+                    raise PayloadError("feedback_version_limit", f"feedback[{index}]: feedback for version "
+                                       f"{vouched.version!r} ({vouched.track}) would make this server export more than "
+                                       f"{self.config.max_feedback_versions} other versions' feedback series "
+                                       "(--max-feedback-versions); restart to start over", status=429)
                 predicted, actual = pairs.setdefault((vouched.version, vouched.track), ([], []))
                 predicted.extend(vouched.predicted)
                 actual.extend(actuals)
@@ -364,7 +380,10 @@ async def v2_infer(request: web.Request) -> web.Response:
 
 
 def _with_token(response: web.Response, token: str) -> web.Response:
-    response.headers[FEEDBACK_TOKEN_HEADER] = token
+    """The token in a header too, unless it is too long for common proxies and clients (8 KiB header
+    limits): a large batch's token is only in the body."""
+    if len(token) <= MAX_TOKEN_HEADER_BYTES:
+        response.headers[FEEDBACK_TOKEN_HEADER] = token
     return response
 
 
@@ -551,6 +570,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="keys for feedback tokens, one per line, the first signs (a mounted Secret) [MODELWARDEN_FEEDBACK_KEY_FILE]",
     )
     parser.add_argument(
+        "--namespace",
+        default=_env("MODELWARDEN_NAMESPACE", ""),
+        help="the pod's namespace, named in feedback tokens (the operator sets it from the downward API) [MODELWARDEN_NAMESPACE]",
+    )
+    parser.add_argument(
+        "--max-feedback-versions",
+        type=int,
+        default=DEFAULT_MAX_FEEDBACK_VERSIONS,
+        help="other (version, track) pairs whose token feedback this server counts before refusing more (series bound)",
+    )
+    parser.add_argument(
         "--feedback-token-max-age",
         type=int,
         default=int(_env("MODELWARDEN_FEEDBACK_TOKEN_MAX_AGE", str(DEFAULT_MAX_AGE_SECONDS)) or DEFAULT_MAX_AGE_SECONDS),
@@ -594,6 +624,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         prediction_log=args.prediction_log,
         feedback_cache_size=args.feedback_cache_size,
         feedback_key_file=args.feedback_key_file,
+        namespace=args.namespace,
+        max_feedback_versions=args.max_feedback_versions,
         feedback_token_max_age=args.feedback_token_max_age,
         metrics=not args.no_metrics,
         inference_threads=args.inference_threads,

@@ -309,3 +309,29 @@ def test_non_finite_latency_is_not_observed(classifier_profile):
     assert value(parsed, "modelwarden_inference_latency_seconds_count") == 2
     assert value(parsed, "modelwarden_inference_latency_seconds_sum") == pytest.approx(0.006)
     assert value(parsed, "modelwarden_predictions_total") == 4
+
+
+def test_feedback_of_another_track_gets_all_its_series_at_zero_for_one_scrape_first(classifier_profile):
+    """increase() takes a series' first sample as its start: counts in it would never be seen."""
+    monitor, registry = make_monitor(classifier_profile, track="stable")
+    classes = classifier_profile.classes
+    monitor.record_feedback([classes[0], classes[1]], [classes[0], classes[0]], version="8", track="canary")
+    first = samples(registry)
+    canary = {k: v for k, v in first.items() if k[0] == "modelwarden_feedback_total" and ("track", "canary") in k[1]}
+    assert len(canary) == len(classes) ** 2 and set(canary.values()) == {0.0}
+    second = samples(registry)
+    assert value(second, "modelwarden_feedback_total", track="canary", version="8", predicted=classes[0], actual=classes[0]) == 1
+    assert value(second, "modelwarden_feedback_total", track="canary", version="8", predicted=classes[1], actual=classes[0]) == 1
+    # This server's own series were exported from the start, so its feedback shows at once.
+    monitor.record_feedback(classes[0], classes[0])
+    assert value(samples(registry), "modelwarden_feedback_total", track="stable", version="7",
+                 predicted=classes[0], actual=classes[0]) == 1
+    assert monitor.knows_feedback_of("8", "canary") and monitor.feedback_label_sets() == 1
+
+
+def test_regression_feedback_of_another_version_also_waits_one_scrape(regressor_profile):
+    monitor, registry = make_monitor(regressor_profile)
+    monitor.record_feedback([1.0, 2.0], [0.0, 0.0], version="6", track="stable")
+    assert value(samples(registry), "modelwarden_feedback_squared_error_sum", version="6") == 0
+    assert value(samples(registry), "modelwarden_feedback_squared_error_sum", version="6") == 5.0
+    assert value(samples(registry), "modelwarden_feedback_observations_total", version="6") == 2

@@ -100,3 +100,41 @@ def test_feedback_items_give_exactly_one_of_token_request_id_or_predicted():
             parse_feedback(both, "classification", ["0", "1"])
     with pytest.raises(PayloadError, match="token must be a non-empty string"):
         parse_feedback({"token": "", "actual": 1}, "classification", ["0", "1"])
+
+
+def test_a_token_from_a_pod_whose_clock_runs_ahead_is_accepted_within_the_skew():
+    from modelwarden.serving.tokens import CLOCK_SKEW_SECONDS
+
+    token = FeedbackTokens([NEW]).issue(CANARY)
+    now = __import__("time").time()
+    behind = FeedbackTokens([NEW], clock=lambda: now - CLOCK_SKEW_SECONDS + 5)  # this pod's clock is behind
+    assert behind.verify(token, "fraud") == CANARY
+    far_behind = FeedbackTokens([NEW], clock=lambda: now - CLOCK_SKEW_SECONDS - 60)
+    with pytest.raises(TokenError) as refused:
+        far_behind.verify(token, "fraud")
+    assert refused.value.reason == "invalid_token" and "future" in refused.value.message
+
+
+def test_a_token_names_its_namespace_and_another_namespace_refuses_it():
+    tokens = FeedbackTokens([NEW])
+    staging = tokens.issue(Prediction("fraud", "canary", "3", (1,), "staging"))
+    assert tokens.verify(staging, "fraud", "staging").namespace == "staging"
+    with pytest.raises(TokenError) as refused:
+        tokens.verify(staging, "fraud", "prod")
+    assert refused.value.reason == "wrong_model_token" and "'staging'" in refused.value.message
+
+
+def test_the_key_file_is_read_again_when_it_changes_so_rotation_needs_no_restart(tmp_path):
+    path = tmp_path / "keys"
+    path.write_text(OLD.decode() + "\n")
+    tokens = FeedbackTokens.from_file(path)
+    before = tokens.issue(CANARY)
+    # Step 1: the new key verifies (second line); step 2: it signs (first line).
+    path.write_text(f"{OLD.decode()}\n{NEW.decode()}\n")
+    assert tokens.verify(FeedbackTokens([NEW]).issue(CANARY), "fraud") == CANARY
+    path.write_text(f"{NEW.decode()}\n{OLD.decode()}\n")
+    after = tokens.issue(CANARY)
+    assert FeedbackTokens([NEW]).verify(after, "fraud") == CANARY and tokens.verify(before, "fraud") == CANARY
+    # A file emptied mid-update keeps the keys there were.
+    path.write_text("")
+    assert tokens.verify(after, "fraud") == CANARY

@@ -70,7 +70,7 @@ class KubeClient:
 
     def wait_for(
         self, plural: str, name: str, predicate: Callable[[dict[str, Any]], bool], namespace: str = "default",
-        timeout: float = 20.0, api_version: str | None = None,
+        timeout: float = 60.0, api_version: str | None = None,
     ) -> dict[str, Any]:
         """Poll an object until the predicate holds; fail with the last state seen."""
         deadline = time.monotonic() + timeout
@@ -82,7 +82,7 @@ class KubeClient:
             time.sleep(0.1)
         raise AssertionError(f"{plural}/{name} did not reach the expected state in {timeout}s; last: {last}")
 
-    def wait_gone(self, plural: str, name: str, namespace: str = "default", timeout: float = 20.0) -> None:
+    def wait_gone(self, plural: str, name: str, namespace: str = "default", timeout: float = 60.0) -> None:
         """Poll until the object no longer exists."""
         deadline = time.monotonic() + timeout
         while (last := self.get(plural, name, namespace)) is not None:

@@ -75,7 +75,7 @@ def events(kube, reason):
     return [e for e in kube.list("events") if e.get("reason") == reason]
 
 
-def count_events(kube, reason, at_least=1, timeout=20.0):
+def count_events(kube, reason, at_least=1, timeout=60.0):
     """How many Events of a reason exist once there are ``at_least`` (an Event is posted after the
     status write that a test waits for, so it may not be there yet)."""
     deadline = time.monotonic() + timeout

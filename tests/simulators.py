@@ -16,9 +16,16 @@ class FakePrometheus(LoopbackHttpServer):
     def __init__(self, mode: str = "value", value: float = 0.0, delay: float = 0.0) -> None:
         self.mode, self.value, self.delay = mode, value, delay
         self.queries: list[str] = []
+        self.connections = 0  # TCP connections accepted (HTTP/1.1: a client may keep one alive)
         fake = self
 
         class Handler(QuietHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                fake.connections += 1
+                super().setup()
+
             def do_GET(self) -> None:  # noqa: N802
                 fake.queries.append(self.path)
                 if fake.mode == "slow":

@@ -150,6 +150,16 @@ def test_breach_rolls_back_retrains_once_and_recovers(kube, kubelet, operator_fa
     assert not any('policy="gate"' in line for line in metric_lines(metrics_port, "modelwarden_operator_"))
 
 
+def test_evaluations_reuse_one_keep_alive_connection_to_prometheus(kube, kubelet, operator_factory, fake_prometheus):
+    prometheus = fake_prometheus(value=0.0)
+    operator_factory("-A", env=FAST)
+    start_canary(kube)
+    kube.create("driftpolicies", policy("gate", prometheus.url))
+    kube.wait_for("driftpolicies", "gate", lambda o: len(status(o).get("evaluations") or []) >= 5, timeout=60)
+    assert len(prometheus.queries) >= 5
+    assert prometheus.connections <= 2, (prometheus.connections, len(prometheus.queries))  # not one per evaluation
+
+
 def test_schedule_keeps_a_cronjob_and_suspend_stops_evaluating(kube, kubelet, operator_factory, fake_prometheus):
     prometheus = fake_prometheus(value=0)
     operator_factory("-A", env=FAST)

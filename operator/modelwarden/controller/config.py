@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 DEFAULT_IMAGE = "ghcr.io/modelwarden/modelwarden:0.1.0"
@@ -12,12 +14,42 @@ POLICY_TICK_ENV = "MODELWARDEN_POLICY_TICK"
 METRICS_PORT_ENV = "MODELWARDEN_METRICS_PORT"
 DEFAULT_METRICS_PORT = 8082
 POD_MONITORS_ENV = "MODELWARDEN_POD_MONITORS"
+SHARD_ENV = "MODELWARDEN_SHARD"
 POD_MONITOR_MODES = ("auto", "off")  # auto: a PodMonitor per ModelDeployment when the cluster serves the kind
 
 
 def reconcile_interval() -> float:
     """Seconds between level-triggered reconciles (kopf timers are declared at import time)."""
     return float(os.environ.get(RECONCILE_INTERVAL_ENV, "5"))
+
+
+def parse_shard(value: str) -> tuple[int, int] | None:
+    """"I/N" (this process owns shard I of N, 0 <= I < N) or "" (every object)."""
+    if not value:
+        return None
+    index, sep, count = value.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise ValueError(f"{value!r} is not a shard I/N with 0 <= I < N")
+    return int(index), int(count)
+
+
+def shard_of(uid: str, shards: int) -> int:
+    """The shard of an object: jump consistent hash (Lamping & Veach) of its uid, so going from N
+    to N+1 shards moves only about 1/(N+1) of the objects."""
+    key = int.from_bytes(hashlib.sha256(uid.encode()).digest()[:8], "big")
+    bucket, jump = -1, 0
+    while jump < shards:
+        bucket = jump
+        key = (key * 2862933555777941757 + 1) % (1 << 64)
+        jump = int((bucket + 1) * ((1 << 31) / ((key >> 33) + 1)))
+    return bucket
+
+
+def in_this_shard(uid: str = "", **_: Any) -> bool:
+    """kopf `when=` filter: whether this operator process owns the object (--shard; read per call
+    from the environment that `modelwarden run` sets before kopf starts)."""
+    shard = parse_shard(os.environ.get(SHARD_ENV, ""))
+    return shard is None or shard_of(uid, shard[1]) == shard[0]
 
 
 def policy_tick() -> float:

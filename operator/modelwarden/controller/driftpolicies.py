@@ -35,7 +35,7 @@ from modelwarden.api.driftpolicy import CheckResult, DriftPolicy, DriftPolicySta
 from modelwarden.builders.jobs import POLICY_LABEL, PolicyOwner, RetrainContext, job_state, retrain_cronjob, retrain_job
 from modelwarden.builders.workloads import MANAGED_BY
 from modelwarden.controller import metrics
-from modelwarden.controller.config import OperatorConfig, policy_tick
+from modelwarden.controller.config import OperatorConfig, in_this_shard, policy_tick
 from modelwarden.controller.modeldeployments import DRIFTPOLICIES, MODELDEPLOYMENTS
 from modelwarden.controller.status import status_changes
 from modelwarden.kube.api import StaleView
@@ -43,7 +43,7 @@ from modelwarden.kube.apply import is_subset
 from modelwarden.kube.fence import write_status
 from modelwarden.metrics.collect import Target, evaluate
 from modelwarden.metrics.failfast import FailFastProvider
-from modelwarden.metrics.prometheus import PrometheusConfig, PrometheusProvider
+from modelwarden.metrics.prometheus import PrometheusConfig, ProviderPool
 from modelwarden.notifiers import factory
 from modelwarden.notifiers.base import SecretReader, deliver
 from modelwarden.planning import policy as decide
@@ -89,7 +89,8 @@ def _initial_delay(uid: str, **_: Any) -> float:
     return decide.phase_offset(uid) * policy_tick()
 
 
-@kopf.timer(*DRIFTPOLICIES, interval=policy_tick(), initial_delay=_initial_delay, backoff=API_RETRY_SECONDS)
+@kopf.timer(*DRIFTPOLICIES, interval=policy_tick(), initial_delay=_initial_delay, backoff=API_RETRY_SECONDS,
+            when=in_this_shard)
 async def drive_policy(
     body: Any, meta: Any, status: Any, namespace: str, name: str, uid: str, memo: Any,
     policy_targets: kopf.Index, retrain_jobs: kopf.Index, retrain_cronjobs: kopf.Index, **_: Any,
@@ -162,7 +163,7 @@ async def _decide(ctx: decide.PolicyContext, policy: DriftPolicy, previous: Drif
     elif target is None:
         step = decide.target_missing(ctx, combined.status, now)
     elif decide.evaluation_due(ctx, combined.status, now):
-        evaluation, drifts = await loop.run_in_executor(EVALUATIONS, _evaluate, memo.kube, memo.config,
+        evaluation, drifts = await loop.run_in_executor(EVALUATIONS, _evaluate, memo.kube, memo.config, memo.prometheus,
                                                         policy, namespace, target, now)
         step = decide.observe(ctx, combined.status, evaluation, now)
         metrics.record_evaluation(namespace, name, evaluation, drifts, evaluation.duration_seconds or 0.0)
@@ -192,7 +193,7 @@ async def _launch(ctx: decide.PolicyContext, owner: PolicyOwner, step: decide.St
     return decide.Step(launched.status, step.events + launched.events, step.notification, request)
 
 
-@kopf.on.delete(*DRIFTPOLICIES, optional=True)
+@kopf.on.delete(*DRIFTPOLICIES, optional=True, when=in_this_shard)
 def forget_policy_metrics(namespace: str, name: str, **_: Any) -> None:
     metrics.forget_policy(namespace, name)
 
@@ -260,7 +261,7 @@ def _create(kube: Any, job: dict[str, Any]) -> str | None:
         return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _evaluate(kube: Any, config: OperatorConfig, policy: DriftPolicy, namespace: str, target: TargetInfo,
+def _evaluate(kube: Any, config: OperatorConfig, prometheus: ProviderPool, policy: DriftPolicy, namespace: str, target: TargetInfo,
               now: datetime.datetime) -> tuple[Evaluation, list[Any]]:
     """One evaluation; anything that prevents it (a missing Secret, a bad profile) is an Error verdict."""
     spec = policy.spec
@@ -275,9 +276,9 @@ def _evaluate(kube: Any, config: OperatorConfig, policy: DriftPolicy, namespace:
             if ref.key not in data:
                 raise LookupError(f"ConfigMap {ref.name} has no key {ref.key}")
             profile = reference_from_profile(data[ref.key], f"profile {ref.name}/{ref.key}")
-        with PrometheusProvider(source) as provider:
-            timed = evaluate(spec, Target(target.model, namespace, target.versions, namespace_label=label or None),
-                             FailFastProvider(provider), now, profile)
+        provider = prometheus.get(source)  # kept: the next evaluation reuses its connections
+        timed = evaluate(spec, Target(target.model, namespace, target.versions, namespace_label=label or None),
+                         FailFastProvider(provider), now, profile)
         return timed.report.evaluation, timed.report.drift
     except Exception as exc:
         unexpected = not isinstance(exc, LookupError)  # a missing Secret/ConfigMap needs no traceback

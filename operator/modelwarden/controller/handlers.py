@@ -15,12 +15,13 @@ from modelwarden.api.modeldeployment import ModelDeploymentSpec
 from modelwarden.controller import driftpolicies  # noqa: F401  (registers the policy loop)
 from modelwarden.controller import metrics
 from modelwarden.controller import modeldeployments  # noqa: F401  (registers the reconciler)
-from modelwarden.controller.config import OperatorConfig
+from modelwarden.controller.config import OperatorConfig, in_this_shard
 from modelwarden.controller.modeldeployments import DRIFTPOLICIES, MODELDEPLOYMENTS, Wakeups
 from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.controller.status import spec_status_patch
 from modelwarden.kube.api import KubeApi, StaleView
 from modelwarden.kube.fence import WriteFence, write_status
+from modelwarden.metrics.prometheus import ProviderPool
 
 
 class Memo(kopf.Memo):
@@ -31,6 +32,7 @@ class Memo(kopf.Memo):
     fence: WriteFence  # our last status write per object: older views are stale
     wakeups: Wakeups  # run a ModelDeployment's reconcile now
     pod_monitors: PodMonitorSupport  # whether ModelDeployments get a PodMonitor
+    prometheus: ProviderPool  # Prometheus clients kept across evaluations (keep-alive connections)
 
 
 @kopf.on.startup()
@@ -50,12 +52,18 @@ def connect(memo: Memo, **_: Any) -> None:
     memo.kube = KubeApi()
     memo.fence = WriteFence()
     memo.wakeups = Wakeups()
+    memo.prometheus = ProviderPool()
     memo.pod_monitors = PodMonitorSupport(memo.kube, memo.config.pod_monitors, labels=memo.config.pod_monitor_labels)
     if memo.config.pod_monitors == "off":
         logging.getLogger(__name__).info("PodMonitors off (--pod-monitors=off): none are watched or written")
     else:
         memo.pod_monitors.check()  # at startup, then again every few minutes (controller/podmonitors.py)
     metrics.serve(memo.config.metrics_port)
+
+
+@kopf.on.cleanup()
+def disconnect(memo: Memo, **_: Any) -> None:
+    memo.prometheus.close()
 
 
 @kopf.on.probe(id="now")
@@ -89,21 +97,21 @@ def _validate(
     raise kopf.PermanentError(f"invalid spec: {error}")
 
 
-@kopf.on.resume(*MODELDEPLOYMENTS)
-@kopf.on.create(*MODELDEPLOYMENTS)
-@kopf.on.update(*MODELDEPLOYMENTS, field="spec")
+@kopf.on.resume(*MODELDEPLOYMENTS, when=in_this_shard)
+@kopf.on.create(*MODELDEPLOYMENTS, when=in_this_shard)
+@kopf.on.update(*MODELDEPLOYMENTS, field="spec", when=in_this_shard)
 def modeldeployment_spec(body: Any, meta: Any, memo: Memo, **_: Any) -> None:
     _validate(ModelDeploymentSpec, "Failed", body, meta.get("generation"), memo)
 
 
-@kopf.on.resume(*DRIFTPOLICIES)
-@kopf.on.create(*DRIFTPOLICIES)
-@kopf.on.update(*DRIFTPOLICIES, field="spec")
+@kopf.on.resume(*DRIFTPOLICIES, when=in_this_shard)
+@kopf.on.create(*DRIFTPOLICIES, when=in_this_shard)
+@kopf.on.update(*DRIFTPOLICIES, field="spec", when=in_this_shard)
 def driftpolicy_spec(body: Any, meta: Any, memo: Memo, **_: Any) -> None:
     _validate(DriftPolicySpec, "Error", body, meta.get("generation"), memo)
 
 
-@kopf.on.delete(*MODELDEPLOYMENTS, optional=True)
+@kopf.on.delete(*MODELDEPLOYMENTS, optional=True, when=in_this_shard)
 def forget_modeldeployment_metrics(namespace: str, name: str, uid: str, memo: Memo, **_: Any) -> None:
     metrics.forget_modeldeployment(namespace, name)
     memo.fence.forget(uid)

@@ -35,7 +35,7 @@ from modelwarden.api.duration import parse_duration
 from modelwarden.api.modeldeployment import ModelDeployment
 from modelwarden.builders.workloads import INSTANCE_LABEL, MANAGED_BY
 from modelwarden.controller import metrics
-from modelwarden.controller.config import reconcile_interval
+from modelwarden.controller.config import in_this_shard, reconcile_interval
 from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.controller.status import status_changes
 from modelwarden.kube.api import KubeApi, StaleView
@@ -189,7 +189,7 @@ def gather(body: Any, index_children: Iterable[kopf.Index], verdicts: kopf.Index
     return Gathered(view, children, list(verdicts.get(instance, [])), scaled)
 
 
-@kopf.daemon(*MODELDEPLOYMENTS, initial_delay=0.05, cancellation_timeout=1.0)
+@kopf.daemon(*MODELDEPLOYMENTS, initial_delay=0.05, cancellation_timeout=1.0, when=in_this_shard)
 async def run_modeldeployment(
     body: Any, namespace: str, name: str, memo: Any, stopped: kopf.DaemonStopped,
     child_deployments: kopf.Index, child_services: kopf.Index, child_httproutes: kopf.Index,

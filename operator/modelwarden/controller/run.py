@@ -15,6 +15,8 @@ from modelwarden.controller.config import (
     METRICS_PORT_ENV,
     POD_MONITOR_MODES,
     POD_MONITORS_ENV,
+    SHARD_ENV,
+    parse_shard,
     POLICY_TICK_ENV,
     RECONCILE_INTERVAL_ENV,
     OperatorConfig,
@@ -69,6 +71,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
              f"monitoring.coreos.com/v1 PodMonitor; off: never watch or write PodMonitors (env {POD_MONITORS_ENV})",
     )
     parser.add_argument(
+        "--shard", type=shard_arg, default=os.environ.get(SHARD_ENV, ""), metavar="I/N",
+        help="own only the ModelDeployments and DriftPolicies whose uid hashes to shard I of N (run N "
+             f"processes, I = 0..N-1; combine with --peering per shard for failover; env {SHARD_ENV})",
+    )
+    parser.add_argument(
         "--pod-monitor-labels", type=label_pairs, default=os.environ.get("MODELWARDEN_POD_MONITOR_LABELS", ""),
         metavar="KEY=VALUE,...",
         help="extra labels on every PodMonitor, e.g. release=kube-prometheus-stack for a Prometheus that selects "
@@ -76,6 +83,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+
+
+def shard_arg(value: str) -> str:
+    try:
+        parse_shard(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 def prometheus_label(value: str) -> str:
@@ -135,6 +150,7 @@ def _routine_success(record: logging.LogRecord) -> bool:
 def run(args: argparse.Namespace) -> int:
     os.environ[RECONCILE_INTERVAL_ENV] = str(args.reconcile_interval)  # read when the timers are declared
     os.environ[POLICY_TICK_ENV] = str(args.policy_tick)
+    os.environ[SHARD_ENV] = args.shard
     import kopf
 
     from modelwarden.controller import handlers, podmonitors  # registers the handlers with kopf

@@ -11,7 +11,9 @@ import gc
 import json
 import os
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +42,40 @@ class PrometheusConfig:
     timeout_seconds: float = 10.0
     attempts: int = 3
     backoff_seconds: float = 0.2
+
+
+class ProviderPool:
+    """Providers kept from one evaluation to the next, one per distinct backend configuration, so
+    evaluations reuse keep-alive connections instead of a new TCP (and TLS) connection each time.
+    Bounded: the least recently used provider is closed first."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._providers: OrderedDict[tuple[Any, ...], PrometheusProvider] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(config: PrometheusConfig) -> tuple[Any, ...]:
+        return (config.url, tuple(sorted(config.headers.items())), config.bearer_token, config.basic_auth,
+                config.ca_pem, config.timeout_seconds, config.attempts, config.backoff_seconds)
+
+    def get(self, config: PrometheusConfig) -> "PrometheusProvider":
+        key = self._key(config)
+        with self._lock:
+            provider = self._providers.get(key)
+            if provider is None:
+                provider = self._providers[key] = PrometheusProvider(config)
+            self._providers.move_to_end(key)
+            while len(self._providers) > self.size:
+                _, oldest = self._providers.popitem(last=False)
+                oldest.close()
+            return provider
+
+    def close(self) -> None:
+        with self._lock:
+            for provider in self._providers.values():
+                provider.close()
+            self._providers.clear()
 
 
 class PrometheusProvider:

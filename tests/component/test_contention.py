@@ -92,17 +92,21 @@ class WatchRecorder:
                             continue
                         try:
                             event = json.loads(line)
+                            if event["type"] == "ERROR":
+                                # 410: the version was compacted, events lost. Anything else (e.g. the
+                                # watch cache behind: "Too large resource version") is retried from
+                                # the same version, nothing lost.
+                                if event["object"].get("code") == 410:
+                                    version = None
+                                    self.gaps += 1
+                                self.errors.append(f"{kind}: {event['object'].get('message')}")
+                                self._stop.wait(0.2)
+                                break
                             event["object"]["metadata"]["resourceVersion"]
-                        except (ValueError, KeyError, TypeError):  # not an event: nothing can be trusted after it
+                        except (ValueError, KeyError, TypeError, AttributeError):  # not an event: nothing can be trusted after it
                             self.errors.append(f"{kind}: not a watch event: {line[:200]!r}")
                             version = None
                             self.gaps += 1
-                            break
-                        if event["type"] == "ERROR":
-                            if event["object"].get("code") == 410:
-                                version = None
-                                self.gaps += 1
-                            self.errors.append(f"{kind}: {event['object'].get('message')}")
                             break
                         version = event["object"]["metadata"]["resourceVersion"]
                         if event["type"] != "BOOKMARK":

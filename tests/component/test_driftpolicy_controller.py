@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 import time
 
 import requests
@@ -53,7 +54,7 @@ def env_of(job: dict) -> dict:
 
 def start_canary(kube) -> None:
     kube.create("modeldeployments", copy.deepcopy(MD))
-    kube.wait_for("modeldeployments", "fraud", lambda o: (status(o).get("canary") or {}).get("ready"), timeout=30)
+    kube.wait_for("modeldeployments", "fraud", lambda o: (status(o).get("canary") or {}).get("ready"), timeout=90)
 
 
 def metric_lines(port: int, name: str) -> list[str]:
@@ -75,8 +76,9 @@ def test_breach_rolls_back_retrains_once_and_recovers(kube, kubelet, operator_fa
     assert 'model="fraud"' in requests.utils.unquote(prometheus.queries[-1])
 
     prometheus.value = 5.0  # the canary starts failing
-    rolled = kube.wait_for("modeldeployments", "fraud", lambda o: status(o).get("phase") == "RolledBack", timeout=20)
-    assert "gate failed 2x (custom/errors)" in rolled["status"]["rollback"]["reason"]
+    rolled = kube.wait_for("modeldeployments", "fraud", lambda o: status(o).get("phase") == "RolledBack")
+    # On the threshold's evaluation, or the next one when the reconcile ran after it (a busy machine).
+    assert re.search(r"gate failed [23]x \(custom/errors\)", rolled["status"]["rollback"]["reason"]), rolled["status"]["rollback"]
     gate = kube.wait_for("driftpolicies", "gate", lambda o: (status(o).get("lastRetrain") or {}).get("jobName"))
     st = gate["status"]
     assert st["phase"] == "Failing" and st["consecutiveFailures"] >= 2
@@ -212,7 +214,7 @@ def test_faults_never_act(kube, kubelet, operator_factory, fake_prometheus):
         kube.create("driftpolicies", body)
     servers |= {"no-secret": (healthy, "Error"), "no-profile": (healthy, "Error")}
     for name, (_, phase) in servers.items():
-        done = kube.wait_for("driftpolicies", name, lambda o: len(status(o).get("evaluations") or []) >= 3, timeout=40)
+        done = kube.wait_for("driftpolicies", name, lambda o: len(status(o).get("evaluations") or []) >= 3, timeout=90)
         st = done["status"]
         assert st["phase"] == phase, (name, st["lastEvaluation"])
         assert {e["verdict"] for e in st["evaluations"]} == {phase}
@@ -243,7 +245,7 @@ def test_restarts_during_a_breach_create_exactly_one_job(kube, kubelet, operator
         time.sleep(rng.uniform(0.0, 1.2))  # kill at any moment: mid-evaluation, mid-Job-creation, idle
         operator.kill()
         operator = operator_factory("-A", env=FAST)
-    final = kube.wait_for("driftpolicies", "gate", lambda o: (status(o).get("lastRetrain") or {}).get("jobName"), timeout=20)
+    final = kube.wait_for("driftpolicies", "gate", lambda o: (status(o).get("lastRetrain") or {}).get("jobName"), timeout=60)
     time.sleep(1.5)
     jobs = kube.list("jobs")
     assert [j["metadata"]["name"] for j in jobs] == [final["status"]["lastRetrain"]["jobName"]]

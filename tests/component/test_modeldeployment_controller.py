@@ -140,7 +140,7 @@ def test_canary_steps_to_promotion_gated_by_policy_verdicts(kube, kubelet, opera
     kube.wait_for("virtualservices", "fraud", lambda o: o["spec"]["http"][0]["route"][1]["weight"] == 50,
                   api_version="networking.istio.io/v1")
     pass_current_step(kube, "gate")
-    promoted = kube.wait_for("modeldeployments", "fraud", phase_is("Stable"), timeout=30)
+    promoted = kube.wait_for("modeldeployments", "fraud", phase_is("Stable"), timeout=90)
     status = promoted["status"]
     assert status["stable"]["version"] == "8" and "canary" not in status
     assert [(h["version"], h["reason"]) for h in status["history"]] == [("7", "Initial"), ("8", "Promoted")]
@@ -214,7 +214,7 @@ def test_operator_killed_mid_canary_resumes_without_redoing_a_step(kube, kubelet
     pass_current_step(kube, "gate")
     kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("canaryStep") == 2)
     pass_current_step(kube, "gate")
-    done = kube.wait_for("modeldeployments", "fraud", phase_is("Stable"), timeout=30)
+    done = kube.wait_for("modeldeployments", "fraud", phase_is("Stable"), timeout=90)
     assert [(h["version"], h["reason"]) for h in done["status"]["history"]] == [("7", "Initial"), ("8", "Promoted")]
     assert count_events(kube, "CanaryStepAdvanced", at_least=2) == 2  # no step was redone
     assert count_events(kube, "CanaryStarted") == 1

@@ -64,7 +64,7 @@ def test_a_modeldeployment_gets_its_pod_monitor_which_goes_with_it(kube, kubelet
     kube.create("modeldeployments", other)
     md = kube.wait_for("modeldeployments", "fraud", lambda o: (o.get("status") or {}).get("canary", {}).get("ready"), timeout=60)
     kube.wait_for("modeldeployments", "fraud2", lambda o: condition(o, "Ready").get("status") == "True", timeout=60)
-    monitor = kube.wait_for("podmonitors", "fraud", lambda o: True, api_version=MONITORING, timeout=30)
+    monitor = kube.wait_for("podmonitors", "fraud", lambda o: True, api_version=MONITORING, timeout=90)
     assert validate_any({k: v for k, v in monitor.items() if k != "status"}) == []
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert [(o["kind"], o["name"], o["uid"], o["controller"]) for o in monitor["metadata"]["ownerReferences"]] == [

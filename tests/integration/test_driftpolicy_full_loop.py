@@ -90,7 +90,7 @@ def test_drifted_canary_is_rolled_back_retrained_and_alerted(
                  "canary": {"version": "2", "modelUri": "file:///m/2", "steps": [{"weight": 50, "pause": "1h"}]},
                  "traffic": {"router": "istio"}},
     })
-    kube.wait_for("modeldeployments", "fraud", lambda o: (o.get("status", {}).get("canary") or {}).get("ready"), timeout=30)
+    kube.wait_for("modeldeployments", "fraud", lambda o: (o.get("status", {}).get("canary") or {}).get("ready"), timeout=90)
     kube.create("driftpolicies", {
         "apiVersion": "modelwarden.io/v1alpha1", "kind": "DriftPolicy", "metadata": {"name": "fraud-canary"},
         "spec": {
@@ -121,7 +121,7 @@ def test_drifted_canary_is_rolled_back_retrained_and_alerted(
     # Drifted features and noisy labels on the canary only.
     drifted_at = time.monotonic()
     send(servers["canary"], 1500, seed=3, drift=datagen.Drift(shift={"amount": 2.0, "merchant_risk": -1.5}, label_noise=0.4))
-    rolled = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("phase") == "RolledBack", timeout=40)
+    rolled = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("phase") == "RolledBack", timeout=90)
     seen_at, seen_after = datetime.datetime.now(datetime.timezone.utc), time.monotonic() - drifted_at
     policy = kube.get("driftpolicies", "fraud-canary")
     first_fail = parse_time(policy["status"]["failingSince"])
@@ -138,7 +138,7 @@ def test_drifted_canary_is_rolled_back_retrained_and_alerted(
     assert re.search(r"fraud-canary failed [23]x", rolled["status"]["rollback"]["reason"]), rolled["status"]["rollback"]
 
     # Exactly one retraining Job, with the context, even after more failing evaluations.
-    kube.wait_for("driftpolicies", "fraud-canary", lambda o: o["status"]["consecutiveFailures"] >= 4, timeout=30)
+    kube.wait_for("driftpolicies", "fraud-canary", lambda o: o["status"]["consecutiveFailures"] >= 4, timeout=90)
     jobs = kube.list("jobs")
     assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
     env = {e["name"]: e["value"] for e in jobs[0]["spec"]["template"]["spec"]["containers"][0]["env"]}

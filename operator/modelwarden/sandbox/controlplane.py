@@ -418,12 +418,22 @@ class ControlPlane:
         session = self.session()
         api = f"{self.url}/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
         names = []
-        for crd in crds:
-            response = session.post(api, json=crd, timeout=30)
-            if not response.ok:
-                raise ControlPlaneError(f"CRD {crd['metadata']['name']}: {response.status_code} {response.text[:300]}")
-            names.append(crd["metadata"]["name"])
         deadline = time.monotonic() + timeout
+        for crd in crds:
+            while True:  # a just-ready API server may still answer 5xx/429 for a moment
+                try:
+                    response = session.post(api, json=crd, timeout=30)
+                except requests.RequestException as error:
+                    response, problem = None, str(error)
+                else:
+                    problem = f"{response.status_code} {response.text[:300]}"
+                if response is not None and (response.ok or response.status_code == 409):
+                    break
+                if (response is not None and response.status_code < 500 and response.status_code != 429) \
+                        or time.monotonic() > deadline:
+                    raise ControlPlaneError(f"CRD {crd['metadata']['name']}: {problem}")
+                time.sleep(0.2)
+            names.append(crd["metadata"]["name"])
         for name in names:
             while not any(c["type"] == "Established" and c["status"] == "True"
                           for c in self._crd_conditions(session, f"{api}/{name}")):

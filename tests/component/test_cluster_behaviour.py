@@ -11,6 +11,7 @@ import re
 import yaml
 
 from tests.controlplane.support import Kubectl, find_kubectl
+from tests.controlplane.support import wait_for as eventually
 
 FAST = {"MODELWARDEN_RECONCILE_INTERVAL": "0.3", "MODELWARDEN_POLICY_TICK": "0.2"}
 MANAGED = "app.kubernetes.io/managed-by=modelwarden"
@@ -54,13 +55,8 @@ ALL_CHILDREN = {
 NO_CHILDREN = {"deployments": [], "services": [], "virtualservices": []}
 
 
-def wait_children(kube, wanted: dict[str, list[str]], timeout: float = 60.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while (seen := children(kube)) != wanted:
-        assert time.monotonic() < deadline, f"children {seen}, wanted {wanted}"
-        time.sleep(0.2)
+def wait_children(kube, wanted: dict[str, list[str]]) -> None:
+    eventually(lambda: children(kube) == wanted, message=f"children {wanted}")
 
 
 def test_kubectl_shows_the_printer_columns_and_waits_for_the_operators_conditions(cluster, kube, kubelet, operator_factory, tmp_path):
@@ -134,12 +130,7 @@ def test_a_verb_missing_from_the_chart_rbac_is_refused_and_shows(cluster, kube, 
     operator = operator_factory("-A", env=FAST)
     operator.expects_forbidden = True
     kube.create("modeldeployments", copy.deepcopy(MD))
-    import time
-
-    deadline = time.monotonic() + 60
-    while not FORBIDDEN_SERVICES.search(operator.log()):
-        assert time.monotonic() < deadline, operator.log()[-3000:]
-        time.sleep(0.2)
+    eventually(lambda: FORBIDDEN_SERVICES.search(operator.log()), message="the refusal in the operator log")
     assert children(kube)["services"] == []
 
 

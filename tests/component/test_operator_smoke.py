@@ -1,10 +1,11 @@
 """The real `modelwarden run` process against a real control plane, as the chart's ServiceAccount."""
 
 import copy
-import time
 
 import pytest
 import requests
+
+from tests.controlplane.support import wait_for as eventually
 
 MD = {
     "apiVersion": "modelwarden.io/v1alpha1",
@@ -57,14 +58,13 @@ def test_a_spec_that_slips_past_the_schema_is_a_permanent_invalidspec(kube, oper
     loose = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     kube._check(kube.session.patch(kube.url + crd, json=[{"op": "replace", "path": "/spec/versions/0/schema/openAPIV3Schema", "value": loose}],
                                    headers={"Content-Type": "application/json-patch+json"}))
-    deadline = time.monotonic() + 30
-    while True:  # the API server serves the new schema a moment after the CRD changed
+    def created() -> bool:  # the API server serves the new schema a moment after the CRD changed
         try:
-            kube.create("modeldeployments", broken)
-            break
+            return bool(kube.create("modeldeployments", broken))
         except requests.HTTPError:
-            assert time.monotonic() < deadline, "the loosened CRD was not served"
-            time.sleep(0.2)
+            return False
+
+    eventually(created, message="the loosened CRD served")
     failed = kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("phase") == "Failed")
     condition = next(c for c in failed["status"]["conditions"] if c["type"] == "InvalidSpec")
     assert condition["status"] == "True" and "spec.stable" in condition["message"]

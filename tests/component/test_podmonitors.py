@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 
+from tests.controlplane.support import wait_for as eventually
 from tests.validation import validate_any
 
 FAST = {"MODELWARDEN_RECONCILE_INTERVAL": "0.3"}
@@ -54,6 +54,15 @@ def pods_of(kube, deployment: str) -> set[str]:
             if any(o["name"] in sets for o in p["metadata"].get("ownerReferences", []))}
 
 
+
+def more_reconciles(operator, name: str, count: int = 5) -> None:
+    """Wait for `count` more decisions on default/NAME in the operator's log (counted, not timed)."""
+    def decided() -> int:
+        return operator.log().count(f"default/{name} decided (")
+
+    before = decided()
+    eventually(lambda: decided() >= before + count, message=f"{count} more reconciles of {name}")
+
 def test_a_modeldeployment_gets_its_pod_monitor_which_goes_with_it(kube, kubelet, operator_factory):
     # The label a kube-prometheus-stack Prometheus selects PodMonitors by (the chart's podMonitors.labels).
     operator = operator_factory("-A", "--pod-monitor-labels", "release=kube-prometheus-stack", env=FAST)
@@ -85,7 +94,7 @@ def test_a_modeldeployment_gets_its_pod_monitor_which_goes_with_it(kube, kubelet
 
     # Applied only when it differs: reconciles every 0.3 s leave it alone...
     version = monitor["metadata"]["resourceVersion"]
-    time.sleep(3)
+    more_reconciles(operator, "fraud")
     assert kube.get("podmonitors", "fraud", api_version=MONITORING)["metadata"]["resourceVersion"] == version
     # ... and put back what someone changed.
     kube.patch("podmonitors", "fraud", {"spec": {"podMetricsEndpoints": [{"port": "other", "path": "/x"}]}}, api_version=MONITORING)
@@ -95,10 +104,7 @@ def test_a_modeldeployment_gets_its_pod_monitor_which_goes_with_it(kube, kubelet
     # Deleting the ModelDeployment: the garbage collector deletes its PodMonitor (not the other one).
     kube.delete("modeldeployments", "fraud")
     kube.wait_gone("modeldeployments", "fraud", timeout=60)
-    deadline = time.monotonic() + 60
-    while [m["metadata"]["name"] for m in pod_monitors(kube)] != ["fraud2"]:
-        assert time.monotonic() < deadline, [m["metadata"]["name"] for m in pod_monitors(kube)]
-        time.sleep(0.2)
+    eventually(lambda: [m["metadata"]["name"] for m in pod_monitors(kube)] == ["fraud2"], message="only fraud2's PodMonitor left")
     assert "a PodMonitor per ModelDeployment" in operator.log()
     assert not TROUBLE.findall(operator.log()), TROUBLE.findall(operator.log())[:5]
 
@@ -117,7 +123,7 @@ def test_with_pod_monitors_off_there_are_none_and_no_access_is_needed(cluster, k
     operator = operator_factory("-A", env={**FAST, "MODELWARDEN_POD_MONITORS": "off"})
     kube.create("modeldeployments", copy.deepcopy(MD))
     kube.wait_for("modeldeployments", "fraud", lambda o: (o.get("status") or {}).get("canary", {}).get("ready"), timeout=60)
-    time.sleep(2)  # several reconciles
+    more_reconciles(operator, "fraud")
     assert pod_monitors(kube) == []
     log = operator.log()
     assert "PodMonitors off" in log and "podmonitors" not in log.lower().replace("podmonitors off", "")
@@ -128,18 +134,15 @@ def test_without_the_crd_a_modeldeployment_becomes_ready_with_no_pod_monitor_and
                                                                                          operator_factory):
     response = kube.session.delete(kube.url + CRD_URL)
     assert response.ok, response.text
-    deadline = time.monotonic() + 60
-    while kube.session.get(kube.url + CRD_URL).status_code != 404 or "podmonitors" in kube.session.get(
-            f"{kube.url}/apis/{MONITORING}").text:
-        assert time.monotonic() < deadline, "the PodMonitor CRD is still there"
-        time.sleep(0.2)
+    eventually(lambda: kube.session.get(kube.url + CRD_URL).status_code == 404 and "podmonitors" not in kube.session.get(
+        f"{kube.url}/apis/{MONITORING}").text, message="the PodMonitor CRD gone")
     operator = operator_factory("-A", env=FAST)
     body = copy.deepcopy(MD)
     body["spec"] = {"model": "fraud", "stable": {"version": "7", "modelUri": "file:///m/7", "replicas": 2}}
     kube.create("modeldeployments", body)
     md = kube.wait_for("modeldeployments", "fraud", lambda o: condition(o, "Ready").get("status") == "True", timeout=60)
     assert md["status"]["phase"] == "Stable"
-    time.sleep(2)  # several reconciles
+    more_reconciles(operator, "fraud")
     md = kube.get("modeldeployments", "fraud")
     assert condition(md, "TrafficReady")["status"] == "True", condition(md, "TrafficReady")  # no apply problem reported
     assert kube.session.get(f"{kube.url}/apis/{MONITORING}/podmonitors").status_code == 404

@@ -209,10 +209,11 @@ def test_bad_tokens_are_refused_with_a_reason_counted_and_change_nothing(serving
     # A token past the server's max age: that server refuses it as expired.
     short = start_model_server(model.model, MODEL, version="1", track="stable", extra_args=(
         "--feedback-key-file", str(key_file), "--feedback-token-max-age", "1", "--prediction-log", "off"))
-    old = expired.issue(Prediction(MODEL, "stable", "1", (1,)))
     import time
+    from unittest import mock
 
-    time.sleep(2.2)  # older than one second by the server's clock (itsdangerous counts whole seconds)
+    with mock.patch("itsdangerous.timed.time.time", return_value=time.time() - 3600):  # issued an hour ago
+        old = expired.issue(Prediction(MODEL, "stable", "1", (1,)))
     answer = requests.post(f"{short.url}/v1/models/{MODEL}/feedback", json={"token": old, "actual": 1}, timeout=10)
     assert answer.status_code == 403 and "expired" in answer.json()["error"]
     assert errors_by_reason(short)["expired_token"] == 1

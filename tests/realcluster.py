@@ -26,6 +26,7 @@ from typing import Any
 import requests
 
 from tests.controlplane.support import KUBE_BIN, NAMESPACES, ROOT, SHARED_SCHEMAS, missing
+from modelwarden.sandbox.controlplane import crd_documents
 from tests.kubeclient import KubeClient
 
 RBAC_KINDS = {"ServiceAccount": "serviceaccounts", "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings"}
@@ -37,14 +38,6 @@ def chart_rbac() -> tuple[dict[str, Any], ...]:
     from tests.helm import template
 
     return tuple(doc for doc in template() if doc["kind"] in RBAC_KINDS)
-
-
-def crd_documents() -> list[dict[str, Any]]:
-    import yaml
-
-    paths = sorted((ROOT / "crds").glob("*.yaml")) + sorted(SHARED_SCHEMAS.glob("*.yaml"))
-    return [doc for path in paths for doc in yaml.safe_load_all(path.read_text())
-            if doc and doc.get("kind") == "CustomResourceDefinition"]
 
 
 class Cluster:
@@ -69,7 +62,7 @@ class Cluster:
     def start(self) -> "Cluster":
         self.plane.start()
         try:
-            self.plane.install_crds(crd_documents())
+            self.plane.install_crds(crd_documents(ROOT / "crds", SHARED_SCHEMAS))
             for namespace in NAMESPACES:
                 self.plane.create_namespace(namespace)
             self._install_chart_rbac()

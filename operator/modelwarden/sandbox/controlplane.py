@@ -135,6 +135,12 @@ class Certificates:
                  "-addext", f"extendedKeyUsage={usage}", *extra, cwd=self.directory)
 
 
+def crd_documents(*directories: Path) -> list[dict[str, Any]]:
+    """The CustomResourceDefinitions in the YAML files of some directories, in file-name order."""
+    return [doc for directory in directories for path in sorted(Path(directory).glob("*.yaml"))
+            for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") == "CustomResourceDefinition"]
+
+
 def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 

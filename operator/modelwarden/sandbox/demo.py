@@ -168,7 +168,7 @@ class Demo:
             self.api_url = api.url
             self.new_session = requests.Session
             return api.write_kubeconfig(self.workdir / "kubeconfig")
-        from modelwarden.sandbox.controlplane import ControlPlane, ControlPlaneNotInstalled
+        from modelwarden.sandbox.controlplane import ControlPlane, ControlPlaneNotInstalled, crd_documents
 
         try:
             # No Deployment or ReplicaSet controller: the kubelet stand-in reports Deployment status.
@@ -179,7 +179,7 @@ class Demo:
             raise SystemExit(f"--control-plane real: {error}") from None
         plane.start()
         stack.callback(plane.stop)
-        plane.install_crds(bundled_crds())
+        plane.install_crds(crd_documents(default_crd_dir()))
         plane.create_namespace(NAMESPACE)
         plane.start_controller_manager()
         self.say(f"control plane {plane.version} ready in {plane.startup_seconds:.1f}s")
@@ -307,13 +307,6 @@ class Demo:
             "durationSeconds": round(time.monotonic() - self.started, 1),
         }
         return result
-
-
-def bundled_crds() -> list[dict[str, Any]]:
-    import yaml
-
-    return [doc for path in sorted(default_crd_dir().glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())
-            if doc and doc.get("kind") == "CustomResourceDefinition"]
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -91,18 +91,24 @@ class FeedbackTokens:
         self.clock = clock
         self._path: Path | None = None
         self._stamp: tuple[int, int, int] | None = None
+        self._checked = 0.0  # monotonic time of the last look at the file
+        self.recheck_seconds = 1.0
         self._lock = threading.Lock()
 
     @classmethod
-    def from_file(cls, path: Path, max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS) -> "FeedbackTokens":
+    def from_file(cls, path: Path, max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS,
+                  recheck_seconds: float = 1.0) -> "FeedbackTokens":
         tokens = cls(read_keys(path), max_age_seconds)
+        tokens.recheck_seconds = recheck_seconds
         tokens._path, tokens._stamp = Path(path), _stamp(Path(path))
         return tokens
 
     def _current(self) -> URLSafeTimedSerializer:
-        """The serializer for the file's keys as they are now (one stat per call when unchanged)."""
-        if self._path is None:
+        """The serializer for the file's keys as they are now (the file is looked at once every
+        `recheck_seconds`: every prediction asks, a stat per request would be waste)."""
+        if self._path is None or time.monotonic() - self._checked < self.recheck_seconds:
             return self._serializer
+        self._checked = time.monotonic()
         try:
             stamp = _stamp(self._path)
             if stamp != self._stamp:

@@ -127,7 +127,7 @@ def test_a_token_names_its_namespace_and_another_namespace_refuses_it():
 def test_the_key_file_is_read_again_when_it_changes_so_rotation_needs_no_restart(tmp_path):
     path = tmp_path / "keys"
     path.write_text(OLD.decode() + "\n")
-    tokens = FeedbackTokens.from_file(path)
+    tokens = FeedbackTokens.from_file(path, recheck_seconds=0)  # the server looks once a second
     before = tokens.issue(CANARY)
     # Step 1: the new key verifies (second line); step 2: it signs (first line).
     path.write_text(f"{OLD.decode()}\n{NEW.decode()}\n")

@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from modelwarden.serving import datagen  # noqa: E402
-from modelwarden.serving.examples import train_example  # noqa: E402
+from modelwarden.sandbox import datagen  # noqa: E402
+from modelwarden.sandbox.examples import train_example  # noqa: E402
 from modelwarden.serving.model import load_runner  # noqa: E402
 from modelwarden.serving.monitor import ModelMonitor  # noqa: E402
 from modelwarden.serving.payload import FeatureSchema, parse_v1  # noqa: E402

@@ -47,8 +47,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "operator"))
 
-from modelwarden.serving import datagen  # noqa: E402
-from modelwarden.serving.examples import train_example  # noqa: E402
+from modelwarden.sandbox import datagen  # noqa: E402
+from modelwarden.sandbox.examples import train_example  # noqa: E402
 
 
 def free_port() -> int:

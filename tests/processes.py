@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from modelwarden.processes import free_port, terminate, wait_until_ready
+from modelwarden.sandbox.processes import free_port, terminate, wait_until_ready
 
 BIN = Path(sys.executable).parent / "modelwarden"
 

@@ -14,7 +14,7 @@ import csv
 import json
 import sys
 
-from modelwarden.serving import datagen
+from modelwarden.sandbox import datagen
 
 
 def main() -> None:

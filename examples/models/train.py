@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from modelwarden.serving.examples import train_examples
+from modelwarden.sandbox.examples import train_examples
 
 
 def main() -> None:

@@ -21,12 +21,14 @@ consistent lists from etcd instead of its watch cache.
 
 Certificates come from the ``openssl`` command line (the ``cryptography`` package is not a
 dependency of the project). HTTP goes through ``requests`` with the admin's client certificate.
+
+Modules: controlplane_binaries.py (finding the binaries; the errors), controlplane_pki.py (the
+certificates), controlplane_admin.py (CRDs, namespaces, kubeconfigs and tokens over HTTP). This
+one starts, watches and stops the three processes.
 """
 
 from __future__ import annotations
 
-import base64
-import os
 import shutil
 import subprocess
 import tempfile
@@ -38,15 +40,29 @@ from typing import Any
 
 import requests
 import urllib3
-import yaml
 
-from modelwarden.processes import free_port, terminate
+from modelwarden.sandbox.controlplane_admin import ControlPlaneAdmin, crd_documents
+from modelwarden.sandbox.controlplane_binaries import ControlPlaneError, ControlPlaneNotInstalled, find_binaries
+from modelwarden.sandbox.controlplane_pki import ADMIN_USER, CONTROLLER_MANAGER_USER, SERVICE_CLUSTER_IP, Certificates
+from modelwarden.sandbox.processes import free_port, terminate
 
-ADMIN_USER = "modelwarden-admin"
-CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
+__all__ = [
+    "ADMIN_USER",
+    "CONTROLLER_MANAGER_USER",
+    "DEFAULT_CONTROLLERS",
+    "SERVICE_ACCOUNT_ISSUER",
+    "SERVICE_CLUSTER_IP",
+    "SERVICE_CLUSTER_IP_RANGE",
+    "Certificates",
+    "ControlPlane",
+    "ControlPlaneError",
+    "ControlPlaneNotInstalled",
+    "crd_documents",
+    "find_binaries",
+]
+
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
-SERVICE_CLUSTER_IP = "10.0.0.1"
 
 # What the operator needs from a cluster besides the API server: garbage collection of owned
 # objects, Deployments -> ReplicaSets -> Pods, Jobs -> Pods, the per-namespace "default"
@@ -62,91 +78,8 @@ DEFAULT_CONTROLLERS = (
 )
 
 
-class ControlPlaneNotInstalled(RuntimeError):
-    """kube-apiserver, kube-controller-manager or etcd is missing (run `make control-plane`)."""
-
-
-class ControlPlaneError(RuntimeError):
-    """A process of the control plane exited or did not become ready in time."""
-
-
-def find_binaries(bin_dir: Path | str | None) -> dict[str, str]:
-    """Absolute paths of the three binaries: from ``bin_dir`` first, else PATH (/usr/bin/etcd
-    is Debian's etcd-server)."""
-    found: dict[str, str] = {}
-    directory = Path(bin_dir) if bin_dir else None
-    for name in ("etcd", "kube-apiserver", "kube-controller-manager"):
-        candidates = [directory / name] if directory else []
-        which = shutil.which(name)
-        candidates += [Path(which)] if which else []
-        if name == "etcd":
-            candidates.append(Path("/usr/bin/etcd"))
-        path = next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
-        if path is None:
-            where = f" in {directory}" if directory else " on PATH"
-            raise ControlPlaneNotInstalled(f"{name} not found{where}; run `make control-plane`")
-        found[name] = str(path.resolve())
-    return found
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        raise ControlPlaneError(f"openssl {' '.join(args[:2])} failed: {result.stderr.strip()}")
-
-
 @dataclass
-class Certificates:
-    """A throw-away PKI made with the openssl command line: EC P-256 keys, valid for a week."""
-
-    directory: Path
-
-    def path(self, name: str) -> Path:
-        return self.directory / name
-
-    def generate(self, client_users: dict[str, tuple[str, ...]]) -> None:
-        """The CA, the API server's serving certificate, one client certificate per
-        ``{common name: organizations}`` entry, and the service-account RSA key pair."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "7")
-        _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt",
-                 "-subj", "/CN=modelwarden-test-ca",
-                 "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature", cwd=self.directory)
-        names = ("DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc",
-                 "DNS:kubernetes.default.svc.cluster.local", "IP:127.0.0.1", f"IP:{SERVICE_CLUSTER_IP}")
-        self._leaf("apiserver", "/CN=kube-apiserver", "serverAuth", ec, f"subjectAltName={','.join(names)}")
-        for index, (user, organizations) in enumerate(client_users.items()):
-            subject = "".join(f"/O={o}" for o in organizations) + f"/CN={user}"
-            self._leaf(f"client-{index}", subject, "clientAuth", ec)
-        # Service-account tokens are signed with RS256 by default: an RSA pair.
-        _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key",
-                 cwd=self.directory)
-        _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=self.directory)
-        for key in self.directory.glob("*.key"):
-            key.chmod(0o600)
-
-    def _leaf(self, name: str, subject: str, usage: str, ec: tuple[str, ...], *extensions: str) -> None:
-        extra = [arg for extension in extensions for arg in ("-addext", extension)]
-        _openssl("req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.crt", "-subj", subject,
-                 "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-addext", "basicConstraints=critical,CA:FALSE",
-                 "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
-                 "-addext", f"extendedKeyUsage={usage}", *extra, cwd=self.directory)
-
-
-def crd_documents(*directories: Path) -> list[dict[str, Any]]:
-    """The CustomResourceDefinitions in the YAML files of some directories, in file-name order."""
-    return [doc for directory in directories for path in sorted(Path(directory).glob("*.yaml"))
-            for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") == "CustomResourceDefinition"]
-
-
-def _b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
-
-@dataclass
-class ControlPlane:
+class ControlPlane(ControlPlaneAdmin):
     """etcd + kube-apiserver + kube-controller-manager on free loopback ports.
 
     ``with ControlPlane(bin_dir) as cp:`` starts it and waits until /readyz is ok; ``cp.url``,
@@ -416,102 +349,3 @@ class ControlPlane:
                 if line.startswith("VmRSS:"):
                     usage[name] = int(line.split()[1]) / 1024
         return usage
-
-    # -- setting up -----------------------------------------------------------------------------
-
-    def install_crds(self, crds: list[dict[str, Any]], timeout: float = 60.0) -> list[str]:
-        """Create CustomResourceDefinitions (as the admin) and wait until all are Established."""
-        session = self.session()
-        api = f"{self.url}/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-        names = []
-        deadline = time.monotonic() + timeout
-        for crd in crds:
-            while True:  # a just-ready API server may still answer 5xx/429 for a moment
-                try:
-                    response = session.post(api, json=crd, timeout=30)
-                except requests.RequestException as error:
-                    response, problem = None, str(error)
-                else:
-                    problem = f"{response.status_code} {response.text[:300]}"
-                if response is not None and (response.ok or response.status_code == 409):
-                    break
-                if (response is not None and response.status_code < 500 and response.status_code != 429) \
-                        or time.monotonic() > deadline:
-                    raise ControlPlaneError(f"CRD {crd['metadata']['name']}: {problem}")
-                time.sleep(0.2)
-            names.append(crd["metadata"]["name"])
-        for name in names:
-            while not any(c["type"] == "Established" and c["status"] == "True"
-                          for c in self._crd_conditions(session, f"{api}/{name}")):
-                if time.monotonic() > deadline:
-                    raise ControlPlaneError(f"CRD {name} not Established within {timeout}s")
-                time.sleep(0.05)
-        return names
-
-    @staticmethod
-    def _crd_conditions(session: requests.Session, url: str) -> list[dict[str, Any]]:
-        response = session.get(url, timeout=10)
-        if not response.ok:
-            return []  # not there yet (or a transient error): asked again until the deadline
-        return (response.json().get("status") or {}).get("conditions", [])
-
-    def create_namespace(self, name: str) -> None:
-        response = self.session().post(f"{self.url}/api/v1/namespaces", timeout=30,
-                                       json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-        if not response.ok and response.status_code != 409:
-            raise ControlPlaneError(f"namespace {name}: {response.status_code} {response.text[:300]}")
-
-    # -- kubeconfigs and ServiceAccount tokens -------------------------------------------------
-
-    def _kubeconfig(self, user: str, credentials: dict[str, str]) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "modelwarden-test", "cluster": {
-                "server": self.url, "certificate-authority-data": _b64(self.ca_path)}}],
-            "users": [{"name": user, "user": credentials}],
-            "contexts": [{"name": user, "context": {"cluster": "modelwarden-test", "user": user}}],
-            "current-context": user,
-        }
-
-    def write_kubeconfig(self, path: Path, user: str = ADMIN_USER, client_index: int = 0) -> Path:
-        """A kubeconfig with one of the generated client certificates embedded."""
-        credentials = {
-            "client-certificate-data": _b64(self.certs.path(f"client-{client_index}.crt")),
-            "client-key-data": _b64(self.certs.path(f"client-{client_index}.key")),
-        }
-        return self._write(path, self._kubeconfig(user, credentials))
-
-    @staticmethod
-    def _write(path: Path, config: dict[str, Any]) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        path.chmod(0o600)
-        return path
-
-    def service_account_token(self, namespace: str, name: str, expiration_seconds: int = 3600,
-                              audiences: list[str] | None = None) -> str:
-        """A bound token for an existing ServiceAccount (TokenRequest API, as the admin)."""
-        spec: dict[str, Any] = {"expirationSeconds": expiration_seconds}
-        if audiences:
-            spec["audiences"] = audiences
-        response = self.session().post(
-            f"{self.url}/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-            json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
-            timeout=10,
-        )
-        if not response.ok:
-            raise ControlPlaneError(f"TokenRequest for {namespace}/{name}: {response.status_code} {response.text}")
-        return response.json()["status"]["token"]
-
-    def service_account_kubeconfig(self, namespace: str, name: str, path: Path | None = None,
-                                   expiration_seconds: int = 3600) -> Path:
-        """A kubeconfig that authenticates as ``system:serviceaccount:NAMESPACE:NAME`` (the
-        ServiceAccount must exist), so a process gets only the RBAC that account has."""
-        token = self.service_account_token(namespace, name, expiration_seconds)
-        user = f"system:serviceaccount:{namespace}:{name}"
-        path = path or self.workdir / f"sa-{namespace}-{name}.kubeconfig"
-        config = self._kubeconfig(user, {"token": token})
-        config["contexts"][0]["context"]["namespace"] = namespace
-        return self._write(path, config)

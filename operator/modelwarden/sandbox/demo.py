@@ -34,14 +34,14 @@ from typing import Any
 import requests
 
 from modelwarden import API_VERSION
+from modelwarden.sandbox import datagen
 from modelwarden.sandbox.apiserver import EmulatedApiServer, default_crd_dir
+from modelwarden.sandbox.examples import train_example
 from modelwarden.sandbox.kubelet import ProcessKubelet
-from modelwarden.processes import free_port
+from modelwarden.sandbox.processes import free_port
 from modelwarden.sandbox.prometheus import PrometheusServer
 from modelwarden.sandbox.receiver import AlertReceiver
 from modelwarden.sandbox.traffic import TrafficGenerator
-from modelwarden.serving import datagen
-from modelwarden.serving.examples import train_example
 
 NAMESPACE = "sandbox"
 NAME = "fraud"

@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 
 import requests
 
+from modelwarden.sandbox.modelserver import ModelServerProcess
 from modelwarden.sandbox.prometheus import PrometheusServer
-from modelwarden.serving.process import ModelServerProcess
 
 log = logging.getLogger(__name__)
 MANAGED = "app.kubernetes.io/managed-by=modelwarden"

@@ -19,7 +19,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from modelwarden.processes import free_port, terminate, wait_until_ready
+from modelwarden.sandbox.processes import free_port, terminate, wait_until_ready
 
 
 class PrometheusNotInstalled(RuntimeError):

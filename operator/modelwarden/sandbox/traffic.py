@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import requests
 
-from modelwarden.serving import datagen
-from modelwarden.serving.process import ModelServerProcess
+from modelwarden.sandbox import datagen
+from modelwarden.sandbox.modelserver import ModelServerProcess
 
 
 @dataclass

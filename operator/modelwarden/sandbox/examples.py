@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from modelwarden.serving import datagen
+from modelwarden.sandbox import datagen
 from modelwarden.serving.model import MODEL_FILE, PROFILE_FILE
 from modelwarden.serving.profile_cli import build_profile_from_csv
 

@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelwarden.processes import free_port, terminate, wait_until_ready
+from modelwarden.sandbox.processes import free_port, terminate, wait_until_ready
 
 
 @dataclass

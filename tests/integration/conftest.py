@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from modelwarden.serving.examples import ExampleModel, train_examples
-from modelwarden.serving.process import ModelServerProcess
+from modelwarden.sandbox.examples import ExampleModel, train_examples
+from modelwarden.sandbox.modelserver import ModelServerProcess
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import uuid
 
 import requests
 
-from modelwarden.serving import datagen
+from modelwarden.sandbox import datagen
 from tests.processes import free_port
 
 FAST = {"MODELWARDEN_RECONCILE_INTERVAL": "0.3", "MODELWARDEN_POLICY_TICK": "0.2"}

@@ -21,9 +21,9 @@ import pytest
 import requests
 
 from modelwarden.metrics import queries
-from modelwarden.processes import free_port, terminate, wait_until_ready
-from modelwarden.serving import datagen
-from modelwarden.serving.examples import train_example
+from modelwarden.sandbox import datagen
+from modelwarden.sandbox.examples import train_example
+from modelwarden.sandbox.processes import free_port, terminate, wait_until_ready
 from modelwarden.serving.tokens import FeedbackTokens, Prediction
 from tests.validation import ROOT
 

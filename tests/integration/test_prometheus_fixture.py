@@ -4,7 +4,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from modelwarden.processes import free_port
+from modelwarden.sandbox.processes import free_port
 
 
 def test_scrapes_a_live_target(prometheus):

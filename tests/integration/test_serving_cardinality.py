@@ -17,8 +17,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelwarden.serving import datagen
-from modelwarden.serving.examples import ExampleModel
+from modelwarden.sandbox import datagen
+from modelwarden.sandbox.examples import ExampleModel
 from modelwarden.serving.profile import Profile, SeriesCount, series_count
 from modelwarden.serving.profile_cli import build_profile_from_csv
 from tests.integration.test_serving_startup import one_line_error, serve

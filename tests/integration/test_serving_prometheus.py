@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import requests
 
-from modelwarden.serving import datagen
+from modelwarden.sandbox import datagen
 from modelwarden.serving.model import load_runner
 from modelwarden.serving.profile import Profile
 

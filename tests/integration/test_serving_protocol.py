@@ -11,8 +11,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelwarden.serving import datagen
-from modelwarden.serving.process import ModelServerProcess
+from modelwarden.sandbox import datagen
+from modelwarden.sandbox.modelserver import ModelServerProcess
 
 NAME = "fraud"
 MAX_BODY = 8192

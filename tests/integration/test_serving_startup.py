@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from modelwarden.serving.process import free_port
+from modelwarden.sandbox.processes import free_port
 
 
 def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

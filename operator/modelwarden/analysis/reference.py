@@ -6,7 +6,7 @@ from typing import Any
 
 from modelwarden.analysis.evaluate import Reference
 from modelwarden.analysis.histograms import BucketMatrix
-from modelwarden.serving.profile import Profile
+from modelwarden.contract.profile import Profile
 
 
 def reference_from_profile(profile: Profile | dict[str, Any] | str | bytes, description: str = "profile") -> Reference:

@@ -16,19 +16,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from modelwarden.api.duration import format_duration
+from modelwarden.contract import metrics
 
-FEATURE_BUCKETS = "modelwarden_feature_value_bucket"
-PREDICTION_BUCKETS = "modelwarden_prediction_value_bucket"
-LATENCY_BUCKETS = "modelwarden_inference_latency_seconds_bucket"
-LATENCY_COUNT = "modelwarden_inference_latency_seconds_count"
-PREDICTED_CLASS = "modelwarden_predicted_class_total"
-FEEDBACK = "modelwarden_feedback_total"
-PREDICTIONS = "modelwarden_predictions_total"
-ERRORS = "modelwarden_prediction_errors_total"
-OUTLIERS = "modelwarden_prediction_outliers_total"
-SQUARED_ERROR_SUM = "modelwarden_feedback_squared_error_sum"
-ABSOLUTE_ERROR_SUM = "modelwarden_feedback_absolute_error_sum"
-FEEDBACK_OBSERVATIONS = "modelwarden_feedback_observations_total"
+# The series these queries read, as the model server writes them (modelwarden.contract.metrics).
+FEATURE_BUCKETS = metrics.FEATURE_VALUE + metrics.BUCKET
+PREDICTION_BUCKETS = metrics.PREDICTION_VALUE + metrics.BUCKET
+LATENCY_BUCKETS = metrics.INFERENCE_LATENCY + metrics.BUCKET
+LATENCY_COUNT = metrics.INFERENCE_LATENCY + metrics.COUNT
+FEEDBACK = metrics.FEEDBACK
+PREDICTIONS = metrics.PREDICTIONS
+ERRORS = metrics.PREDICTION_ERRORS
+OUTLIERS = metrics.PREDICTION_OUTLIERS
+SQUARED_ERROR_SUM = metrics.FEEDBACK_SQUARED_ERROR_SUM
+ABSOLUTE_ERROR_SUM = metrics.FEEDBACK_ABSOLUTE_ERROR_SUM
+FEEDBACK_OBSERVATIONS = metrics.FEEDBACK_OBSERVATIONS
 
 # quantity name -> counter, fetched together in one query (see counters()).
 COUNTERS: dict[str, str] = {
@@ -65,9 +66,9 @@ class Selector:
     namespace_label: str | None = None
 
     def matchers(self) -> str:
-        pairs = [("model", self.model), ("track", self.track)]
+        pairs = [(metrics.MODEL, self.model), (metrics.TRACK, self.track)]
         if self.version is not None:
-            pairs.append(("version", self.version))
+            pairs.append((metrics.VERSION, self.version))
         if self.namespace_label:
             pairs.append((self.namespace_label, self.namespace))
         return ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs)
@@ -80,20 +81,20 @@ def _window(metric: str, selector: Selector, window: timedelta, offset: timedelt
 
 def feature_buckets(selector: Selector, window: timedelta, offset: timedelta | None = None) -> str:
     """All feature histograms of a track in one query: one series per (feature, le)."""
-    return f"sum by (feature, le) ({_window(FEATURE_BUCKETS, selector, window, offset)})"
+    return f"sum by ({metrics.FEATURE}, {metrics.LE}) ({_window(FEATURE_BUCKETS, selector, window, offset)})"
 
 
 def prediction_buckets(selector: Selector, window: timedelta, offset: timedelta | None = None) -> str:
-    return f"sum by (le) ({_window(PREDICTION_BUCKETS, selector, window, offset)})"
+    return f"sum by ({metrics.LE}) ({_window(PREDICTION_BUCKETS, selector, window, offset)})"
 
 
 def latency_buckets(selector: Selector, window: timedelta) -> str:
-    return f"sum by (le) ({_window(LATENCY_BUCKETS, selector, window, None)})"
+    return f"sum by ({metrics.LE}) ({_window(LATENCY_BUCKETS, selector, window, None)})"
 
 
 def confusion(selector: Selector, window: timedelta) -> str:
     """Feedback confusion counts by (predicted, actual)."""
-    return f"sum by (predicted, actual) ({_window(FEEDBACK, selector, window, None)})"
+    return f"sum by ({metrics.PREDICTED}, {metrics.ACTUAL}) ({_window(FEEDBACK, selector, window, None)})"
 
 
 def counters(selector: Selector, window: timedelta, quantities: list[str], feedback_window: timedelta | None = None) -> str:

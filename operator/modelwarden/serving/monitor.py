@@ -11,144 +11,41 @@ Why a custom collector instead of prometheus_client metrics: the feature histogr
 different bucket set per feature (prometheus_client's Histogram has one per metric), and a
 batch of 32 rows × N features must not cost 32·N ``observe()`` calls. Recording only copies the
 batch and appends it to a list (a few microseconds); pending rows are counted together,
-vectorised and branch-free, when ``flush_rows`` rows are pending or a scrape arrives, so every
-scrape is exact. State is plain numpy arrays behind one lock; scrapes turn them into metric
-families.
+vectorised and branch-free (serving.buckets), when ``flush_rows`` rows are pending or a scrape
+arrives, so every scrape is exact. State is plain numpy arrays behind one lock; a scrape copies
+them and serving.exposition turns the copy into the contract's metric families.
 
-``le`` strings are produced by :func:`format_le` (prometheus_client's float formatting: Python
-``repr`` of the float, e.g. ``0.5``, ``12.0``, ``-3.25``, ``1e+07`` above 1e6). The analysis
-engine can reproduce them from the profile edges, or parse ``le`` with ``float()`` and compare
-exactly: the strings round-trip to the very same floats.
+``le`` strings are produced by :func:`format_le` (modelwarden.contract.metrics, re-exported here:
+prometheus_client's float formatting, Python ``repr`` of the float, e.g. ``0.5``, ``12.0``,
+``-3.25``, ``1e+07`` above 1e6). The analysis engine can reproduce them from the profile edges, or
+parse ``le`` with ``float()`` and compare exactly: the strings round-trip to the very same floats.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 import threading
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import Metric
-from prometheus_client.utils import floatToGoString
 
-from modelwarden.serving.profile import Distribution, Profile, level_key
-from modelwarden.serving.tokens import TOKEN_ERROR_REASONS
-
-LABELS = ("model", "version", "track")
-FLUSH_VALUES = 8192  # buffered rows × columns that trigger bucketing: ~1000 rows for a handful of features
-TRACKS = ("stable", "canary", "shadow")
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# Error reasons exported at 0 from the start, so rate() and ratios work before the first error.
-KNOWN_ERROR_REASONS = (
-    *TOKEN_ERROR_REASONS,
-    "malformed_json",
-    "invalid_payload",
-    "feature_count",
-    "feature_names",
-    "non_numeric",
-    "non_finite",
-    "body_too_large",
-    "unknown_model",
-    "unknown_request_id",
-    "unknown_class",
-    "model_error",
-    "internal_error",
+from modelwarden.contract.metrics import (  # noqa: F401 - format_le re-exported: docs/metrics.md names it here
+    LATENCY_BUCKETS,
+    MODEL,
+    TRACK,
+    VERSION,
+    format_le,
+    level_key,
 )
+from modelwarden.contract.profile import Distribution, Profile
+from modelwarden.contract.reasons import KNOWN_ERROR_REASONS, ErrorReason
+from modelwarden.serving.buckets import CategoricalCoder, Histograms, LatencyHistogram, tally
+from modelwarden.serving.exposition import Scrape, metric_families
 
-
-def format_le(edge: float) -> str:
-    """The ``le`` label value of a bucket upper bound, as exported by this module."""
-    return floatToGoString(edge)
-
-
-LANE_ROWS = 255 * 8  # rows per counting pass: a byte lane of a uint64 word counts at most 255
-
-
-def count_at_or_below(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """``counts[c, k]`` = how many of ``values[c, :]`` are ``<= edges[c, k]`` (NaN never counts).
-
-    These are Prometheus's cumulative ``le`` buckets. Computed without branches: one broadcast
-    comparison, then the booleans summed eight at a time as the bytes of uint64 words (each byte
-    lane holds at most 255, so nothing carries into the next lane). A binary search per value
-    (``np.searchsorted``) looks cheaper, and is when a benchmark repeats the same values, but on
-    fresh values it mispredicts a branch at almost every step: 276 vs 92 µs for 1170 rows ×
-    7 columns × 20 edges, fresh values each call (benchmarks.md, "Model server").
-    """
-    columns, rows = values.shape
-    counts = np.zeros(edges.shape, dtype=np.int64)
-    for start in range(0, rows, LANE_ROWS):
-        chunk = values[:, start : start + LANE_ROWS]
-        n = chunk.shape[1]
-        at_or_below = np.zeros((columns, edges.shape[1], -(-n // 8) * 8), dtype=bool)  # padded to whole words
-        np.less_equal(chunk[:, np.newaxis, :], edges[:, :, np.newaxis], out=at_or_below[:, :, :n])
-        lanes = at_or_below.view(np.uint64).sum(axis=2, dtype=np.uint64)
-        counts += lanes.view(np.uint8).reshape(*edges.shape, 8).sum(axis=2, dtype=np.int64)
-    return counts
-
-
-class _Histograms:
-    """Cumulative histograms of several columns, each with its own bucket edges.
-
-    Edges are padded with +Inf to a rectangle and a final +Inf edge is added for every column,
-    so ``cumulative[c, -1]`` is the column's ``+Inf`` bucket. Non-finite values are not counted
-    (not in any bucket, nor in ``_count`` or ``_sum``).
-    """
-
-    def __init__(self, edge_lists: Sequence[Sequence[float]]):
-        width = max((len(edges) for edges in edge_lists), default=0) + 1
-        self.padded_edges = np.full((len(edge_lists), width), np.inf)
-        for i, edges in enumerate(edge_lists):
-            self.padded_edges[i, : len(edges)] = edges
-        self.sizes = [len(edges) for edges in edge_lists]
-        self.le = [[format_le(edge) for edge in edges] + ["+Inf"] for edges in edge_lists]
-        self.cumulative = np.zeros(self.padded_edges.shape, dtype=np.int64)
-        self.sums = np.zeros(len(edge_lists))
-
-    def add(self, values: np.ndarray) -> None:
-        """Count a float block shaped (columns, rows)."""
-        finite = np.isfinite(values)
-        if not finite.all():
-            values = np.where(finite, values, np.nan)
-            self.sums += np.nansum(values, axis=1)
-        else:
-            self.sums += values.sum(axis=1)
-        self.cumulative += count_at_or_below(values, self.padded_edges)
-
-    def column(self, cumulative: np.ndarray, i: int) -> np.ndarray:
-        """Column i's cumulative counts for its own ``le`` values (its edges, then +Inf)."""
-        return np.append(cumulative[i, : self.sizes[i]], cumulative[i, -1])
-
-
-class _LatencyHistogram:
-    """One value per request, so plain Python: a bisect and a list increment cost less than any numpy call."""
-
-    def __init__(self, edges: Sequence[float]):
-        self.edges = [float(edge) for edge in edges]
-        self.le = [format_le(edge) for edge in self.edges] + ["+Inf"]
-        self.counts = [0] * (len(self.edges) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.edges, value)] += 1
-        self.total += value
-
-    def cumulative(self) -> np.ndarray:
-        return np.cumsum(self.counts)
-
-
-class _CategoricalCoder:
-    """Maps categorical values to their level index (unseen levels to k, the +Inf bucket)."""
-
-    def __init__(self, levels: Sequence[str]):
-        self.index = {level: float(i) for i, level in enumerate(levels)}
-        self.unseen = float(len(levels))
-
-    def codes(self, column: Iterable[Any]) -> np.ndarray:
-        return np.fromiter((self.index.get(level_key(v), self.unseen) for v in column), dtype=float)
+FLUSH_VALUES = 8192  # buffered rows × columns that trigger bucketing: ~1000 rows for a handful of features
 
 
 def _owned_column(column: np.ndarray, rows: int, name: str) -> np.ndarray:
@@ -159,59 +56,6 @@ def _owned_column(column: np.ndarray, rows: int, name: str) -> np.ndarray:
     if len(column) != rows:
         raise ValueError(f"{rows} rows but {len(column)} {name} values")
     return column
-
-
-def _tally(label_arrays: Iterable[np.ndarray]) -> Counter[str]:
-    """Predicted-class counts by :func:`level_key`, over many requests' label arrays.
-
-    Arrays are joined only with others of the same dtype: joining ints with strings would turn
-    1.0 into "1.0" (not "1") and True into "True" (not "true"), so a class's key would depend on
-    which requests happened to be pending together. Per dtype: small non-negative integers (class
-    indices) are counted with ``bincount``, other orderable labels by sorting (both much faster
-    than hashing each label), anything else is hashed."""
-    by_dtype: dict[np.dtype, list[np.ndarray]] = {}
-    for labels in label_arrays:
-        by_dtype.setdefault(labels.dtype, []).append(labels)
-    tallies: Counter[str] = Counter()
-    for arrays in by_dtype.values():
-        labels = np.concatenate(arrays)
-        if not labels.size:
-            continue
-        pairs: Iterable[tuple[Any, int]]
-        if labels.dtype.kind in "iu" and 0 <= labels.min() and labels.max() < 4096:
-            counts = np.bincount(labels.astype(np.intp, copy=False))
-            present = np.flatnonzero(counts)
-            pairs = zip(present.tolist(), counts[present].tolist())
-        else:
-            try:
-                levels, counts = np.unique(labels, return_counts=True)
-                pairs = zip(levels.tolist(), counts.tolist())
-            except Exception:  # noqa: BLE001 - unorderable (None and 1, Decimal NaN, ...): hash instead
-                pairs = Counter(labels.tolist()).items()
-        for label, n in pairs:
-            tallies[level_key(label)] += n
-    return tallies
-
-
-def _add_histogram(
-    metric: Metric, labels: dict[str, str], le: Sequence[str], cumulative: np.ndarray, total: float
-) -> None:
-    """Add one labelled histogram; unlike prometheus_client's family, keeps _sum/_count for negative edges."""
-    for bound, value in zip(le, cumulative.tolist()):
-        metric.add_sample(metric.name + "_bucket", {**labels, "le": bound}, float(value))
-    metric.add_sample(metric.name + "_count", labels, float(cumulative[-1]))
-    metric.add_sample(metric.name + "_sum", labels, float(total))
-
-
-def _counter(name: str, documentation: str) -> Metric:
-    """A family for the exact sample ``name``.
-
-    Names ending in ``_total`` are counters. The contract's ``…_error_sum`` series only ever grow
-    too, but the text format would rename a counter to ``…_sum_total``, so they are untyped.
-    """
-    if name.endswith("_total"):
-        return Metric(name.removesuffix("_total"), documentation, "counter")
-    return Metric(name, documentation, "unknown")
 
 
 class ModelMonitor:
@@ -234,19 +78,19 @@ class ModelMonitor:
         latency_buckets: Sequence[float] = LATENCY_BUCKETS,
         flush_rows: int | None = None,
     ):
-        self.labels = {"model": name, "version": str(version), "track": track}
+        self.labels = {MODEL: name, VERSION: str(version), TRACK: track}
         self.profile = profile
         self.task = profile.prediction.task
         self.feature_names = profile.feature_names
         self._lock = threading.Lock()
         self._coders = {
-            i: _CategoricalCoder(f.levels or []) for i, f in enumerate(profile.features) if f.kind == "categorical"
+            i: CategoricalCoder(f.levels or []) for i, f in enumerate(profile.features) if f.kind == "categorical"
         }
         value_distribution = profile.prediction.value_distribution()
         self._has_value = value_distribution is not None
         columns = [*profile.features, *([value_distribution] if value_distribution else [])]
-        self._columns = _Histograms([c.edges for c in columns])  # the features, then prediction_value
-        self._latency = _LatencyHistogram(latency_buckets)
+        self._columns = Histograms([c.edges for c in columns])  # the features, then prediction_value
+        self._latency = LatencyHistogram(latency_buckets)
         self._z_mean, self._z_limit = self._outlier_bounds(columns, profile.z_score)
         self._flush_rows = flush_rows or max(16, FLUSH_VALUES // max(len(columns), 1))
         # Requests wait here, as the copies record_prediction made, until flush_rows rows or a scrape.
@@ -258,7 +102,7 @@ class ModelMonitor:
         self._classes = dict.fromkeys(profile.classes, 0)
         # Feedback by the (version, track) that made the prediction: this server's own, and the
         # predicting track a feedback token names (feedback may reach any replica of any track).
-        own = (self.labels["version"], track)
+        own = (self.labels[VERSION], track)
         self._confusion = {(*own, p, a): 0 for p in profile.classes for a in profile.classes}
         self._regression = {own: [0.0, 0.0, 0]}  # squared error, absolute error, observations
         self._feedback_sets = {own}
@@ -351,13 +195,13 @@ class ModelMonitor:
         self._columns.add(block)
         self._outliers += int(np.count_nonzero((np.abs(block - self._z_mean) > self._z_limit).any(axis=0)))  # NaN: False
         if self.task == "classification":
-            for key, n in _tally(labels for _, _, labels in pending if labels is not None).items():
+            for key, n in tally(labels for _, _, labels in pending if labels is not None).items():
                 self._classes[key] = self._classes.get(key, 0) + n
 
     def record_feedback(self, predicted: Any, actual: Any, version: str | None = None, track: str | None = None) -> None:
         """Ground truth for earlier predictions (scalars or equal-length sequences), counted under
         the version and track that made them (default: this server's)."""
-        made_by = (self.labels["version"] if version is None else str(version), self.labels["track"] if track is None else track)
+        made_by = (self.labels[VERSION] if version is None else str(version), self.labels[TRACK] if track is None else track)
         predicted_seq = list(predicted) if isinstance(predicted, (list, tuple, np.ndarray)) else [predicted]
         actual_seq = list(actual) if isinstance(actual, (list, tuple, np.ndarray)) else [actual]
         if len(predicted_seq) != len(actual_seq):
@@ -401,7 +245,7 @@ class ModelMonitor:
         with self._lock:
             return len(self._feedback_sets) - 1
 
-    def record_error(self, reason: str) -> None:
+    def record_error(self, reason: ErrorReason | str) -> None:
         with self._lock:
             self._errors[reason] = self._errors.get(reason, 0) + 1
 
@@ -413,74 +257,27 @@ class ModelMonitor:
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             self._flush()
-            snapshot = {
-                "predictions": self._predictions,
-                "outliers": self._outliers,
-                "errors": dict(self._errors),
-                "classes": dict(self._classes),
-                "confusion": {key: 0 if key[:2] in self._unexported else n for key, n in self._confusion.items()},
-                "column_counts": self._columns.cumulative.copy(),
-                "column_sums": self._columns.sums.copy(),
-                "latency": (self._latency.cumulative(), self._latency.total),
-                "regression": {made_by: (0.0, 0.0, 0) if made_by in self._unexported else tuple(sums)
-                               for made_by, sums in self._regression.items()},
-            }
-            self._unexported.clear()
-        labels = self.labels
-        yield self._single_counter(
-            "modelwarden_predictions_total", "Predictions made (rows, not requests).", snapshot["predictions"]
-        )
-        errors = _counter("modelwarden_prediction_errors_total", "Rejected or failed requests by reason.")
-        for reason, n in snapshot["errors"].items():
-            errors.add_sample(errors.name + "_total", {**labels, "reason": reason}, float(n))
-        yield errors
-        latency = Metric(
-            "modelwarden_inference_latency_seconds", "Server-side request latency (parse + predict).", "histogram"
-        )
-        _add_histogram(latency, labels, self._latency.le, *snapshot["latency"])
-        yield latency
-        features = Metric(
-            "modelwarden_feature_value", "Feature values; bucket edges from the reference profile.", "histogram"
-        )
-        histograms, counts, sums = self._columns, snapshot["column_counts"], snapshot["column_sums"]
-        for i, name in enumerate(self.feature_names):
-            _add_histogram(
-                features, {**labels, "feature": name}, histograms.le[i], histograms.column(counts, i), float(sums[i])
+            scrape = Scrape(
+                labels=self.labels,
+                task=self.task,
+                feature_names=self.feature_names,
+                columns=self._columns,
+                has_value=self._has_value,
+                latency_le=self._latency.le,
+                predictions=self._predictions,
+                outliers=self._outliers,
+                errors=dict(self._errors),
+                classes=dict(self._classes),
+                confusion={key: 0 if key[:2] in self._unexported else n for key, n in self._confusion.items()},
+                regression={made_by: (0.0, 0.0, 0) if made_by in self._unexported else tuple(sums)
+                            for made_by, sums in self._regression.items()},
+                column_counts=self._columns.cumulative.copy(),
+                column_sums=self._columns.sums.copy(),
+                latency_counts=self._latency.cumulative(),
+                latency_sum=self._latency.total,
             )
-        yield features
-        if self._has_value:
-            value = Metric("modelwarden_prediction_value", "Regression output or classifier score.", "histogram")
-            _add_histogram(value, labels, histograms.le[-1], histograms.column(counts, -1), float(sums[-1]))
-            yield value
-        yield self._single_counter(
-            "modelwarden_prediction_outliers_total",
-            "Predictions with a feature or score beyond the profile's z-score.",
-            snapshot["outliers"],
-        )
-        if self.task == "classification":
-            classes = _counter("modelwarden_predicted_class_total", "Predictions per predicted class.")
-            for label, n in snapshot["classes"].items():
-                classes.add_sample(classes.name + "_total", {**labels, "class": label}, float(n))
-            yield classes
-            confusion = _counter("modelwarden_feedback_total", "Ground-truth feedback: confusion counts.")
-            for (version, track, predicted, actual), n in snapshot["confusion"].items():
-                confusion.add_sample(confusion.name + "_total", {
-                    **labels, "version": version, "track": track, "predicted": predicted, "actual": actual}, float(n))
-            yield confusion
-        else:
-            samples = [("modelwarden_feedback_squared_error_sum", "Sum of squared errors from feedback."),
-                       ("modelwarden_feedback_absolute_error_sum", "Sum of absolute errors from feedback."),
-                       ("modelwarden_feedback_observations_total", "Regression feedback observations.")]
-            families = [_counter(name, documentation) for name, documentation in samples]
-            for (version, track), sums in snapshot["regression"].items():
-                for (name, _), family, value in zip(samples, families, sums):
-                    family.add_sample(name, {**labels, "version": version, "track": track}, float(value))
-            yield from families
-
-    def _single_counter(self, sample_name: str, documentation: str, value: float) -> Metric:
-        metric = _counter(sample_name, documentation)
-        metric.add_sample(sample_name, self.labels, float(value))
-        return metric
+            self._unexported.clear()
+        yield from metric_families(scrape)
 
 
 class NullMonitor:
@@ -492,5 +289,5 @@ class NullMonitor:
     def record_feedback(self, predicted: Any, actual: Any, version: str | None = None, track: str | None = None) -> None:
         """Metrics are off."""
 
-    def record_error(self, reason: str) -> None:
+    def record_error(self, reason: ErrorReason | str) -> None:
         """Metrics are off."""

@@ -1,139 +1,41 @@
-"""The reference profile: what a model's inputs and outputs looked like on its training data.
+"""Computing a reference profile from training data (`modelwarden profile`), and what it costs.
 
-The profile fixes the histogram bucket edges the model server exports (so every replica and
-every version of a model shares them) and is the reference distribution the drift analysis
-compares live histograms against. The format is documented in docs/profile.md.
-
-Conventions shared with the metrics contract:
-
-* ``edges`` are finite, strictly increasing *upper bounds*; each becomes a Prometheus ``le``
-  value and one more bucket (``le="+Inf"``) follows the last edge, so ``counts`` has
-  ``len(edges) + 1`` entries. ``counts[i]`` holds the values ``edges[i-1] < x <= edges[i]``
-  (not cumulative), exactly what ``np.searchsorted(edges, x, side="left")`` assigns.
-* A categorical column is coded by the index of its level in ``levels`` (sorted), so its
-  edges are ``0.0, 1.0, …, k-1`` and the ``+Inf`` bucket counts levels never seen in training.
+The schema of the profile (profile.json: ``Profile``, ``Distribution``, ``PredictionProfile``)
+is part of the metrics contract and lives in :mod:`modelwarden.contract.profile`; it is
+re-exported here, with ``level_key``, for code that builds profiles. This module turns columns of
+training data into those models (quantile edges rounded so that their ``le`` strings stay short
+and stable, categorical levels coded by index) and counts the series a profile makes a server
+export (``series_count``, the ``--max-series`` check). The format is documented in
+docs/profile.md.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
 
-FORMAT_VERSION = 1
+from modelwarden.contract import metrics
+from modelwarden.contract.metrics import LATENCY_BUCKETS, level_key
+from modelwarden.contract.profile import (  # noqa: F401 - DEFAULT_Z_SCORE re-exported: the profile CLI's default
+    DEFAULT_Z_SCORE,
+    Distribution,
+    Kind,
+    PredictionProfile,
+    Profile,
+    Task,
+)
+from modelwarden.contract.reasons import KNOWN_ERROR_REASONS
+
 DEFAULT_BINS = 20
-DEFAULT_Z_SCORE = 3.0
 EDGE_SIGNIFICANT_DIGITS = 6
 DEFAULT_MAX_SERIES = 20_000  # `modelwarden serve --max-series`: a profile above it is refused at startup
-
-Kind = Literal["numeric", "categorical"]
-Task = Literal["classification", "regression"]
 
 
 class ProfileError(ValueError):
     """The data cannot be profiled (empty, non-finite, or inconsistent)."""
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-
-class Distribution(_Model):
-    """One column's reference histogram plus the moments needed for z-scores."""
-
-    name: str
-    kind: Kind
-    edges: list[float] = Field(description="finite, increasing bucket upper bounds (Prometheus le); +Inf follows")
-    counts: list[int] = Field(description="observations per bucket, len(edges)+1, last is the +Inf bucket")
-    count: int
-    mean: float | None = None
-    std: float | None = Field(default=None, description="population standard deviation (ddof=0)")
-    levels: list[str] | None = Field(default=None, description="categorical only: level i is coded as i")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "Distribution":
-        if any(not math.isfinite(edge) for edge in self.edges):
-            raise ValueError(f"{self.name}: edges must be finite")
-        if any(b <= a for a, b in zip(self.edges, self.edges[1:])):
-            raise ValueError(f"{self.name}: edges must be strictly increasing")
-        if len(self.counts) != len(self.edges) + 1:
-            raise ValueError(f"{self.name}: counts needs len(edges)+1 entries (the last is the +Inf bucket)")
-        if sum(self.counts) != self.count:
-            raise ValueError(f"{self.name}: counts sum to {sum(self.counts)}, not count={self.count}")
-        if self.kind == "categorical":
-            if self.levels is None or self.edges != [float(i) for i in range(len(self.levels))]:
-                raise ValueError(f"{self.name}: a categorical column needs levels and edges 0..k-1")
-        return self
-
-
-class PredictionProfile(Distribution):
-    """The model's output on the training data (or the target column when no model was given).
-
-    Classification: ``kind`` is categorical over the classes, and ``score`` is the histogram
-    behind ``modelwarden_prediction_value`` (probability of ``positiveClass`` for a binary
-    classifier, probability of the predicted class otherwise; absent without predict_proba).
-    Regression: ``kind`` is numeric and the distribution itself is the prediction_value one.
-    """
-
-    task: Task
-    source: Literal["model", "target"]
-    score: Distribution | None = None
-    score_meaning: str | None = None
-    positive_class: str | None = None
-
-    def value_distribution(self) -> Distribution | None:
-        """The distribution exported as ``modelwarden_prediction_value``."""
-        return self.score if self.task == "classification" else self
-
-
-class Profile(_Model):
-    """A versioned reference profile (``formatVersion`` 1)."""
-
-    format_version: Literal[1] = FORMAT_VERSION
-    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    target: str
-    rows: int
-    bins: int
-    z_score: float = DEFAULT_Z_SCORE
-    features: list[Distribution]
-    prediction: PredictionProfile
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [feature.name for feature in self.features]
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.prediction.levels or []) if self.prediction.task == "classification" else []
-
-    def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True, indent=2, exclude_none=True)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> "Profile":
-        return cls.model_validate_json(text)
-
-
-def level_key(value: Any) -> str:
-    """The canonical string of a categorical value or class label (1, 1.0 and "1" agree)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value)).lower()
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        number = float(value)
-        if math.isfinite(number) and number == int(number):
-            return str(int(number))
-        return repr(number)
-    return str(value)
 
 
 def round_edge(value: float) -> float:
@@ -259,13 +161,8 @@ class SeriesCount:
         return f"{self.total} ({self.details()})"
 
 
-# Families of one series each, whatever the profile (names as in docs/metrics.md).
-UNLABELLED_COUNTERS = ("modelwarden_predictions_total", "modelwarden_prediction_outliers_total")
-REGRESSION_FEEDBACK = (
-    "modelwarden_feedback_squared_error_sum",
-    "modelwarden_feedback_absolute_error_sum",
-    "modelwarden_feedback_observations_total",
-)
+# Families of one series each, whatever the profile.
+UNLABELLED_COUNTERS = (metrics.PREDICTIONS, metrics.PREDICTION_OUTLIERS)
 
 
 def histogram_series(edges: Sequence[float]) -> int:
@@ -285,16 +182,13 @@ def series_count(profile: Profile, latency_buckets: Sequence[float] | None = Non
     such pair. Multiply by pods × tracks (and versions) for what Prometheus stores; see
     docs/metrics.md, "How many series". ``latency_buckets`` defaults to the monitor's.
     """
-    # Imported here: the monitor imports this module, and the counts must follow its constants.
-    from modelwarden.serving.monitor import KNOWN_ERROR_REASONS, LATENCY_BUCKETS
-
     value = profile.prediction.value_distribution()
     classes = len(profile.classes)  # none for a regressor
     return SeriesCount(
         features=sum(histogram_series(feature.edges) for feature in profile.features),
         prediction_value=histogram_series(value.edges) if value is not None else 0,
         classes=classes,
-        feedback=classes * classes if profile.prediction.task == "classification" else len(REGRESSION_FEEDBACK),
+        feedback=classes * classes if profile.prediction.task == "classification" else len(metrics.REGRESSION_FEEDBACK),
         latency=histogram_series(LATENCY_BUCKETS if latency_buckets is None else latency_buckets),
         errors=len(KNOWN_ERROR_REASONS),
         other=len(UNLABELLED_COUNTERS),

@@ -34,6 +34,7 @@ from typing import Any
 
 from itsdangerous import BadSignature, BadTimeSignature, URLSafeTimedSerializer
 
+from modelwarden.contract.reasons import ErrorReason
 from modelwarden.serving.payload import PayloadError
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,8 @@ CLOCK_SKEW_SECONDS = 300
 class TokenError(PayloadError):
     """A feedback token the server refuses: ``reason`` is the metrics label, ``status`` the HTTP status."""
 
-    def __init__(self, reason: str, message: str, status: int = 403):
+    def __init__(self, reason: ErrorReason, message: str, status: int = 403):
         super().__init__(reason, message, status)
-
-
-TOKEN_ERROR_REASONS = ("invalid_token", "expired_token", "wrong_model_token", "feedback_version_limit")
 
 
 @dataclass(frozen=True)
@@ -128,24 +126,27 @@ class FeedbackTokens:
     def verify(self, token: Any, model: str, namespace: str = "") -> Prediction:
         """The prediction a token vouches for, or TokenError saying why it is refused."""
         if not isinstance(token, str) or not token:
-            raise TokenError("invalid_token", "token must be a non-empty string", status=400)
+            raise TokenError(ErrorReason.INVALID_TOKEN, "token must be a non-empty string", status=400)
         try:
             claims, issued = self._current().loads(token, max_age=None, return_timestamp=True)
         except (BadTimeSignature, BadSignature):
-            raise TokenError("invalid_token", "the token's signature does not verify (forged, tampered, truncated or another key)") from None
+            raise TokenError(ErrorReason.INVALID_TOKEN,
+                             "the token's signature does not verify (forged, tampered, truncated or another key)") from None
         age = self.clock() - issued.timestamp()
         if age > self.max_age_seconds:
-            raise TokenError("expired_token", f"the token expired: issued {age:.0f} s ago, valid for {self.max_age_seconds} s")
+            raise TokenError(ErrorReason.EXPIRED_TOKEN,
+                             f"the token expired: issued {age:.0f} s ago, valid for {self.max_age_seconds} s")
         if age < -CLOCK_SKEW_SECONDS:
-            raise TokenError("invalid_token", f"the token was issued {-age:.0f} s in the future (clock skew beyond {CLOCK_SKEW_SECONDS} s)")
+            raise TokenError(ErrorReason.INVALID_TOKEN,
+                             f"the token was issued {-age:.0f} s in the future (clock skew beyond {CLOCK_SKEW_SECONDS} s)")
         if not (isinstance(claims, dict) and isinstance(claims.get("p"), list)
                 and all(isinstance(claims.get(k), str) for k in ("m", "t", "v"))
                 and isinstance(claims.get("n", ""), str)):
-            raise TokenError("invalid_token", "the token's payload is not a prediction")
+            raise TokenError(ErrorReason.INVALID_TOKEN, "the token's payload is not a prediction")
         if claims["m"] != model:
-            raise TokenError("wrong_model_token", f"the token is for model {claims['m']!r}, not {model!r}")
+            raise TokenError(ErrorReason.WRONG_MODEL_TOKEN, f"the token is for model {claims['m']!r}, not {model!r}")
         if claims.get("n", "") != namespace:
-            raise TokenError("wrong_model_token",
+            raise TokenError(ErrorReason.WRONG_MODEL_TOKEN,
                              f"the token is for namespace {claims.get('n', '')!r}, this server serves {namespace!r}")
         return Prediction(claims["m"], claims["t"], claims["v"], tuple(claims["p"]), claims.get("n", ""))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelwarden.serving.examples import ExampleModel, train_examples
+from modelwarden.sandbox.examples import ExampleModel, train_examples
 from modelwarden.serving.profile import Profile
 
 

@@ -2,7 +2,7 @@ import joblib
 import numpy as np
 import pytest
 
-from modelwarden.serving import datagen
+from modelwarden.sandbox import datagen
 from modelwarden.serving.model import load_runner
 
 

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelwarden.serving import datagen
+from modelwarden.sandbox import datagen
 from modelwarden.serving.monitor import ModelMonitor, format_le
 from modelwarden.serving.profile import Profile, categorical_distribution, numeric_distribution, prediction_profile
 
@@ -227,7 +227,7 @@ def test_predicted_classes_are_tallied_whatever_the_label_types(classifier_profi
 @pytest.mark.parametrize("rows", [0, 1, 7, 8, 9, 2039, 2040, 2041, 5000])
 def test_branch_free_counts_equal_searchsorted(rows):
     """Every lane and chunk boundary: a byte lane overflowing would show up above 2040 rows."""
-    from modelwarden.serving.monitor import count_at_or_below
+    from modelwarden.serving.buckets import count_at_or_below
 
     rng = np.random.default_rng(rows)
     edges = np.sort(rng.normal(size=(3, 6)), axis=1)

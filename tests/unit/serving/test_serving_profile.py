@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from modelwarden.serving import datagen
+from modelwarden.sandbox import datagen
 from modelwarden.serving.profile import (
     Distribution,
     Profile,

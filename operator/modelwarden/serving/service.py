@@ -1,0 +1,307 @@
+"""The model server's state: configuration, the loaded model and profile, and what requests share.
+
+`modelwarden serve` (serving.server) builds a :class:`ServeConfig` from its arguments and calls
+:func:`load_service`, which checks the model and its reference profile against each other
+before anything listens; the HTTP layer (serving.routes) hands every request to the one
+:class:`ModelService`: predicting, recording metrics, the prediction log, feedback tokens and the
+per-replica feedback cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from modelwarden.contract.metrics import level_key
+from modelwarden.contract.profile import Profile
+from modelwarden.contract.reasons import ErrorReason
+from modelwarden.serving.model import PROFILE_FILE, ModelLoadError, ModelRunner, Outputs, load_runner
+from modelwarden.serving.monitor import ModelMonitor, NullMonitor
+from modelwarden.serving.payload import FeatureSchema, FeedbackItem, PayloadError
+from modelwarden.serving.profile import DEFAULT_MAX_SERIES, series_count
+from modelwarden.serving.tokens import DEFAULT_MAX_AGE_SECONDS, FeedbackTokens, Prediction, read_keys
+
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+DEFAULT_FEEDBACK_CACHE = 10_000
+DEFAULT_MAX_FEEDBACK_VERSIONS = 8
+_V2_DATATYPES = {"i": "INT64", "u": "UINT64", "f": "FP64", "b": "BOOL"}
+
+
+class StartupError(RuntimeError):
+    """The server cannot start; the message is printed as one line."""
+
+
+class ModelError(Exception):
+    """The model raised while predicting: a 500, counted as reason ``model_error``."""
+
+    reason = ErrorReason.MODEL_ERROR
+    status = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model_uri: str
+    name: str
+    version: str = "unknown"
+    track: str = "stable"
+    profile: Path | None = None
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    prediction_log: str = "-"
+    feedback_cache_size: int = DEFAULT_FEEDBACK_CACHE
+    feedback_key_file: Path | None = None  # signs and verifies feedback tokens (serving/tokens.py)
+    namespace: str = ""  # the pod's namespace (downward API): tokens name it
+    max_feedback_versions: int = DEFAULT_MAX_FEEDBACK_VERSIONS
+    feedback_token_max_age: int = DEFAULT_MAX_AGE_SECONDS
+    metrics: bool = True
+    inference_threads: int = 0
+    max_series: int = DEFAULT_MAX_SERIES  # refuse a profile that would export more series (0: no limit)
+
+
+class PredictionLog:
+    """One JSON line per prediction request, to stdout, a file, or nowhere."""
+
+    def __init__(self, target: str):
+        self._stream: IO[str] | None
+        if target == "off":
+            self._stream = None
+        elif target == "-":
+            self._stream = sys.stdout
+        else:
+            self._stream = open(target, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the server
+
+    @property
+    def enabled(self) -> bool:
+        return self._stream is not None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._stream is not None:
+            self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._stream.flush()
+
+    def close(self) -> None:
+        if self._stream not in (None, sys.stdout):
+            self._stream.close()  # type: ignore[union-attr]
+
+
+class FeedbackCache:
+    """The last N requests' predictions by request id, so feedback can name just the request.
+
+    Bounded (least recently stored entries go first) and per replica: feedback that may reach
+    another replica should echo the prediction instead (``{"predicted": ..., "actual": ...}``).
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict[str, list[Any]] = OrderedDict()
+
+    def put(self, request_id: str, predicted: list[Any]) -> None:
+        if self.size <= 0:
+            return
+        self._entries[request_id] = predicted
+        self._entries.move_to_end(request_id)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def get(self, request_id: str) -> list[Any] | None:
+        return self._entries.get(request_id)
+
+    def pop(self, request_id: str) -> None:
+        self._entries.pop(request_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class ModelService:
+    """The model, its profile and the per-process state every handler shares."""
+
+    def __init__(self, config: ServeConfig, runner: ModelRunner, profile: Profile):
+        self.config = config
+        self.runner = runner
+        self.profile = profile
+        self.schema = FeatureSchema.from_profile(profile)
+        self.registry = CollectorRegistry()
+        self.monitor: ModelMonitor | NullMonitor = (
+            ModelMonitor(config.name, config.version, config.track, profile, registry=self.registry)
+            if config.metrics
+            else NullMonitor()
+        )
+        self.classes = [level_key(c) for c in runner.classes] if runner.classes else profile.classes
+        self.feedback = FeedbackCache(config.feedback_cache_size)
+        self.tokens = (FeedbackTokens.from_file(config.feedback_key_file, config.feedback_token_max_age)
+                       if config.feedback_key_file else None)
+        self.log = PredictionLog(config.prediction_log)
+        self.executor = ThreadPoolExecutor(config.inference_threads) if config.inference_threads > 0 else None
+        self.headers = {"X-Model-Version": config.version, "X-Model-Track": config.track}
+        classes_kind = np.asarray(runner.classes).dtype.kind if runner.classes else "f"
+        self.output_datatype = _V2_DATATYPES.get(classes_kind, "BYTES")
+
+    async def predict(self, rows: np.ndarray) -> Outputs:
+        try:
+            if self.executor is None:
+                return self.runner.predict(rows)
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self.runner.predict, rows)
+        except Exception as exc:  # noqa: BLE001 - any model failure is one 500 with a reason
+            raise ModelError(f"the model failed to predict: {type(exc).__name__}: {exc}") from exc
+
+    def record(self, request_id: str, rows: np.ndarray, outputs: Outputs, started: float) -> list[Any]:
+        """Metrics, feedback cache and prediction log for one answered request; returns the predictions."""
+        latency = time.perf_counter() - started
+        predicted = outputs.predicted.tolist()
+        self.monitor.record_prediction(rows, outputs.predicted, latency=latency, scores=outputs.scores)
+        self.feedback.put(request_id, predicted)
+        if self.log.enabled:
+            record = {
+                "request_id": request_id,
+                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "model": self.config.name,
+                "version": self.config.version,
+                "track": self.config.track,
+                "features": rows.tolist(),
+                "output": predicted,
+            }
+            if outputs.scores is not None:
+                record["scores"] = outputs.scores.tolist()
+            self.log.write(record)
+        return predicted
+
+    def token(self, predicted: list[Any]) -> str | None:
+        """The feedback token of one answered request (None without a feedback key)."""
+        if self.tokens is None:
+            return None
+        return self.tokens.issue(Prediction(self.config.name, self.config.track, self.config.version, tuple(predicted),
+                                            self.config.namespace))
+
+    def resolve_feedback(self, items: list[FeedbackItem]) -> dict[tuple[str, str], tuple[list[Any], list[Any]]]:
+        """(predicted, actual) pairs by the (version, track) that predicted them; every item is
+        checked (tokens verified, request ids looked up) before any is counted, and request ids
+        are consumed only then. On a shadow server, feedback for another track's token is a
+        mirrored copy of feedback that the routed track counts: verified, never counted."""
+        own = (self.config.version, self.config.track)
+        pairs: dict[tuple[str, str], tuple[list[Any], list[Any]]] = {}
+        used: set[str] = set()
+        for index, item in enumerate(items):
+            if item.token is not None:
+                if self.tokens is None:
+                    raise PayloadError(ErrorReason.INVALID_TOKEN, f"feedback[{index}]: this server has no feedback "
+                                       "key (--feedback-key-file), so it cannot verify tokens", status=400)
+                vouched = self.tokens.verify(item.token, self.config.name, self.config.namespace)
+                actuals = item.actual if isinstance(item.actual, list) else [item.actual]
+                if len(actuals) != len(vouched.predicted):
+                    raise PayloadError(ErrorReason.INVALID_PAYLOAD, f"feedback[{index}]: the token vouches for "
+                                       f"{len(vouched.predicted)} predictions, got {len(actuals)} actual values")
+                if self.runner.task == "regression" and not all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in vouched.predicted):
+                    raise PayloadError(ErrorReason.INVALID_PAYLOAD, f"feedback[{index}]: the token's predictions "
+                                       "are not numbers (a token of another kind of model)")
+                if self.config.track == "shadow" and vouched.track != "shadow":
+                    continue
+                key = (vouched.version, vouched.track)
+                if key != own and key not in pairs and not self.monitor.knows_feedback_of(*key) and \
+                        self.monitor.feedback_label_sets() >= self.config.max_feedback_versions:
+                    raise PayloadError(ErrorReason.FEEDBACK_VERSION_LIMIT,
+                                       f"feedback[{index}]: feedback for version {vouched.version!r} "
+                                       f"({vouched.track}) would make this server export more than "
+                                       f"{self.config.max_feedback_versions} other versions' feedback series "
+                                       "(--max-feedback-versions); restart to start over", status=429)
+                predicted, actual = pairs.setdefault((vouched.version, vouched.track), ([], []))
+                predicted.extend(vouched.predicted)
+                actual.extend(actuals)
+                continue
+            predicted, actual = pairs.setdefault(own, ([], []))
+            if item.request_id is None:
+                predicted.append(item.predicted)
+                actual.append(item.actual)
+                continue
+            logged = None if item.request_id in used else self.feedback.get(item.request_id)
+            if logged is None:
+                raise PayloadError(
+                    ErrorReason.UNKNOWN_REQUEST_ID,
+                    f"feedback[{index}]: request id {item.request_id!r} is not in this replica's prediction log "
+                    '(unknown, evicted, or already given feedback); send {"predicted": ..., "actual": ...} instead',
+                    status=404,
+                )
+            actuals = item.actual if isinstance(item.actual, list) else [item.actual]
+            if len(actuals) != len(logged):
+                raise PayloadError(
+                    ErrorReason.INVALID_PAYLOAD,
+                    f"feedback[{index}]: request {item.request_id!r} made {len(logged)} predictions, got {len(actuals)} actual values",
+                )
+            predicted.extend(logged)
+            actual.extend(actuals)
+            used.add(item.request_id)
+        for request_id in used:
+            self.feedback.pop(request_id)
+        return pairs
+
+    def close(self) -> None:
+        self.log.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=False)
+
+
+
+
+def load_service(config: ServeConfig) -> ModelService:
+    """Model + profile, checked against each other; any problem is a one-line StartupError."""
+    try:
+        runner, model_path = load_runner(config.model_uri)
+    except ModelLoadError as exc:
+        raise StartupError(str(exc)) from exc
+    profile_path = config.profile or model_path.parent / PROFILE_FILE
+    try:
+        profile = Profile.from_json(profile_path.read_bytes())
+    except OSError as exc:
+        raise StartupError(
+            f"cannot read the profile {profile_path}: {exc.strerror} (build one with `modelwarden profile`)"
+        ) from exc
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise StartupError(f"invalid profile {profile_path}: {' '.join(first[:3])}") from exc
+    if profile.prediction.task != runner.task:
+        raise StartupError(
+            f"the profile describes a {profile.prediction.task} model but {model_path} is a {runner.task} model"
+        )
+    if runner.n_features is not None and runner.n_features != len(profile.features):
+        raise StartupError(
+            f"the model takes {runner.n_features} features but the profile lists {len(profile.features)}"
+        )
+    if config.metrics and config.max_series:
+        # Refused here rather than discovered by Prometheus: every pod of every track multiplies it.
+        series = series_count(profile)
+        if series.total > config.max_series:
+            raise StartupError(
+                f"the profile {profile_path} would export {series.total} series per server process "
+                f"({series.details()}), more than --max-series {config.max_series}: build it with fewer --bins "
+                "in `modelwarden profile` (or train on fewer features), or raise --max-series / "
+                "MODELWARDEN_MAX_SERIES (0 disables the limit)"
+            )
+    if config.feedback_key_file is not None:
+        try:
+            read_keys(config.feedback_key_file)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot use the feedback key file: {exc}") from exc
+    if config.feedback_token_max_age <= 0:
+        raise StartupError("--feedback-token-max-age must be positive")
+    try:
+        return ModelService(config, runner, profile)
+    except OSError as exc:
+        raise StartupError(f"cannot open the prediction log {config.prediction_log}: {exc.strerror}") from exc

@@ -16,7 +16,8 @@ import numpy as np
 from modelwarden.analysis import statistics
 from modelwarden.analysis.histograms import AlignedHistograms
 from modelwarden.analysis.verdicts import result
-from modelwarden.api.driftpolicy import CheckResult, Correction, DriftMethod, Verdict
+from modelwarden.api.checks import Correction, DriftMethod
+from modelwarden.api.driftpolicy import CheckResult, Verdict
 
 DEFAULT_THRESHOLDS: dict[DriftMethod, float] = {
     DriftMethod.KS: 0.01,

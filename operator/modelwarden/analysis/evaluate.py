@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -20,20 +21,49 @@ from modelwarden.analysis import drift as drift_analysis
 from modelwarden.analysis.histograms import BucketMatrix, align, bin_counts, select_names
 from modelwarden.analysis.quality import ConfusionMatrix, RegressionErrors, histogram_quantile, rate, two_proportion_test
 from modelwarden.analysis.verdicts import aggregate, bounded, result
-from modelwarden.api.driftpolicy import (
-    CheckResult,
-    ComparisonSpec,
-    Correction,
-    DriftPolicySpec,
-    Evaluation,
-    PerformanceCheck,
-    PerformanceMetric,
-    Verdict,
-)
+from modelwarden.api.checks import ComparisonSpec, Correction, PerformanceCheck, PerformanceMetric
+from modelwarden.api.driftpolicy import CheckResult, DriftPolicySpec, Evaluation, Verdict
 
 CLASSIFICATION_METRICS = {PerformanceMetric.ACCURACY, PerformanceMetric.PRECISION, PerformanceMetric.RECALL, PerformanceMetric.F1}
 REGRESSION_METRICS = {PerformanceMetric.MSE, PerformanceMetric.MAE, PerformanceMetric.RMSE}
 LATENCY_QUANTILES = {PerformanceMetric.LATENCY_P50: 0.5, PerformanceMetric.LATENCY_P95: 0.95, PerformanceMetric.LATENCY_P99: 0.99}
+
+
+class Side(Enum):
+    """Whose window a part of the observations describes."""
+
+    CURRENT = "current"  # the judged track over the policy's window
+    REFERENCE = "reference"  # the drift reference (another track, or the same track earlier)
+    BASELINE = "baseline"  # the comparison's track
+
+
+class Kind(Enum):
+    """What a part of a track window holds; the value is the TrackWindow field holding it."""
+
+    FEATURES = "features"
+    PREDICTION = "prediction"
+    LATENCY = "latency"
+    CONFUSION = "confusion"
+    COUNTERS = "counters"
+
+
+@dataclass(frozen=True)
+class WindowPart:
+    """One fetched part of a side's window, e.g. the current track's feature histograms."""
+
+    side: Side
+    kind: Kind
+
+
+@dataclass(frozen=True)
+class CustomPart:
+    """The value of one custom check's query."""
+
+    name: str
+
+
+Part = WindowPart | CustomPart
+"""What one query fetches: the key of planned queries and of Observations.failures."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +75,9 @@ class TrackWindow:
     latency: BucketMatrix | None = None  # one row
     confusion: Mapping[tuple[str, str], float] | None = None  # (predicted, actual) -> count
     counters: Mapping[str, float] | None = None  # quantity (metrics.queries.COUNTERS) -> increase
+
+    def part(self, kind: Kind) -> Any:
+        return getattr(self, kind.value)
 
 
 @dataclass(frozen=True)
@@ -59,14 +92,14 @@ class Reference:
 
 @dataclass(frozen=True)
 class Observations:
-    """Everything an evaluation needs, fetched. ``failures`` maps a part ("current.features",
-    "reference.prediction", "baseline.counters", "custom.<name>", …) to why it could not be fetched."""
+    """Everything an evaluation needs, fetched. ``failures`` maps a part (WindowPart(Side.CURRENT,
+    Kind.FEATURES), CustomPart("p99"), …) to why it could not be fetched."""
 
     current: TrackWindow
     reference: Reference | None = None
     baseline: TrackWindow | None = None
-    custom: Mapping[str, float | None] = field(default_factory=dict)
-    failures: Mapping[str, str] = field(default_factory=dict)
+    custom: Mapping[str, float | None] = field(default_factory=dict)  # custom check name -> value
+    failures: Mapping[Part, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,7 +125,7 @@ def evaluate_policy(spec: DriftPolicySpec, observations: Observations, now: date
     if spec.comparison is not None:
         results.extend(_comparison_checks(spec.comparison, spec.min_samples, observations))
     if spec.outliers is not None:
-        counters, failure = _part(observations, "current", "counters")
+        counters, failure = _part(observations, Side.CURRENT, Kind.COUNTERS)
         counters = counters or {}
         results.append(
             _failed("outliers/rate", failure)
@@ -123,18 +156,18 @@ def _drift_checks(spec: DriftPolicySpec, observations: Observations) -> list[tup
     policy = spec.drift
     reference = observations.reference
     checks: list[tuple[CheckResult, drift_analysis.FeatureDrift | None]] = []
-    parts = [("drift/features", "features")] + ([("drift/prediction", "prediction")] if policy.predictions else [])
-    for name, part in parts:
-        failure = observations.failures.get(f"current.{part}") or observations.failures.get(f"reference.{part}")
+    parts = [("drift/features", Kind.FEATURES)] + ([("drift/prediction", Kind.PREDICTION)] if policy.predictions else [])
+    for name, kind in parts:
+        failure = observations.failures.get(WindowPart(Side.CURRENT, kind)) or observations.failures.get(WindowPart(Side.REFERENCE, kind))
         if failure or reference is None:
             checks.append((_failed(name, failure or "no reference"), None))
             continue
-        current: BucketMatrix = getattr(observations.current, part) or BucketMatrix.empty()
-        baseline: BucketMatrix = getattr(reference, part)
-        if part == "features" and policy.features == ["*"] and current.names == baseline.names:
+        current: BucketMatrix = observations.current.part(kind) or BucketMatrix.empty()
+        baseline: BucketMatrix = reference.features if kind is Kind.FEATURES else reference.prediction
+        if kind is Kind.FEATURES and policy.features == ["*"] and current.names == baseline.names:
             names = list(current.names)  # the common case: no set/sort of a thousand names per evaluation
             correction, share = policy.correction, policy.drift_share
-        elif part == "features":
+        elif kind is Kind.FEATURES:
             names = select_names({*current.names, *baseline.names}, policy.features)
             correction, share = policy.correction, policy.drift_share
         else:
@@ -153,20 +186,20 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
     name = f"performance/{metric.value}" + (f"/{check.class_label}" if check.class_label else "")
     what = metric.value.replace("_", " ") + (f" of class {check.class_label}" if check.class_label else "")
     if metric in CLASSIFICATION_METRICS:
-        pairs, failure = _part(observations, "current", "confusion")
+        pairs, failure = _part(observations, Side.CURRENT, Kind.CONFUSION)
         if failure:
             return _failed(name, failure)
         matrix = ConfusionMatrix.from_pairs(pairs or {})
         value = matrix.accuracy() if metric is PerformanceMetric.ACCURACY else matrix.score(metric.value, check.class_label)
         return bounded(name, value, check.min, check.max, matrix.total, min_samples, what)
     if metric in LATENCY_QUANTILES:
-        latency, failure = _part(observations, "current", "latency")
+        latency, failure = _part(observations, Side.CURRENT, Kind.LATENCY)
         if failure:
             return _failed(name, failure)
         le, counts = _single_histogram(latency)
         value = histogram_quantile(LATENCY_QUANTILES[metric], le, counts) if counts.size else None
         return bounded(name, value, check.min, check.max, float(counts.sum()), min_samples, what + " (seconds)")
-    counters, failure = _part(observations, "current", "counters")
+    counters, failure = _part(observations, Side.CURRENT, Kind.COUNTERS)
     if failure:
         return _failed(name, failure)
     counters = counters or {}
@@ -185,8 +218,8 @@ def _comparison_checks(comparison: ComparisonSpec, min_samples: int, observation
     for metric in comparison.metrics:
         name = f"comparison/{metric}"
         try:
-            candidate = _successes(metric, observations, "current")
-            baseline = _successes(metric, observations, "baseline")
+            candidate = _successes(metric, observations, Side.CURRENT)
+            baseline = _successes(metric, observations, Side.BASELINE)
         except _Missing as missing:
             checks.append(_failed(name, str(missing)))
             continue
@@ -210,15 +243,15 @@ class _Missing(Exception):
     """A comparison input could not be fetched."""
 
 
-def _successes(metric: str, observations: Observations, side: str) -> tuple[float, float]:
+def _successes(metric: str, observations: Observations, side: Side) -> tuple[float, float]:
     """(events, trials) for a proportion: correct predictions for accuracy, failed requests for error_rate."""
     if metric == "accuracy":
-        pairs, failure = _part(observations, side, "confusion")
+        pairs, failure = _part(observations, side, Kind.CONFUSION)
         if failure:
             raise _Missing(failure)
         matrix = ConfusionMatrix.from_pairs(pairs or {})
         return float(np.trace(matrix.counts)), matrix.total
-    counters, failure = _part(observations, side, "counters")
+    counters, failure = _part(observations, side, Kind.COUNTERS)
     if failure:
         raise _Missing(failure)
     counters = counters or {}
@@ -228,7 +261,7 @@ def _successes(metric: str, observations: Observations, side: str) -> tuple[floa
 
 def _custom_check(name: str, minimum: float | None, maximum: float | None, observations: Observations) -> CheckResult:
     check = f"custom/{name}"
-    failure = observations.failures.get(f"custom.{name}")
+    failure = observations.failures.get(CustomPart(name))
     if failure:
         return _failed(check, failure)
     value = observations.custom.get(name)
@@ -238,15 +271,15 @@ def _custom_check(name: str, minimum: float | None, maximum: float | None, obser
     return bounded(check, value, minimum, maximum, None, None, name)
 
 
-def _part(observations: Observations, side: str, part: str) -> tuple[Any, str | None]:
-    """A fetched part of a track window (None if it had no series), or the reason it is missing."""
-    failure = observations.failures.get(f"{side}.{part}")
-    window = observations.current if side == "current" else observations.baseline
+def _part(observations: Observations, side: Side, kind: Kind) -> tuple[Any, str | None]:
+    """A fetched part of the current or baseline window (None if it had no series), or the reason it is missing."""
+    failure = observations.failures.get(WindowPart(side, kind))
+    window = observations.current if side is Side.CURRENT else observations.baseline
     if failure:
         return None, failure
     if window is None:
-        return None, f"no {side} track data"
-    return getattr(window, part), None
+        return None, f"no {side.value} track data"
+    return window.part(kind), None
 
 
 def _single_histogram(matrix: BucketMatrix | None) -> tuple[np.ndarray, np.ndarray]:

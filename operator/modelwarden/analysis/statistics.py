@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special, stats
 
-from modelwarden.api.driftpolicy import Correction
+from modelwarden.api.checks import Correction
 
 PSI_EPSILON = 1e-4
 """Proportion substituted for an empty bin, exactly as the seed's calculate_psi (and Evidently)."""
@@ -134,8 +134,10 @@ def wasserstein(reference: np.ndarray, current: np.ndarray, le: np.ndarray) -> n
 def adjust_p_values(p_values: np.ndarray, correction: Correction) -> np.ndarray:
     """Multiple-testing correction across features.
 
-    ``fdr``: Benjamini–Hochberg adjusted p-values (step-up, monotone); controls the expected
-    share of false discoveries, and the chance of any false alarm when nothing drifted.
+    ``fdr``: Benjamini–Hochberg adjusted p-values (``scipy.stats.false_discovery_control``, step-up,
+    monotone); controls the expected share of false discoveries, and the chance of any false alarm
+    when nothing drifted. scipy rejects NaN; none reaches it (counts are repaired to finite,
+    non-negative values before any test, and empty rows get p = 1).
     ``bonferroni``: p·m (family-wise error rate). ``none``: unchanged.
     """
     p = np.asarray(p_values, dtype=float)
@@ -144,9 +146,5 @@ def adjust_p_values(p_values: np.ndarray, correction: Correction) -> np.ndarray:
         return p.copy()
     if correction is Correction.BONFERRONI:
         return np.minimum(p * count, 1.0)
-    order = np.argsort(p)
-    scaled = p[order] * count / np.arange(1, count + 1)
-    adjusted_sorted = np.minimum.accumulate(scaled[::-1])[::-1]
-    adjusted = np.empty_like(p)
-    adjusted[order] = np.minimum(adjusted_sorted, 1.0)
-    return adjusted
+    # A copy: scipy hands a single p-value back as the very array it was given.
+    return np.array(stats.false_discovery_control(p, method="bh"), dtype=float)

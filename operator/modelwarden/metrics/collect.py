@@ -20,14 +20,20 @@ from modelwarden.analysis.evaluate import (
     CLASSIFICATION_METRICS,
     LATENCY_QUANTILES,
     REGRESSION_METRICS,
+    CustomPart,
     EvaluationReport,
+    Kind,
     Observations,
+    Part,
     Reference,
+    Side,
     TrackWindow,
+    WindowPart,
     evaluate_policy,
 )
 from modelwarden.analysis.histograms import BucketMatrix
-from modelwarden.api.driftpolicy import DriftPolicySpec, PerformanceMetric
+from modelwarden.api.checks import PerformanceMetric
+from modelwarden.api.driftpolicy import DriftPolicySpec
 from modelwarden.api.duration import format_duration
 from modelwarden.metrics import queries
 from modelwarden.metrics.errors import MetricsError, NoData
@@ -67,13 +73,13 @@ class TimedReport:
     timings: Timings
 
 
-def plan_queries(spec: DriftPolicySpec, target: Target) -> dict[str, str]:
-    """PromQL per observation part ("current.features", "reference.features", "custom.<name>", …)."""
+def plan_queries(spec: DriftPolicySpec, target: Target) -> dict[Part, str]:
+    """PromQL per observation part (the current features, the reference features, a custom check, …)."""
     track = spec.track.value
     window = spec.window
     feedback_window = spec.feedback_window or window
     current = target.selector(track)
-    planned: dict[str, str] = {}
+    planned: dict[Part, str] = {}
     metrics = {check.metric for check in spec.performance}
     comparison = set(spec.comparison.metrics) if spec.comparison else set()
 
@@ -84,34 +90,36 @@ def plan_queries(spec: DriftPolicySpec, target: Target) -> dict[str, str]:
         quantities.append("outliers")
     if metrics & REGRESSION_METRICS:
         quantities += ["squared_error_sum", "absolute_error_sum", "feedback_observations"]
-    planned["current.counters"] = queries.counters(current, window, quantities, feedback_window)
+    planned[WindowPart(Side.CURRENT, Kind.COUNTERS)] = queries.counters(current, window, quantities, feedback_window)
     if metrics & CLASSIFICATION_METRICS or "accuracy" in comparison:
-        planned["current.confusion"] = queries.confusion(current, feedback_window)
+        planned[WindowPart(Side.CURRENT, Kind.CONFUSION)] = queries.confusion(current, feedback_window)
     if metrics & set(LATENCY_QUANTILES):
-        planned["current.latency"] = queries.latency_buckets(current, window)
+        planned[WindowPart(Side.CURRENT, Kind.LATENCY)] = queries.latency_buckets(current, window)
 
     if spec.drift is not None and spec.reference is not None:
         reference = spec.reference
-        parts = [("features", queries.feature_buckets)] + ([("prediction", queries.prediction_buckets)] if spec.drift.predictions else [])
-        for part, build in parts:
-            planned[f"current.{part}"] = build(current, window)
+        parts = [(Kind.FEATURES, queries.feature_buckets)]
+        if spec.drift.predictions:
+            parts.append((Kind.PREDICTION, queries.prediction_buckets))
+        for kind, build in parts:
+            planned[WindowPart(Side.CURRENT, kind)] = build(current, window)
             if reference.track is not None:
-                planned[f"reference.{part}"] = build(target.selector(reference.track.value), window)
+                planned[WindowPart(Side.REFERENCE, kind)] = build(target.selector(reference.track.value), window)
             elif reference.offset is not None:
-                planned[f"reference.{part}"] = build(target.selector(track, any_version=True), window, reference.offset)
+                planned[WindowPart(Side.REFERENCE, kind)] = build(target.selector(track, any_version=True), window, reference.offset)
 
     if spec.comparison is not None:
         baseline = target.selector(spec.comparison.track.value)
         baseline_quantities = ["requests", "errors"] if "error_rate" in comparison else ["predictions"]
-        planned["baseline.counters"] = queries.counters(baseline, window, baseline_quantities)
+        planned[WindowPart(Side.BASELINE, Kind.COUNTERS)] = queries.counters(baseline, window, baseline_quantities)
         if "accuracy" in comparison:
-            planned["baseline.confusion"] = queries.confusion(baseline, feedback_window)
+            planned[WindowPart(Side.BASELINE, Kind.CONFUSION)] = queries.confusion(baseline, feedback_window)
 
     for check in spec.checks:
         try:
-            planned[f"custom.{check.name}"] = queries.render_template(check.query, current, window)
+            planned[CustomPart(check.name)] = queries.render_template(check.query, current, window)
         except ValueError as exc:
-            planned[f"custom.{check.name}"] = _Invalid(str(exc))
+            planned[CustomPart(check.name)] = _Invalid(str(exc))
     return planned
 
 
@@ -132,8 +140,8 @@ def collect(
     CPU-bound, so threads would not shorten an evaluation, and the operator already evaluates
     many policies concurrently.
     """
-    fetched: dict[str, Any] = {}
-    failures: dict[str, str] = {}
+    fetched: dict[Part, Any] = {}
+    failures: dict[Part, str] = {}
     query_seconds = parse_seconds = 0.0
     for part, promql in plan_queries(spec, target).items():
         if isinstance(promql, _Invalid):
@@ -149,8 +157,7 @@ def collect(
             continue
         started = time.perf_counter()
         try:
-            kind = "custom" if part.startswith("custom.") else part.split(".", 1)[1]
-            fetched[part] = _DECODERS[kind](vector)
+            fetched[part] = _single_value(vector) if isinstance(part, CustomPart) else _DECODERS[part.kind](vector)
         except InvalidData as exc:
             failures[part] = f"invalid data from Prometheus: {exc}"
         except (KeyError, ValueError) as exc:
@@ -158,20 +165,20 @@ def collect(
         parse_seconds += vector.decode_seconds + time.perf_counter() - started
         query_seconds += vector.fetch_seconds
 
-    def window(side: str) -> TrackWindow:
+    def window(side: Side) -> TrackWindow:
         return TrackWindow(
-            features=fetched.get(f"{side}.features"),
-            prediction=fetched.get(f"{side}.prediction"),
-            latency=fetched.get(f"{side}.latency"),
-            confusion=fetched.get(f"{side}.confusion"),
-            counters=fetched.get(f"{side}.counters"),
+            features=fetched.get(WindowPart(side, Kind.FEATURES)),
+            prediction=fetched.get(WindowPart(side, Kind.PREDICTION)),
+            latency=fetched.get(WindowPart(side, Kind.LATENCY)),
+            confusion=fetched.get(WindowPart(side, Kind.CONFUSION)),
+            counters=fetched.get(WindowPart(side, Kind.COUNTERS)),
         )
 
     observations = Observations(
-        current=window("current"),
+        current=window(Side.CURRENT),
         reference=_reference(spec, fetched, failures, profile_reference),
-        baseline=window("baseline") if spec.comparison is not None else None,
-        custom={part.removeprefix("custom."): value for part, value in fetched.items() if part.startswith("custom.")},
+        baseline=window(Side.BASELINE) if spec.comparison is not None else None,
+        custom={part.name: value for part, value in fetched.items() if isinstance(part, CustomPart)},
         failures=failures,
     )
     return observations, query_seconds, parse_seconds
@@ -192,13 +199,14 @@ def evaluate(
     return TimedReport(replace(report, evaluation=evaluation), timings)
 
 
-def _reference(spec: DriftPolicySpec, fetched: dict[str, Any], failures: dict[str, str], profile: Reference | None) -> Reference | None:
+def _reference(spec: DriftPolicySpec, fetched: dict[Part, Any], failures: dict[Part, str], profile: Reference | None) -> Reference | None:
     reference = spec.reference
     if spec.drift is None or reference is None:
         return None
     if reference.profile_ref is not None:
         if profile is None:
-            failures["reference.features"] = failures["reference.prediction"] = "the reference profile was not provided"
+            failures[WindowPart(Side.REFERENCE, Kind.FEATURES)] = failures[WindowPart(Side.REFERENCE, Kind.PREDICTION)] = \
+                "the reference profile was not provided"
         return profile
     if reference.track is not None:
         description = f"the {reference.track.value} track over the same window"
@@ -207,8 +215,8 @@ def _reference(spec: DriftPolicySpec, fetched: dict[str, Any], failures: dict[st
         description = f"the same track {format_duration(reference.offset)} earlier"
     return Reference(
         description,
-        fetched.get("reference.features") or BucketMatrix.empty(),
-        fetched.get("reference.prediction") or BucketMatrix.empty(),
+        fetched.get(WindowPart(Side.REFERENCE, Kind.FEATURES)) or BucketMatrix.empty(),
+        fetched.get(WindowPart(Side.REFERENCE, Kind.PREDICTION)) or BucketMatrix.empty(),
     )
 
 
@@ -263,11 +271,10 @@ def _single_value(vector: InstantVector) -> float:
     return float(vector.values[0])
 
 
-_DECODERS: dict[str, Callable[[InstantVector], Any]] = {
-    "features": lambda vector: _histograms(vector, name_label="feature"),
-    "prediction": lambda vector: _histograms(vector, name="prediction"),
-    "latency": lambda vector: _histograms(vector, name="latency"),
-    "counters": lambda vector: _quantities(vector, lambda labels: labels[queries.QUANTITY_LABEL]),
-    "confusion": lambda vector: _quantities(vector, lambda labels: (labels["predicted"], labels["actual"])),
-    "custom": _single_value,
+_DECODERS: dict[Kind, Callable[[InstantVector], Any]] = {
+    Kind.FEATURES: lambda vector: _histograms(vector, name_label="feature"),
+    Kind.PREDICTION: lambda vector: _histograms(vector, name="prediction"),
+    Kind.LATENCY: lambda vector: _histograms(vector, name="latency"),
+    Kind.COUNTERS: lambda vector: _quantities(vector, lambda labels: labels[queries.QUANTITY_LABEL]),
+    Kind.CONFUSION: lambda vector: _quantities(vector, lambda labels: (labels["predicted"], labels["actual"])),
 }

@@ -2,15 +2,15 @@
 
 Only ``/api/v1/query`` and ``/api/v1/query_range`` are used, so any backend speaking the
 Prometheus API works (Prometheus, Thanos Query, Mimir, VictoriaMetrics). Queries are sent as
-GET; a query too long for a URL goes as a form POST, which all of these accept.
+GET; a query too long for a URL goes as a form POST, which all of these accept. A CA bundle
+from a Secret is only ever held in memory (an ``ssl.SSLContext``), never written to disk.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import os
-import tempfile
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 import requests
+from requests.adapters import HTTPAdapter
 
 from modelwarden.metrics.errors import NoData, QueryError, Unreachable
 from modelwarden.metrics.provider import InstantVector, RangeMatrix
+from modelwarden.retry import RetryPolicy
 
 MAX_GET_QUERY_LENGTH = 4000
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -42,6 +44,10 @@ class PrometheusConfig:
     timeout_seconds: float = 10.0
     attempts: int = 3
     backoff_seconds: float = 0.2
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.attempts, self.backoff_seconds)
 
 
 class ProviderPool:
@@ -90,19 +96,12 @@ class PrometheusProvider:
             self.session.headers["Authorization"] = f"Bearer {config.bearer_token}"
         if config.basic_auth:
             self.session.auth = config.basic_auth
-        self._ca_file: str | None = None
         if config.ca_pem:
-            # requests verifies against a file path only.
-            handle, self._ca_file = tempfile.mkstemp(prefix="modelwarden-ca-", suffix=".pem")
-            with os.fdopen(handle, "w") as ca_file:
-                ca_file.write(config.ca_pem)
-            self.session.verify = self._ca_file
+            self.session.mount("https://", InMemoryCaAdapter(config.ca_pem))
+        self.retry = config.retry
 
     def close(self) -> None:
         self.session.close()
-        if self._ca_file:
-            os.unlink(self._ca_file)
-            self._ca_file = None
 
     def __enter__(self) -> "PrometheusProvider":
         return self
@@ -147,32 +146,67 @@ class PrometheusProvider:
         return RangeMatrix(labels, timestamps, values, fetched - started, time.perf_counter() - fetched)
 
     def _call(self, path: str, params: dict[str, str]) -> bytes:
-        """One API call with bounded retries (exponential backoff) on 5xx, timeouts and connection errors."""
+        """One API call with bounded retries (``config.retry``) on 429/5xx, timeouts and connection errors."""
         url = self.base_url + path
-        as_form = len(params["query"]) > MAX_GET_QUERY_LENGTH
-        failure = ""
-        for attempt in range(self.config.attempts):
-            if attempt:
-                time.sleep(self.config.backoff_seconds * 2 ** (attempt - 1))
-            try:
-                if as_form:
-                    response = self.session.post(url, data=params, timeout=self.config.timeout_seconds)
-                else:
-                    response = self.session.get(url, params=params, timeout=self.config.timeout_seconds)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                failure = f"{type(exc).__name__}: {exc}"
-                continue
-            except requests.RequestException as exc:
-                raise Unreachable(f"{url}: {exc}") from exc
-            if response.status_code in RETRYABLE_STATUS:
-                failure = f"HTTP {response.status_code}: {_error_text(response)}"
-                continue
-            if 400 <= response.status_code < 500:
-                raise QueryError(f"HTTP {response.status_code} for {params['query']!r}: {_error_text(response)}")
-            if response.status_code != 200:
-                raise Unreachable(f"{url}: unexpected HTTP {response.status_code}")
-            return response.content
-        raise Unreachable(f"{url}: {failure} (after {self.config.attempts} attempts)")
+        try:
+            return self.retry.call(lambda: self._attempt(url, params), retry_on=_Transient)
+        except _Transient as exc:
+            raise Unreachable(f"{url}: {exc} (after {self.retry.attempts} attempts)") from exc
+
+    def _attempt(self, url: str, params: dict[str, str]) -> bytes:
+        try:
+            if len(params["query"]) > MAX_GET_QUERY_LENGTH:
+                response = self.session.post(url, data=params, timeout=self.config.timeout_seconds)
+            else:
+                response = self.session.get(url, params=params, timeout=self.config.timeout_seconds)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+        except requests.RequestException as exc:
+            raise Unreachable(f"{url}: {exc}") from exc
+        if response.status_code in RETRYABLE_STATUS:
+            raise _Transient(f"HTTP {response.status_code}: {_error_text(response)}")
+        if 400 <= response.status_code < 500:
+            raise QueryError(f"HTTP {response.status_code} for {params['query']!r}: {_error_text(response)}")
+        if response.status_code != 200:
+            raise Unreachable(f"{url}: unexpected HTTP {response.status_code}")
+        return response.content
+
+
+class _Transient(Exception):
+    """A failed attempt worth another one (connection error, timeout, 429/5xx); the text says what failed."""
+
+
+class InMemoryCaAdapter(HTTPAdapter):
+    """HTTPS verified against a CA bundle held in memory: requests itself only takes a CA file path
+    (``verify=``), and would load its own bundle (certifi) into any context it is given.
+
+    A bundle that is not valid PEM fails every HTTPS request with requests' SSLError (a
+    ConnectionError, so it is retried and ends Unreachable), as an unreadable CA file does.
+    """
+
+    def __init__(self, ca_pem: str) -> None:
+        super().__init__()
+        self.ssl_context: ssl.SSLContext | None = None
+        self.ca_error: Exception | None = None
+        try:
+            self.ssl_context = ssl.create_default_context(cadata=ca_pem)
+        except (ssl.SSLError, TypeError, ValueError) as exc:
+            self.ca_error = exc
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: bool | str | None, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self.ca_error is not None:
+            raise requests.exceptions.SSLError(f"invalid CA bundle: {self.ca_error}", request=request)
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        pool_kwargs.pop("ca_certs", None)  # e.g. REQUESTS_CA_BUNDLE: the context alone decides
+        pool_kwargs.pop("ca_cert_dir", None)
+        pool_kwargs["ssl_context"] = self.ssl_context
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: bool | str | None, cert: Any) -> None:
+        super().cert_verify(conn, url, verify, cert)
+        conn.ca_certs = conn.ca_cert_dir = None  # never load a CA file into the shared context
 
 
 @contextmanager

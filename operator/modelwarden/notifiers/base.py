@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Protocol
 
 from modelwarden.planning.notification import Notification
+from modelwarden.retry import RetryPolicy
 
 
 class NotifyError(Exception):
@@ -26,13 +26,5 @@ SecretReader = Callable[[str, str], str]
 
 
 def deliver(notifier: Notifier, notification: Notification, attempts: int = 3, backoff_seconds: float = 0.5) -> None:
-    """Send with bounded retries and exponential backoff; the last error propagates."""
-    for attempt in range(attempts):
-        if attempt:
-            time.sleep(backoff_seconds * 2 ** (attempt - 1))
-        try:
-            notifier.send(notification)
-            return
-        except NotifyError:
-            if attempt == attempts - 1:
-                raise
+    """Send with bounded retries and exponential backoff (a NotifyError is retried); the last error propagates."""
+    RetryPolicy(attempts, backoff_seconds).call(lambda: notifier.send(notification), retry_on=NotifyError)

@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from modelwarden.analysis import statistics
-from modelwarden.api.driftpolicy import Correction
+from modelwarden.api.checks import Correction
 
 
 # calculate_psi is copied verbatim from ../shared/reference/seed-model-monitoring.txt

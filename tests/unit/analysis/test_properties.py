@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from modelwarden.analysis.evaluate import Observations, Reference, TrackWindow, evaluate_policy
 from modelwarden.analysis.histograms import BucketMatrix, bin_counts
-from modelwarden.api.driftpolicy import DriftMethod, DriftPolicySpec
+from modelwarden.api.checks import DriftMethod
+from modelwarden.api.driftpolicy import DriftPolicySpec
 
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
 counts = st.one_of(

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from modelwarden.analysis.evaluate import Observations, Reference, TrackWindow, evaluate_policy
+from modelwarden.analysis.evaluate import Kind, Observations, Reference, Side, TrackWindow, WindowPart, evaluate_policy
 from modelwarden.analysis.histograms import BucketMatrix
 from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.analysis.verdicts import aggregate, bounded, result
@@ -53,7 +53,7 @@ def test_query_failures_make_only_their_checks_error():
     observations = Observations(
         current=TrackWindow(confusion={("a", "a"): 2000.0}, counters={"requests": 5000.0, "errors": 1000.0, "predictions": 5000.0}),
         reference=Reference("r", BucketMatrix.empty(), BucketMatrix.empty()),
-        failures={"current.features": "Unreachable: connection refused"},
+        failures={WindowPart(Side.CURRENT, Kind.FEATURES): "Unreachable: connection refused"},
     )
     evaluation = evaluate_policy(spec, observations, NOW).evaluation
     verdicts = {r.check: r.verdict for r in evaluation.results}

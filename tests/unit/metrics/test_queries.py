@@ -6,11 +6,14 @@ from datetime import timedelta
 
 import pytest
 
+from modelwarden.analysis.evaluate import CustomPart, Kind, Side, WindowPart
 from modelwarden.api.driftpolicy import DriftPolicySpec
 from modelwarden.metrics import queries
 from modelwarden.metrics.collect import Target, plan_queries
 
 SELECTOR = queries.Selector("fraud", "canary", "8", "team-a")
+CURRENT_FEATURES, REFERENCE_FEATURES = WindowPart(Side.CURRENT, Kind.FEATURES), WindowPart(Side.REFERENCE, Kind.FEATURES)
+CURRENT_COUNTERS, CURRENT_CONFUSION = WindowPart(Side.CURRENT, Kind.COUNTERS), WindowPart(Side.CURRENT, Kind.CONFUSION)
 
 
 def test_feature_query_is_one_grouped_increase():
@@ -60,9 +63,9 @@ def test_plan_queries_asks_only_what_the_policy_needs():
         {"targetRef": {"name": "fraud"}, "track": "canary", "reference": {"track": "stable"}, "drift": {"predictions": False}}
     )
     planned = plan_queries(spec, Target("fraud", versions={"canary": "8", "stable": "7"}))
-    assert sorted(planned) == ["current.counters", "current.features", "reference.features"]
-    assert 'track="stable",version="7"' in planned["reference.features"]
-    assert 'track="canary",version="8"' in planned["current.features"]
+    assert set(planned) == {CURRENT_COUNTERS, CURRENT_FEATURES, REFERENCE_FEATURES}
+    assert 'track="stable",version="7"' in planned[REFERENCE_FEATURES]
+    assert 'track="canary",version="8"' in planned[CURRENT_FEATURES]
 
 
 def test_every_planned_query_matches_the_namespace_label_and_feedback_looks_back_feedback_window():
@@ -75,15 +78,15 @@ def test_every_planned_query_matches_the_namespace_label_and_feedback_looks_back
     })
     planned = plan_queries(spec, Target("fraud", "prod", {"canary": "8"}, namespace_label="kubernetes_namespace"))
     assert planned and all('kubernetes_namespace="prod"' in promql for promql in planned.values()), planned
-    assert planned["custom.mine"] == 'sum(rate(my_metric{ model="fraud",track="canary",version="8",kubernetes_namespace="prod" }[5m]))'
+    assert planned[CustomPart("mine")] == 'sum(rate(my_metric{ model="fraud",track="canary",version="8",kubernetes_namespace="prod" }[5m]))'
     # Ground truth over the feedback window, everything else over the window.
-    assert "[7d]" in planned["current.confusion"] and "[7d]" in planned["baseline.confusion"]
-    counters = planned["current.counters"]
+    assert "[7d]" in planned[CURRENT_CONFUSION] and "[7d]" in planned[WindowPart(Side.BASELINE, Kind.CONFUSION)]
+    counters = planned[CURRENT_COUNTERS]
     assert "modelwarden_feedback_squared_error_sum{" in counters
     for part in counters.split(" or "):
         span = "[7d]" if "feedback" in part else "[30m]"
         assert span in part, part
-    assert "[30m]" in planned["current.features"] and "[30m]" in planned["reference.features"]
+    assert "[30m]" in planned[CURRENT_FEATURES] and "[30m]" in planned[REFERENCE_FEATURES]
     # Without feedbackWindow, feedback looks back the window.
     plain = plan_queries(spec.model_copy(update={"feedback_window": None}), Target("fraud", "prod", {"canary": "8"}))
-    assert "[30m]" in plain["current.confusion"] and "[7d]" not in plain["current.counters"]
+    assert "[30m]" in plain[CURRENT_CONFUSION] and "[7d]" not in plain[CURRENT_COUNTERS]

@@ -125,6 +125,10 @@ def test_verdict_windows_and_history_come_from_the_policy():
 
     status = {"lastEvaluation": {"time": "2026-01-01T00:10:00Z", "verdict": "Pass", "results": []},
               "evaluations": [{"time": "2026-01-01T00:09:00Z", "verdict": "Fail"}, {"time": "2026-01-01T00:10:00Z", "verdict": "Pass"}]}
-    verdict = verdict_from_policy("gate", {"track": "canary", "window": "2m"}, status)
+    spec = {"targetRef": {"name": "fraud"}, "track": "canary", "window": "2m", "performance": [{"metric": "accuracy", "min": 0.8}]}
+    verdict = verdict_from_policy("gate", spec, status)
     assert verdict.window == datetime.timedelta(minutes=2) and verdict.last_failure() == T0 + 9 * MIN
     assert not verdict.passed_since(T0)  # the Fail at 00:09 lies inside the Pass's window
+    assert verdict.failure_threshold == 3 and verdict.verdict == "Pass"  # the typed model's default, not a second one
+    unreadable = verdict_from_policy("gate", {**spec, "window": "soon"}, status)
+    assert unreadable.verdict == "Error" and not unreadable.passed_since(None) and not unreadable.breached

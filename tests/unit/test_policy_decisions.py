@@ -9,6 +9,7 @@ import pytest
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicySpec, DriftPolicyStatus, Evaluation, RetrainStatus, Verdict
 from modelwarden.planning import policy as decide
 from modelwarden.planning.notification import AlertContext
+from modelwarden.planning.retraining import JobOutcome, JobState, retrain_job_name
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 P, F, I, E = Verdict.PASS, Verdict.FAIL, Verdict.INSUFFICIENT_DATA, Verdict.ERROR
@@ -81,7 +82,7 @@ def test_breach_identity_names_the_job_and_survives_interruptions():
     steps = run(ctx(), [F, I, F, E, F])
     first_fail = steps[0].status.failing_since
     assert first_fail == T0 and steps[-1].status.failing_since == T0
-    name = decide.retrain_job_name("gate", f"breach:{T0.isoformat()}")
+    name = retrain_job_name("gate", f"breach:{T0.isoformat()}")
     assert [s.retrain.job_name for s in steps if s.retrain] == [name]
     assert steps[-1].status.last_retrain.job_name == name
     # the same breach decided again from the same status (a restart) names the same Job
@@ -156,9 +157,9 @@ def test_evaluation_due_follows_interval_spec_changes_and_spreads_new_policies()
 
 
 @pytest.mark.parametrize("job,outcome,event", [
-    (decide.JobState("j", "Running"), "Running", None),
-    (decide.JobState("j", "Succeeded", T0 + datetime.timedelta(minutes=5)), "Succeeded", "RetrainSucceeded"),
-    (decide.JobState("j", "Failed", T0, "BackoffLimitExceeded"), "Failed", "RetrainFailed"),
+    (JobState("j", JobOutcome.RUNNING), JobOutcome.RUNNING, None),
+    (JobState("j", JobOutcome.SUCCEEDED, T0 + datetime.timedelta(minutes=5)), "Succeeded", "RetrainSucceeded"),
+    (JobState("j", JobOutcome.FAILED, T0, "BackoffLimitExceeded"), "Failed", "RetrainFailed"),
     (None, "Failed", "RetrainFailed"),
 ])
 def test_follow_job(job, outcome, event):
@@ -172,7 +173,7 @@ def test_follow_job(job, outcome, event):
 def test_manual_retrain_once_per_token():
     context = ctx()
     step = decide.manual_retrain(context, DriftPolicyStatus(), "t1", T0)
-    assert step.retrain.trigger == "Manual" and step.retrain.job_name == decide.retrain_job_name("gate", "manual:t1")
+    assert step.retrain.trigger == "Manual" and step.retrain.job_name == retrain_job_name("gate", "manual:t1")
     done = decide.launched(context, step.status, step.retrain, T0).status
     assert done.retrain_token == "t1" and done.last_retrain.trigger == "Manual"
     assert decide.manual_retrain(context, done, "t1", T0).retrain is None  # same token: nothing
@@ -184,8 +185,8 @@ def test_manual_retrain_once_per_token():
 
 def test_job_names_are_valid_and_deterministic():
     long = "p" * 253
-    name = decide.retrain_job_name(long, "breach:x")
-    assert len(name) <= 63 and name == decide.retrain_job_name(long, "breach:x") != decide.retrain_job_name(long, "breach:y")
+    name = retrain_job_name(long, "breach:x")
+    assert len(name) <= 63 and name == retrain_job_name(long, "breach:x") != retrain_job_name(long, "breach:y")
 
 
 def test_target_missing_and_suspended_never_touch_counts():
@@ -217,8 +218,8 @@ def test_a_job_whose_record_was_lost_is_adopted_and_no_second_job_follows():
     breached = run(ctx(), [F, F])[-1]
     lost = breached.status.model_copy(deep=True)
     lost.last_retrain = None
-    job = decide.JobState(breached.retrain.job_name, "Running", started_at=T0 + datetime.timedelta(seconds=61), trigger="breach")
-    scheduled = decide.JobState("gate-schedule-1", "Running", started_at=T0 + datetime.timedelta(minutes=5), trigger="schedule")
+    job = JobState(breached.retrain.job_name, JobOutcome.RUNNING, started_at=T0 + datetime.timedelta(seconds=61), trigger="breach")
+    scheduled = JobState("gate-schedule-1", JobOutcome.RUNNING, started_at=T0 + datetime.timedelta(minutes=5), trigger="schedule")
     adopted = decide.adopt_unrecorded_job(lost, [job, scheduled])
     assert adopted.last_retrain.job_name == job.name and adopted.last_retrain.trigger == "Breach"
     status = adopted.model_copy(update={"failing_since": None, "consecutive_failures": 0})
@@ -230,5 +231,5 @@ def test_a_job_whose_record_was_lost_is_adopted_and_no_second_job_follows():
     assert status.consecutive_failures == 2 and status.last_retrain.job_name == job.name
     # Recorded Jobs and older ones are never adopted over the record.
     assert decide.adopt_unrecorded_job(adopted, [job]) == adopted
-    older = decide.JobState("gate-retrain-old", "Succeeded", started_at=T0 - datetime.timedelta(days=1), trigger="breach")
+    older = JobState("gate-retrain-old", JobOutcome.SUCCEEDED, started_at=T0 - datetime.timedelta(days=1), trigger="breach")
     assert decide.adopt_unrecorded_job(adopted, [older]).last_retrain.job_name == job.name

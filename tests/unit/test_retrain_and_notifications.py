@@ -10,7 +10,8 @@ import json
 import pytest
 
 from modelwarden.api.driftpolicy import AlertSpec, CheckResult, Evaluation, JobTemplate, Verdict
-from modelwarden.builders.jobs import PolicyOwner, RetrainContext, job_state, retrain_cronjob, retrain_job
+from modelwarden.builders.jobs import PolicyOwner, RetrainContext, retrain_cronjob, retrain_job
+from modelwarden.planning.retraining import job_state
 from modelwarden.notifiers import factory
 from modelwarden.notifiers.alertmanager import AlertmanagerNotifier
 from modelwarden.notifiers.base import NotifyError, deliver

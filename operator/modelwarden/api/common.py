@@ -74,6 +74,29 @@ class Condition(ApiModel):
     """The spec generation this condition was computed from."""
 
 
+def find_condition(conditions: list[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def condition_true(conditions: list[Condition], type_: str) -> bool:
+    found = find_condition(conditions, type_)
+    return found is not None and found.status == ConditionStatus.TRUE
+
+
+def set_condition(conditions: list[Condition], type_: str, value: bool, reason: str, message: str, now: datetime,
+                  generation: int | None) -> list[Condition]:
+    """The conditions with one set (in place of the old one, else appended); lastTransitionTime
+    moves only when its status flips, as Kubernetes conditions do."""
+    wanted = ConditionStatus.TRUE if value else ConditionStatus.FALSE
+    current = find_condition(conditions, type_)
+    moved = current is None or current.status != wanted or current.last_transition_time is None
+    condition = Condition(type=type_, status=wanted, reason=reason, message=message, observed_generation=generation,
+                          last_transition_time=now if moved else current.last_transition_time)  # type: ignore[union-attr]
+    if current is None:
+        return [*conditions, condition]
+    return [condition if c is current else c for c in conditions]
+
+
 class SecretKeyRef(ApiModel):
     """A key in a Secret in the resource's namespace (secrets are never given inline)."""
 

@@ -1,9 +1,10 @@
-"""Kubernetes-style durations ("30s", "10m", "1h30m", "7d"), parsed once into timedelta."""
+"""Time on the wire: Kubernetes-style durations ("30s", "10m", "1h30m", "7d") parsed once into
+timedelta, and RFC 3339 timestamps as metadata and status carry them."""
 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -42,3 +43,13 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
 ]
+
+
+def format_timestamp(moment: datetime) -> str:
+    """A Kubernetes timestamp (RFC 3339, UTC, whole seconds), as in metadata and status."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(text: str | None) -> datetime | None:
+    """A Kubernetes timestamp ('...Z' or with an offset); None when absent."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None

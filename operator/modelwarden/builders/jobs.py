@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelwarden.api.driftpolicy import JobTemplate
-from modelwarden.builders.workloads import MANAGED_BY, owner_reference
-from modelwarden.planning.policy import JobState
-
-POLICY_LABEL = "modelwarden.io/policy"
-TRIGGER_LABEL = "modelwarden.io/trigger"
+from modelwarden.api.duration import format_timestamp
+from modelwarden.builders.workloads import owner_reference
+from modelwarden.contract.kubernetes import MANAGED_BY, POLICY_LABEL, TRIGGER_LABEL
 
 
 @dataclass(frozen=True)
@@ -52,8 +50,8 @@ class RetrainContext:
             "MODELWARDEN_TRACK": self.track,
             "MODELWARDEN_REASON": self.reason,
             "MODELWARDEN_FAILING_CHECKS": json.dumps(list(self.failing_checks), separators=(",", ":")),
-            "MODELWARDEN_WINDOW_START": _ts(self.window_start),
-            "MODELWARDEN_WINDOW_END": _ts(self.window_end),
+            "MODELWARDEN_WINDOW_START": format_timestamp(self.window_start) if self.window_start else "",
+            "MODELWARDEN_WINDOW_END": format_timestamp(self.window_end) if self.window_end else "",
             "MODELWARDEN_POLICY": self.policy,
         }
         return [{"name": name, "value": value} for name, value in values.items()]
@@ -86,26 +84,6 @@ def cronjob_name(policy: str) -> str:
     return f"{policy[:44].rstrip('-.')}-retrain"
 
 
-def job_state(job: dict[str, Any]) -> JobState:
-    """Running until a Complete or Failed condition (or a success count) says otherwise."""
-    status = job.get("status") or {}
-    meta = job.get("metadata", {})
-    name = meta.get("name", "")
-    seen = {"started_at": _parse(meta.get("creationTimestamp")), "trigger": (meta.get("labels") or {}).get(TRIGGER_LABEL, "")}
-    for condition in status.get("conditions") or []:
-        if condition.get("status") != "True":
-            continue
-        if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
-            return JobState(name, "Succeeded", _parse(status.get("completionTime") or condition.get("lastTransitionTime")), **seen)
-        if condition.get("type") in ("Failed", "FailureTarget"):
-            message = condition.get("message") or condition.get("reason") or ""
-            return JobState(name, "Failed", _parse(condition.get("lastTransitionTime")), message, **seen)
-    completions = int((job.get("spec") or {}).get("completions") or 1)
-    if int(status.get("succeeded") or 0) >= completions:
-        return JobState(name, "Succeeded", _parse(status.get("completionTime")), **seen)
-    return JobState(name, "Running", **seen)
-
-
 def _metadata(owner: PolicyOwner, name: str, template: JobTemplate, trigger: str) -> dict[str, Any]:
     given = template.metadata or {}
     labels = {**(given.get("labels") or {}), **MANAGED_BY, POLICY_LABEL: owner.name, TRIGGER_LABEL: trigger.lower()}
@@ -134,13 +112,3 @@ def _job_spec(template: JobTemplate, context: RetrainContext, trigger: str) -> d
     if template.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = template.ttl_seconds_after_finished
     return spec
-
-
-def _ts(moment: datetime.datetime | None) -> str:
-    if moment is None:
-        return ""
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(text: str | None) -> datetime.datetime | None:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None

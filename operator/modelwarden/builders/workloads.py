@@ -7,10 +7,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "modelwarden"}
-INSTANCE_LABEL = "modelwarden.io/deployment"
-SERVING_LABEL = "modelwarden.io/serving"
-DEFAULT_IMAGE = "ghcr.io/modelwarden/modelwarden:0.1.0"
+from modelwarden.contract.kubernetes import API_VERSION, DEFAULT_IMAGE, INSTANCE_LABEL, MANAGED_BY, SERVING_LABEL
 
 
 @dataclass(frozen=True)
@@ -21,14 +18,14 @@ class Owner:
     namespace: str
     uid: str
     model: str
-    api_version: str = "modelwarden.io/v1alpha1"
+    api_version: str = API_VERSION
     kind: str = "ModelDeployment"
 
     def reference(self) -> dict[str, Any]:
         return owner_reference(self.kind, self.name, self.uid, self.api_version)
 
 
-def owner_reference(kind: str, name: str, uid: str, api_version: str = "modelwarden.io/v1alpha1") -> dict[str, Any]:
+def owner_reference(kind: str, name: str, uid: str, api_version: str = API_VERSION) -> dict[str, Any]:
     """A controller ownerReference: the child is garbage-collected with its owner."""
     return {"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "controller": True, "blockOwnerDeletion": True}
 

@@ -7,8 +7,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelwarden.contract.kubernetes import DEFAULT_IMAGE
+
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
-DEFAULT_IMAGE = "ghcr.io/modelwarden/modelwarden:0.1.0"
 RECONCILE_INTERVAL_ENV = "MODELWARDEN_RECONCILE_INTERVAL"
 POLICY_TICK_ENV = "MODELWARDEN_POLICY_TICK"
 METRICS_PORT_ENV = "MODELWARDEN_METRICS_PORT"
@@ -16,11 +17,6 @@ DEFAULT_METRICS_PORT = 8082
 POD_MONITORS_ENV = "MODELWARDEN_POD_MONITORS"
 SHARD_ENV = "MODELWARDEN_SHARD"
 POD_MONITOR_MODES = ("auto", "off")  # auto: a PodMonitor per ModelDeployment when the cluster serves the kind
-
-
-def reconcile_interval() -> float:
-    """Seconds between level-triggered reconciles (kopf timers are declared at import time)."""
-    return float(os.environ.get(RECONCILE_INTERVAL_ENV, "5"))
 
 
 def parse_shard(value: str) -> tuple[int, int] | None:
@@ -45,18 +41,6 @@ def shard_of(uid: str, shards: int) -> int:
     return bucket
 
 
-def in_this_shard(uid: str = "", **_: Any) -> bool:
-    """kopf `when=` filter: whether this operator process owns the object (--shard; read per call
-    from the environment that `modelwarden run` sets before kopf starts)."""
-    shard = parse_shard(os.environ.get(SHARD_ENV, ""))
-    return shard is None or shard_of(uid, shard[1]) == shard[0]
-
-
-def policy_tick() -> float:
-    """Seconds between checks of whether a DriftPolicy is due (evaluations follow spec.interval)."""
-    return float(os.environ.get(POLICY_TICK_ENV, "1"))
-
-
 DEFAULT_NAMESPACE_LABEL = "namespace"
 
 
@@ -74,6 +58,13 @@ class OperatorConfig:
     labels: dict[str, str] = field(default_factory=dict)
     pod_monitors: str = "auto"  # one of POD_MONITOR_MODES
     pod_monitor_labels: dict[str, str] = field(default_factory=dict)  # extra labels on every PodMonitor
+    reconcile_interval: float = 5.0  # seconds between level-triggered reconciles of a ModelDeployment
+    policy_tick: float = 1.0  # seconds between checks whether a DriftPolicy is due (evaluations follow spec.interval)
+    shard: tuple[int, int] | None = None  # (I, N): own only shard I of N (--shard); None: every object
+
+    def owns(self, uid: str = "", **_: Any) -> bool:
+        """kopf `when=` filter: whether this operator process owns the object (--shard)."""
+        return self.shard is None or shard_of(uid, self.shard[1]) == self.shard[0]
 
     @property
     def clusterwide(self) -> bool:

@@ -1,6 +1,7 @@
-"""DriftPolicy loop: a level-triggered kopf timer per policy that evaluates when due, decides
-(pure: planning.policy), acts (retraining Jobs, CronJob, notifications) and writes status only when
-it changed.
+"""DriftPolicy loop: a level-triggered kopf timer per policy. Each tick gathers what the pure
+`planning.tick.needs()` names (the running Job, an evaluation when one is due), decides once
+(`planning.tick.decide_tick`), executes (retraining Job, CronJob, notifications) and writes status
+once, only when it changed.
 
 Scheduling: kopf timers never overlap for one object (one task per object awaits the handler),
 so a slow evaluation delays the next one instead of running beside it. The timer only *ticks*
@@ -31,14 +32,14 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from modelwarden.analysis.reference import reference_from_profile
+from modelwarden.api.duration import parse_timestamp
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicy, DriftPolicyStatus, Evaluation, Verdict
-from modelwarden.builders.jobs import POLICY_LABEL, PolicyOwner, RetrainContext, job_state, retrain_cronjob, retrain_job
-from modelwarden.builders.workloads import MANAGED_BY
 from modelwarden.controller import metrics
-from modelwarden.controller.config import OperatorConfig, in_this_shard, policy_tick
-from modelwarden.controller.modeldeployments import DRIFTPOLICIES, MODELDEPLOYMENTS
+from modelwarden.controller.config import OperatorConfig
+from modelwarden.controller.memo import Memo
 from modelwarden.controller.status import status_changes
-from modelwarden.kube.api import StaleView
+from modelwarden.contract.kubernetes import DRIFTPOLICIES, MANAGED_BY, MODELDEPLOYMENTS, POLICY_LABEL, RETRAIN_ANNOTATION
+from modelwarden.kube.api import KubeApi, StaleView
 from modelwarden.kube.apply import is_subset
 from modelwarden.kube.fence import write_status
 from modelwarden.metrics.collect import Target, evaluate
@@ -46,11 +47,11 @@ from modelwarden.metrics.failfast import FailFastProvider
 from modelwarden.metrics.prometheus import PrometheusConfig, ProviderPool
 from modelwarden.notifiers import factory
 from modelwarden.notifiers.base import SecretReader, deliver
-from modelwarden.planning import policy as decide
+from modelwarden.planning import tick
 from modelwarden.planning.notification import AlertContext, Notification
-from modelwarden.planning.types import Event
+from modelwarden.planning.policy import PolicyContext, phase_offset
+from modelwarden.planning.retraining import JobState, job_state
 
-RETRAIN_ANNOTATION = "modelwarden.io/retrain"
 NOTIFY_DEADLINE_SECONDS = 30.0
 API_RETRY_SECONDS = 1.0  # a failed tick (e.g. the API answering 500) is retried this soon, not after kopf's minute
 EVALUATIONS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="policy-eval")
@@ -65,7 +66,6 @@ class TargetInfo:
     versions: dict[str, str] = field(default_factory=dict)  # track -> version served (from status)
 
 
-@kopf.index(*MODELDEPLOYMENTS)
 def policy_targets(namespace: str, name: str, spec: Any, status: Any, **_: Any) -> dict[Any, Any] | None:
     if not spec.get("model"):
         return None
@@ -75,26 +75,32 @@ def policy_targets(namespace: str, name: str, spec: Any, status: Any, **_: Any) 
     return {(namespace, name): TargetInfo(spec["model"], versions)}
 
 
-@kopf.index("batch", "v1", "jobs", labels={**MANAGED_BY, POLICY_LABEL: kopf.PRESENT})
 def retrain_jobs(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any]:
     return {(namespace, labels[POLICY_LABEL]): job_state(dict(body))}
 
 
-@kopf.index("batch", "v1", "cronjobs", labels={**MANAGED_BY, POLICY_LABEL: kopf.PRESENT})
 def retrain_cronjobs(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any]:
     return {(namespace, labels[POLICY_LABEL]): dict(body)}
 
 
-def _initial_delay(uid: str, **_: Any) -> float:
-    return decide.phase_offset(uid) * policy_tick()
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
+    """The DriftPolicy loop's handlers: a timer per policy, and the indexes its ticks read.
+
+    Ticks start after a uid-derived share of one tick, so 1000 policies never tick together."""
+    kopf.index(*MODELDEPLOYMENTS, registry=registry)(policy_targets)
+    owned_by_policy = {**MANAGED_BY, POLICY_LABEL: kopf.PRESENT}
+    kopf.index("batch", "v1", "jobs", labels=owned_by_policy, registry=registry)(retrain_jobs)
+    kopf.index("batch", "v1", "cronjobs", labels=owned_by_policy, registry=registry)(retrain_cronjobs)
+    kopf.timer(*DRIFTPOLICIES, interval=config.policy_tick, backoff=API_RETRY_SECONDS, when=config.owns, registry=registry,
+               initial_delay=lambda uid, **_: phase_offset(uid) * config.policy_tick)(drive_policy)
+    kopf.on.delete(*DRIFTPOLICIES, optional=True, when=config.owns, registry=registry)(forget_policy_metrics)
 
 
-@kopf.timer(*DRIFTPOLICIES, interval=policy_tick(), initial_delay=_initial_delay, backoff=API_RETRY_SECONDS,
-            when=in_this_shard)
 async def drive_policy(
-    body: Any, meta: Any, status: Any, namespace: str, name: str, uid: str, memo: Any,
+    body: Any, meta: Any, status: Any, namespace: str, name: str, uid: str, memo: Memo,
     policy_targets: kopf.Index, retrain_jobs: kopf.Index, retrain_cronjobs: kopf.Index, **_: Any,
 ) -> None:
+    """One tick: gather what `needs()` names, decide once (`decide_tick`), execute, persist once."""
     try:
         policy = DriftPolicy.model_validate({k: v for k, v in dict(body).items() if k != "status"})
     except ValidationError:
@@ -108,21 +114,47 @@ async def drive_policy(
         previous = DriftPolicyStatus()
     spec = policy.spec
     now = datetime.datetime.now(datetime.timezone.utc)
+    loop = asyncio.get_running_loop()
     target = next(iter(policy_targets.get((namespace, spec.target_ref.name), [])), None)
     ctx = _context(policy, namespace, name, uid, target, memo.config.prometheus_url)
-    owner = PolicyOwner(name, namespace, uid)
-    loop = asyncio.get_running_loop()
-    cronjob = next(iter(retrain_cronjobs.get((namespace, name), [])), None)
-    if cronjob is not None or (spec.actions.retrain is not None and spec.actions.retrain.schedule):
-        await loop.run_in_executor(EVALUATIONS, _sync_cronjob, memo.kube, ctx, owner, target, cronjob)
+    jobs = tuple(retrain_jobs.get((namespace, name), []))
+    indexed_cronjob = next(iter(retrain_cronjobs.get((namespace, name), [])), None)
 
-    token = (meta.get("annotations") or {}).get(RETRAIN_ANNOTATION)
-    step = await _decide(ctx, policy, previous, target, token, retrain_jobs.get((namespace, name), []), memo, now)
-    if step.retrain is not None:
-        step = await _launch(ctx, owner, step, memo.kube, now)
+    # Gather.
+    need = tick.needs(ctx, previous, jobs, target is not None, now)
+    job = None
+    if need.job is not None:
+        job = await loop.run_in_executor(EVALUATIONS, _observed_job, memo.kube, need.job, jobs, namespace)
+    evaluation = None
+    if need.evaluation:
+        assert target is not None
+        evaluation, drifts = await loop.run_in_executor(EVALUATIONS, _evaluate, memo.kube, memo.config, memo.prometheus,
+                                                        policy, namespace, target, now)
+        metrics.record_evaluation(namespace, name, evaluation, drifts, evaluation.duration_seconds or 0.0)
+    seen = tick.Observations(
+        target_found=target is not None, cronjob=indexed_cronjob["metadata"]["name"] if indexed_cronjob else None,
+        jobs=jobs, job=job, evaluation=evaluation, retrain_token=(meta.get("annotations") or {}).get(RETRAIN_ANNOTATION),
+    )
 
+    # Decide.
+    decision = tick.decide_tick(ctx, previous, seen, now)
+
+    # Execute: Jobs and the CronJob first (a Job's deterministic name makes a repeat a no-op).
+    if decision.finished is not None:
+        metrics.record_action(namespace, name, "retrain", decision.finished.value.lower())
+    if decision.rollback_requested:
+        metrics.record_action(namespace, name, "rollback", "requested")
+    if decision.cronjob is not None or decision.delete_cronjob is not None:
+        await loop.run_in_executor(EVALUATIONS, _sync_cronjob, memo.kube, namespace, decision, indexed_cronjob)
+    if decision.job is not None:
+        error = await loop.run_in_executor(EVALUATIONS, _create, memo.kube, decision.job)
+        metrics.record_action(namespace, name, "retrain", "error" if error else "launched")
+        if error:
+            decision = decision.launch_failed(error)
+
+    # Persist once, conditional on the resourceVersion decided from; announce only what was persisted.
     reference = {"apiVersion": policy.api_version, "kind": policy.kind, "metadata": {"name": name, "namespace": namespace, "uid": uid}}
-    changes = status_changes(current, step.status.to_wire())
+    changes = status_changes(current, decision.status.to_wire())
     if changes:
         view = {**reference, "metadata": {**reference["metadata"], "resourceVersion": meta.get("resourceVersion")}}
         try:
@@ -137,68 +169,19 @@ async def drive_policy(
             metrics.record_status_write("DriftPolicy", "error")
             logger.warning("%s/%s: status write failed (%s %s); deciding again next tick", namespace, name, exc.status, exc.reason)
             return
-    for event in step.events:
+    for event in decision.events:
         kopf.event(reference, type=event.type, reason=event.reason, message=event.message)
-    if step.notification is not None:
-        task = asyncio.create_task(_notify(memo.kube, reference, spec.actions.alert, step.notification, namespace, name))
+    if decision.notification is not None:
+        task = asyncio.create_task(_notify(memo.kube, reference, spec.actions.alert, decision.notification, namespace, name))
         _background.add(task)
         task.add_done_callback(_background.discard)
 
 
-async def _decide(ctx: decide.PolicyContext, policy: DriftPolicy, previous: DriftPolicyStatus, target: TargetInfo | None,
-                  token: str | None, jobs: Any, memo: Any, now: datetime.datetime) -> decide.Step:
-    """Follow the running Job, evaluate if due, take a manual trigger: one combined Step."""
-    loop = asyncio.get_running_loop()
-    namespace, name, spec = ctx.namespace, ctx.name, ctx.spec
-    job = None
-    previous = decide.adopt_unrecorded_job(previous, list(jobs))
-    if previous.last_retrain is not None and previous.last_retrain.outcome == "Running":
-        job = await loop.run_in_executor(EVALUATIONS, _observed_job, memo.kube, previous.last_retrain.job_name, jobs, namespace)
-    combined = decide.follow_job(previous, job, now)
-    for event in combined.events:
-        metrics.record_action(namespace, name, "retrain", event.reason.removeprefix("Retrain").lower())
-    step = None
-    if spec.suspend:
-        step = decide.suspended(ctx, combined.status, now)
-    elif target is None:
-        step = decide.target_missing(ctx, combined.status, now)
-    elif decide.evaluation_due(ctx, combined.status, now):
-        evaluation, drifts = await loop.run_in_executor(EVALUATIONS, _evaluate, memo.kube, memo.config, memo.prometheus,
-                                                        policy, namespace, target, now)
-        step = decide.observe(ctx, combined.status, evaluation, now)
-        metrics.record_evaluation(namespace, name, evaluation, drifts, evaluation.duration_seconds or 0.0)
-        if any(e.reason == "RollbackRequested" for e in step.events):
-            metrics.record_action(namespace, name, "rollback", "requested")
-    if step is not None:
-        combined = decide.Step(step.status, combined.events + step.events, step.notification, step.retrain)
-    if combined.retrain is None and not spec.suspend:
-        manual = decide.manual_retrain(ctx, combined.status, token, now)
-        combined = decide.Step(manual.status, combined.events + manual.events, combined.notification, manual.retrain)
-    return combined
-
-
-async def _launch(ctx: decide.PolicyContext, owner: PolicyOwner, step: decide.Step, kube: Any, now: datetime.datetime) -> decide.Step:
-    """Create the requested Job (409 counts as created) and record it; a failure is retried by a later tick."""
-    request = step.retrain
-    assert request is not None and ctx.spec.actions.retrain is not None
-    body = retrain_job(owner, ctx.spec.actions.retrain.job_template, request.job_name, request.trigger,
-                       _retrain_context(ctx, step.status, request))
-    error = await asyncio.get_running_loop().run_in_executor(EVALUATIONS, _create, kube, body)
-    if error:
-        metrics.record_action(ctx.namespace, ctx.name, "retrain", "error")
-        failed = Event("Warning", "RetrainFailed", f"cannot create Job {request.job_name}: {error}")
-        return decide.Step(step.status, [*step.events, failed], step.notification)
-    metrics.record_action(ctx.namespace, ctx.name, "retrain", "launched")
-    launched = decide.launched(ctx, step.status, request, now)
-    return decide.Step(launched.status, step.events + launched.events, step.notification, request)
-
-
-@kopf.on.delete(*DRIFTPOLICIES, optional=True, when=in_this_shard)
 def forget_policy_metrics(namespace: str, name: str, **_: Any) -> None:
     metrics.forget_policy(namespace, name)
 
 
-def _context(policy: DriftPolicy, namespace: str, name: str, uid: str, target: TargetInfo | None, default_url: str) -> decide.PolicyContext:
+def _context(policy: DriftPolicy, namespace: str, name: str, uid: str, target: TargetInfo | None, default_url: str) -> PolicyContext:
     spec = policy.spec
     created = policy.metadata.get("creationTimestamp")
     alert = AlertContext(
@@ -207,23 +190,13 @@ def _context(policy: DriftPolicy, namespace: str, name: str, uid: str, target: T
         version=target.versions.get(spec.track.value) if target else None,
         prometheus_url=spec.prometheus.url if spec.prometheus else default_url,
     )
-    return decide.PolicyContext(
+    return PolicyContext(
         name=name, namespace=namespace, uid=uid, spec=spec, generation=policy.metadata.get("generation"),
-        created=datetime.datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None, alert=alert,
+        created=parse_timestamp(created), alert=alert,
     )
 
 
-def _retrain_context(ctx: decide.PolicyContext, status: DriftPolicyStatus, request: decide.RetrainRequest) -> RetrainContext:
-    last = status.last_evaluation
-    end = last.time if last else None
-    return RetrainContext(
-        model=ctx.alert.model, namespace=ctx.namespace, track=ctx.alert.track, policy=ctx.name, reason=request.reason,
-        version=ctx.alert.version or "", failing_checks=request.failing_checks,
-        window_start=end - ctx.spec.window if end else None, window_end=end,
-    )
-
-
-def _observed_job(kube: Any, job_name: str, indexed: Any, namespace: str) -> decide.JobState | None:
+def _observed_job(kube: KubeApi, job_name: str, indexed: tuple[JobState, ...], namespace: str) -> JobState | None:
     """The running retraining Job from the index; by name only when the index has not seen it (yet)."""
     found = next((job for job in indexed if job.name == job_name), None)
     if found is None:
@@ -232,27 +205,21 @@ def _observed_job(kube: Any, job_name: str, indexed: Any, namespace: str) -> dec
     return found
 
 
-def _sync_cronjob(kube: Any, ctx: decide.PolicyContext, owner: PolicyOwner, target: TargetInfo | None, current: dict[str, Any] | None) -> None:
-    """Apply the schedule's CronJob if it differs from the indexed one; delete it when the schedule is gone."""
-    retrain = ctx.spec.actions.retrain
-    if retrain is None or not retrain.schedule:
-        if current is not None:
-            kube.delete("batch/v1", "CronJob", ctx.namespace, current["metadata"]["name"])
+def _sync_cronjob(kube: KubeApi, namespace: str, decision: tick.Tick, current: dict[str, Any] | None) -> None:
+    """Apply the decided CronJob if it differs from the indexed one, or delete the one no longer wanted."""
+    if decision.delete_cronjob is not None:
+        kube.delete("batch/v1", "CronJob", namespace, decision.delete_cronjob)
         return
-    if target is None:
-        return  # keep what runs until the target is back
-    context = RetrainContext(model=ctx.alert.model, namespace=ctx.namespace, track=ctx.alert.track, policy=ctx.name,
-                             reason=f"schedule {retrain.schedule}", version=ctx.alert.version or "")
-    desired = retrain_cronjob(owner, retrain.job_template, retrain.schedule, context)
-    if current is not None and is_subset(desired, current):
+    desired = decision.cronjob
+    if desired is None or (current is not None and is_subset(desired, current)):
         return
     try:
         kube.apply(desired)  # server-side apply: creates it, or takes back only the fields we set
     except Exception as exc:  # an invalid schedule is the user's to fix; keep evaluating
-        logger.warning("%s/%s: cannot apply the retraining CronJob: %s", ctx.namespace, ctx.name, exc)
+        logger.warning("%s/%s: cannot apply the retraining CronJob: %s", namespace, desired["metadata"]["name"], exc)
 
 
-def _create(kube: Any, job: dict[str, Any]) -> str | None:
+def _create(kube: KubeApi, job: dict[str, Any]) -> str | None:
     """Create the Job; one that already exists (409: a retry or a restart) counts as created."""
     try:
         kube.create(job)
@@ -261,7 +228,7 @@ def _create(kube: Any, job: dict[str, Any]) -> str | None:
         return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _evaluate(kube: Any, config: OperatorConfig, prometheus: ProviderPool, policy: DriftPolicy, namespace: str, target: TargetInfo,
+def _evaluate(kube: KubeApi, config: OperatorConfig, prometheus: ProviderPool, policy: DriftPolicy, namespace: str, target: TargetInfo,
               now: datetime.datetime) -> tuple[Evaluation, list[Any]]:
     """One evaluation; anything that prevents it (a missing Secret, a bad profile) is an Error verdict."""
     spec = policy.spec
@@ -287,7 +254,7 @@ def _evaluate(kube: Any, config: OperatorConfig, prometheus: ProviderPool, polic
         return Evaluation(time=now, verdict=Verdict.ERROR, results=[result], duration_seconds=0.0), []
 
 
-def _prometheus_config(kube: Any, source: Any, namespace: str, default_url: str) -> PrometheusConfig:
+def _prometheus_config(kube: KubeApi, source: Any, namespace: str, default_url: str) -> PrometheusConfig:
     if source is None:
         return PrometheusConfig(url=default_url)
     secret = _secret_reader(kube, namespace)
@@ -299,7 +266,7 @@ def _prometheus_config(kube: Any, source: Any, namespace: str, default_url: str)
                             basic_auth=basic, ca_pem=ca, timeout_seconds=source.timeout.total_seconds())
 
 
-def _secret_reader(kube: Any, namespace: str) -> SecretReader:
+def _secret_reader(kube: KubeApi, namespace: str) -> SecretReader:
     def read(name: str, key: str) -> str:
         secret = kube.get("v1", "Secret", namespace, name)
         data = (secret or {}).get("data") or {}
@@ -310,7 +277,7 @@ def _secret_reader(kube: Any, namespace: str) -> SecretReader:
     return read
 
 
-async def _notify(kube: Any, reference: dict[str, Any], alert_spec: Any, notification: Notification, namespace: str, name: str) -> None:
+async def _notify(kube: KubeApi, reference: dict[str, Any], alert_spec: Any, notification: Notification, namespace: str, name: str) -> None:
     """Send to every channel at once, time-boxed; outcomes become AlertSent/AlertFailed Events."""
     loop = asyncio.get_running_loop()
     secret = _secret_reader(kube, namespace)

@@ -30,12 +30,12 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from modelwarden import GROUP, VERSION
-from modelwarden.api.duration import parse_duration
+from modelwarden.api.driftpolicy import DriftPolicySpec, DriftPolicyStatus
 from modelwarden.api.modeldeployment import ModelDeployment
-from modelwarden.builders.workloads import INSTANCE_LABEL, MANAGED_BY
+from modelwarden.contract.kubernetes import DRIFTPOLICIES, INSTANCE_LABEL, MANAGED_BY, MODELDEPLOYMENTS
 from modelwarden.controller import metrics
-from modelwarden.controller.config import in_this_shard, reconcile_interval
+from modelwarden.controller.config import OperatorConfig
+from modelwarden.controller.memo import Memo
 from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.controller.status import status_changes
 from modelwarden.kube.api import KubeApi, StaleView
@@ -44,30 +44,25 @@ from modelwarden.kube.fence import WriteFence, write_status
 from modelwarden.planning.plan import plan
 from modelwarden.planning.types import Event, ObservedTrack, PolicyVerdict
 
-MODELDEPLOYMENTS = (GROUP, VERSION, "modeldeployments")
-DRIFTPOLICIES = (GROUP, VERSION, "driftpolicies")
 RECONCILES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="md-reconcile")  # I/O-bound: API round trips
 STALE_RETRIES = 3  # 409s in a row before waiting for the watch instead of re-reading at once
 BACKOFF_SECONDS = (0.5, 8.0)  # first and largest delay after a failed reconcile (jittered)
 logger = logging.getLogger(__name__)
 
 
-class Wakeups:
-    """One asyncio.Event per ModelDeployment: set by watch handlers to run its reconcile now."""
-
-    def __init__(self) -> None:
-        self._events: dict[tuple[str, str], asyncio.Event] = {}
-
-    def event(self, key: tuple[str, str]) -> asyncio.Event:
-        return self._events.setdefault(key, asyncio.Event())
-
-    def wake(self, key: tuple[str, str]) -> None:
-        found = self._events.get(key)
-        if found is not None:
-            found.set()
-
-    def forget(self, key: tuple[str, str]) -> None:
-        self._events.pop(key, None)
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
+    """The ModelDeployment loop's handlers: watch-fed indexes, wake-ups, and one daemon per object."""
+    for api, plural, index in (("apps/v1", "deployments", child_deployments), ("v1", "services", child_services),
+                               ("gateway.networking.k8s.io/v1", "httproutes", child_httproutes),
+                               ("networking.istio.io/v1", "virtualservices", child_virtualservices)):
+        kopf.index(*api.split("/"), plural, labels=MANAGED_BY, registry=registry)(index)
+    kopf.index("autoscaling", "v2", "horizontalpodautoscalers", registry=registry)(autoscalers)
+    kopf.index(*DRIFTPOLICIES, registry=registry)(policy_verdicts)
+    kopf.on.event(*MODELDEPLOYMENTS, registry=registry)(wake_on_modeldeployment)
+    kopf.on.event(*DRIFTPOLICIES, registry=registry)(wake_on_verdict)
+    kopf.on.event("apps", "v1", "deployments", labels=MANAGED_BY, registry=registry)(wake_on_child)
+    kopf.daemon(*MODELDEPLOYMENTS, initial_delay=0.05, cancellation_timeout=1.0, when=config.owns,
+                registry=registry)(run_modeldeployment)
 
 
 def _child(namespace: str, labels: Mapping[str, str], body: Any) -> dict[Any, Any] | None:
@@ -76,27 +71,22 @@ def _child(namespace: str, labels: Mapping[str, str], body: Any) -> dict[Any, An
     return {(namespace, labels[INSTANCE_LABEL]): copy.deepcopy(dict(body))}
 
 
-@kopf.index("apps", "v1", "deployments", labels=MANAGED_BY)
 def child_deployments(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any] | None:
     return _child(namespace, labels, body)
 
 
-@kopf.index("v1", "services", labels=MANAGED_BY)
 def child_services(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any] | None:
     return _child(namespace, labels, body)
 
 
-@kopf.index("gateway.networking.k8s.io", "v1", "httproutes", labels=MANAGED_BY)
 def child_httproutes(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any] | None:
     return _child(namespace, labels, body)
 
 
-@kopf.index("networking.istio.io", "v1", "virtualservices", labels=MANAGED_BY)
 def child_virtualservices(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any] | None:
     return _child(namespace, labels, body)
 
 
-@kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
 def autoscalers(namespace: str, spec: Any, **_: Any) -> dict[Any, Any] | None:
     """HPAs by the Deployment they scale: the operator stops setting that Deployment's replicas."""
     target = dict(spec.get("scaleTargetRef") or {})
@@ -105,7 +95,6 @@ def autoscalers(namespace: str, spec: Any, **_: Any) -> dict[Any, Any] | None:
     return {(namespace, target["name"]): True}
 
 
-@kopf.index(*DRIFTPOLICIES)
 def policy_verdicts(namespace: str, name: str, spec: Any, status: Any, **_: Any) -> dict[Any, Any] | None:
     target = (spec.get("targetRef") or {}).get("name")
     if not target:
@@ -113,48 +102,32 @@ def policy_verdicts(namespace: str, name: str, spec: Any, status: Any, **_: Any)
     return {(namespace, target): verdict_from_policy(name, dict(spec), dict(status or {}))}
 
 
-def _time(value: str | None) -> datetime.datetime | None:
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
 def verdict_from_policy(name: str, spec: dict[str, Any], status: dict[str, Any]) -> PolicyVerdict:
-    last = status.get("lastEvaluation") or {}
+    """A policy's verdict as its typed model reads it; one it cannot read never passes a gate."""
     try:
-        window = parse_duration(spec.get("window") or "30m")
-    except ValueError:
-        window = datetime.timedelta(0)
-    recent = tuple((at, e.get("verdict")) for e in status.get("evaluations") or [] if (at := _time(e.get("time"))))
-    return PolicyVerdict(
-        name=name,
-        track=spec.get("track", "stable"),
-        verdict=last.get("verdict"),
-        evaluated_at=_time(last.get("time")),
-        consecutive_failures=int(status.get("consecutiveFailures") or 0),
-        failure_threshold=int(spec.get("failureThreshold") or 3),
-        rollback=bool((spec.get("actions") or {}).get("rollback")),
-        failing_checks=tuple(r["check"] for r in last.get("results") or [] if r.get("verdict") == "Fail"),
-        version=status.get("evaluatedVersion"),
-        window=window,
-        recent=recent,
-    )
+        parsed = DriftPolicySpec.model_validate(spec)
+    except ValidationError as exc:
+        return PolicyVerdict.unreadable(name, str(spec.get("track") or "stable"), f"invalid spec: {exc.errors()[0]['msg']}")
+    try:
+        seen = DriftPolicyStatus.model_validate(status)
+    except ValidationError:
+        seen = DriftPolicyStatus()  # nothing readable evaluated yet
+    return PolicyVerdict.from_policy(name, parsed, seen)
 
 
 # -- wake-ups: the watch events a reconcile depends on ------------------------------------------
 
-@kopf.on.event(*MODELDEPLOYMENTS)
-async def wake_on_modeldeployment(namespace: str, name: str, memo: Any, **_: Any) -> None:
+async def wake_on_modeldeployment(namespace: str, name: str, memo: Memo, **_: Any) -> None:
     memo.wakeups.wake((namespace, name))
 
 
-@kopf.on.event(*DRIFTPOLICIES)
-async def wake_on_verdict(namespace: str, spec: Any, memo: Any, **_: Any) -> None:
+async def wake_on_verdict(namespace: str, spec: Any, memo: Memo, **_: Any) -> None:
     target = (spec.get("targetRef") or {}).get("name")
     if target:
         memo.wakeups.wake((namespace, target))
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED_BY)
-async def wake_on_child(namespace: str, labels: dict[str, str], memo: Any, **_: Any) -> None:
+async def wake_on_child(namespace: str, labels: dict[str, str], memo: Memo, **_: Any) -> None:
     if INSTANCE_LABEL in labels:
         memo.wakeups.wake((namespace, labels[INSTANCE_LABEL]))
 
@@ -189,9 +162,8 @@ def gather(body: Any, index_children: Iterable[kopf.Index], verdicts: kopf.Index
     return Gathered(view, children, list(verdicts.get(instance, [])), scaled)
 
 
-@kopf.daemon(*MODELDEPLOYMENTS, initial_delay=0.05, cancellation_timeout=1.0, when=in_this_shard)
 async def run_modeldeployment(
-    body: Any, namespace: str, name: str, memo: Any, stopped: kopf.DaemonStopped,
+    body: Any, namespace: str, name: str, memo: Memo, stopped: kopf.DaemonStopped,
     child_deployments: kopf.Index, child_services: kopf.Index, child_httproutes: kopf.Index,
     child_virtualservices: kopf.Index, autoscalers: kopf.Index, policy_verdicts: kopf.Index, **rest: Any,
 ) -> None:
@@ -207,7 +179,7 @@ async def run_modeldeployment(
         while not stopped:
             wake.clear()
             gathered = gather(body, children, policy_verdicts, autoscalers)
-            delay = reconcile_interval()
+            delay = memo.config.reconcile_interval
             try:
                 outcome, problems = await loop.run_in_executor(
                     RECONCILES, reconcile, memo.kube, memo.fence, gathered, memo.config.default_image, problems,

@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 
 from modelwarden.builders.podmonitor import API_VERSION, KIND
-from modelwarden.builders.workloads import INSTANCE_LABEL, MANAGED_BY
+from modelwarden.contract.kubernetes import INSTANCE_LABEL, MANAGED_BY
 from modelwarden.kube.api import KubeApi
 
 RECHECK_SECONDS = 300.0  # discovery again, either way, at most this often
@@ -84,7 +84,7 @@ def child_podmonitors(namespace: str, labels: dict[str, str], body: Any, **_: An
     return {(namespace, labels[INSTANCE_LABEL]): copy.deepcopy(dict(body))}
 
 
-def watch() -> None:
-    """Register the index (before kopf.run). kopf watches the kind once its CRD exists."""
+def register(registry: kopf.OperatorRegistry) -> None:
+    """The PodMonitor index (not registered with --pod-monitors=off). kopf watches the kind once its CRD exists."""
     group, version = API_VERSION.split("/")
-    kopf.index(group, version, "podmonitors", labels=MANAGED_BY)(child_podmonitors)
+    kopf.index(group, version, "podmonitors", labels=MANAGED_BY, registry=registry)(child_podmonitors)

@@ -7,8 +7,8 @@ import logging
 import os
 import re
 
+from modelwarden.contract.kubernetes import DEFAULT_IMAGE
 from modelwarden.controller.config import (
-    DEFAULT_IMAGE,
     DEFAULT_METRICS_PORT,
     DEFAULT_NAMESPACE_LABEL,
     DEFAULT_PROMETHEUS_URL,
@@ -135,6 +135,9 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         metrics_port=args.metrics_port or None,
         pod_monitors=args.pod_monitors,
         pod_monitor_labels=args.pod_monitor_labels,
+        reconcile_interval=args.reconcile_interval,
+        policy_tick=args.policy_tick,
+        shard=parse_shard(args.shard),
     )
 
 
@@ -148,16 +151,12 @@ def _routine_success(record: logging.LogRecord) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ[RECONCILE_INTERVAL_ENV] = str(args.reconcile_interval)  # read when the timers are declared
-    os.environ[POLICY_TICK_ENV] = str(args.policy_tick)
-    os.environ[SHARD_ENV] = args.shard
     import kopf
 
-    from modelwarden.controller import handlers, podmonitors  # registers the handlers with kopf
+    from modelwarden.controller.registry import Memo, build_registry
 
     config = build_config(args)
-    if config.pod_monitors != "off":
-        podmonitors.watch()  # only then: with `off` the operator needs no access to PodMonitors at all
+    registry = build_registry(config)
     kopf.configure(verbose=args.verbose, quiet=args.quiet)
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(_routine_success)
@@ -168,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         clusterwide=config.clusterwide,
         namespaces=config.namespaces,
         liveness_endpoint=config.liveness_endpoint,
-        memo=handlers.Memo(config=config),
+        memo=Memo(config=config),
+        registry=registry,
     )
     return 0

@@ -5,58 +5,19 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from modelwarden.api.common import Condition, set_condition
+
 INVALID_SPEC = "InvalidSpec"
-
-
-def set_condition(
-    conditions: list[dict[str, Any]],
-    type_: str,
-    status: str,
-    reason: str,
-    message: str,
-    now: datetime.datetime,
-    generation: int | None = None,
-) -> list[dict[str, Any]]:
-    """Return conditions with one condition set; lastTransitionTime moves only when status flips."""
-    result = []
-    found = False
-    for condition in conditions:
-        if condition.get("type") != type_:
-            result.append(condition)
-            continue
-        found = True
-        transition = condition.get("lastTransitionTime") if condition.get("status") == status else None
-        result.append(_condition(type_, status, reason, message, transition or _ts(now), generation))
-    if not found:
-        result.append(_condition(type_, status, reason, message, _ts(now), generation))
-    return result
-
-
-def _condition(type_: str, status: str, reason: str, message: str, at: str, generation: int | None) -> dict[str, Any]:
-    condition = {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": at}
-    if generation is not None:
-        condition["observedGeneration"] = generation
-    return condition
-
-
-def _ts(now: datetime.datetime) -> str:
-    return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def spec_status_patch(
     status: dict[str, Any], generation: int | None, error: str | None, now: datetime.datetime, failed_phase: str
 ) -> dict[str, Any]:
     """Status fields recording whether the spec is valid; only the fields that change."""
-    conditions = set_condition(
-        list(status.get("conditions") or []),
-        INVALID_SPEC,
-        "True" if error else "False",
-        "ValidationFailed" if error else "Valid",
-        error or "the spec is valid",
-        now,
-        generation,
-    )
-    desired: dict[str, Any] = {"conditions": conditions, "observedGeneration": generation}
+    current = [Condition.model_validate(c) for c in status.get("conditions") or []]
+    conditions = set_condition(current, INVALID_SPEC, bool(error), "ValidationFailed" if error else "Valid",
+                               error or "the spec is valid", now, generation)
+    desired: dict[str, Any] = {"conditions": [c.to_wire() for c in conditions], "observedGeneration": generation}
     if error:
         desired["phase"] = failed_phase
     elif not status.get("phase"):

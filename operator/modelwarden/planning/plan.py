@@ -11,7 +11,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from modelwarden.api.common import Condition, ConditionStatus
+from modelwarden.api.common import condition_true, set_condition
 from modelwarden.api.modeldeployment import (
     HistoryEntry,
     ModelDeployment,
@@ -24,12 +24,12 @@ from modelwarden.api.modeldeployment import (
 )
 from modelwarden.api.duration import format_duration
 from modelwarden.builders.podmonitor import pod_monitor
-from modelwarden.builders.workloads import DEFAULT_IMAGE, Owner, TrackWorkload, deployment, front_service, track_service
+from modelwarden.builders.workloads import Owner, TrackWorkload, deployment, front_service, track_service
+from modelwarden.contract.kubernetes import DEFAULT_IMAGE, RETRY_ANNOTATION
 from modelwarden.planning.types import Event, ObservedTrack, Plan, PolicyVerdict
 from modelwarden.routers import RouteContext, Split, get_router
 from modelwarden.routers.base import ObservedServing
 
-RETRY_ANNOTATION = "modelwarden.io/retry"
 Phase = ModelDeploymentPhase
 
 
@@ -309,16 +309,7 @@ def _observe_tracks(status: ModelDeploymentStatus, workloads: dict[str, TrackWor
 
 
 def _condition(status: ModelDeploymentStatus, type_: str, value: bool, reason: str, message: str, now, generation) -> None:
-    """Set one condition in place; lastTransitionTime moves only when its status flips."""
-    state = ConditionStatus.TRUE if value else ConditionStatus.FALSE
-    existing = next((c for c in status.conditions if c.type == type_), None)
-    moved = existing is None or existing.status != state
-    condition = Condition(type=type_, status=state, reason=reason, message=message, observed_generation=generation,
-                          last_transition_time=now if moved else existing.last_transition_time)
-    if existing is None:
-        status.conditions.append(condition)
-    else:
-        status.conditions[status.conditions.index(existing)] = condition
+    status.conditions = set_condition(status.conditions, type_, value, reason, message, now, generation)
 
 
 def _set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, observed, note: str, traffic_ok: bool,
@@ -364,7 +355,7 @@ def _set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, obse
     _condition(status, "RolledBack", rolled_back, "RolledBack" if rolled_back else "NotRolledBack",
                status.rollback.reason if status.rollback else "", now, generation)
     stalled = canary_live and _stalled(md, status, now)
-    was_stalled = any(c.type == "Stalled" and c.status == ConditionStatus.TRUE for c in status.conditions)
+    was_stalled = condition_true(status.conditions, "Stalled")
     if stalled and not was_stalled and canary:
         events.append(Event("Warning", "CanaryStalled", f"canary {canary.version} step {(status.canary_step or 0) + 1} made "
                             f"no progress within its pause + progressDeadline ({format_duration(canary.progress_deadline)})"))

@@ -12,7 +12,7 @@ import datetime
 import hashlib
 from dataclasses import dataclass, field
 
-from modelwarden.api.common import Condition, ConditionStatus
+from modelwarden.api.common import condition_true, find_condition, set_condition
 from modelwarden.api.driftpolicy import (
     ActionRecord,
     DriftPolicyPhase,
@@ -23,7 +23,9 @@ from modelwarden.api.driftpolicy import (
     RetrainStatus,
     Verdict,
 )
+from modelwarden.contract.kubernetes import RETRAIN_ANNOTATION
 from modelwarden.planning.notification import AlertContext, Notification, build_notification
+from modelwarden.planning.retraining import JobOutcome, JobState, RetrainRequest, Trigger, retrain_job_name
 from modelwarden.planning.types import Event
 
 RING_BUFFER = 50
@@ -46,29 +48,6 @@ class PolicyContext:
     @property
     def target_text(self) -> str:
         return self.alert.target()
-
-
-@dataclass(frozen=True)
-class RetrainRequest:
-    """A retraining Job to create; its name is deterministic, so creating it twice is a no-op (409)."""
-
-    job_name: str
-    trigger: str  # Breach or Manual
-    reason: str
-    failing_checks: tuple[dict[str, object], ...] = ()
-    token: str | None = None  # the manual trigger's annotation value
-
-
-@dataclass(frozen=True)
-class JobState:
-    """A retraining Job as observed (see builders.jobs.job_state)."""
-
-    name: str
-    outcome: str  # Running, Succeeded or Failed
-    finished_at: datetime.datetime | None = None
-    message: str = ""
-    started_at: datetime.datetime | None = None  # metadata.creationTimestamp
-    trigger: str = ""  # the modelwarden.io/trigger label: breach, manual or schedule
 
 
 @dataclass
@@ -100,12 +79,6 @@ def evaluation_due(ctx: PolicyContext, status: DriftPolicyStatus, now: datetime.
     return now >= last.time + ctx.spec.interval
 
 
-def retrain_job_name(policy: str, breach_id: str) -> str:
-    """<policy>-retrain-<8 hex of the breach id>, within the 63 characters a Job name allows."""
-    digest = hashlib.sha256(breach_id.encode()).hexdigest()[:8]
-    return f"{policy[:46].rstrip('-.')}-retrain-{digest}"
-
-
 def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluation, now: datetime.datetime) -> Step:
     """Record one evaluation and decide: Events on transitions, alert, rollback record, retraining."""
     spec = ctx.spec
@@ -126,7 +99,7 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
     status.phase = {Verdict.PASS: Phase.PASSING, Verdict.FAIL: Phase.FAILING,
                     Verdict.INSUFFICIENT_DATA: Phase.INSUFFICIENT_DATA, Verdict.ERROR: Phase.ERROR}[verdict]
 
-    was_breached = _condition_true(previous, "Breached")
+    was_breached = condition_true(previous.conditions, "Breached")
     breached = verdict == Verdict.FAIL and status.consecutive_failures >= spec.failure_threshold
     kind = _failure_reason(failed)
     counted = f"{status.consecutive_failures}/{spec.failure_threshold}"
@@ -135,7 +108,7 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
          f"last evaluation: {verdict.value}", now, ctx.generation)
     if breached:
         _set(status, "Breached", True, kind, f"{counted} consecutive failing evaluations: {', '.join(failed)}", now, ctx.generation)
-    elif verdict == Verdict.PASS or not _condition(previous, "Breached"):
+    elif verdict == Verdict.PASS or not find_condition(previous.conditions, "Breached"):
         _set(status, "Breached", False, "Passing" if verdict == Verdict.PASS else "BelowThreshold",
              "no breach", now, ctx.generation)
     _set_valid(status, ctx, now)
@@ -226,17 +199,17 @@ def follow_job(previous: DriftPolicyStatus, job: JobState | None, now: datetime.
     status = previous.model_copy(deep=True)
     step = Step(status)
     retrain = status.last_retrain
-    if retrain is None or retrain.outcome != "Running":
+    if retrain is None or retrain.outcome != JobOutcome.RUNNING:
         return step
     if job is None:
-        job = JobState(retrain.job_name, "Failed", now, "the Job no longer exists")
-    if job.outcome == "Running":
+        job = JobState(retrain.job_name, JobOutcome.FAILED, now, "the Job no longer exists")
+    if job.outcome == JobOutcome.RUNNING:
         return step
-    retrain.outcome, retrain.finished_at = job.outcome, job.finished_at or now
+    retrain.outcome, retrain.finished_at = job.outcome.value, job.finished_at or now
     took = f" after {int((retrain.finished_at - retrain.started_at).total_seconds())}s"
     detail = f": {job.message}" if job.message else ""
-    step.events.append(Event("Normal" if job.outcome == "Succeeded" else "Warning", f"Retrain{job.outcome}",
-                             f"Job {job.name} ({retrain.trigger}) {job.outcome.lower()}{took}{detail}"))
+    step.events.append(Event("Normal" if job.outcome == JobOutcome.SUCCEEDED else "Warning", f"Retrain{job.outcome.value}",
+                             f"Job {job.name} ({retrain.trigger}) {job.outcome.value.lower()}{took}{detail}"))
     return step
 
 
@@ -248,22 +221,22 @@ def manual_retrain(ctx: PolicyContext, previous: DriftPolicyStatus, token: str |
         return step
     if ctx.spec.actions.retrain is None:
         status.retrain_token = token
-        step.events.append(Event("Warning", "RetrainFailed", f"modelwarden.io/retrain={token}: spec.actions.retrain is not set"))
+        step.events.append(Event("Warning", "RetrainFailed", f"{RETRAIN_ANNOTATION}={token}: spec.actions.retrain is not set"))
         return step
-    step.retrain = RetrainRequest(retrain_job_name(ctx.name, f"manual:{token}"), "Manual",
-                                  f"requested with modelwarden.io/retrain={token}", _failing_checks(previous.last_evaluation), token)
+    step.retrain = RetrainRequest(retrain_job_name(ctx.name, f"manual:{token}"), Trigger.MANUAL,
+                                  f"requested with {RETRAIN_ANNOTATION}={token}", _failing_checks(previous.last_evaluation), token)
     return step
 
 
 def launched(ctx: PolicyContext, previous: DriftPolicyStatus, request: RetrainRequest, now: datetime.datetime) -> Step:
     """Record a created (or already existing) retraining Job."""
     status = previous.model_copy(deep=True)
-    status.last_retrain = RetrainStatus(job_name=request.job_name, started_at=now, trigger=request.trigger)
+    status.last_retrain = RetrainStatus(job_name=request.job_name, started_at=now, trigger=request.trigger.value)
     status.last_action = ActionRecord(type="Retrain", time=now, reason=request.reason)
     if request.token is not None:
         status.retrain_token = request.token
     return Step(status, [Event("Normal", "RetrainLaunched",
-                               f"Job {request.job_name} for {ctx.target_text} ({request.trigger}): {request.reason}")])
+                               f"Job {request.job_name} for {ctx.target_text} ({request.trigger.value}): {request.reason}")])
 
 
 def _decide_breach_retrain(ctx: PolicyContext, status: DriftPolicyStatus, evaluation: Evaluation, failed: list[str],
@@ -284,7 +257,7 @@ def _decide_breach_retrain(ctx: PolicyContext, status: DriftPolicyStatus, evalua
         if newly:
             step.events.append(Event("Normal", "RetrainSkipped", f"{ctx.target_text}: not retraining yet: {blocked}"))
         return
-    step.retrain = RetrainRequest(name, "Breach", f"{', '.join(failed)} failed {counted}", _failing_checks(evaluation))
+    step.retrain = RetrainRequest(name, Trigger.BREACH, f"{', '.join(failed)} failed {counted}", _failing_checks(evaluation))
 
 
 def _failing_checks(evaluation: Evaluation | None) -> tuple[dict[str, object], ...]:
@@ -345,27 +318,12 @@ def _problems(evaluation: Evaluation) -> str:
 
 
 def _running(status: DriftPolicyStatus) -> bool:
-    return status.last_retrain is not None and status.last_retrain.outcome == "Running"
-
-
-def _condition(status: DriftPolicyStatus, type_: str) -> Condition | None:
-    return next((c for c in status.conditions if c.type == type_), None)
-
-
-def _condition_true(status: DriftPolicyStatus, type_: str) -> bool:
-    condition = _condition(status, type_)
-    return condition is not None and condition.status == ConditionStatus.TRUE
+    return status.last_retrain is not None and status.last_retrain.outcome == JobOutcome.RUNNING
 
 
 def _set(status: DriftPolicyStatus, type_: str, value: bool, reason: str, message: str, now: datetime.datetime,
          generation: int | None) -> None:
-    """Set one condition; lastTransitionTime moves only when its status flips."""
-    wanted = ConditionStatus.TRUE if value else ConditionStatus.FALSE
-    current = _condition(status, type_)
-    transition = current.last_transition_time if current is not None and current.status == wanted else now
-    condition = Condition(type=type_, status=wanted, reason=reason, message=message, last_transition_time=transition,
-                          observed_generation=generation)
-    status.conditions = [condition if c.type == type_ else c for c in status.conditions] if current else [*status.conditions, condition]
+    status.conditions = set_condition(status.conditions, type_, value, reason, message, now, generation)
 
 
 def _set_valid(status: DriftPolicyStatus, ctx: PolicyContext, now: datetime.datetime) -> None:

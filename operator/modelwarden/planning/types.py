@@ -6,6 +6,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelwarden.api.driftpolicy import DriftPolicySpec, DriftPolicyStatus, Verdict
 from modelwarden.routers.base import Split
 
 
@@ -47,7 +48,7 @@ class PolicyVerdict:
 
     name: str
     track: str
-    verdict: str | None  # last evaluation's verdict: Pass, Fail, InsufficientData, Error
+    verdict: Verdict | None  # the last evaluation's
     evaluated_at: datetime.datetime | None
     consecutive_failures: int
     failure_threshold: int
@@ -55,7 +56,26 @@ class PolicyVerdict:
     failing_checks: tuple[str, ...] = ()
     version: str | None = None  # the version the verdict is about (status.evaluatedVersion), if known
     window: datetime.timedelta = datetime.timedelta(0)  # each evaluation looks back this far
-    recent: tuple[tuple[datetime.datetime, str], ...] = ()  # (time, verdict) of the recent evaluations, oldest first
+    recent: tuple[tuple[datetime.datetime, Verdict], ...] = ()  # (time, verdict) of the recent evaluations, oldest first
+
+    @classmethod
+    def from_policy(cls, name: str, spec: DriftPolicySpec, status: DriftPolicyStatus) -> PolicyVerdict:
+        """The DriftPolicy -> ModelDeployment contract, read from the typed policy (its defaults apply)."""
+        last = status.last_evaluation
+        return cls(
+            name=name, track=spec.track.value, verdict=last.verdict if last else None, evaluated_at=last.time if last else None,
+            consecutive_failures=status.consecutive_failures, failure_threshold=spec.failure_threshold,
+            rollback=spec.actions.rollback,
+            failing_checks=tuple(r.check for r in last.results if r.verdict == Verdict.FAIL) if last else (),
+            version=status.evaluated_version, window=spec.window,
+            recent=tuple((e.time, e.verdict) for e in status.evaluations),
+        )
+
+    @classmethod
+    def unreadable(cls, name: str, track: str, problem: str) -> PolicyVerdict:
+        """A policy the operator cannot read: an Error verdict, which never passes a gate and never acts."""
+        return cls(name=name, track=track, verdict=Verdict.ERROR, evaluated_at=None, consecutive_failures=0,
+                   failure_threshold=1, rollback=False, failing_checks=(problem,))
 
     def about(self, version: str) -> bool:
         """A verdict about another version (an earlier canary, a rolled-back stable) says nothing here."""
@@ -64,7 +84,7 @@ class PolicyVerdict:
     @property
     def breached(self) -> bool:
         """Enough consecutive Fail verdicts to act (InsufficientData and Error never count)."""
-        return self.verdict == "Fail" and self.consecutive_failures >= self.failure_threshold
+        return self.verdict == Verdict.FAIL and self.consecutive_failures >= self.failure_threshold
 
     def breached_since(self, moment: datetime.datetime | None) -> bool:
         """A breach made of failing evaluations that all ran after `moment` (evidence about what
@@ -77,15 +97,15 @@ class PolicyVerdict:
         return self.evaluated_at >= moment and all(at >= moment for at in streak)
 
     def last_failure(self) -> datetime.datetime | None:
-        fails = [at for at, verdict in self.recent if verdict == "Fail"]
-        if self.verdict == "Fail" and self.evaluated_at is not None:
+        fails = [at for at, verdict in self.recent if verdict == Verdict.FAIL]
+        if self.verdict == Verdict.FAIL and self.evaluated_at is not None:
             fails.append(self.evaluated_at)
         return max(fails, default=None)
 
     def passed_since(self, moment: datetime.datetime | None) -> bool:
         """A Pass on fresh evidence only: the evaluation's whole window lies after `moment` and after
         the last Fail, so traffic of an earlier step (or a failing stretch) never counts."""
-        if self.verdict != "Pass" or self.evaluated_at is None:
+        if self.verdict != Verdict.PASS or self.evaluated_at is None:
             return False
         starts = [t for t in (moment, self.last_failure()) if t is not None]
         return not starts or self.evaluated_at - self.window >= max(starts)

@@ -1,4 +1,7 @@
-"""kopf registrations. Handlers stay thin: parse -> decide (pure) -> act -> write status if changed."""
+"""The operator's kopf registry, built explicitly from its configuration: nothing registers by
+being imported, and intervals and the shard travel in the config, not the environment.
+
+Also the handlers every resource shares: settings, connections, the spec check, the probe."""
 
 from __future__ import annotations
 
@@ -9,14 +12,12 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from modelwarden import GROUP, VERSION
 from modelwarden.api.driftpolicy import DriftPolicySpec
 from modelwarden.api.modeldeployment import ModelDeploymentSpec
-from modelwarden.controller import driftpolicies  # noqa: F401  (registers the policy loop)
-from modelwarden.controller import metrics
-from modelwarden.controller import modeldeployments  # noqa: F401  (registers the reconciler)
-from modelwarden.controller.config import OperatorConfig, in_this_shard
-from modelwarden.controller.modeldeployments import DRIFTPOLICIES, MODELDEPLOYMENTS, Wakeups
+from modelwarden.contract.kubernetes import DRIFTPOLICIES, GROUP, MODELDEPLOYMENTS
+from modelwarden.controller import driftpolicies, metrics, modeldeployments, podmonitors
+from modelwarden.controller.config import OperatorConfig
+from modelwarden.controller.memo import Memo, Wakeups
 from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.controller.status import spec_status_patch
 from modelwarden.kube.api import KubeApi, StaleView
@@ -24,18 +25,26 @@ from modelwarden.kube.fence import WriteFence, write_status
 from modelwarden.metrics.prometheus import ProviderPool
 
 
-class Memo(kopf.Memo):
-    """Operator-wide state shared by handlers (kopf copies it per resource object, shallowly)."""
+def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
+    """Every handler the operator runs, for this configuration."""
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(kopf.login_via_client)  # as the API client does: in-cluster, else kubeconfig
+    kopf.on.startup(registry=registry)(configure_settings)
+    kopf.on.startup(registry=registry)(connect)
+    kopf.on.cleanup(registry=registry)(disconnect)
+    kopf.on.probe(id="now", registry=registry)(liveness_time)
+    for resource, handler in ((MODELDEPLOYMENTS, modeldeployment_spec), (DRIFTPOLICIES, driftpolicy_spec)):
+        kopf.on.resume(*resource, when=config.owns, registry=registry)(handler)
+        kopf.on.create(*resource, when=config.owns, registry=registry)(handler)
+        kopf.on.update(*resource, field="spec", when=config.owns, registry=registry)(handler)
+    kopf.on.delete(*MODELDEPLOYMENTS, optional=True, when=config.owns, registry=registry)(forget_modeldeployment_metrics)
+    modeldeployments.register(registry, config)
+    driftpolicies.register(registry, config)
+    if config.pod_monitors != "off":  # only then: with `off` the operator needs no access to PodMonitors at all
+        podmonitors.register(registry)
+    return registry
 
-    config: OperatorConfig
-    kube: KubeApi
-    fence: WriteFence  # our last status write per object: older views are stale
-    wakeups: Wakeups  # run a ModelDeployment's reconcile now
-    pod_monitors: PodMonitorSupport  # whether ModelDeployments get a PodMonitor
-    prometheus: ProviderPool  # Prometheus clients kept across evaluations (keep-alive connections)
 
-
-@kopf.on.startup()
 def configure_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Our CRDs have structural schemas with no room for kopf's own status fields, so kopf keeps its
     # progress and diff-base in annotations under our prefix.
@@ -47,7 +56,6 @@ def configure_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
 
 
-@kopf.on.startup()
 def connect(memo: Memo, **_: Any) -> None:
     memo.kube = KubeApi()
     memo.fence = WriteFence()
@@ -61,12 +69,10 @@ def connect(memo: Memo, **_: Any) -> None:
     metrics.serve(memo.config.metrics_port)
 
 
-@kopf.on.cleanup()
 def disconnect(memo: Memo, **_: Any) -> None:
     memo.prometheus.close()
 
 
-@kopf.on.probe(id="now")
 def liveness_time(**_: Any) -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
@@ -97,21 +103,14 @@ def _validate(
     raise kopf.PermanentError(f"invalid spec: {error}")
 
 
-@kopf.on.resume(*MODELDEPLOYMENTS, when=in_this_shard)
-@kopf.on.create(*MODELDEPLOYMENTS, when=in_this_shard)
-@kopf.on.update(*MODELDEPLOYMENTS, field="spec", when=in_this_shard)
 def modeldeployment_spec(body: Any, meta: Any, memo: Memo, **_: Any) -> None:
     _validate(ModelDeploymentSpec, "Failed", body, meta.get("generation"), memo)
 
 
-@kopf.on.resume(*DRIFTPOLICIES, when=in_this_shard)
-@kopf.on.create(*DRIFTPOLICIES, when=in_this_shard)
-@kopf.on.update(*DRIFTPOLICIES, field="spec", when=in_this_shard)
 def driftpolicy_spec(body: Any, meta: Any, memo: Memo, **_: Any) -> None:
     _validate(DriftPolicySpec, "Error", body, meta.get("generation"), memo)
 
 
-@kopf.on.delete(*MODELDEPLOYMENTS, optional=True, when=in_this_shard)
 def forget_modeldeployment_metrics(namespace: str, name: str, uid: str, memo: Memo, **_: Any) -> None:
     metrics.forget_modeldeployment(namespace, name)
     memo.fence.forget(uid)

@@ -1,0 +1,18 @@
+"""Our API group, and the labels and annotations by which the operator finds its own objects
+again and users talk to it (kubectl annotate ...)."""
+
+GROUP = "modelwarden.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+MODELDEPLOYMENTS = (GROUP, VERSION, "modeldeployments")  # as kopf names resources
+DRIFTPOLICIES = (GROUP, VERSION, "driftpolicies")
+DEFAULT_IMAGE = "ghcr.io/modelwarden/modelwarden:0.1.0"  # the model-server image when spec.template names none
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "modelwarden"}  # on every child: the watches select by it
+INSTANCE_LABEL = f"{GROUP}/deployment"  # the owning ModelDeployment's name, on every child
+SERVING_LABEL = f"{GROUP}/serving"
+POLICY_LABEL = f"{GROUP}/policy"  # the DriftPolicy that launched a retraining Job or CronJob
+TRIGGER_LABEL = f"{GROUP}/trigger"  # breach, manual or schedule
+
+RETRAIN_ANNOTATION = f"{GROUP}/retrain"  # on a DriftPolicy: a new value launches one retraining Job
+RETRY_ANNOTATION = f"{GROUP}/retry"  # on a ModelDeployment: a new value retries an aborted canary

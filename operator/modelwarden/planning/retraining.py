@@ -1,0 +1,78 @@
+"""Retraining Jobs as the DriftPolicy decisions see them: what a Job's status says, and the
+deterministic Job names that make creating a Job twice a no-op (the API answers 409)."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from modelwarden.api.duration import parse_timestamp
+from modelwarden.contract.kubernetes import TRIGGER_LABEL
+
+
+class JobOutcome(str, Enum):
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Trigger(str, Enum):
+    """Why a retraining Job runs (the Job's modelwarden.io/trigger label is the lower-case value)."""
+
+    BREACH = "Breach"
+    MANUAL = "Manual"
+    SCHEDULE = "Schedule"
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A retraining Job as observed."""
+
+    name: str
+    outcome: JobOutcome
+    finished_at: datetime.datetime | None = None
+    message: str = ""
+    started_at: datetime.datetime | None = None  # metadata.creationTimestamp
+    trigger: str = ""  # the modelwarden.io/trigger label: breach, manual or schedule
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    """A retraining Job to create; its name is deterministic, so creating it twice is a no-op (409)."""
+
+    job_name: str
+    trigger: Trigger
+    reason: str
+    failing_checks: tuple[dict[str, object], ...] = ()
+    token: str | None = None  # the manual trigger's annotation value
+
+
+def job_state(job: dict[str, Any]) -> JobState:
+    """Running until a Complete or Failed condition (or a success count) says otherwise."""
+    status = job.get("status") or {}
+    meta = job.get("metadata", {})
+    name = meta.get("name", "")
+    seen = {"started_at": parse_timestamp(meta.get("creationTimestamp")),
+            "trigger": (meta.get("labels") or {}).get(TRIGGER_LABEL, "")}
+    for condition in status.get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") in ("Complete", "SuccessCriteriaMet"):
+            finished = parse_timestamp(status.get("completionTime") or condition.get("lastTransitionTime"))
+            return JobState(name, JobOutcome.SUCCEEDED, finished, **seen)
+        if condition.get("type") in ("Failed", "FailureTarget"):
+            message = condition.get("message") or condition.get("reason") or ""
+            return JobState(name, JobOutcome.FAILED, parse_timestamp(condition.get("lastTransitionTime")), message, **seen)
+    completions = int((job.get("spec") or {}).get("completions") or 1)
+    if int(status.get("succeeded") or 0) >= completions:
+        return JobState(name, JobOutcome.SUCCEEDED, parse_timestamp(status.get("completionTime")), **seen)
+    return JobState(name, JobOutcome.RUNNING, **seen)
+
+
+def retrain_job_name(policy: str, breach_id: str) -> str:
+    """<policy>-retrain-<8 hex of the breach id>, within the 63 characters a Job name allows."""
+    digest = hashlib.sha256(breach_id.encode()).hexdigest()[:8]
+    return f"{policy[:46].rstrip('-.')}-retrain-{digest}"

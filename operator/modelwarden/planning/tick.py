@@ -1,0 +1,135 @@
+"""One DriftPolicy tick as one pure decision: `needs()` says what to gather, `decide_tick()` turns
+the gathered observations into the next status and the actions to execute.
+
+The controller runs gather -> decide -> execute -> persist once; it never stitches partial
+decisions together. The one outcome only execution can tell (creating the retraining Job failed)
+has its own pure answer, `Tick.launch_failed()`, so the status written never claims a Job the
+API server refused.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from modelwarden.api.driftpolicy import DriftPolicyStatus, Evaluation
+from modelwarden.builders.jobs import PolicyOwner, RetrainContext, retrain_cronjob, retrain_job
+from modelwarden.planning import policy
+from modelwarden.planning.notification import Notification
+from modelwarden.planning.policy import PolicyContext
+from modelwarden.planning.retraining import JobOutcome, JobState, RetrainRequest
+from modelwarden.planning.types import Event
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What this tick must read before deciding."""
+
+    job: str | None  # the running retraining Job to follow, by name
+    evaluation: bool  # an evaluation is due: query Prometheus
+
+
+@dataclass(frozen=True)
+class Observations:
+    """What was gathered for this tick."""
+
+    target_found: bool  # the targeted ModelDeployment exists
+    cronjob: str | None = None  # the name of this policy's CronJob, if the watch shows one
+    jobs: tuple[JobState, ...] = ()  # this policy's retraining Jobs, as the watch shows them
+    job: JobState | None = None  # the running Job `needs().job` named (None: it is gone)
+    evaluation: Evaluation | None = None  # present when `needs().evaluation` was true
+    retrain_token: str | None = None  # the modelwarden.io/retrain annotation
+
+
+@dataclass(frozen=True)
+class Tick:
+    """The decision: the status to write once, and what to execute."""
+
+    status: DriftPolicyStatus
+    events: tuple[Event, ...] = ()
+    notification: Notification | None = None
+    retrain: RetrainRequest | None = None  # the retraining the status records as launched
+    job: dict[str, Any] | None = None  # create this Job (409: it exists already, which counts as created)
+    cronjob: dict[str, Any] | None = None  # the schedule's CronJob as it should be (applied when it differs)
+    delete_cronjob: str | None = None  # the schedule is gone: delete this CronJob
+    finished: JobOutcome | None = None  # the followed Job finished this tick
+    rollback_requested: bool = False
+    unlaunched: DriftPolicyStatus | None = field(default=None, repr=False)  # the status if creating the Job fails
+
+    def launch_failed(self, error: str) -> Tick:
+        """The Job could not be created: record nothing of it (a later tick asks again) and say why."""
+        assert self.retrain is not None and self.unlaunched is not None
+        failed = Event("Warning", "RetrainFailed", f"cannot create Job {self.retrain.job_name}: {error}")
+        events = tuple(e for e in self.events if e.reason != "RetrainLaunched")
+        return replace(self, status=self.unlaunched, events=(*events, failed), retrain=None, job=None, unlaunched=None)
+
+
+def needs(ctx: PolicyContext, previous: DriftPolicyStatus, jobs: Sequence[JobState], target_found: bool,
+          now: datetime.datetime) -> Needs:
+    status = policy.adopt_unrecorded_job(previous, list(jobs))
+    running = status.last_retrain.job_name if status.last_retrain and status.last_retrain.outcome == JobOutcome.RUNNING else None
+    return Needs(job=running, evaluation=not ctx.spec.suspend and target_found and policy.evaluation_due(ctx, status, now))
+
+
+def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observations, now: datetime.datetime) -> Tick:
+    """Follow the running Job, judge the evaluation if one ran, take a manual trigger: one decision."""
+    followed = policy.follow_job(policy.adopt_unrecorded_job(previous, list(seen.jobs)), seen.job, now)
+    finished = followed.status.last_retrain.outcome if followed.events and followed.status.last_retrain else None
+    step = None
+    if ctx.spec.suspend:
+        step = policy.suspended(ctx, followed.status, now)
+    elif not seen.target_found:
+        step = policy.target_missing(ctx, followed.status, now)
+    elif seen.evaluation is not None:
+        step = policy.observe(ctx, followed.status, seen.evaluation, now)
+    events = list(followed.events)
+    status, notification, retrain = followed.status, None, None
+    if step is not None:
+        status, notification, retrain = step.status, step.notification, step.retrain
+        events += step.events
+    if retrain is None and not ctx.spec.suspend:
+        manual = policy.manual_retrain(ctx, status, seen.retrain_token, now)
+        status, retrain = manual.status, manual.retrain
+        events += manual.events
+    unlaunched = job = None
+    owner = PolicyOwner(ctx.name, ctx.namespace, ctx.uid)
+    if retrain is not None:
+        assert ctx.spec.actions.retrain is not None
+        unlaunched = status
+        job = retrain_job(owner, ctx.spec.actions.retrain.job_template, retrain.job_name, retrain.trigger.value,
+                          _retrain_context(ctx, status, retrain))
+        launched = policy.launched(ctx, status, retrain, now)
+        status = launched.status
+        events += launched.events
+    cronjob, delete = _schedule(ctx, owner, seen)
+    return Tick(
+        status=status, events=tuple(events), notification=notification, retrain=retrain, job=job, cronjob=cronjob,
+        delete_cronjob=delete, finished=JobOutcome(finished) if finished else None,
+        rollback_requested=any(e.reason == "RollbackRequested" for e in events), unlaunched=unlaunched,
+    )
+
+
+def _schedule(ctx: PolicyContext, owner: PolicyOwner, seen: Observations) -> tuple[dict[str, Any] | None, str | None]:
+    """The CronJob spec.actions.retrain.schedule wants, or the existing one to delete once it is gone.
+    While the target is missing, what runs is kept as it is."""
+    retrain = ctx.spec.actions.retrain
+    if retrain is None or not retrain.schedule:
+        return None, seen.cronjob
+    if not seen.target_found:
+        return None, None
+    context = RetrainContext(model=ctx.alert.model, namespace=ctx.namespace, track=ctx.alert.track, policy=ctx.name,
+                             reason=f"schedule {retrain.schedule}", version=ctx.alert.version or "")
+    return retrain_cronjob(owner, retrain.job_template, retrain.schedule, context), None
+
+
+def _retrain_context(ctx: PolicyContext, status: DriftPolicyStatus, request: RetrainRequest) -> RetrainContext:
+    """What the retraining code is told: the model, the version judged, why, and the window judged."""
+    last = status.last_evaluation
+    end = last.time if last else None
+    return RetrainContext(
+        model=ctx.alert.model, namespace=ctx.namespace, track=ctx.alert.track, policy=ctx.name, reason=request.reason,
+        version=ctx.alert.version or "", failing_checks=request.failing_checks,
+        window_start=end - ctx.spec.window if end else None, window_end=end,
+    )

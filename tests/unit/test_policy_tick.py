@@ -1,0 +1,97 @@
+"""planning.tick: what a DriftPolicy tick reads (needs) and the one decision it makes (decide_tick)."""
+
+from __future__ import annotations
+
+import datetime
+
+from modelwarden.api.driftpolicy import DriftPolicyStatus, RetrainStatus, Verdict
+from modelwarden.planning import tick
+from modelwarden.planning.retraining import JobOutcome, JobState
+from tests.unit.test_policy_decisions import T0, ctx, evaluation
+
+F, P = Verdict.FAIL, Verdict.PASS
+MINUTE = datetime.timedelta(minutes=1)
+
+
+def ticks(context, verdicts, status=None):
+    """Run one tick per verdict, a minute apart, each with a due evaluation; returns the decisions."""
+    status = status or DriftPolicyStatus()
+    decisions = []
+    for i, verdict in enumerate(verdicts):
+        now = T0 + i * MINUTE
+        decision = tick.decide_tick(context, status, tick.Observations(target_found=True, evaluation=evaluation(verdict, now)), now)
+        decisions.append(decision)
+        status = decision.status
+    return decisions
+
+
+def test_needs_an_evaluation_only_when_due_and_the_target_exists():
+    context = ctx()
+    assert tick.needs(context, DriftPolicyStatus(), (), True, T0 + MINUTE) == tick.Needs(job=None, evaluation=True)
+    assert not tick.needs(context, DriftPolicyStatus(), (), False, T0 + MINUTE).evaluation
+    assert not tick.needs(ctx(suspend=True), DriftPolicyStatus(), (), True, T0 + MINUTE).evaluation
+    evaluated = ticks(context, [P])[-1].status
+    assert not tick.needs(context, evaluated, (), True, T0 + MINUTE / 2).evaluation
+    assert tick.needs(context, evaluated, (), True, T0 + MINUTE).evaluation
+
+
+def test_needs_the_running_job_also_when_status_lost_its_record():
+    running = DriftPolicyStatus(last_retrain=RetrainStatus(job_name="gate-retrain-1", started_at=T0, trigger="Breach"))
+    assert tick.needs(ctx(), running, (), True, T0).job == "gate-retrain-1"
+    unrecorded = JobState("gate-retrain-2", JobOutcome.RUNNING, started_at=T0, trigger="breach")
+    assert tick.needs(ctx(), DriftPolicyStatus(), (unrecorded,), True, T0).job == "gate-retrain-2"
+    finished = running.model_copy(update={"last_retrain": running.last_retrain.model_copy(update={"outcome": "Succeeded"})})
+    assert tick.needs(ctx(), finished, (), True, T0).job is None
+
+
+def test_a_breach_decides_rollback_and_one_job_with_its_body_in_one_tick():
+    template = {"template": {"spec": {"containers": [{"name": "train", "image": "trainer"}]}}}
+    context = ctx(actions={"rollback": True, "retrain": {"jobTemplate": template, "cooldown": "1h"}})
+    first, breach = ticks(context, [F, F])
+    assert first.retrain is None and first.job is None and not first.rollback_requested
+    assert breach.rollback_requested and breach.retrain is not None
+    assert breach.job["metadata"]["name"] == breach.retrain.job_name == breach.status.last_retrain.job_name
+    assert breach.job["metadata"]["labels"]["modelwarden.io/trigger"] == "breach"
+    env = {e["name"]: e["value"] for e in breach.job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELWARDEN_TRIGGER"] == "Breach" and env["MODELWARDEN_VERSION"] == "2"
+    assert env["MODELWARDEN_WINDOW_END"] == "2026-01-01T00:01:00Z"  # the window the breaching evaluation judged
+    assert [e.reason for e in breach.events] == ["RollbackRequested", "RetrainLaunched"]
+    assert breach.notification is not None and breach.notification.reason == "DriftDetected"
+
+
+def test_a_refused_job_is_not_recorded_and_the_next_tick_asks_again():
+    breach = ticks(ctx(), [F, F])[-1]
+    failed = breach.launch_failed("ApiException: 403 Forbidden")
+    assert failed.job is None and failed.retrain is None and failed.status.last_retrain is None
+    assert [e.reason for e in failed.events] == ["RollbackRequested", "RetrainFailed"]
+    assert failed.notification == breach.notification  # the alert still goes out
+    again = ticks(ctx(), [F], failed.status)[-1]
+    assert again.retrain is not None and again.retrain.job_name == breach.retrain.job_name  # same breach, same name
+
+
+def test_a_finished_job_and_a_manual_trigger_in_the_same_tick():
+    running = DriftPolicyStatus(last_retrain=RetrainStatus(job_name="gate-retrain-1", started_at=T0, trigger="Breach"))
+    done = JobState("gate-retrain-1", JobOutcome.SUCCEEDED, T0 + MINUTE)
+    decision = tick.decide_tick(ctx(), running, tick.Observations(target_found=True, job=done, retrain_token="t1"), T0 + 2 * MINUTE)
+    assert decision.finished == JobOutcome.SUCCEEDED
+    assert [e.reason for e in decision.events] == ["RetrainSucceeded", "RetrainLaunched"]
+    assert decision.status.retrain_token == "t1" and decision.job["metadata"]["labels"]["modelwarden.io/trigger"] == "manual"
+
+
+def test_suspended_and_missing_target_never_act():
+    token = tick.Observations(target_found=True, retrain_token="t1")
+    paused = tick.decide_tick(ctx(suspend=True), DriftPolicyStatus(), token, T0)
+    assert paused.status.phase.value == "Suspended" and paused.job is None and paused.retrain is None
+    missing = tick.decide_tick(ctx(), DriftPolicyStatus(), tick.Observations(target_found=False), T0)
+    assert missing.status.phase.value == "Error" and [e.reason for e in missing.events] == ["EvaluationError"]
+
+
+def test_the_schedule_cronjob_is_wanted_kept_or_deleted():
+    template = {"template": {"spec": {"containers": [{"name": "train", "image": "trainer"}]}}}
+    scheduled = ctx(actions={"retrain": {"jobTemplate": template, "schedule": "0 3 * * *"}})
+    wanted = tick.decide_tick(scheduled, DriftPolicyStatus(), tick.Observations(target_found=True), T0)
+    assert wanted.cronjob["spec"]["schedule"] == "0 3 * * *" and wanted.delete_cronjob is None
+    kept = tick.decide_tick(scheduled, DriftPolicyStatus(), tick.Observations(target_found=False, cronjob="gate-retrain"), T0)
+    assert kept.cronjob is None and kept.delete_cronjob is None  # the target is away: what runs is left alone
+    gone = tick.decide_tick(ctx(), DriftPolicyStatus(), tick.Observations(target_found=True, cronjob="gate-retrain"), T0)
+    assert gone.cronjob is None and gone.delete_cronjob == "gate-retrain"

@@ -5,7 +5,7 @@
 Backfills canary and stable feature histograms (promtool), starts Prometheus, evaluates a
 DriftPolicy (canary against stable, ks) repeatedly and prints the median time split into query
 (HTTP round trips including Prometheus's own work), parse (JSON to arrays) and statistics. Then
-times the pure statistics alone (evaluate_policy on in-memory histograms) for 10…10000 features.
+times the pure statistics alone (judge on in-memory histograms) for 10…10000 features.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from modelwarden.analysis.evaluate import Observations, Reference, TrackWindow, evaluate_policy  # noqa: E402
+from modelwarden.analysis.judge import Observations, Reference, TrackWindow, judge  # noqa: E402
 from modelwarden.analysis.histograms import BucketMatrix  # noqa: E402
 from modelwarden.api.driftpolicy import DriftPolicySpec  # noqa: E402
-from modelwarden.metrics.collect import Target, evaluate  # noqa: E402
-from modelwarden.metrics.prometheus import PrometheusConfig, PrometheusProvider  # noqa: E402
+from modelwarden.prometheus.collect import Target, evaluate  # noqa: E402
+from modelwarden.prometheus.client import PrometheusConfig, PrometheusProvider  # noqa: E402
 from modelwarden.sandbox.prometheus import PrometheusServer  # noqa: E402
 from tests.integration.evaluate_history import History, hours_ago_aligned  # noqa: E402
 
@@ -121,7 +121,7 @@ def statistics_only(runs: int) -> None:
         current = BucketMatrix.from_bins(names, edges, rng.multinomial(5000, probabilities(), size=features))
         observations = Observations(TrackWindow(features=current), Reference("bench", reference, BucketMatrix.empty()))
         now = datetime.now(timezone.utc)
-        seconds = [evaluate_policy(SPEC, observations, now).statistics_seconds for _ in range(runs)]
+        seconds = [judge(SPEC, observations, now).statistics_seconds for _ in range(runs)]
         print(f"statistics, {features:>5} features: median {stats_module.median(seconds) * 1000:.3f} ms")
 
 

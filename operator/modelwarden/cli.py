@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crds": ("modelwarden.api.crds_cli", "print, write or check the CRDs generated from the typed API"),
     "api-docs": ("modelwarden.api.docs", "print, write or check docs/api.md, the API reference generated from the typed API"),
     "demo": ("modelwarden.sandbox.demo", "run the embedded sandbox scenario on this machine"),
-    "evaluate": ("modelwarden.metrics.evaluate_cli", "evaluate a DriftPolicy once against Prometheus and print every check"),
+    "evaluate": ("modelwarden.prometheus.evaluate_cli", "evaluate a DriftPolicy once against Prometheus and print every check"),
     "serve": ("modelwarden.serving.server", "serve a joblib/scikit-learn model with the metrics contract"),
     "profile": ("modelwarden.serving.profile_cli", "build a reference profile from training data"),
 }

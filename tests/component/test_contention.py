@@ -14,7 +14,6 @@ while two busy loops starve the CPU. Promotion, canary-abort and stable-rollback
 from __future__ import annotations
 
 import collections
-import copy
 import json
 import os
 import re

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from modelwarden.api.driftpolicy import DriftPolicySpec, Verdict
-from modelwarden.metrics.collect import Target, evaluate
-from modelwarden.metrics.prometheus import PrometheusConfig, PrometheusProvider
+from modelwarden.prometheus.collect import Target, evaluate
+from modelwarden.prometheus.client import PrometheusConfig, PrometheusProvider
 from tests.integration.evaluate_history import NORMAL_EDGES, History, bin_probabilities, hours_ago_aligned
 
 FEATURES = [f"f{i:02d}" for i in range(20)]

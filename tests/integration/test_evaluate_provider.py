@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from modelwarden.metrics.errors import NoData, QueryError, Unreachable
-from modelwarden.metrics.prometheus import MAX_GET_QUERY_LENGTH, PrometheusConfig, PrometheusProvider
+from modelwarden.prometheus.errors import NoData, QueryError, Unreachable
+from modelwarden.prometheus.client import MAX_GET_QUERY_LENGTH, PrometheusConfig, PrometheusProvider
 from modelwarden.sandbox.prometheus import free_port
 
 VECTOR = {"status": "success", "data": {"resultType": "vector", "result": [{"metric": {"a": "1"}, "value": [1, "2.5"]}]}}
@@ -174,7 +174,7 @@ POISONED = {  # what one bad series does to each part of an evaluation
 @pytest.mark.parametrize("case", sorted(POISONED))
 def test_non_finite_or_inconsistent_data_is_an_error_naming_the_series_never_a_fail(scripted, case):
     from modelwarden.api.driftpolicy import DriftPolicySpec, Verdict
-    from modelwarden.metrics.collect import Target, evaluate
+    from modelwarden.prometheus.collect import Target, evaluate
 
     spec = DriftPolicySpec.model_validate({
         "targetRef": {"name": "fraud"}, "track": "canary", "window": "10m", "minSamples": 10, "reference": {"track": "stable"},

@@ -20,7 +20,7 @@ import sys
 import pytest
 import requests
 
-from modelwarden.metrics import queries
+from modelwarden.prometheus import queries
 from modelwarden.sandbox import datagen
 from modelwarden.sandbox.examples import train_example
 from modelwarden.sandbox.processes import free_port, terminate, wait_until_ready

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.api.duration import parse_timestamp
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicy, DriftPolicyStatus, Evaluation, Verdict
-from modelwarden.controller import metrics
+from modelwarden.controller import telemetry
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo
 from modelwarden.controller.status import status_changes
@@ -42,9 +42,9 @@ from modelwarden.contract.kubernetes import DRIFTPOLICIES, MANAGED_BY, MODELDEPL
 from modelwarden.kube.api import KubeApi, StaleView
 from modelwarden.kube.apply import is_subset
 from modelwarden.kube.fence import write_status
-from modelwarden.metrics.collect import Target, evaluate
-from modelwarden.metrics.failfast import FailFastProvider
-from modelwarden.metrics.prometheus import PrometheusConfig, ProviderPool
+from modelwarden.prometheus.collect import Target, evaluate
+from modelwarden.prometheus.failfast import FailFastProvider
+from modelwarden.prometheus.client import PrometheusConfig, ProviderPool
 from modelwarden.notifiers import factory
 from modelwarden.notifiers.base import SecretReader, deliver
 from modelwarden.planning import tick
@@ -128,9 +128,9 @@ async def drive_policy(
     evaluation = None
     if need.evaluation:
         assert target is not None
-        evaluation, drifts = await loop.run_in_executor(EVALUATIONS, _evaluate, memo.kube, memo.config, memo.prometheus,
+        evaluation, drifts = await loop.run_in_executor(EVALUATIONS, _run_evaluation, memo.kube, memo.config, memo.prometheus,
                                                         policy, namespace, target, now)
-        metrics.record_evaluation(namespace, name, evaluation, drifts, evaluation.duration_seconds or 0.0)
+        telemetry.record_evaluation(namespace, name, evaluation, drifts, evaluation.duration_seconds or 0.0)
     seen = tick.Observations(
         target_found=target is not None, cronjob=indexed_cronjob["metadata"]["name"] if indexed_cronjob else None,
         jobs=jobs, job=job, evaluation=evaluation, retrain_token=(meta.get("annotations") or {}).get(RETRAIN_ANNOTATION),
@@ -141,14 +141,14 @@ async def drive_policy(
 
     # Execute: Jobs and the CronJob first (a Job's deterministic name makes a repeat a no-op).
     if decision.finished is not None:
-        metrics.record_action(namespace, name, "retrain", decision.finished.value.lower())
+        telemetry.record_action(namespace, name, "retrain", decision.finished.value.lower())
     if decision.rollback_requested:
-        metrics.record_action(namespace, name, "rollback", "requested")
+        telemetry.record_action(namespace, name, "rollback", "requested")
     if decision.cronjob is not None or decision.delete_cronjob is not None:
         await loop.run_in_executor(EVALUATIONS, _sync_cronjob, memo.kube, namespace, decision, indexed_cronjob)
     if decision.job is not None:
         error = await loop.run_in_executor(EVALUATIONS, _create, memo.kube, decision.job)
-        metrics.record_action(namespace, name, "retrain", "error" if error else "launched")
+        telemetry.record_action(namespace, name, "retrain", "error" if error else "launched")
         if error:
             decision = decision.launch_failed(error)
 
@@ -159,14 +159,14 @@ async def drive_policy(
         view = {**reference, "metadata": {**reference["metadata"], "resourceVersion": meta.get("resourceVersion")}}
         try:
             await loop.run_in_executor(EVALUATIONS, write_status, memo.kube, memo.fence, view, changes)
-            metrics.record_status_write("DriftPolicy", "written")
+            telemetry.record_status_write("DriftPolicy", "written")
         except StaleView:
             # Decided from an outdated view: nothing is announced; the next tick decides again from a
             # fresh one (a Job already created is found again by its deterministic name).
-            metrics.record_status_write("DriftPolicy", "conflict")
+            telemetry.record_status_write("DriftPolicy", "conflict")
             return
         except ApiException as exc:  # the API failing: the next tick decides again (same Job name)
-            metrics.record_status_write("DriftPolicy", "error")
+            telemetry.record_status_write("DriftPolicy", "error")
             logger.warning("%s/%s: status write failed (%s %s); deciding again next tick", namespace, name, exc.status, exc.reason)
             return
     for event in decision.events:
@@ -178,7 +178,7 @@ async def drive_policy(
 
 
 def forget_policy_metrics(namespace: str, name: str, **_: Any) -> None:
-    metrics.forget_policy(namespace, name)
+    telemetry.forget_policy(namespace, name)
 
 
 def _context(policy: DriftPolicy, namespace: str, name: str, uid: str, target: TargetInfo | None, default_url: str) -> PolicyContext:
@@ -228,7 +228,7 @@ def _create(kube: KubeApi, job: dict[str, Any]) -> str | None:
         return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _evaluate(kube: KubeApi, config: OperatorConfig, prometheus: ProviderPool, policy: DriftPolicy, namespace: str, target: TargetInfo,
+def _run_evaluation(kube: KubeApi, config: OperatorConfig, prometheus: ProviderPool, policy: DriftPolicy, namespace: str, target: TargetInfo,
               now: datetime.datetime) -> tuple[Evaluation, list[Any]]:
     """One evaluation; anything that prevents it (a missing Secret, a bad profile) is an Error verdict."""
     spec = policy.spec
@@ -294,12 +294,12 @@ async def _notify(kube: KubeApi, reference: dict[str, Any], alert_spec: Any, not
     for channel, future in zip(channels, futures):
         error = "timed out" if future in pending else future.exception()
         outcome = "failed" if error else "sent"
-        metrics.record_notification(namespace, name, channel, outcome)
+        telemetry.record_notification(namespace, name, channel, outcome)
         if error:
             post("Warning", "AlertFailed", f"{channel}: {error}"[:1024])
         else:
             delivered.append(channel)
-    metrics.record_notification(namespace, name, "event", "sent")
+    telemetry.record_notification(namespace, name, "event", "sent")
     what = "resolution" if notification.resolved else "alert"
     post("Normal", "AlertSent", f"{what} '{notification.subject}' delivered to {', '.join(delivered)}")
     logger.info("%s/%s: %s delivered to %s", namespace, name, what, ", ".join(delivered))

@@ -11,7 +11,7 @@ from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.kube.api import KubeApi
 from modelwarden.kube.fence import WriteFence
-from modelwarden.metrics.prometheus import ProviderPool
+from modelwarden.prometheus.client import ProviderPool
 
 
 class Wakeups:

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from modelwarden.api.driftpolicy import DriftPolicySpec, DriftPolicyStatus
 from modelwarden.api.modeldeployment import ModelDeployment
 from modelwarden.contract.kubernetes import DRIFTPOLICIES, INSTANCE_LABEL, MANAGED_BY, MODELDEPLOYMENTS
-from modelwarden.controller import metrics
+from modelwarden.controller import telemetry
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo
 from modelwarden.controller.podmonitors import PodMonitorSupport
@@ -223,7 +223,7 @@ def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
     for _ in range(STALE_RETRIES):
         meta = view.get("metadata", {})
         if fence.is_stale(meta.get("uid", ""), meta.get("resourceVersion")):
-            metrics.record_reconcile("stale")
+            telemetry.record_reconcile("stale")
             return Outcome(), problems  # our last write is on its way through the watch: it wakes us
         try:
             md = ModelDeployment.model_validate(view)
@@ -249,16 +249,16 @@ def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
                 write_status(kube, fence, view, changes)
                 wrote = True
             except StaleView:
-                metrics.record_reconcile("conflict")
+                telemetry.record_reconcile("conflict")
                 _log_decision(namespace, name, "refused", result.events, gathered.verdicts, result.breaches)
                 fresh = kube.get(view["apiVersion"], view["kind"], namespace, name)
                 if fresh is None:
                     return Outcome(), problems
                 view = fresh
                 continue
-        metrics.record_reconcile("written" if wrote else "unchanged")
+        telemetry.record_reconcile("written" if wrote else "unchanged")
         _log_decision(namespace, name, "written" if wrote else "unchanged", result.events, gathered.verdicts, result.breaches)
-        metrics.set_canary_weight(namespace, name, result.split.canary)
+        telemetry.set_canary_weight(namespace, name, result.split.canary)
         applied = apply_children(kube, result.children, children, owner_uid=md.metadata["uid"])
         if applied.changed:
             logger.info("%s/%s children: created %s updated %s deleted %s", namespace, name,

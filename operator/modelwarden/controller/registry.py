@@ -15,14 +15,14 @@ from pydantic import ValidationError
 from modelwarden.api.driftpolicy import DriftPolicySpec
 from modelwarden.api.modeldeployment import ModelDeploymentSpec
 from modelwarden.contract.kubernetes import DRIFTPOLICIES, GROUP, MODELDEPLOYMENTS
-from modelwarden.controller import driftpolicies, metrics, modeldeployments, podmonitors
+from modelwarden.controller import driftpolicies, modeldeployments, podmonitors, telemetry
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo, Wakeups
 from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.controller.status import spec_status_patch
 from modelwarden.kube.api import KubeApi, StaleView
 from modelwarden.kube.fence import WriteFence, write_status
-from modelwarden.metrics.prometheus import ProviderPool
+from modelwarden.prometheus.client import ProviderPool
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
@@ -66,7 +66,7 @@ def connect(memo: Memo, **_: Any) -> None:
         logging.getLogger(__name__).info("PodMonitors off (--pod-monitors=off): none are watched or written")
     else:
         memo.pod_monitors.check()  # at startup, then again every few minutes (controller/podmonitors.py)
-    metrics.serve(memo.config.metrics_port)
+    telemetry.serve(memo.config.metrics_port)
 
 
 def disconnect(memo: Memo, **_: Any) -> None:
@@ -112,5 +112,5 @@ def driftpolicy_spec(body: Any, meta: Any, memo: Memo, **_: Any) -> None:
 
 
 def forget_modeldeployment_metrics(namespace: str, name: str, uid: str, memo: Memo, **_: Any) -> None:
-    metrics.forget_modeldeployment(namespace, name)
+    telemetry.forget_modeldeployment(namespace, name)
     memo.fence.forget(uid)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from modelwarden.analysis.evaluate import Observations, Reference, TrackWindow, evaluate_policy
+from modelwarden.analysis.judge import Observations, Reference, TrackWindow, judge
 from modelwarden.analysis.histograms import BucketMatrix
 from modelwarden.api.driftpolicy import DriftPolicySpec, Verdict
 
@@ -42,7 +42,7 @@ def evaluate(rng: np.random.Generator, observations: int, shifted: int | None = 
         current=TrackWindow(features=BucketMatrix.from_bins(NAMES, edges, current)),
         reference=Reference("simulated", BucketMatrix.from_bins(NAMES, edges, reference), BucketMatrix.empty()),
     )
-    return evaluate_policy(DEFAULT_POLICY, data, NOW)
+    return judge(DEFAULT_POLICY, data, NOW)
 
 
 def test_defaults_are_what_the_calibration_assumes():

@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelwarden.analysis.evaluate import Observations, Reference, TrackWindow, evaluate_policy
+from modelwarden.analysis.judge import Observations, Reference, TrackWindow, judge
 from modelwarden.analysis.histograms import BucketMatrix, bin_counts
 from modelwarden.api.checks import DriftMethod
 from modelwarden.api.driftpolicy import DriftPolicySpec
@@ -58,7 +58,7 @@ def test_evaluation_never_raises_and_values_are_finite(width, method, min_sample
         {"targetRef": {"name": "m"}, "minSamples": min_samples, "reference": {"track": "stable"}, "drift": {"method": method.value}}
     )
     observations = Observations(TrackWindow(features=current, prediction=current), Reference("r", reference, reference))
-    report = evaluate_policy(spec, observations, NOW)
+    report = judge(spec, observations, NOW)
     for check in report.evaluation.results:
         for value in (check.value, check.threshold):
             assert value is None or math.isfinite(value)

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from modelwarden.analysis.evaluate import Kind, Observations, Reference, Side, TrackWindow, WindowPart, evaluate_policy
+from modelwarden.analysis.judge import Kind, Observations, Reference, Side, TrackWindow, WindowPart, judge
 from modelwarden.analysis.histograms import BucketMatrix
 from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.analysis.verdicts import aggregate, bounded, result
@@ -55,7 +55,7 @@ def test_query_failures_make_only_their_checks_error():
         reference=Reference("r", BucketMatrix.empty(), BucketMatrix.empty()),
         failures={WindowPart(Side.CURRENT, Kind.FEATURES): "Unreachable: connection refused"},
     )
-    evaluation = evaluate_policy(spec, observations, NOW).evaluation
+    evaluation = judge(spec, observations, NOW).evaluation
     verdicts = {r.check: r.verdict for r in evaluation.results}
     assert verdicts == {"drift/features": E, "performance/accuracy": P, "performance/error_rate": F}
     assert evaluation.verdict is F  # real evidence is still reported; only Fail ever acts
@@ -67,7 +67,7 @@ def test_edge_mismatch_is_an_error_not_a_fail():
     reference = _matrix({"a": [500, 500, 500, 500]})
     current = _matrix({"a": [500, 500, 500, 500]}, edges=(0.0, 1.0, 3.0))
     observations = Observations(TrackWindow(features=current), Reference("r", reference, BucketMatrix.empty()))
-    evaluation = evaluate_policy(spec, observations, NOW).evaluation
+    evaluation = judge(spec, observations, NOW).evaluation
     assert evaluation.verdict is E
     assert "bucket edges differ" in evaluation.results[0].message
 
@@ -77,9 +77,9 @@ def test_drift_share_hides_a_single_feature_when_set():
     drifted = dict(counts, f0=[3000, 500, 300, 200])
     reference = Reference("r", _matrix(counts), BucketMatrix.empty())
     observations = Observations(TrackWindow(features=_matrix(drifted)), reference)
-    default = evaluate_policy(_spec(reference={"track": "stable"}, drift={"predictions": False}), observations, NOW)
+    default = judge(_spec(reference={"track": "stable"}, drift={"predictions": False}), observations, NOW)
     assert default.evaluation.verdict is F and default.drift[0].drifted_names == ["f0"]
-    half = evaluate_policy(_spec(reference={"track": "stable"}, drift={"predictions": False, "driftShare": 0.5}), observations, NOW)
+    half = judge(_spec(reference={"track": "stable"}, drift={"predictions": False, "driftShare": 0.5}), observations, NOW)
     assert half.evaluation.verdict is P and half.evaluation.results[0].value == 0.25
 
 
@@ -88,9 +88,9 @@ def test_every_method_finds_a_large_drift_and_passes_identical_data(method):
     counts = {"a": [1000, 1000, 1000, 1000], "b": [500, 1500, 1500, 500]}
     reference = Reference("r", _matrix(counts), BucketMatrix.empty())
     spec = _spec(reference={"track": "stable"}, drift={"predictions": False, "method": method})
-    same = evaluate_policy(spec, Observations(TrackWindow(features=_matrix(counts)), reference), NOW)
+    same = judge(spec, Observations(TrackWindow(features=_matrix(counts)), reference), NOW)
     assert same.evaluation.verdict is P
-    moved = evaluate_policy(spec, Observations(TrackWindow(features=_matrix(dict(counts, b=[100, 300, 1500, 2100]))), reference), NOW)
+    moved = judge(spec, Observations(TrackWindow(features=_matrix(dict(counts, b=[100, 300, 1500, 2100]))), reference), NOW)
     assert moved.drift[0].drifted_names == ["b"]
 
 
@@ -119,10 +119,10 @@ def test_profile_reference_with_a_categorical_feature():
 
     spec = _spec(reference={"profileRef": {"configMap": {"name": "p"}}}, drift={})
     clean = live(rng.normal(40, 10, 5000), rng.choice(["red", "green", "blue"], 5000, p=[0.5, 0.3, 0.2]))
-    report = evaluate_policy(spec, Observations(TrackWindow(features=clean), reference), NOW)
+    report = judge(spec, Observations(TrackWindow(features=clean), reference), NOW)
     assert report.drift[0].drifted_names == []
     shifted = live(rng.normal(40, 10, 5000), rng.choice(["red", "green", "blue"], 5000, p=[0.3, 0.3, 0.4]))
-    report = evaluate_policy(spec, Observations(TrackWindow(features=shifted), reference), NOW)
+    report = judge(spec, Observations(TrackWindow(features=shifted), reference), NOW)
     assert report.drift[0].drifted_names == ["color"]
     assert report.evaluation.verdict is F
     # the prediction check has no live prediction histogram: InsufficientData, not Fail
@@ -135,18 +135,18 @@ def test_comparison_needs_min_samples_on_both_tracks():
         current=TrackWindow(counters={"requests": 5000.0, "errors": 500.0}),
         baseline=TrackWindow(counters={"requests": 100.0, "errors": 0.0}),
     )
-    assert evaluate_policy(spec, observations, NOW).evaluation.verdict is I
+    assert judge(spec, observations, NOW).evaluation.verdict is I
 
 
 def test_features_missing_from_a_window_are_insufficient_data_never_a_pass_by_omission():
     counts = {name: [1000, 1000, 1000, 1000] for name in ("a", "b", "c")}
     reference = Reference("r", _matrix(counts), BucketMatrix.empty())
     spec = _spec(reference={"track": "stable"}, drift={"predictions": False})
-    partial = evaluate_policy(spec, Observations(TrackWindow(features=_matrix({"a": counts["a"]})), reference), NOW).evaluation
+    partial = judge(spec, Observations(TrackWindow(features=_matrix({"a": counts["a"]})), reference), NOW).evaluation
     assert partial.verdict is I, partial.results
     assert "2 of 3 not tested" in partial.results[0].message and "b, c" in partial.results[0].message
-    whole = evaluate_policy(spec, Observations(TrackWindow(features=_matrix(counts)), reference), NOW).evaluation
+    whole = judge(spec, Observations(TrackWindow(features=_matrix(counts)), reference), NOW).evaluation
     assert whole.verdict is P
     # Evidence of drift on what is there still counts: a Fail is not hidden by the missing features.
-    drifted = evaluate_policy(spec, Observations(TrackWindow(features=_matrix({"a": [3000, 500, 300, 200]})), reference), NOW)
+    drifted = judge(spec, Observations(TrackWindow(features=_matrix({"a": [3000, 500, 300, 200]})), reference), NOW)
     assert drifted.evaluation.verdict is F

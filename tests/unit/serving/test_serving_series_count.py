@@ -19,7 +19,6 @@ from modelwarden.serving.profile import (
     Distribution,
     PredictionProfile,
     Profile,
-    categorical_distribution,
     numeric_distribution,
     prediction_profile,
     series_count,

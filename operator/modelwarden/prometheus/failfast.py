@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from modelwarden.metrics.errors import Unreachable
-from modelwarden.metrics.provider import InstantVector, MetricProvider, RangeMatrix
+from modelwarden.prometheus.errors import Unreachable
+from modelwarden.prometheus.provider import InstantVector, MetricProvider, RangeMatrix
 
 
 class FailFastProvider:

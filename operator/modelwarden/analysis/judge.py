@@ -1,7 +1,7 @@
-"""Evaluate a DriftPolicy on already-fetched data: pure, no I/O, deterministic given ``now``.
+"""Judge a DriftPolicy on already-fetched data: pure, no I/O, deterministic given ``now``.
 
 The DriftPolicy controller (and ``modelwarden evaluate``) fetch an :class:`Observations` with
-``modelwarden.metrics.collect`` and call :func:`evaluate_policy`. A fetch that failed arrives as
+``modelwarden.prometheus.collect`` and call :func:`judge`. A fetch that failed arrives as
 an entry in ``Observations.failures`` and turns exactly the checks that needed it into Error.
 """
 
@@ -111,7 +111,7 @@ class EvaluationReport:
     statistics_seconds: float
 
 
-def evaluate_policy(spec: DriftPolicySpec, observations: Observations, now: datetime) -> EvaluationReport:
+def judge(spec: DriftPolicySpec, observations: Observations, now: datetime) -> EvaluationReport:
     """Run every check of the policy on the observations and aggregate the verdict."""
     started = time.perf_counter()
     results: list[CheckResult] = []

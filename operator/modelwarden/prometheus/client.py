@@ -24,8 +24,8 @@ import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
 
-from modelwarden.metrics.errors import NoData, QueryError, Unreachable
-from modelwarden.metrics.provider import InstantVector, RangeMatrix
+from modelwarden.prometheus.errors import NoData, QueryError, Unreachable
+from modelwarden.prometheus.provider import InstantVector, RangeMatrix
 from modelwarden.retry import RetryPolicy
 
 MAX_GET_QUERY_LENGTH = 4000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelwarden.metrics.prometheus import PrometheusConfig, ProviderPool
+from modelwarden.prometheus.client import PrometheusConfig, ProviderPool
 
 
 def test_the_same_configuration_gets_the_same_provider_and_the_pool_is_bounded():

@@ -18,8 +18,8 @@ import yaml
 from modelwarden.analysis.drift import FeatureDrift
 from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.api.driftpolicy import DriftPolicy, Verdict
-from modelwarden.metrics.collect import Target, TimedReport, evaluate
-from modelwarden.metrics.prometheus import PrometheusConfig, PrometheusProvider
+from modelwarden.prometheus.collect import Target, TimedReport, evaluate
+from modelwarden.prometheus.client import PrometheusConfig, PrometheusProvider
 
 EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.INSUFFICIENT_DATA: 2, Verdict.ERROR: 2}
 

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from modelwarden.analysis.evaluate import CustomPart, Kind, Side, WindowPart
+from modelwarden.analysis.judge import CustomPart, Kind, Side, WindowPart
 from modelwarden.api.driftpolicy import DriftPolicySpec
-from modelwarden.metrics import queries
-from modelwarden.metrics.collect import Target, plan_queries
+from modelwarden.prometheus import queries
+from modelwarden.prometheus.collect import Target, plan_queries
 
 SELECTOR = queries.Selector("fraud", "canary", "8", "team-a")
 CURRENT_FEATURES, REFERENCE_FEATURES = WindowPart(Side.CURRENT, Kind.FEATURES), WindowPart(Side.REFERENCE, Kind.FEATURES)

@@ -1,8 +1,8 @@
 """Fetch what a DriftPolicy needs from a MetricProvider, then evaluate it (the I/O half).
 
 ``plan_queries`` (pure) lists the PromQL per part; ``collect`` runs them and decodes the results
-into :class:`modelwarden.analysis.evaluate.Observations`; ``evaluate`` = collect +
-``evaluate_policy``, timed as query (HTTP round trips, including the backend's work), parse
+into :class:`modelwarden.analysis.judge.Observations`; ``evaluate`` = collect +
+``judge``, timed as query (HTTP round trips, including the backend's work), parse
 (JSON to arrays) and statistics.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from modelwarden.analysis.evaluate import (
+from modelwarden.analysis.judge import (
     CLASSIFICATION_METRICS,
     LATENCY_QUANTILES,
     REGRESSION_METRICS,
@@ -29,15 +29,15 @@ from modelwarden.analysis.evaluate import (
     Side,
     TrackWindow,
     WindowPart,
-    evaluate_policy,
+    judge,
 )
 from modelwarden.analysis.histograms import BucketMatrix
 from modelwarden.api.checks import PerformanceMetric
 from modelwarden.api.driftpolicy import DriftPolicySpec
 from modelwarden.api.duration import format_duration
-from modelwarden.metrics import queries
-from modelwarden.metrics.errors import MetricsError, NoData
-from modelwarden.metrics.provider import InstantVector, MetricProvider
+from modelwarden.prometheus import queries
+from modelwarden.prometheus.errors import MetricsError, NoData
+from modelwarden.prometheus.provider import InstantVector, MetricProvider
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def evaluate(
 ) -> TimedReport:
     """Collect and evaluate once; the Evaluation's duration covers all three phases."""
     observations, query_seconds, parse_seconds = collect(spec, target, provider, now, profile_reference)
-    report = evaluate_policy(spec, observations, now)
+    report = judge(spec, observations, now)
     timings = Timings(query_seconds, parse_seconds, report.statistics_seconds)
     evaluation = report.evaluation.model_copy(update={"duration_seconds": round(timings.total, 6)})
     return TimedReport(replace(report, evaluation=evaluation), timings)

@@ -43,7 +43,7 @@ $(HELM):
 
 tools: $(HELM)
 
-# The suite includes the import-linter contract and `modelwarden crds --check`, and the control-plane
+# The suite includes the import-linter contracts (layers; pure code without I/O libraries) and `modelwarden crds --check`, and the control-plane
 # tier (built once: see control-plane below).
 test: venv system-deps tools control-plane
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

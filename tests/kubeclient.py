@@ -9,7 +9,7 @@ from typing import Any
 
 import requests
 
-from modelwarden import API_VERSION
+from modelwarden.contract.kubernetes import API_VERSION
 
 CORE = {"pods", "services", "configmaps", "secrets", "events", "namespaces", "serviceaccounts"}
 APPS = {"deployments", "replicasets"}

@@ -1,8 +1,8 @@
 """The `modelwarden` command line.
 
-Each subcommand lives in its own module exposing ``configure(parser)`` and ``run(args) -> int``.
-Only the chosen subcommand's module is imported, so `modelwarden serve` never pays for kopf and
-`modelwarden crds` never pays for scikit-learn.
+Each subcommand lives in its own module of modelwarden.commands, named after it, exposing
+``configure(parser)`` and ``run(args) -> int``. Only the chosen subcommand's module is imported,
+so `modelwarden serve` never pays for kopf and `modelwarden crds` never pays for scikit-learn.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import sys
 
 # name -> (module, one-line help). Add a line here to add a subcommand.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("modelwarden.controller.run", "run the operator (kopf) against the current cluster"),
-    "crds": ("modelwarden.api.crds_cli", "print, write or check the CRDs generated from the typed API"),
-    "api-docs": ("modelwarden.api.docs", "print, write or check docs/api.md, the API reference generated from the typed API"),
-    "demo": ("modelwarden.sandbox.demo", "run the embedded sandbox scenario on this machine"),
-    "evaluate": ("modelwarden.prometheus.evaluate_cli", "evaluate a DriftPolicy once against Prometheus and print every check"),
-    "serve": ("modelwarden.serving.server", "serve a joblib/scikit-learn model with the metrics contract"),
-    "profile": ("modelwarden.serving.profile_cli", "build a reference profile from training data"),
+    "run": ("modelwarden.commands.run", "run the operator (kopf) against the current cluster"),
+    "crds": ("modelwarden.commands.crds", "print, write or check the CRDs generated from the typed API"),
+    "api-docs": ("modelwarden.commands.api_docs", "print, write or check docs/api.md, the API reference generated from the typed API"),
+    "demo": ("modelwarden.commands.demo", "run the embedded sandbox scenario on this machine"),
+    "evaluate": ("modelwarden.commands.evaluate", "evaluate a DriftPolicy once against Prometheus and print every check"),
+    "serve": ("modelwarden.commands.serve", "serve a joblib/scikit-learn model with the metrics contract"),
+    "profile": ("modelwarden.commands.profile", "build a reference profile from training data"),
 }
 
 

@@ -7,7 +7,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelwarden.serving.server import ServeConfig, build_app, load_service
+from modelwarden.serving.routes import build_app
+from modelwarden.serving.service import ServeConfig, load_service
 
 ROW = [120.0, 900.0, 6.0, 15.0, 2500.0, 0.5]
 
@@ -61,7 +62,7 @@ async def text_client(tmp_path):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    from modelwarden.serving.profile_cli import build_profile_from_csv
+    from modelwarden.serving.profile import build_profile_from_csv
 
     rows = [[float(i % 7), ["red", "blue", "green"][i % 3]] for i in range(60)]
     labels = [int(colour == "red") for _, colour in rows]

@@ -21,7 +21,7 @@ def test_each_command_has_help(command, capsys):
 def test_run_config_from_flags():
     import argparse
 
-    from modelwarden.controller.run import build_config, configure
+    from modelwarden.commands.run import build_config, configure
 
     parser = argparse.ArgumentParser()
     configure(parser)

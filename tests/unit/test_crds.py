@@ -3,15 +3,15 @@
 import pytest
 import yaml
 
-from modelwarden.api import crds_cli
 from modelwarden.api.crdgen import build_crds, render
 from modelwarden.api.modeldeployment import ModelDeploymentSpec
+from modelwarden.commands import crds as crds_command
 from tests.generated import changed_description, run_quietly
 from tests.validation import CRD_DIR, validate_builtin
 
 
 def check(directory) -> tuple[int, str]:
-    return run_quietly(crds_cli, write=False, check=True, dir=directory)
+    return run_quietly(crds_command, write=False, check=True, dir=directory)
 
 
 def test_checked_in_crds_are_current():
@@ -19,7 +19,7 @@ def test_checked_in_crds_are_current():
 
 
 def test_editing_a_model_field_without_regenerating_fails_the_check(tmp_path):
-    run_quietly(crds_cli, write=True, check=False, dir=tmp_path)
+    run_quietly(crds_command, write=True, check=False, dir=tmp_path)
     assert check(tmp_path)[0] == 0
     with changed_description(ModelDeploymentSpec, "port", "A changed description."):
         code, diff = check(tmp_path)

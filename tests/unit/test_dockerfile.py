@@ -130,7 +130,7 @@ def test_healthcheck_covers_both_roles(final):
 
 
 def test_exposed_ports_match_the_server_and_the_operator(final):
-    from modelwarden.serving.server import DEFAULT_PORT
+    from modelwarden.serving.service import DEFAULT_PORT
 
     ports = {int(p) for argument in final.all("EXPOSE") for p in argument.split()}
     assert ports == {DEFAULT_PORT, 8081, 8082}

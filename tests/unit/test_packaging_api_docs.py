@@ -7,6 +7,7 @@ import re
 from modelwarden.api import docs
 from modelwarden.api.crdgen import build_crds
 from modelwarden.api.modeldeployment import ModelDeploymentSpec
+from modelwarden.commands import api_docs
 from tests.generated import changed_description, run_quietly
 from tests.validation import ROOT
 
@@ -14,7 +15,7 @@ API_MD = ROOT / "docs" / "api.md"
 
 
 def check(path) -> tuple[int, str]:
-    return run_quietly(docs, write=False, check=True, output=path)
+    return run_quietly(api_docs, write=False, check=True, output=path)
 
 
 def test_checked_in_api_reference_is_current():
@@ -24,7 +25,7 @@ def test_checked_in_api_reference_is_current():
 
 def test_editing_a_field_description_makes_it_stale(tmp_path):
     path = tmp_path / "api.md"
-    run_quietly(docs, write=True, check=False, output=path)
+    run_quietly(api_docs, write=True, check=False, output=path)
     assert check(path)[0] == 0
     with changed_description(ModelDeploymentSpec, "port", "A changed description."):
         code, diff = check(path)

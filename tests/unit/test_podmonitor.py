@@ -237,7 +237,7 @@ def test_a_refused_pod_monitor_is_reported_and_the_other_children_are_still_appl
 # ---- the flag ------------------------------------------------------------------------------------
 
 def parser():
-    from modelwarden.controller.run import configure
+    from modelwarden.commands.run import configure
 
     result = argparse.ArgumentParser()
     configure(result)
@@ -245,7 +245,7 @@ def parser():
 
 
 def test_the_flag_and_its_environment_variable(monkeypatch):
-    from modelwarden.controller.run import build_config
+    from modelwarden.commands.run import build_config
 
     monkeypatch.delenv("MODELWARDEN_POD_MONITORS", raising=False)
     assert build_config(parser().parse_args(["-A"])).pod_monitors == "auto"
@@ -267,7 +267,7 @@ def test_other_values_are_refused(monkeypatch, capsys, args, env):
 
 
 def test_extra_labels_go_on_the_pod_monitor_and_never_replace_ours():
-    from modelwarden.controller.run import label_pairs
+    from modelwarden.commands.run import label_pairs
 
     labels = label_pairs(" release=kube-prometheus-stack , team=ml,")
     assert labels == {"release": "kube-prometheus-stack", "team": "ml"}

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, TypeAdapter
 
-from modelwarden import GROUP, VERSION
+from modelwarden.contract.kubernetes import GROUP, VERSION
 from modelwarden.api.duration import DURATION_PATTERN, format_duration
 from modelwarden.api.driftpolicy import DriftPolicy, DriftPolicySpec, DriftPolicyStatus
 from modelwarden.api.modeldeployment import ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus

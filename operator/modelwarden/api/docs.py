@@ -1,4 +1,4 @@
-"""`modelwarden api-docs`: the API reference (docs/api.md) generated from the typed models.
+"""The API reference (docs/api.md) generated from the typed models (`modelwarden api-docs`).
 
 Every object type of both CRDs gets a table of its fields — wire name, type with its
 constraints, default, required, and the field's docstring — followed by its CEL validation
@@ -9,20 +9,15 @@ nobody regenerates it; `modelwarden api-docs --check` (run by the tests) catches
 
 from __future__ import annotations
 
-import argparse
-import difflib
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import BaseModel, TypeAdapter
 
-from modelwarden import GROUP, VERSION
+from modelwarden.contract.kubernetes import GROUP, VERSION
 from modelwarden.api.crdgen import RESOURCES
 from modelwarden.api.duration import DURATION_PATTERN, format_duration
 
-DEFAULT_OUTPUT = Path("docs/api.md")
 _TIMEDELTA = TypeAdapter(timedelta)
 _HEADER = """\
 # API reference
@@ -210,29 +205,3 @@ def render() -> str:
     for resource in RESOURCES:
         lines += resource_sections(resource, done)
     return "\n".join(lines).rstrip() + "\n"
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="write the reference to --output")
-    mode.add_argument("--check", action="store_true", help="exit 1 with a diff when --output is stale")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown file (default: ./docs/api.md)")
-
-
-def run(args: argparse.Namespace) -> int:
-    text = render()
-    if args.write:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-        print(f"wrote {args.output}")
-        return 0
-    if args.check:
-        current = args.output.read_text() if args.output.exists() else ""
-        if current != text:
-            sys.stdout.writelines(difflib.unified_diff(
-                current.splitlines(True), text.splitlines(True), str(args.output), f"{args.output} (generated)"))
-            print("the API reference is stale: run `modelwarden api-docs --write`", file=sys.stderr)
-            return 1
-        return 0
-    sys.stdout.write(text)
-    return 0

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
+from modelwarden.contract.kubernetes import API_VERSION
 from modelwarden.api.checks import ComparisonSpec, CustomCheck, DriftSpec, OutlierSpec, PerformanceCheck
 from modelwarden.api.common import (
     NAME_PATTERN,
@@ -376,7 +377,7 @@ class DriftPolicy(ApiModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    api_version: str = "modelwarden.io/v1alpha1"
+    api_version: str = API_VERSION
     kind: str = "DriftPolicy"
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: DriftPolicySpec

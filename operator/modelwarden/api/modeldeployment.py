@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
+from modelwarden.contract.kubernetes import API_VERSION
 from modelwarden.api.common import (
     LABEL_VALUE_PATTERN,
     ApiModel,
@@ -312,7 +313,7 @@ class ModelDeployment(ApiModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    api_version: str = "modelwarden.io/v1alpha1"
+    api_version: str = API_VERSION
     kind: str = "ModelDeployment"
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: ModelDeploymentSpec

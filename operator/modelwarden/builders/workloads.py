@@ -7,6 +7,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from modelwarden.contract import environment
 from modelwarden.contract.kubernetes import API_VERSION, DEFAULT_IMAGE, INSTANCE_LABEL, MANAGED_BY, SERVING_LABEL
 
 
@@ -71,10 +72,10 @@ def _metadata(owner: Owner, name: str, extra_labels: dict[str, str]) -> dict[str
 
 def _env(owner: Owner, workload: TrackWorkload, port: int) -> list[dict[str, str]]:
     return [
-        {"name": "MODEL_NAME", "value": owner.model},
-        {"name": "MODEL_VERSION", "value": workload.version},
-        {"name": "MODEL_TRACK", "value": workload.track},
-        {"name": "MODEL_URI", "value": workload.model_uri},
+        {"name": environment.MODEL_NAME, "value": owner.model},
+        {"name": environment.MODEL_VERSION, "value": workload.version},
+        {"name": environment.MODEL_TRACK, "value": workload.track},
+        {"name": environment.MODEL_URI, "value": workload.model_uri},
         {"name": "PORT", "value": str(port)},
     ]
 
@@ -91,10 +92,10 @@ def _mount_feedback_keys(spec: dict[str, Any], container: dict[str, Any], secret
     mount = {"name": FEEDBACK_KEY_VOLUME, "mountPath": FEEDBACK_KEY_DIR, "readOnly": True}
     container["volumeMounts"] = [m for m in container.get("volumeMounts", []) if m.get("name") != FEEDBACK_KEY_VOLUME] + [mount]
     # Tokens name the namespace, so a key shared by two namespaces cannot carry feedback across.
-    ours = {"MODELWARDEN_FEEDBACK_KEY_FILE", "MODELWARDEN_NAMESPACE"}
+    ours = {environment.FEEDBACK_KEY_FILE, environment.NAMESPACE}
     container["env"] = [e for e in container["env"] if e.get("name") not in ours] + [
-        {"name": "MODELWARDEN_FEEDBACK_KEY_FILE", "value": f"{FEEDBACK_KEY_DIR}/keys"},
-        {"name": "MODELWARDEN_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
+        {"name": environment.FEEDBACK_KEY_FILE, "value": f"{FEEDBACK_KEY_DIR}/keys"},
+        {"name": environment.NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
 
 
 def pod_template(owner: Owner, workload: TrackWorkload, template: dict[str, Any] | None, port: int,

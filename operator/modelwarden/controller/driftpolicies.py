@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.api.duration import parse_timestamp
-from modelwarden.api.driftpolicy import CheckResult, DriftPolicy, DriftPolicyStatus, Evaluation, Verdict
+from modelwarden.api.driftpolicy import AlertSpec, CheckResult, DriftPolicy, DriftPolicyStatus, Evaluation, PrometheusSource, Verdict
 from modelwarden.controller import telemetry
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo
@@ -254,7 +254,7 @@ def _run_evaluation(kube: KubeApi, config: OperatorConfig, prometheus: ProviderP
         return Evaluation(time=now, verdict=Verdict.ERROR, results=[result], duration_seconds=0.0), []
 
 
-def _prometheus_config(kube: KubeApi, source: Any, namespace: str, default_url: str) -> PrometheusConfig:
+def _prometheus_config(kube: KubeApi, source: PrometheusSource | None, namespace: str, default_url: str) -> PrometheusConfig:
     if source is None:
         return PrometheusConfig(url=default_url)
     secret = _secret_reader(kube, namespace)
@@ -277,7 +277,7 @@ def _secret_reader(kube: KubeApi, namespace: str) -> SecretReader:
     return read
 
 
-async def _notify(kube: KubeApi, reference: dict[str, Any], alert_spec: Any, notification: Notification, namespace: str, name: str) -> None:
+async def _notify(kube: KubeApi, reference: dict[str, Any], alert_spec: AlertSpec | None, notification: Notification, namespace: str, name: str) -> None:
     """Send to every channel at once, time-boxed; outcomes become AlertSent/AlertFailed Events."""
     loop = asyncio.get_running_loop()
     secret = _secret_reader(kube, namespace)

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from modelwarden.api.driftpolicy import CheckResult, Evaluation, Verdict
+from modelwarden.contract.metrics import MODEL, PREDICTIONS, TRACK, VERSION
 
 # kind -> (Alertmanager alertname, severity label)
 KINDS = {
@@ -101,7 +102,7 @@ def build_notification(
         fields.append((check.check, _check_text(check)))
     links = []
     if context.prometheus_url:
-        expr = f'sum by (track, version) (rate(modelwarden_predictions_total{{model="{context.model}"}}[5m]))'
+        expr = f'sum by ({TRACK}, {VERSION}) (rate({PREDICTIONS}{{{MODEL}="{context.model}"}}[5m]))'
         links.append(("Prometheus", f"{context.prometheus_url.rstrip('/')}/graph?g0.expr={quote(expr)}"))
     return Notification(
         kind=kind, reason=reason, subject=subject, summary=summary, severity=KINDS[kind][1], labels=context.labels,

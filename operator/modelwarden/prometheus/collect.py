@@ -35,6 +35,7 @@ from modelwarden.analysis.histograms import BucketMatrix
 from modelwarden.api.checks import PerformanceMetric
 from modelwarden.api.driftpolicy import DriftPolicySpec
 from modelwarden.api.duration import format_duration
+from modelwarden.contract.metrics import ACTUAL, FEATURE, LE, PREDICTED
 from modelwarden.prometheus import queries
 from modelwarden.prometheus.errors import MetricsError, NoData
 from modelwarden.prometheus.provider import InstantVector, MetricProvider
@@ -247,7 +248,7 @@ def _histograms(vector: InstantVector, name_label: str | None = None, name: str 
     """
     values = _counts(vector)
     names = [labels.get(name_label, "") for labels in vector.labels] if name_label else [name] * len(vector.labels)
-    le = np.array([float(labels["le"]) for labels in vector.labels])
+    le = np.array([float(labels[LE]) for labels in vector.labels])
     if len(values) > 1:
         _, groups = np.unique(np.asarray(names, dtype=object), return_inverse=True)
         order = np.lexsort((le, groups))
@@ -272,9 +273,9 @@ def _single_value(vector: InstantVector) -> float:
 
 
 _DECODERS: dict[Kind, Callable[[InstantVector], Any]] = {
-    Kind.FEATURES: lambda vector: _histograms(vector, name_label="feature"),
+    Kind.FEATURES: lambda vector: _histograms(vector, name_label=FEATURE),
     Kind.PREDICTION: lambda vector: _histograms(vector, name="prediction"),
     Kind.LATENCY: lambda vector: _histograms(vector, name="latency"),
     Kind.COUNTERS: lambda vector: _quantities(vector, lambda labels: labels[queries.QUANTITY_LABEL]),
-    Kind.CONFUSION: lambda vector: _quantities(vector, lambda labels: (labels["predicted"], labels["actual"])),
+    Kind.CONFUSION: lambda vector: _quantities(vector, lambda labels: (labels[PREDICTED], labels[ACTUAL])),
 }

@@ -1,12 +1,12 @@
-"""`modelwarden demo`: the whole loop on one machine, with no cluster.
+"""The sandbox scenario of `modelwarden demo`: the whole loop on one machine, with no cluster.
 
 It starts the API emulator, a real Prometheus, the operator, a kubelet stand-in that runs a real
 `modelwarden serve` process for every Deployment the operator creates, a traffic generator that
 sends predictions and ground truth, and a local alert receiver. Scenario: the stable version
 serves; a canary is added and advances while its DriftPolicy passes; drift is injected into the
 canary's traffic; the policy fails, the operator rolls the canary back, alerts and launches a
-retraining Job. It prints live progress, then a summary and the Events; `--json` prints the
-summary as JSON. Every process it starts is stopped on the way out.
+retraining Job. It prints live progress and returns a summary with the Events, which the command
+prints (as JSON with `--json`). Every process it starts is stopped on the way out.
 
 ``--control-plane real`` runs the same scenario against a real etcd + kube-apiserver +
 kube-controller-manager (built by ``make control-plane``; see sandbox/controlplane.py): real
@@ -33,7 +33,7 @@ from typing import Any
 
 import requests
 
-from modelwarden import API_VERSION
+from modelwarden.contract.kubernetes import API_VERSION
 from modelwarden.sandbox import datagen
 from modelwarden.sandbox.apiserver import EmulatedApiServer, default_crd_dir
 from modelwarden.sandbox.examples import train_example
@@ -67,20 +67,6 @@ class Pace:
         if speed == "fast":
             return cls(interval="3s", window="30s", pause="8s", min_samples=200, rows_per_second=250)
         return cls(interval="5s", window="45s", pause="15s", min_samples=300, rows_per_second=200)
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--speed", choices=("normal", "fast", "max"), default="normal",
-                        help="scenario pace: normal (~2 min), fast, or max (for tests)")
-    parser.add_argument("--duration", type=float, default=170.0, help="give up after this many seconds (default 170)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON (progress goes to stderr)")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep logs and models here (default: a temp dir)")
-    parser.add_argument("--control-plane", choices=("emulator", "real"), default="emulator",
-                        help="the embedded API emulator (default, starts in a second) or a real kube-apiserver, etcd and "
-                             "kube-controller-manager built by `make control-plane`")
-    parser.add_argument("--kube-bin", type=Path, default=Path(os.environ.get("MODELWARDEN_KUBE_BIN", ".tools/kubernetes/bin")),
-                        help="where kube-apiserver and kube-controller-manager are (default .tools/kubernetes/bin; "
-                             "env MODELWARDEN_KUBE_BIN)")
 
 
 class Demo:
@@ -307,29 +293,3 @@ class Demo:
             "durationSeconds": round(time.monotonic() - self.started, 1),
         }
         return result
-
-
-def print_summary(summary: dict[str, Any]) -> None:
-    print("\nScenario")
-    for milestone in summary["milestones"]:
-        print(f"  {milestone['at']:6.1f}s  {milestone['what']}")
-    print("\nResult")
-    rows = [("canary rolled back", summary["rolledBack"]), ("stable version", summary["stableVersion"]),
-            ("retraining Jobs", ", ".join(summary["jobs"]) or "none"),
-            ("alerts received", f"{summary['alertsReceived']} (signatures valid: {summary['alertSignaturesValid']})"),
-            ("requests by track", summary["requests"]), ("duration", f"{summary['durationSeconds']}s")]
-    for label, value in rows:
-        print(f"  {label:<20} {value}")
-    print("\nEvents")
-    for event in summary["events"]:
-        print(f"  {event['type'] or '':<8} {event['reason'] or '':<22} {event['object'] or '':<20} {(event['message'] or '')[:90]}")
-
-
-def run(args: argparse.Namespace) -> int:
-    summary = Demo(args).run()
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print_summary(summary)
-    complete = summary["rolledBack"] and len(summary["jobs"]) == 1 and summary["alertsReceived"] > 0
-    return 0 if complete else 1

@@ -16,7 +16,7 @@ import numpy as np
 
 from modelwarden.sandbox import datagen
 from modelwarden.serving.model import MODEL_FILE, PROFILE_FILE
-from modelwarden.serving.profile_cli import build_profile_from_csv
+from modelwarden.serving.profile import build_profile_from_csv
 
 Kind = Literal["classifier", "regressor"]
 TRAIN_FILE = "train.csv"

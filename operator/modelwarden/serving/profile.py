@@ -4,22 +4,28 @@ The schema of the profile (profile.json: ``Profile``, ``Distribution``, ``Predic
 is part of the metrics contract and lives in :mod:`modelwarden.contract.profile`; it is
 re-exported here, with ``level_key``, for code that builds profiles. This module turns columns of
 training data into those models (quantile edges rounded so that their ``le`` strings stay short
-and stable, categorical levels coded by index) and counts the series a profile makes a server
-export (``series_count``, the ``--max-series`` check). The format is documented in
-docs/profile.md.
+and stable, categorical levels coded by index), builds a whole profile from a training CSV and
+optionally the model (``build_profile_from_csv``: every column except the target is a feature, in
+file order; columns are numeric unless listed as categorical; empty or non-finite cells are an
+error rather than silently dropped, because the model would never have been trained on them), and
+counts the series a profile makes a server export (``series_count``, the ``--max-series`` check).
+The format is documented in docs/profile.md.
 """
 
 from __future__ import annotations
 
+import csv
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from modelwarden.contract import metrics
 from modelwarden.contract.metrics import LATENCY_BUCKETS, level_key
-from modelwarden.contract.profile import (  # noqa: F401 - DEFAULT_Z_SCORE re-exported: the profile CLI's default
+from modelwarden.contract.profile import (
     DEFAULT_Z_SCORE,
     Distribution,
     Kind,
@@ -28,6 +34,7 @@ from modelwarden.contract.profile import (  # noqa: F401 - DEFAULT_Z_SCORE re-ex
     Task,
 )
 from modelwarden.contract.reasons import KNOWN_ERROR_REASONS
+from modelwarden.serving.model import ModelRunner, load_runner
 
 DEFAULT_BINS = 20
 EDGE_SIGNIFICANT_DIGITS = 6
@@ -192,4 +199,124 @@ def series_count(profile: Profile, latency_buckets: Sequence[float] | None = Non
         latency=histogram_series(LATENCY_BUCKETS if latency_buckets is None else latency_buckets),
         errors=len(KNOWN_ERROR_REASONS),
         other=len(UNLABELLED_COUNTERS),
+    )
+
+
+# -- from a training CSV ----------------------------------------------------------------------
+
+REGRESSION_MIN_DISTINCT = 20  # a numeric target with more distinct values than this is a regression target
+
+
+def read_csv(path: Path) -> dict[str, list[str]]:
+    """Columns of raw cells, keyed by header name, in file order."""
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if not header:
+            raise ProfileError(f"{path}: empty file (a header row is required)")
+        if len(set(header)) != len(header):
+            raise ProfileError(f"{path}: duplicate column names in the header")
+        columns: dict[str, list[str]] = {name: [] for name in header}
+        for line, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise ProfileError(f"{path}:{line}: {len(row)} cells, the header has {len(header)}")
+            for name, cell in zip(header, row):
+                columns[name].append(cell)
+    if not columns[header[0]]:
+        raise ProfileError(f"{path}: no data rows")
+    return columns
+
+
+def parse_column(name: str, cells: list[str], categorical: bool) -> np.ndarray:
+    """Numbers as float64; categorical cells as floats when all parse as numbers, else strings."""
+    numbers = np.empty(len(cells))
+    for row, cell in enumerate(cells):
+        try:
+            numbers[row] = float(cell)
+        except ValueError:
+            if categorical:
+                return np.array([_non_empty(name, row, c) for row, c in enumerate(cells)], dtype=object)
+            raise ProfileError(
+                f"column {name!r}, row {row + 1}: {cell!r} is not a number (list it in --categorical?)"
+            ) from None
+        if not math.isfinite(numbers[row]):
+            raise ProfileError(f"column {name!r}, row {row + 1}: {cell!r} is not finite")
+    return numbers
+
+
+def _non_empty(name: str, row: int, cell: str) -> str:
+    if not cell:
+        raise ProfileError(f"column {name!r}, row {row + 1}: empty cell")
+    return cell
+
+
+def model_input(columns: list[np.ndarray]) -> np.ndarray:
+    """The training matrix as the model saw it: float64, or object when text categories exist."""
+    if all(column.dtype.kind == "f" for column in columns):
+        return np.column_stack(columns)
+    matrix = np.empty((len(columns[0]), len(columns)), dtype=object)
+    for i, column in enumerate(columns):
+        matrix[:, i] = column
+    return matrix
+
+
+def infer_task(target: np.ndarray) -> Task:
+    if target.dtype.kind != "f":
+        return "classification"
+    integral = bool(np.all(target == np.round(target)))
+    return "classification" if integral and np.unique(target).size <= REGRESSION_MIN_DISTINCT else "regression"
+
+
+def build_profile_from_csv(
+    data: Path,
+    target: str,
+    *,
+    bins: int = DEFAULT_BINS,
+    categorical: frozenset[str] = frozenset(),
+    model: str | None = None,
+    task: Task | None = None,
+    z_score: float = DEFAULT_Z_SCORE,
+) -> Profile:
+    raw = read_csv(data)
+    if target not in raw:
+        raise ProfileError(f"target column {target!r} is not in {list(raw)}")
+    unknown = sorted(categorical - set(raw))
+    if unknown:
+        raise ProfileError(f"--categorical names unknown column(s) {unknown}")
+    names = [name for name in raw if name != target]
+    if not names:
+        raise ProfileError("the CSV has no feature columns besides the target")
+    columns = [parse_column(name, raw[name], name in categorical) for name in names]
+    features = [
+        distribution(name, column, "categorical" if name in categorical else "numeric", bins)
+        for name, column in zip(names, columns)
+    ]
+    target_values = parse_column(target, raw[target], categorical=True)
+    if model is None:
+        chosen: Task = task or infer_task(target_values)
+        prediction = prediction_profile(chosen, "target", target_values, bins)
+    else:
+        runner, _ = load_runner(model)
+        prediction = _model_prediction(runner, model_input(columns), bins, task)
+    return Profile(
+        target=target, rows=len(raw[target]), bins=bins, z_score=z_score, features=features, prediction=prediction
+    )
+
+
+def _model_prediction(runner: ModelRunner, x: np.ndarray, bins: int, task: Task | None) -> Any:
+    if task is not None and task != runner.task:
+        raise ProfileError(f"--task {task} contradicts the model, which is a {runner.task} model")
+    try:
+        outputs = runner.predict(x)
+    except Exception as exc:  # noqa: BLE001 - surfaced as a one-line profile error
+        raise ProfileError(f"the model cannot predict on the training data: {type(exc).__name__}: {exc}") from exc
+    return prediction_profile(
+        runner.task,  # type: ignore[arg-type]
+        "model",
+        outputs.predicted,
+        bins,
+        classes=runner.classes,
+        scores=outputs.scores,
+        score_meaning=runner.score_meaning,
+        positive_class=runner.positive_class,
     )

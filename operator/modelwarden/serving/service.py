@@ -1,6 +1,6 @@
 """The model server's state: configuration, the loaded model and profile, and what requests share.
 
-`modelwarden serve` (serving.server) builds a :class:`ServeConfig` from its arguments and calls
+`modelwarden serve` (commands.serve) builds a :class:`ServeConfig` from its arguments and calls
 :func:`load_service`, which checks the model and its reference profile against each other
 before anything listens; the HTTP layer (serving.routes) hands every request to the one
 :class:`ModelService`: predicting, recording metrics, the prediction log, feedback tokens and the

@@ -11,12 +11,13 @@ from modelwarden.serving.profile import (
     Distribution,
     Profile,
     ProfileError,
+    build_profile_from_csv,
     categorical_distribution,
     level_key,
     numeric_distribution,
     prediction_profile,
 )
-from modelwarden.serving.profile_cli import build_profile_from_csv, configure, run
+from modelwarden.commands.profile import configure, run
 
 
 def test_numeric_edges_are_finite_increasing_and_counts_match_searchsorted():

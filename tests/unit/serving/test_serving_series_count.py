@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.linear_model import Ridge
 
-from modelwarden.serving import profile_cli
+from modelwarden.commands import profile as profile_command
+from modelwarden.commands.serve import config_from_args, configure
 from modelwarden.serving.monitor import KNOWN_ERROR_REASONS, LATENCY_BUCKETS, ModelMonitor
 from modelwarden.serving.profile import (
     DEFAULT_MAX_SERIES,
@@ -23,7 +24,7 @@ from modelwarden.serving.profile import (
     prediction_profile,
     series_count,
 )
-from modelwarden.serving.server import ServeConfig, StartupError, config_from_args, configure, load_service
+from modelwarden.serving.service import ServeConfig, StartupError, load_service
 
 LATENCY = len(LATENCY_BUCKETS) + 3  # the monitor's own histogram, whatever the profile
 ERRORS = len(KNOWN_ERROR_REASONS)
@@ -196,9 +197,9 @@ def test_no_limit_no_metrics_or_a_limit_at_the_count_starts(wide_model, changes)
 
 def profile_run(examples, *argv: str) -> int:
     parser = argparse.ArgumentParser()
-    profile_cli.configure(parser)
+    profile_command.configure(parser)
     data = examples["classifier"].data
-    return profile_cli.run(parser.parse_args(["--data", str(data), "--target", "label", *argv]))
+    return profile_command.run(parser.parse_args(["--data", str(data), "--target", "label", *argv]))
 
 
 def test_profile_prints_the_series_count_on_stderr(examples, tmp_path, capsys):
@@ -219,7 +220,7 @@ def test_profile_on_stdout_stays_pure_json(examples, capsys):
 
 
 def test_profile_warns_above_the_default_limit(examples, capsys, monkeypatch):
-    monkeypatch.setattr(profile_cli, "DEFAULT_MAX_SERIES", 50)
+    monkeypatch.setattr(profile_command, "DEFAULT_MAX_SERIES", 50)
     assert profile_run(examples, "-o", "/dev/null") == 0
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from modelwarden.contract import environment as env
 from modelwarden.contract.metrics import TRACKS
 from modelwarden.serving.profile import DEFAULT_MAX_SERIES
 from modelwarden.serving.routes import build_app
@@ -44,8 +45,8 @@ def _env(name: str, default: str | None = None) -> str | None:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        default=_env("MODEL_PATH") or _env("MODEL_URI"),
-        help="joblib file, directory or file:// URI [MODEL_PATH, MODEL_URI]",
+        default=_env("MODEL_PATH") or _env(env.MODEL_URI),
+        help=f"joblib file, directory or file:// URI [MODEL_PATH, {env.MODEL_URI}]",
     )
     parser.add_argument(
         "--profile",
@@ -53,11 +54,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=_env("MODEL_PROFILE"),
         help="reference profile [MODEL_PROFILE; default: profile.json beside the model]",
     )
-    parser.add_argument("--name", default=_env("MODEL_NAME"), help="model name in URLs and metric labels [MODEL_NAME]")
+    parser.add_argument("--name", default=_env(env.MODEL_NAME), help=f"model name in URLs and metric labels [{env.MODEL_NAME}]")
     parser.add_argument(
-        "--version", default=_env("MODEL_VERSION", "unknown"), help="model version label [MODEL_VERSION]"
+        "--version", default=_env(env.MODEL_VERSION, "unknown"), help=f"model version label [{env.MODEL_VERSION}]"
     )
-    parser.add_argument("--track", default=_env("MODEL_TRACK", "stable"), help="stable|canary|shadow [MODEL_TRACK]")
+    parser.add_argument("--track", default=_env(env.MODEL_TRACK, "stable"), help=f"stable|canary|shadow [{env.MODEL_TRACK}]")
     parser.add_argument("--host", default=_env("HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(_env("PORT", str(DEFAULT_PORT)) or DEFAULT_PORT), help="[PORT]")
     parser.add_argument(
@@ -75,13 +76,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--feedback-key-file",
         type=Path,
-        default=_env("MODELWARDEN_FEEDBACK_KEY_FILE"),
-        help="keys for feedback tokens, one per line, the first signs (a mounted Secret) [MODELWARDEN_FEEDBACK_KEY_FILE]",
+        default=_env(env.FEEDBACK_KEY_FILE),
+        help=f"keys for feedback tokens, one per line, the first signs (a mounted Secret) [{env.FEEDBACK_KEY_FILE}]",
     )
     parser.add_argument(
         "--namespace",
-        default=_env("MODELWARDEN_NAMESPACE", ""),
-        help="the pod's namespace, named in feedback tokens (the operator sets it from the downward API) [MODELWARDEN_NAMESPACE]",
+        default=_env(env.NAMESPACE, ""),
+        help=f"the pod's namespace, named in feedback tokens (the operator sets it from the downward API) [{env.NAMESPACE}]",
     )
     parser.add_argument(
         "--max-feedback-versions",

@@ -1,0 +1,55 @@
+"""`modelwarden demo`: run the embedded sandbox scenario (modelwarden.sandbox.demo) on this machine.
+
+Exit status: 0 when the scenario completed (the canary was rolled back, one retraining Job was
+created and an alert was delivered), else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from modelwarden.sandbox.demo import Demo
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--speed", choices=("normal", "fast", "max"), default="normal",
+                        help="scenario pace: normal (~2 min), fast, or max (for tests)")
+    parser.add_argument("--duration", type=float, default=170.0, help="give up after this many seconds (default 170)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON (progress goes to stderr)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep logs and models here (default: a temp dir)")
+    parser.add_argument("--control-plane", choices=("emulator", "real"), default="emulator",
+                        help="the embedded API emulator (default, starts in a second) or a real kube-apiserver, etcd and "
+                             "kube-controller-manager built by `make control-plane`")
+    parser.add_argument("--kube-bin", type=Path, default=Path(os.environ.get("MODELWARDEN_KUBE_BIN", ".tools/kubernetes/bin")),
+                        help="where kube-apiserver and kube-controller-manager are (default .tools/kubernetes/bin; "
+                             "env MODELWARDEN_KUBE_BIN)")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = Demo(args).run()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary)
+    complete = summary["rolledBack"] and len(summary["jobs"]) == 1 and summary["alertsReceived"] > 0
+    return 0 if complete else 1
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print("\nScenario")
+    for milestone in summary["milestones"]:
+        print(f"  {milestone['at']:6.1f}s  {milestone['what']}")
+    print("\nResult")
+    rows = [("canary rolled back", summary["rolledBack"]), ("stable version", summary["stableVersion"]),
+            ("retraining Jobs", ", ".join(summary["jobs"]) or "none"),
+            ("alerts received", f"{summary['alertsReceived']} (signatures valid: {summary['alertSignaturesValid']})"),
+            ("requests by track", summary["requests"]), ("duration", f"{summary['durationSeconds']}s")]
+    for label, value in rows:
+        print(f"  {label:<20} {value}")
+    print("\nEvents")
+    for event in summary["events"]:
+        print(f"  {event['type'] or '':<8} {event['reason'] or '':<22} {event['object'] or '':<20} {(event['message'] or '')[:90]}")

@@ -29,7 +29,7 @@ from modelwarden.sandbox.examples import train_example  # noqa: E402
 from modelwarden.serving.model import load_runner  # noqa: E402
 from modelwarden.serving.monitor import ModelMonitor  # noqa: E402
 from modelwarden.serving.payload import FeatureSchema, parse_v1  # noqa: E402
-from modelwarden.serving.profile import Profile  # noqa: E402
+from modelwarden.contract.profile import Profile  # noqa: E402
 
 
 def main() -> int:

@@ -26,7 +26,7 @@ from typing import Any
 import requests
 
 from tests.controlplane.support import KUBE_BIN, NAMESPACES, ROOT, SHARED_SCHEMAS, missing
-from modelwarden.sandbox.controlplane import crd_documents
+from modelwarden.sandbox.controlplane_admin import crd_documents
 from tests.kubeclient import KubeClient
 
 RBAC_KINDS = {"ServiceAccount": "serviceaccounts", "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings"}
@@ -44,7 +44,8 @@ class Cluster:
     """A started control plane set up as described above; ``stop()`` tears it down."""
 
     def __init__(self, workdir: Path) -> None:
-        from modelwarden.sandbox.controlplane import ControlPlane, ControlPlaneNotInstalled
+        from modelwarden.sandbox.controlplane import ControlPlane
+        from modelwarden.sandbox.controlplane_binaries import ControlPlaneNotInstalled
 
         self._etcd_dir = Path(tempfile.mkdtemp(prefix="mw-etcd-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
         try:

@@ -24,7 +24,8 @@ def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     server first, then our CRDs and the third-party ones from ../shared/schemas applied with
     `kubectl apply --server-side`, then the controller manager, so that its garbage collector
     knows the custom resources from the start; and the namespaces the manifests use."""
-    from modelwarden.sandbox.controlplane import ControlPlane, ControlPlaneNotInstalled
+    from modelwarden.sandbox.controlplane import ControlPlane
+    from modelwarden.sandbox.controlplane_binaries import ControlPlaneNotInstalled
 
     try:
         plane = ControlPlane(bin_dir=KUBE_BIN, with_controller_manager=False)

@@ -9,7 +9,7 @@ import pytest
 import requests
 import yaml
 
-from modelwarden.sandbox.apiserver import REQUESTS_KEPT, VERSIONS_KEPT
+from modelwarden.sandbox.apiserver_emulator import REQUESTS_KEPT, VERSIONS_KEPT
 from tests.kubeclient import collection_path
 
 MD = {

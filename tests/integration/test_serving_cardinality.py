@@ -19,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelwarden.sandbox import datagen
 from modelwarden.sandbox.examples import ExampleModel
-from modelwarden.serving.profile import Profile, SeriesCount, build_profile_from_csv, series_count
+from modelwarden.contract.profile import Profile
+from modelwarden.serving.profile import build_profile_from_csv, series_count, SeriesCount
 from tests.integration.test_serving_startup import one_line_error, serve
 
 # Exported sample names (histograms without their _bucket/_sum/_count suffix) -> SeriesCount.breakdown() key.

@@ -18,7 +18,7 @@ import requests
 
 from modelwarden.sandbox import datagen
 from modelwarden.serving.model import load_runner
-from modelwarden.serving.profile import Profile
+from modelwarden.contract.profile import Profile
 
 
 @dataclass

@@ -16,15 +16,8 @@ import sys
 from pathlib import Path
 
 from modelwarden.serving.model import ModelLoadError
-from modelwarden.serving.profile import (
-    DEFAULT_BINS,
-    DEFAULT_MAX_SERIES,
-    DEFAULT_Z_SCORE,
-    Profile,
-    ProfileError,
-    build_profile_from_csv,
-    series_count,
-)
+from modelwarden.contract.profile import DEFAULT_Z_SCORE, Profile
+from modelwarden.serving.profile import build_profile_from_csv, DEFAULT_BINS, DEFAULT_MAX_SERIES, ProfileError, series_count
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -277,7 +277,7 @@ def _log_decision(namespace: str, name: str, outcome: str, events: list[Event], 
     level = logging.INFO if outcome == "written" and events else logging.DEBUG
     if not logger.isEnabledFor(level):
         return
-    seen = "; ".join(f"{v.name}@{v.version or '-'}={v.verdict} {v.consecutive_failures}/{v.failure_threshold}"
+    seen = "; ".join(f"{v.name}@{v.version or '-'}={v.verdict.value if v.verdict else None} {v.consecutive_failures}/{v.failure_threshold}"
                      f"{'!' if v.name in breaches else ''}" for v in verdicts)
     logger.log(level, "%s/%s decided (%s): %s; verdicts: %s", namespace, name, outcome,
                ", ".join(e.reason for e in events) or "no change", seen or "none")

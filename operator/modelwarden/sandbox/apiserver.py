@@ -54,19 +54,9 @@ from typing import Any
 import kmock
 import yaml
 
-from modelwarden.sandbox.apiserver_emulator import HOUSEKEEPING_EVERY, REQUESTS_KEPT, VERSIONS_KEPT, ApiServerEmulator
+from modelwarden.sandbox.apiserver_emulator import ApiServerEmulator
 from modelwarden.sandbox.loopserver import LoopServer
 
-__all__ = [
-    "HOUSEKEEPING_EVERY",
-    "REQUESTS_KEPT",
-    "VERSIONS_KEPT",
-    "ApiServerEmulator",
-    "EmulatedApiServer",
-    "default_crd_dir",
-    "load_crds",
-    "main",
-]
 
 
 @functools.cache

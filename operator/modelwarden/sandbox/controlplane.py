@@ -41,25 +41,11 @@ from typing import Any
 import requests
 import urllib3
 
-from modelwarden.sandbox.controlplane_admin import ControlPlaneAdmin, crd_documents
-from modelwarden.sandbox.controlplane_binaries import ControlPlaneError, ControlPlaneNotInstalled, find_binaries
-from modelwarden.sandbox.controlplane_pki import ADMIN_USER, CONTROLLER_MANAGER_USER, SERVICE_CLUSTER_IP, Certificates
+from modelwarden.sandbox.controlplane_admin import ControlPlaneAdmin
+from modelwarden.sandbox.controlplane_binaries import ControlPlaneError, find_binaries
+from modelwarden.sandbox.controlplane_pki import ADMIN_USER, CONTROLLER_MANAGER_USER, Certificates
 from modelwarden.sandbox.processes import free_port, terminate
 
-__all__ = [
-    "ADMIN_USER",
-    "CONTROLLER_MANAGER_USER",
-    "DEFAULT_CONTROLLERS",
-    "SERVICE_ACCOUNT_ISSUER",
-    "SERVICE_CLUSTER_IP",
-    "SERVICE_CLUSTER_IP_RANGE",
-    "Certificates",
-    "ControlPlane",
-    "ControlPlaneError",
-    "ControlPlaneNotInstalled",
-    "crd_documents",
-    "find_binaries",
-]
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"

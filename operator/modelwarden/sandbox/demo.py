@@ -154,7 +154,9 @@ class Demo:
             self.api_url = api.url
             self.new_session = requests.Session
             return api.write_kubeconfig(self.workdir / "kubeconfig")
-        from modelwarden.sandbox.controlplane import ControlPlane, ControlPlaneNotInstalled, crd_documents
+        from modelwarden.sandbox.controlplane import ControlPlane
+        from modelwarden.sandbox.controlplane_admin import crd_documents
+        from modelwarden.sandbox.controlplane_binaries import ControlPlaneNotInstalled
 
         try:
             # No Deployment or ReplicaSet controller: the kubelet stand-in reports Deployment status.

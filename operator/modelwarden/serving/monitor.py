@@ -15,7 +15,7 @@ vectorised and branch-free (serving.buckets), when ``flush_rows`` rows are pendi
 arrives, so every scrape is exact. State is plain numpy arrays behind one lock; a scrape copies
 them and serving.exposition turns the copy into the contract's metric families.
 
-``le`` strings are produced by :func:`format_le` (modelwarden.contract.metrics, re-exported here:
+``le`` strings are produced by :func:`format_le` (modelwarden.contract.metrics:
 prometheus_client's float formatting, Python ``repr`` of the float, e.g. ``0.5``, ``12.0``,
 ``-3.25``, ``1e+07`` above 1e6). The analysis engine can reproduce them from the profile edges, or
 parse ``le`` with ``float()`` and compare exactly: the strings round-trip to the very same floats.
@@ -32,12 +32,11 @@ import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
-from modelwarden.contract.metrics import (  # noqa: F401 - format_le re-exported: docs/metrics.md names it here
+from modelwarden.contract.metrics import (
     LATENCY_BUCKETS,
     MODEL,
     TRACK,
     VERSION,
-    format_le,
     level_key,
 )
 from modelwarden.contract.profile import Distribution, Profile

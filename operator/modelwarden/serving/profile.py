@@ -1,8 +1,7 @@
 """Computing a reference profile from training data (`modelwarden profile`), and what it costs.
 
 The schema of the profile (profile.json: ``Profile``, ``Distribution``, ``PredictionProfile``)
-is part of the metrics contract and lives in :mod:`modelwarden.contract.profile`; it is
-re-exported here, with ``level_key``, for code that builds profiles. This module turns columns of
+is part of the metrics contract and lives in :mod:`modelwarden.contract.profile`. This module turns columns of
 training data into those models (quantile edges rounded so that their ``le`` strings stay short
 and stable, categorical levels coded by index), builds a whole profile from a training CSV and
 optionally the model (``build_profile_from_csv``: every column except the target is a feature, in

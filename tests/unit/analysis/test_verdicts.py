@@ -12,7 +12,8 @@ from modelwarden.analysis.histograms import BucketMatrix
 from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.analysis.verdicts import aggregate, bounded, result
 from modelwarden.api.driftpolicy import DriftPolicySpec, Verdict
-from modelwarden.serving.profile import Profile, categorical_distribution, numeric_distribution, prediction_profile
+from modelwarden.contract.profile import Profile
+from modelwarden.serving.profile import categorical_distribution, numeric_distribution, prediction_profile
 
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
 F, P, E, I = Verdict.FAIL, Verdict.PASS, Verdict.ERROR, Verdict.INSUFFICIENT_DATA

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelwarden.sandbox.examples import ExampleModel, train_examples
-from modelwarden.serving.profile import Profile
+from modelwarden.contract.profile import Profile
 
 
 @pytest.fixture(scope="session")

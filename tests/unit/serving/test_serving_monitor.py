@@ -7,8 +7,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelwarden.sandbox import datagen
-from modelwarden.serving.monitor import ModelMonitor, format_le
-from modelwarden.serving.profile import Profile, categorical_distribution, numeric_distribution, prediction_profile
+from modelwarden.contract.metrics import format_le
+from modelwarden.serving.monitor import ModelMonitor
+from modelwarden.contract.profile import Profile
+from modelwarden.serving.profile import categorical_distribution, numeric_distribution, prediction_profile
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset], float]:

@@ -7,16 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from modelwarden.sandbox import datagen
-from modelwarden.serving.profile import (
-    Distribution,
-    Profile,
-    ProfileError,
-    build_profile_from_csv,
-    categorical_distribution,
-    level_key,
-    numeric_distribution,
-    prediction_profile,
-)
+from modelwarden.contract.metrics import level_key
+from modelwarden.contract.profile import Distribution, Profile
+from modelwarden.serving.profile import build_profile_from_csv, categorical_distribution, numeric_distribution, prediction_profile, ProfileError
 from modelwarden.commands.profile import configure, run
 
 

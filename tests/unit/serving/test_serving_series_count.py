@@ -14,16 +14,11 @@ from sklearn.linear_model import Ridge
 
 from modelwarden.commands import profile as profile_command
 from modelwarden.commands.serve import config_from_args, configure
-from modelwarden.serving.monitor import KNOWN_ERROR_REASONS, LATENCY_BUCKETS, ModelMonitor
-from modelwarden.serving.profile import (
-    DEFAULT_MAX_SERIES,
-    Distribution,
-    PredictionProfile,
-    Profile,
-    numeric_distribution,
-    prediction_profile,
-    series_count,
-)
+from modelwarden.contract.metrics import LATENCY_BUCKETS
+from modelwarden.contract.profile import Distribution, PredictionProfile, Profile
+from modelwarden.contract.reasons import KNOWN_ERROR_REASONS
+from modelwarden.serving.monitor import ModelMonitor
+from modelwarden.serving.profile import DEFAULT_MAX_SERIES, numeric_distribution, prediction_profile, series_count
 from modelwarden.serving.service import ServeConfig, StartupError, load_service
 
 LATENCY = len(LATENCY_BUCKETS) + 3  # the monitor's own histogram, whatever the profile

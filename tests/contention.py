@@ -27,6 +27,7 @@ after `max_seconds`, or when their parent (the test process) is gone, or on `sto
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import random
@@ -58,6 +59,17 @@ def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
     """A Kubernetes `Status` object as the API server sends with failures."""
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "reason": reason, "code": code, "message": message}
+
+
+def resource_of(path: str) -> str:
+    """The resource plural a request path names (the part after `namespaces/NS/`, or after the
+    group version), with a subresource: `modeldeployments/status`, `events`, `deployments`."""
+    parts = [p for p in path.split("/") if p]
+    if "namespaces" in parts and len(parts) > parts.index("namespaces") + 2:
+        rest = parts[parts.index("namespaces") + 2:]
+    else:
+        rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    return "/".join(rest[:1] + rest[2:3]) or "/".join(parts)
 
 
 class _HeldEvent:
@@ -135,6 +147,7 @@ class FaultyApiProxy(LoopServer):
         self.reordered = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.by_resource: collections.Counter[str] = collections.Counter()  # non-watch requests per resource plural
 
     def counters(self) -> dict[str, float]:
         names = ("requests", "watches", "delayed", "total_delay", "conflicts_injected", "errors_injected",
@@ -175,6 +188,7 @@ class FaultyApiProxy(LoopServer):
                     return await self._watch(request)
                 except aiohttp.ClientError as exc:  # raised before anything was sent downstream
                     return self._unreachable(exc)
+            self.by_resource[resource_of(request.path)] += 1
             return await self._plain(request)
         finally:
             self.in_flight -= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -63,3 +64,15 @@ def test_breach_latency_prints_the_quiet_row():
     latencies = [float(x) for x in row.group(1).split()]
     assert latencies[0] <= latencies[1] <= latencies[2] and latencies[3] <= latencies[4] <= latencies[5], out
     assert "contention" not in out and "trial failed" not in out, out
+
+
+SCALE_FIELDS = ("converged_seconds", "stable_seconds", "evaluated_seconds", "operator_cores", "operator_rss_mb",
+                "api_requests_per_idle_reconcile", "canary_patch_to_deployment_seconds")
+
+
+def test_operator_scale_prints_every_field_and_an_idle_reconcile_sends_nothing():
+    out = _bench("operator_scale.py", "--n", "3", "--steady", "12", "--json")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["n"] == 3 and set(SCALE_FIELDS) <= set(result), result
+    assert result["reconciles_per_second"] > 0, result
+    assert result["api_requests_per_idle_reconcile"] == 0, result  # watch-fed: nothing to change, nothing sent

@@ -62,6 +62,8 @@ class Cluster:
 
     def start(self) -> "Cluster":
         self.plane.start()
+        self.url = self.plane.url  # a port taken meanwhile makes start() pick another
+        self.kube = KubeClient(self.url, self.plane.session())
         try:
             self.plane.install_crds(crd_documents(ROOT / "crds", SHARED_SCHEMAS))
             for namespace in NAMESPACES:

@@ -10,9 +10,10 @@ import time
 
 import requests
 
+from tests.controlplane.support import wait_for
 from tests.processes import free_port
 
-FAST = {"MODELWARDEN_RECONCILE_INTERVAL": "0.3", "MODELWARDEN_POLICY_TICK": "0.2"}
+FAST = {"MODELWARDEN_RECONCILE_INTERVAL": "0.3"}  # policies tick on watch events and when due: no fast fallback
 MD = {
     "apiVersion": "modelwarden.io/v1alpha1",
     "kind": "ModelDeployment",
@@ -114,7 +115,8 @@ def test_breach_rolls_back_retrains_once_and_recovers(kube, kubelet, operator_fa
     kubelet.finish_job(job["metadata"]["name"], succeeded=True)
     done = kube.wait_for("driftpolicies", "gate", lambda o: status(o)["lastRetrain"]["outcome"] == "Succeeded")
     assert done["status"]["lastRetrain"]["finishedAt"]
-    assert "RetrainSucceeded" in reasons(kube, "gate")
+    # Events are posted after the status write that decided them, by kopf's poster: wait for it.
+    wait_for(lambda: "RetrainSucceeded" in reasons(kube, "gate"), timeout=30, message="the RetrainSucceeded Event")
 
     # A manual trigger acts once per token.
     kube.patch("driftpolicies", "gate", {"metadata": {"annotations": {"modelwarden.io/retrain": "ticket-1"}}})
@@ -251,3 +253,35 @@ def test_restarts_during_a_breach_create_exactly_one_job(kube, kubelet, operator
     assert [j["metadata"]["name"] for j in jobs] == [final["status"]["lastRetrain"]["jobName"]]
     assert kube.get("modeldeployments", "fraud")["status"]["phase"] == "RolledBack"
     assert reasons(kube, "gate").count("RollbackRequested") == 1
+
+
+def test_more_due_policies_than_workers_say_their_evaluations_run_late(kube, kubelet, operator_factory, fake_prometheus):
+    # One worker, six policies due every second, each evaluation 3 s (a slow Prometheus): a round
+    # takes ~18 s, so evaluations start well past the tolerance (max(10 s, interval/4)).
+    prometheus = fake_prometheus(mode="slow", delay=3.0, value=0.0)
+    operator_factory("-A", "--policy-workers", "1", env=FAST)
+    start_canary(kube)
+    names = [f"gate{i}" for i in range(6)]
+    for name in names:
+        body = policy(name, prometheus.url)
+        body["spec"]["prometheus"]["timeout"] = "10s"
+        kube.create("driftpolicies", body)
+
+    def lagging(name: str) -> dict | None:
+        found = next((c for c in status(kube.get("driftpolicies", name)).get("conditions") or [] if c["type"] == "EvaluationLagging"), None)
+        return found if found and found["status"] == "True" else None
+
+    late_name = wait_for(lambda: next((name for name in names if lagging(name)), None), timeout=180, message="EvaluationLagging")
+    late = lagging(late_name)
+    assert late["reason"] == "Late" and "after it was due" in late["message"], late
+    # Prometheus fast again and the others gone: an evaluation on time clears the condition.
+    for name in names:
+        if name != late_name:
+            kube.delete("driftpolicies", name)
+    prometheus.mode = "value"
+
+    def cleared() -> dict | None:
+        found = next((c for c in status(kube.get("driftpolicies", late_name)).get("conditions") or [] if c["type"] == "EvaluationLagging"), None)
+        return found if found and found["status"] == "False" else None
+
+    assert wait_for(cleared, timeout=120, message="EvaluationLagging cleared")["reason"] == "OnTime"

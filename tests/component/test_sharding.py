@@ -52,3 +52,28 @@ def test_two_shards_never_both_act_on_one_object(kube, kubelet, operator_factory
     # ... so no object was driven by both, and none by neither.
     assert decided[0].isdisjoint(decided[1]) and decided[0] | decided[1] == set(names)
     assert evaluated[0].isdisjoint(evaluated[1]) and evaluated[0] | evaluated[1] == set(names)
+
+
+def test_two_label_shards_each_drive_only_their_own_objects(kube, kubelet, operator_factory):
+    ports = [free_port(), free_port()]
+    operators = [operator_factory("-A", "--selector", f"shard={team}", "--metrics-port", str(ports[i]), env=FAST)
+                 for i, team in enumerate("ab")]
+    names = [f"m{i}" for i in range(N)]
+    team_of = {name: "ab"[i % 2] for i, name in enumerate(names)}
+    for name in names:
+        for plural, body in (("modeldeployments", modeldeployment(name)), ("driftpolicies", policy(name))):
+            body["metadata"]["labels"] = {"shard": team_of[name]}
+            kube.create(plural, body)
+    unlabelled = modeldeployment("nobody")  # matches neither selector: neither process touches it
+    kube.create("modeldeployments", unlabelled)
+    for name in names:
+        kube.wait_for("modeldeployments", name, lambda o: (o.get("status") or {}).get("phase") == "Stable", timeout=120)
+        kube.wait_for("driftpolicies", name, lambda o: (o.get("status") or {}).get("lastEvaluation"), timeout=120)
+
+    decided = [{m.group(2) for m in DECIDED.finditer(operator.log())} for operator in operators]
+    evaluated = [{policy_name for policy_name, value in EVALUATED.findall(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+                  if float(value) > 0} for port in ports]
+    for i, team in enumerate("ab"):
+        assert decided[i] == {n for n in names if team_of[n] == team}, (team, decided)
+        assert evaluated[i] == {n for n in names if team_of[n] == team}, (team, evaluated)
+    assert not (kube.get("modeldeployments", "nobody").get("status") or {}).get("phase")

@@ -133,3 +133,26 @@ def test_service_account_token_authenticates_and_gets_only_its_rbac(control_plan
                     timeout=30, message="the RoleBinding taking effect")
     assert json.loads(data)["data"] == {"a": "b"}
     assert sa.run("delete", "configmap", "settings", "-n", namespace).returncode != 0
+
+
+def test_a_port_taken_before_the_start_costs_a_retry_not_a_failure(tmp_path):
+    """Another process may bind a port between free_port() and etcd or kube-apiserver binding it
+    (a busy machine, tests in parallel): the control plane starts on fresh ports instead."""
+    import socket
+
+    from modelwarden.sandbox.controlplane import ControlPlane
+
+    plane = ControlPlane(bin_dir=KUBE_BIN, workdir=tmp_path / "plane", with_controller_manager=False,
+                         etcd_data_dir=tmp_path / "etcd")
+    thief = socket.socket()
+    thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    thief.bind(("127.0.0.1", plane.etcd_port))
+    thief.listen()
+    taken = plane.etcd_port
+    try:
+        plane.start()
+        assert plane.etcd_port != taken
+        assert plane.session().get(f"{plane.url}/version", timeout=10).json()["gitVersion"].startswith("v1.")
+    finally:
+        plane.stop()
+        thief.close()

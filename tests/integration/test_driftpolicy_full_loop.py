@@ -21,7 +21,7 @@ import requests
 from modelwarden.sandbox import datagen
 from tests.processes import free_port
 
-FAST = {"MODELWARDEN_RECONCILE_INTERVAL": "0.3", "MODELWARDEN_POLICY_TICK": "0.2"}
+FAST = {"MODELWARDEN_RECONCILE_INTERVAL": "0.3"}  # policies tick on watch events and when due: no fast fallback
 HMAC_KEY = "s3cret-signing-key"
 INTERVAL_SECONDS = 2
 

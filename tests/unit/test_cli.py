@@ -31,3 +31,21 @@ def test_run_config_from_flags():
     assert config.liveness_endpoint is None
     everything = build_config(parser.parse_args(["-A"]))
     assert everything.clusterwide and everything.standalone
+
+
+def test_run_selector_and_workers_from_flags_and_what_a_selector_owns():
+    import argparse
+
+    from modelwarden.commands.run import build_config, configure
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    config = build_config(parser.parse_args(["--selector", "shard=a,team", "--policy-workers", "2", "--shard", "1/2"]))
+    assert config.selector == {"shard": "a", "team": None} and config.policy_workers == 2 and config.shard == (1, 2)
+    plain = build_config(parser.parse_args([]))
+    assert plain.selector == {} and plain.owns("any-uid", {}) and plain.policy_tick == 30.0
+    unsharded = build_config(parser.parse_args(["--selector", "shard=a,team"]))
+    assert unsharded.owns("u", {"shard": "a", "team": "x"})
+    assert not unsharded.owns("u", {"shard": "a"}) and not unsharded.owns("u", {"shard": "b", "team": "x"})
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--selector", "bad key=1"])

@@ -95,3 +95,18 @@ def test_the_schedule_cronjob_is_wanted_kept_or_deleted():
     assert kept.cronjob is None and kept.delete_cronjob is None  # the target is away: what runs is left alone
     gone = tick.decide_tick(ctx(), DriftPolicyStatus(), tick.Observations(target_found=True, cronjob="gate-retrain"), T0)
     assert gone.cronjob is None and gone.delete_cronjob == "gate-retrain"
+
+
+def test_an_evaluation_run_late_says_so_and_one_on_time_clears_it():
+    context = ctx()  # interval 1m: tolerance 15s
+    first = ticks(context, [P])[-1]
+    assert first.next_at == T0 + MINUTE and "EvaluationLagging" not in [c.type for c in first.status.conditions]
+    late_at = T0 + 2 * MINUTE + datetime.timedelta(seconds=20)  # due at T0+1m: 80 s late
+    late = tick.decide_tick(context, first.status, tick.Observations(target_found=True, evaluation=evaluation(P, late_at)), late_at)
+    lagging = next(c for c in late.status.conditions if c.type == "EvaluationLagging")
+    assert lagging.status.value == "True" and "80.0s after it was due" in lagging.message
+    on_time_at = late_at + MINUTE + datetime.timedelta(seconds=5)
+    on_time = tick.decide_tick(context, late.status, tick.Observations(target_found=True, evaluation=evaluation(P, on_time_at)),
+                               on_time_at)
+    assert next(c for c in on_time.status.conditions if c.type == "EvaluationLagging").status.value == "False"
+    assert on_time.next_at == on_time_at + MINUTE

@@ -15,9 +15,11 @@ from modelwarden.controller.config import (
     METRICS_PORT_ENV,
     POD_MONITOR_MODES,
     POD_MONITORS_ENV,
+    SELECTOR_ENV,
     SHARD_ENV,
     parse_shard,
     POLICY_TICK_ENV,
+    POLICY_WORKERS_ENV,
     RECONCILE_INTERVAL_ENV,
     OperatorConfig,
     env_list,
@@ -57,8 +59,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="seconds between level-triggered reconciles of each ModelDeployment (default 5)",
     )
     parser.add_argument(
-        "--policy-tick", type=float, default=float(os.environ.get(POLICY_TICK_ENV, "1")),
-        help=f"seconds between checks whether a DriftPolicy is due for evaluation (default 1; env {POLICY_TICK_ENV})",
+        "--policy-tick", type=float, default=float(os.environ.get(POLICY_TICK_ENV, "30")),
+        help="the longest a DriftPolicy goes without a tick; watch events and due evaluations tick it sooner "
+             f"(default 30; env {POLICY_TICK_ENV})",
+    )
+    parser.add_argument(
+        "--policy-workers", type=int, default=int(os.environ.get(POLICY_WORKERS_ENV, "8")),
+        help="DriftPolicy ticks at once; beyond them evaluations run late and say so (EvaluationLagging) "
+             f"(default 8; env {POLICY_WORKERS_ENV})",
     )
     parser.add_argument(
         "--metrics-port", type=int, default=int(os.environ.get(METRICS_PORT_ENV, DEFAULT_METRICS_PORT)),
@@ -74,6 +82,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--shard", type=shard_arg, default=os.environ.get(SHARD_ENV, ""), metavar="I/N",
         help="own only the ModelDeployments and DriftPolicies whose uid hashes to shard I of N (run N "
              f"processes, I = 0..N-1; combine with --peering per shard for failover; env {SHARD_ENV})",
+    )
+    parser.add_argument(
+        "--selector", type=selector_pairs, default=os.environ.get(SELECTOR_ENV, ""), metavar="KEY[=VALUE],...",
+        help="own only the ModelDeployments and DriftPolicies with these labels (KEY alone: any value), e.g. "
+             f"shard=a; combine with --shard or run one process per label value (env {SELECTOR_ENV})",
     )
     parser.add_argument(
         "--pod-monitor-labels", type=label_pairs, default=os.environ.get("MODELWARDEN_POD_MONITOR_LABELS", ""),
@@ -115,6 +128,17 @@ LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
+def selector_pairs(value: str) -> dict[str, str | None]:
+    """`--selector shard=a,team` (and the env variable): label equality, or a label's presence."""
+    selector: dict[str, str | None] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key, sep, label = (part.strip() for part in item.partition("="))
+        if not LABEL_KEY.match(key) or (sep and not LABEL_VALUE.match(label)):
+            raise argparse.ArgumentTypeError(f"{item!r} is not a label KEY or KEY=VALUE")
+        selector[key] = label if sep else None
+    return selector
+
+
 def pod_monitors_mode(value: str) -> str:
     """`--pod-monitors` and MODELWARDEN_POD_MONITORS (argparse checks a default only through its type)."""
     mode = value.strip().lower()
@@ -137,11 +161,13 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         pod_monitor_labels=args.pod_monitor_labels,
         reconcile_interval=args.reconcile_interval,
         policy_tick=args.policy_tick,
+        policy_workers=args.policy_workers,
         shard=parse_shard(args.shard),
+        selector=args.selector,
     )
 
 
-_ROUTINE = re.compile(r"^(Indexer '\w+'|Handler 'wake_\w+'|Timer 'drive_policy') succeeded\.$")
+_ROUTINE = re.compile(r"^(Indexer '\w+'|Handler '(wake_\w+|watch_policy)') succeeded\.$")
 
 
 def _routine_success(record: logging.LogRecord) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from modelwarden.contract.kubernetes import DEFAULT_IMAGE
@@ -12,10 +13,12 @@ from modelwarden.contract.kubernetes import DEFAULT_IMAGE
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 RECONCILE_INTERVAL_ENV = "MODELWARDEN_RECONCILE_INTERVAL"
 POLICY_TICK_ENV = "MODELWARDEN_POLICY_TICK"
+POLICY_WORKERS_ENV = "MODELWARDEN_POLICY_WORKERS"
 METRICS_PORT_ENV = "MODELWARDEN_METRICS_PORT"
 DEFAULT_METRICS_PORT = 8082
 POD_MONITORS_ENV = "MODELWARDEN_POD_MONITORS"
 SHARD_ENV = "MODELWARDEN_SHARD"
+SELECTOR_ENV = "MODELWARDEN_SELECTOR"
 POD_MONITOR_MODES = ("auto", "off")  # auto: a PodMonitor per ModelDeployment when the cluster serves the kind
 
 
@@ -59,11 +62,16 @@ class OperatorConfig:
     pod_monitors: str = "auto"  # one of POD_MONITOR_MODES
     pod_monitor_labels: dict[str, str] = field(default_factory=dict)  # extra labels on every PodMonitor
     reconcile_interval: float = 5.0  # seconds between level-triggered reconciles of a ModelDeployment
-    policy_tick: float = 1.0  # seconds between checks whether a DriftPolicy is due (evaluations follow spec.interval)
+    policy_tick: float = 30.0  # the longest a DriftPolicy goes without a tick (watch events and due evaluations come sooner)
+    policy_workers: int = 8  # DriftPolicy ticks running at once (back-pressure: beyond it, evaluations run late)
     shard: tuple[int, int] | None = None  # (I, N): own only shard I of N (--shard); None: every object
+    selector: dict[str, str | None] = field(default_factory=dict)  # own only objects with these labels (None: any value)
 
-    def owns(self, uid: str = "", **_: Any) -> bool:
-        """kopf `when=` filter: whether this operator process owns the object (--shard)."""
+    def owns(self, uid: str = "", labels: Mapping[str, str] | None = None, **_: Any) -> bool:
+        """kopf `when=` filter: whether this operator process owns the object (--shard, --selector)."""
+        labels = labels or {}
+        if any(key not in labels or (value is not None and labels[key] != value) for key, value in self.selector.items()):
+            return False
         return self.shard is None or shard_of(uid, self.shard[1]) == self.shard[0]
 
     @property

@@ -1,15 +1,14 @@
-"""DriftPolicy loop: a level-triggered kopf timer per policy. Each tick gathers what the pure
-`planning.tick.needs()` names (the running Job, an evaluation when one is due), decides once
-(`planning.tick.decide_tick`), executes (retraining Job, CronJob, notifications) and writes status
-once, only when it changed.
+"""DriftPolicy ticks. One scheduler runs every policy (controller/scheduler.py, fed by the watches
+in controller/policyloop.py); a tick gathers what the pure `planning.tick.needs()` names (the
+running Job, an evaluation when one is due), decides once (`planning.tick.decide_tick`), executes
+(retraining Job, CronJob, notifications), writes status once (only when it changed) and returns
+when the policy is due again.
 
-Scheduling: kopf timers never overlap for one object (one task per object awaits the handler),
-so a slow evaluation delays the next one instead of running beside it. The timer only *ticks*
-(every --policy-tick, default 1 s, cheap when nothing is due); whether an evaluation is due comes
-from status (lastEvaluation.time + spec.interval), so the cadence survives restarts and a
-restarted operator does not evaluate every policy at once. A new policy's first evaluation waits
-a uid-derived share of min(interval, 30 s), and ticks start after a uid-derived initial delay, so
-1000 policies applied together neither tick nor evaluate together.
+Scheduling: a policy is never ticked twice at once, so a slow evaluation delays the next one
+instead of running beside it. Whether an evaluation is due comes from status (lastEvaluation.time
++ spec.interval), so the cadence survives restarts and a restarted operator does not evaluate
+every policy at once; a new policy's first evaluation waits a uid-derived share of
+min(interval, 30 s), so 1000 policies applied together do not evaluate together.
 
 Blocking work (Prometheus queries, Kubernetes calls, notifications) runs in bounded thread pools
 of its own, so slow backends never starve the ModelDeployment reconciler's threads, and
@@ -22,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.api.duration import parse_timestamp
 from modelwarden.api.driftpolicy import AlertSpec, CheckResult, DriftPolicy, DriftPolicyStatus, Evaluation, PrometheusSource, Verdict
-from modelwarden.controller import telemetry
+from modelwarden.controller import policyloop, telemetry
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo
 from modelwarden.controller.status import status_changes
@@ -49,7 +49,7 @@ from modelwarden.notifiers import factory
 from modelwarden.notifiers.base import SecretReader, deliver
 from modelwarden.planning import tick
 from modelwarden.planning.notification import AlertContext, Notification
-from modelwarden.planning.policy import PolicyContext, phase_offset
+from modelwarden.planning.policy import PolicyContext
 from modelwarden.planning.retraining import JobState, job_state
 
 NOTIFY_DEADLINE_SECONDS = 30.0
@@ -84,30 +84,38 @@ def retrain_cronjobs(namespace: str, labels: dict[str, str], body: Any, **_: Any
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
-    """The DriftPolicy loop's handlers: a timer per policy, and the indexes its ticks read.
-
-    Ticks start after a uid-derived share of one tick, so 1000 policies never tick together."""
+    """The DriftPolicy loop's handlers: one scheduler for all policies (controller/scheduler.py),
+    the watches that wake it, and the indexes its ticks read."""
     kopf.index(*MODELDEPLOYMENTS, registry=registry)(policy_targets)
     owned_by_policy = {**MANAGED_BY, POLICY_LABEL: kopf.PRESENT}
     kopf.index("batch", "v1", "jobs", labels=owned_by_policy, registry=registry)(retrain_jobs)
     kopf.index("batch", "v1", "cronjobs", labels=owned_by_policy, registry=registry)(retrain_cronjobs)
-    kopf.timer(*DRIFTPOLICIES, interval=config.policy_tick, backoff=API_RETRY_SECONDS, when=config.owns, registry=registry,
-               initial_delay=lambda uid, **_: phase_offset(uid) * config.policy_tick)(drive_policy)
-    kopf.on.delete(*DRIFTPOLICIES, optional=True, when=config.owns, registry=registry)(forget_policy_metrics)
+    kopf.on.startup(id="start_policy_scheduler", registry=registry)(functools.partial(policyloop.start, tick=tick_policy, config=config))
+    kopf.on.cleanup(id="stop_policy_scheduler", registry=registry)(policyloop.stop)
+    kopf.on.event(*DRIFTPOLICIES, registry=registry)(policyloop.watch_policy)
+    kopf.on.event(*MODELDEPLOYMENTS, registry=registry)(policyloop.wake_judges)
+    kopf.on.event("batch", "v1", "jobs", labels=owned_by_policy, registry=registry)(policyloop.wake_owner)
+    kopf.on.event("batch", "v1", "cronjobs", labels=owned_by_policy, id="wake_owner_of_cronjob", registry=registry)(
+        policyloop.wake_owner)
 
 
-async def drive_policy(
-    body: Any, meta: Any, status: Any, namespace: str, name: str, uid: str, memo: Memo,
-    policy_targets: kopf.Index, retrain_jobs: kopf.Index, retrain_cronjobs: kopf.Index, **_: Any,
-) -> None:
-    """One tick: gather what `needs()` names, decide once (`decide_tick`), execute, persist once."""
+async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
+    """One tick: gather what `needs()` names, decide once (`decide_tick`), execute, persist once.
+    Returns the seconds until the policy is due again (None: it is gone or invalid)."""
+    loop = memo.policy_loop
+    body = loop.bodies.get(key)
+    if body is None:
+        return None
+    meta, namespace, name = body.get("metadata", {}), key[0], key[1]
+    uid = meta.get("uid", "")
     try:
-        policy = DriftPolicy.model_validate({k: v for k, v in dict(body).items() if k != "status"})
+        policy = DriftPolicy.model_validate({k: v for k, v in body.items() if k != "status"})
     except ValidationError:
-        return  # the spec handler records InvalidSpec and fails permanently
-    current = dict(status or {})
+        return None  # the spec handler records InvalidSpec; a new spec is a new event
+    current = dict(body.get("status") or {})
     if memo.fence.is_stale(uid, meta.get("resourceVersion")):
-        return  # our last write has not come back through the watch yet: decide on it, not on older state
+        return memo.config.policy_tick  # our last write is on its way through the watch: its event wakes us
+    policy_targets, retrain_jobs, retrain_cronjobs = (loop.indexes[n] for n in ("policy_targets", "retrain_jobs", "retrain_cronjobs"))
     try:
         previous = DriftPolicyStatus.model_validate(current)
     except ValidationError:
@@ -164,21 +172,19 @@ async def drive_policy(
             # Decided from an outdated view: nothing is announced; the next tick decides again from a
             # fresh one (a Job already created is found again by its deterministic name).
             telemetry.record_status_write("DriftPolicy", "conflict")
-            return
+            return API_RETRY_SECONDS
         except ApiException as exc:  # the API failing: the next tick decides again (same Job name)
             telemetry.record_status_write("DriftPolicy", "error")
             logger.warning("%s/%s: status write failed (%s %s); deciding again next tick", namespace, name, exc.status, exc.reason)
-            return
+            return API_RETRY_SECONDS
     for event in decision.events:
         kopf.event(reference, type=event.type, reason=event.reason, message=event.message)
     if decision.notification is not None:
         task = asyncio.create_task(_notify(memo.kube, reference, spec.actions.alert, decision.notification, namespace, name))
         _background.add(task)
         task.add_done_callback(_background.discard)
-
-
-def forget_policy_metrics(namespace: str, name: str, **_: Any) -> None:
-    telemetry.forget_policy(namespace, name)
+    due = decision.next_at or now
+    return (due - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
 
 
 def _context(policy: DriftPolicy, namespace: str, name: str, uid: str, target: TargetInfo | None, default_url: str) -> PolicyContext:

@@ -9,6 +9,7 @@ import kopf
 
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.podmonitors import PodMonitorSupport
+from modelwarden.controller.policyloop import PolicyLoop
 from modelwarden.kube.api import KubeApi
 from modelwarden.kube.fence import WriteFence
 from modelwarden.prometheus.client import ProviderPool
@@ -41,3 +42,4 @@ class Memo(kopf.Memo):
     wakeups: Wakeups  # run a ModelDeployment's reconcile now
     pod_monitors: PodMonitorSupport  # whether ModelDeployments get a PodMonitor
     prometheus: ProviderPool  # Prometheus clients kept across evaluations (keep-alive connections)
+    policy_loop: PolicyLoop  # every DriftPolicy the scheduler runs, and the scheduler

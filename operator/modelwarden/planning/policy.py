@@ -30,6 +30,7 @@ from modelwarden.planning.types import Event
 
 RING_BUFFER = 50
 FIRST_EVALUATION_SPREAD = datetime.timedelta(seconds=30)
+MIN_LAG_TOLERANCE = datetime.timedelta(seconds=10)
 Phase = DriftPolicyPhase
 
 
@@ -65,18 +66,28 @@ def phase_offset(uid: str) -> float:
     return int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
 
 
-def evaluation_due(ctx: PolicyContext, status: DriftPolicyStatus, now: datetime.datetime) -> bool:
-    """Every spec.interval after the last evaluation; at once after a spec change. A new policy
-    waits a uid-derived share of min(interval, 30 s), so policies applied together do not fire together."""
+def next_evaluation(ctx: PolicyContext, status: DriftPolicyStatus, now: datetime.datetime) -> datetime.datetime:
+    """When the next evaluation is due: every spec.interval after the last one; at once (`now`)
+    after a spec change or when the judged version changed. A new policy waits a uid-derived share
+    of min(interval, 30 s), so policies applied together do not fire together."""
     if status.observed_generation is not None and ctx.generation != status.observed_generation:
-        return True
+        return now
     if status.evaluated_version is not None and ctx.alert.version != status.evaluated_version:
-        return True  # judge a new version (a new canary, a promotion, a rollback) at once
+        return now  # judge a new version (a new canary, a promotion, a rollback) at once
     last = status.last_evaluation
     if last is None:
         created = ctx.created or now
-        return now >= created + phase_offset(ctx.uid) * min(ctx.spec.interval, FIRST_EVALUATION_SPREAD)
-    return now >= last.time + ctx.spec.interval
+        return created + phase_offset(ctx.uid) * min(ctx.spec.interval, FIRST_EVALUATION_SPREAD)
+    return last.time + ctx.spec.interval
+
+
+def evaluation_due(ctx: PolicyContext, status: DriftPolicyStatus, now: datetime.datetime) -> bool:
+    return now >= next_evaluation(ctx, status, now)
+
+
+def lag_tolerance(spec: DriftPolicySpec) -> datetime.timedelta:
+    """How late an evaluation may run before the policy reports EvaluationLagging."""
+    return max(MIN_LAG_TOLERANCE, spec.interval / 4)
 
 
 def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluation, now: datetime.datetime) -> Step:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from modelwarden.api.common import find_condition, set_condition
 from modelwarden.api.driftpolicy import DriftPolicyStatus, Evaluation
 from modelwarden.builders.jobs import PolicyOwner, RetrainContext, retrain_cronjob, retrain_job
 from modelwarden.planning import policy
@@ -57,6 +58,7 @@ class Tick:
     finished: JobOutcome | None = None  # the followed Job finished this tick
     rollback_requested: bool = False
     unlaunched: DriftPolicyStatus | None = field(default=None, repr=False)  # the status if creating the Job fails
+    next_at: datetime.datetime | None = None  # when the next evaluation is due (the scheduler's next tick)
 
     def launch_failed(self, error: str) -> Tick:
         """The Job could not be created: record nothing of it (a later tick asks again) and say why."""
@@ -84,6 +86,7 @@ def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observati
         step = policy.target_missing(ctx, followed.status, now)
     elif seen.evaluation is not None:
         step = policy.observe(ctx, followed.status, seen.evaluation, now)
+        _record_lag(ctx, followed.status, step.status, seen.evaluation.time)
     events = list(followed.events)
     status, notification, retrain = followed.status, None, None
     if step is not None:
@@ -108,7 +111,23 @@ def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observati
         status=status, events=tuple(events), notification=notification, retrain=retrain, job=job, cronjob=cronjob,
         delete_cronjob=delete, finished=JobOutcome(finished) if finished else None,
         rollback_requested=any(e.reason == "RollbackRequested" for e in events), unlaunched=unlaunched,
+        next_at=policy.next_evaluation(ctx, status, now),
     )
+
+
+def _record_lag(ctx: PolicyContext, before: DriftPolicyStatus, after: DriftPolicyStatus, ran_at: datetime.datetime) -> None:
+    """EvaluationLagging: True while evaluations run later than their due time allows (the operator
+    is behind: too many policies for its workers, or a slow Prometheus); cleared by one on time.
+    Shown only once it has been true, so a policy that was never late carries no such condition."""
+    late = ran_at - policy.next_evaluation(ctx, before, ran_at)
+    tolerance = policy.lag_tolerance(ctx.spec)
+    if late > tolerance:
+        message = f"this evaluation ran {late.total_seconds():.1f}s after it was due (tolerance {tolerance.total_seconds():g}s)"
+        after.conditions = set_condition(after.conditions, "EvaluationLagging", True, "Late", message, ran_at, ctx.generation)
+    elif find_condition(after.conditions, "EvaluationLagging") is not None:
+        after.conditions = set_condition(after.conditions, "EvaluationLagging", False, "OnTime",
+                                         f"evaluations run within {tolerance.total_seconds():g}s of their due time",
+                                         ran_at, ctx.generation)
 
 
 def _schedule(ctx: PolicyContext, owner: PolicyOwner, seen: Observations) -> tuple[dict[str, Any] | None, str | None]:

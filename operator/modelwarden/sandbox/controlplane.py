@@ -47,6 +47,7 @@ from modelwarden.sandbox.controlplane_pki import ADMIN_USER, CONTROLLER_MANAGER_
 from modelwarden.sandbox.processes import free_port, terminate
 
 
+PORT_ATTEMPTS = 3
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 
@@ -150,23 +151,42 @@ class ControlPlane(ControlPlaneAdmin):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self, timeout: float = 120.0) -> "ControlPlane":
+        """Start the processes. A port taken between choosing it and binding it (another process
+        on a busy machine) costs a retry with fresh ports, not a failed start; `url` then changes."""
         started = time.monotonic()
         deadline = started + timeout
         try:
             self.certs.generate({ADMIN_USER: ("system:masters",), CONTROLLER_MANAGER_USER: ()})
-            self.write_kubeconfig(self.kubeconfig_path, user=ADMIN_USER, client_index=0)
-            self.write_kubeconfig(self.workdir / "controller-manager.kubeconfig",
-                                  user=CONTROLLER_MANAGER_USER, client_index=1)
-            self._start_etcd(deadline)
-            self._start_apiserver(deadline)
-            if self.with_controller_manager:
-                self._start_controller_manager(deadline)
+            for attempt in range(PORT_ATTEMPTS):
+                try:
+                    self._start_processes(deadline)
+                    break
+                except ControlPlaneError as error:
+                    if "address already in use" not in str(error) or attempt == PORT_ATTEMPTS - 1:
+                        raise
+                    self.stop(keep=True)
+                    self.failed = False
+                    self._fresh_ports()
         except BaseException:
             self.failed = True
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
         return self
+
+    def _start_processes(self, deadline: float) -> None:
+        self.write_kubeconfig(self.kubeconfig_path, user=ADMIN_USER, client_index=0)
+        self.write_kubeconfig(self.workdir / "controller-manager.kubeconfig", user=CONTROLLER_MANAGER_USER, client_index=1)
+        self._start_etcd(deadline)
+        self._start_apiserver(deadline)
+        if self.with_controller_manager:
+            self._start_controller_manager(deadline)
+
+    def _fresh_ports(self) -> None:
+        self.etcd_port, self.etcd_peer_port, self.port, self.controller_manager_port = (free_port() for _ in range(4))
+        data_dir = self.etcd_data_dir or self.workdir / "etcd"
+        shutil.rmtree(data_dir, ignore_errors=True)  # a member that never started: begin anew
+        data_dir.mkdir(parents=True, exist_ok=True)
 
     def start_controller_manager(self, timeout: float = 60.0) -> None:
         """Start kube-controller-manager after start() with ``with_controller_manager=False``."""

@@ -84,6 +84,7 @@ def test_suspended_and_missing_target_never_act():
     assert paused.status.phase.value == "Suspended" and paused.job is None and paused.retrain is None
     missing = tick.decide_tick(ctx(), DriftPolicyStatus(), tick.Observations(target_found=False), T0)
     assert missing.status.phase.value == "Error" and [e.reason for e in missing.events] == ["EvaluationError"]
+    assert paused.next_at is None and missing.next_at is None  # nothing will be evaluated: no due time to wake for
 
 
 def test_the_schedule_cronjob_is_wanted_kept_or_deleted():

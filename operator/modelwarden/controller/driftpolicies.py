@@ -183,8 +183,9 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
         task = asyncio.create_task(_notify(memo.kube, reference, spec.actions.alert, decision.notification, namespace, name))
         _background.add(task)
         task.add_done_callback(_background.discard)
-    due = decision.next_at or now
-    return (due - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    if decision.next_at is None:  # suspended or without a target: only a change (a watch event) or the fallback
+        return memo.config.policy_tick
+    return (decision.next_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
 
 
 def _context(policy: DriftPolicy, namespace: str, name: str, uid: str, target: TargetInfo | None, default_url: str) -> PolicyContext:

@@ -58,7 +58,7 @@ class Tick:
     finished: JobOutcome | None = None  # the followed Job finished this tick
     rollback_requested: bool = False
     unlaunched: DriftPolicyStatus | None = field(default=None, repr=False)  # the status if creating the Job fails
-    next_at: datetime.datetime | None = None  # when the next evaluation is due (the scheduler's next tick)
+    next_at: datetime.datetime | None = None  # when the next evaluation is due (None: none will run: suspended, no target)
 
     def launch_failed(self, error: str) -> Tick:
         """The Job could not be created: record nothing of it (a later tick asks again) and say why."""
@@ -111,7 +111,7 @@ def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observati
         status=status, events=tuple(events), notification=notification, retrain=retrain, job=job, cronjob=cronjob,
         delete_cronjob=delete, finished=JobOutcome(finished) if finished else None,
         rollback_requested=any(e.reason == "RollbackRequested" for e in events), unlaunched=unlaunched,
-        next_at=policy.next_evaluation(ctx, status, now),
+        next_at=None if ctx.spec.suspend or not seen.target_found else policy.next_evaluation(ctx, status, now),
     )
 
 

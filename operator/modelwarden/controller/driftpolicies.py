@@ -102,8 +102,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
 async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     """One tick: gather what `needs()` names, decide once (`decide_tick`), execute, persist once.
     Returns the seconds until the policy is due again (None: it is gone or invalid)."""
-    loop = memo.policy_loop
-    body = loop.bodies.get(key)
+    policies = memo.policy_loop
+    body = policies.bodies.get(key)
     if body is None:
         return None
     meta, namespace, name = body.get("metadata", {}), key[0], key[1]
@@ -115,7 +115,7 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     current = dict(body.get("status") or {})
     if memo.fence.is_stale(uid, meta.get("resourceVersion")):
         return memo.config.policy_tick  # our last write is on its way through the watch: its event wakes us
-    policy_targets, retrain_jobs, retrain_cronjobs = (loop.indexes[n] for n in ("policy_targets", "retrain_jobs", "retrain_cronjobs"))
+    policy_targets, retrain_jobs, retrain_cronjobs = (policies.indexes[n] for n in ("policy_targets", "retrain_jobs", "retrain_cronjobs"))
     try:
         previous = DriftPolicyStatus.model_validate(current)
     except ValidationError:

@@ -38,7 +38,7 @@ from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo
 from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.controller.status import status_changes
-from modelwarden.kube.api import KubeApi, StaleView
+from modelwarden.kube.api import KubeApi, StaleView, describe_error
 from modelwarden.kube.apply import ChildKey, apply_children, key
 from modelwarden.kube.fence import WriteFence, write_status
 from modelwarden.planning.plan import plan
@@ -192,8 +192,7 @@ async def run_modeldeployment(
             except Exception as exc:  # the API failing: retry soon (jittered), not after kopf's minute
                 failures += 1
                 delay = min(BACKOFF_SECONDS[1], BACKOFF_SECONDS[0] * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-                logger.warning("%s/%s: reconcile failed (%s), retrying in %.1fs", namespace, name,
-                               f"{type(exc).__name__}: {exc}"[:300], delay)
+                logger.warning("%s/%s: reconcile failed (%s), retrying in %.1fs", namespace, name, describe_error(exc), delay)
             await _sleep(wake, stopped, delay)
     finally:
         memo.wakeups.forget(instance)

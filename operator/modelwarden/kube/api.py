@@ -7,6 +7,7 @@ is refused by the API server (a resourceVersion precondition) and surfaces as `S
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -27,6 +28,19 @@ class RouteApiUnavailable(RuntimeError):
 
 class StaleView(RuntimeError):
     """A conditional write was refused (409): the object changed since the view the write was computed from."""
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a log: an API error's status and the API server's own message (the client's
+    str() leads with the response headers, which hide the reason, e.g. a Service IP range full)."""
+    status, body = getattr(error, "status", None), getattr(error, "body", None)
+    if status is not None and body:
+        try:
+            message = json.loads(body).get("message") or body
+        except (TypeError, ValueError, AttributeError):
+            message = body
+        return f"{type(error).__name__} {status}: {message}"[:500]
+    return f"{type(error).__name__}: {error}"[:500]
 
 
 def load_api_client() -> ApiClient:

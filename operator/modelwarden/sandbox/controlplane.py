@@ -49,7 +49,7 @@ from modelwarden.sandbox.processes import free_port, terminate
 
 PORT_ATTEMPTS = 3
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/16"  # room for thousands of Services (a /24 runs out at ~120 ModelDeployments)
 
 # What the operator needs from a cluster besides the API server: garbage collection of owned
 # objects, Deployments -> ReplicaSets -> Pods, Jobs -> Pods, the per-namespace "default"

@@ -33,7 +33,9 @@ def test_success_and_other_exceptions_are_not_retried():
             raise outcome
         return outcome
 
-    assert RetryPolicy(attempts=3, sleep=lambda seconds: None).call(second_time_lucky, retry_on=Flaky) == "ok"
+    slept: list[float] = []
+    assert RetryPolicy(attempts=3, backoff_seconds=0.2, sleep=slept.append).call(second_time_lucky, retry_on=Flaky) == "ok"
+    assert slept == [0.2]  # one failure, one pause, then the success: no further attempt
     calls = []
 
     def broken() -> None:

@@ -39,7 +39,7 @@ from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo
 from modelwarden.controller.status import status_changes
 from modelwarden.contract.kubernetes import DRIFTPOLICIES, MANAGED_BY, MODELDEPLOYMENTS, POLICY_LABEL, RETRAIN_ANNOTATION
-from modelwarden.kube.api import KubeApi, StaleView
+from modelwarden.kube.api import KubeApi, StaleView, describe_error
 from modelwarden.kube.apply import is_subset
 from modelwarden.kube.fence import write_status
 from modelwarden.prometheus.collect import Target, evaluate
@@ -223,7 +223,7 @@ def _sync_cronjob(kube: KubeApi, namespace: str, decision: tick.Tick, current: d
     try:
         kube.apply(desired)  # server-side apply: creates it, or takes back only the fields we set
     except Exception as exc:  # an invalid schedule is the user's to fix; keep evaluating
-        logger.warning("%s/%s: cannot apply the retraining CronJob: %s", namespace, desired["metadata"]["name"], exc)
+        logger.warning("%s/%s: cannot apply the retraining CronJob: %s", namespace, desired["metadata"]["name"], describe_error(exc))
 
 
 def _create(kube: KubeApi, job: dict[str, Any]) -> str | None:
@@ -232,7 +232,7 @@ def _create(kube: KubeApi, job: dict[str, Any]) -> str | None:
         kube.create(job)
         return None
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"[:500]
+        return describe_error(exc)
 
 
 def _run_evaluation(kube: KubeApi, config: OperatorConfig, prometheus: ProviderPool, policy: DriftPolicy, namespace: str, target: TargetInfo,
@@ -257,7 +257,7 @@ def _run_evaluation(kube: KubeApi, config: OperatorConfig, prometheus: ProviderP
     except Exception as exc:
         unexpected = not isinstance(exc, LookupError)  # a missing Secret/ConfigMap needs no traceback
         logger.warning("%s/%s: evaluation failed: %s", namespace, policy.metadata.get("name"), exc, exc_info=unexpected)
-        result = CheckResult(check="setup", verdict=Verdict.ERROR, message=f"{type(exc).__name__}: {exc}"[:500])
+        result = CheckResult(check="setup", verdict=Verdict.ERROR, message=describe_error(exc))
         return Evaluation(time=now, verdict=Verdict.ERROR, results=[result], duration_seconds=0.0), []
 
 

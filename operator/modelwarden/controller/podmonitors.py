@@ -21,7 +21,7 @@ import kopf
 
 from modelwarden.builders.podmonitor import API_VERSION, KIND
 from modelwarden.contract.kubernetes import INSTANCE_LABEL, MANAGED_BY
-from modelwarden.kube.api import KubeApi
+from modelwarden.kube.api import KubeApi, describe_error
 
 RECHECK_SECONDS = 300.0  # discovery again, either way, at most this often
 ERROR_RETRY_SECONDS = 30.0  # after discovery itself failed
@@ -64,7 +64,7 @@ class PodMonitorSupport:
         except Exception as exc:  # the API failing: keep the last answer, ask again soon
             self._next_check = self.clock() + ERROR_RETRY_SECONDS
             logger.warning("could not tell whether the cluster serves %s %s (%s); asking again in %.0fs",
-                           KIND, API_VERSION, f"{type(exc).__name__}: {exc}"[:200], ERROR_RETRY_SECONDS)
+                           KIND, API_VERSION, describe_error(exc), ERROR_RETRY_SECONDS)
             return self.served
         self._next_check = self.clock() + self.recheck
         if served != self.served:

@@ -21,6 +21,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Hashable
 
+from modelwarden.kube.api import describe_error
+
 logger = logging.getLogger(__name__)
 
 Tick = Callable[[Hashable], Awaitable[float | None]]  # runs one policy; returns seconds until it is due again
@@ -40,7 +42,6 @@ class PolicyScheduler:
         self._order = itertools.count()
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.ticks = 0  # for tests and telemetry
         self.context: contextvars.Context | None = None  # ticks run in a copy of it (kopf's, for posting Events)
 
     def wake(self, key: Hashable, delay: float = 0.0) -> None:
@@ -98,9 +99,8 @@ class PolicyScheduler:
             raise
         except Exception as exc:  # the API failing: this policy again soon, the others unaffected
             logger.warning("%s: tick failed (%s); again in %.1fs", "/".join(map(str, key)) if isinstance(key, tuple) else key,
-                           f"{type(exc).__name__}: {exc}"[:300], self.retry)
+                           describe_error(exc), self.retry)
         finally:
-            self.ticks += 1
             self._running.discard(key)
             self._workers.release()
         again = self._again.pop(key, None)

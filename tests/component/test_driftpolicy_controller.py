@@ -126,14 +126,15 @@ def test_breach_rolls_back_retrains_once_and_recovers(kube, kubelet, operator_fa
     assert env_of(manual_job)["MODELWARDEN_TRIGGER"] == "Manual" and manual_job["metadata"]["labels"]["modelwarden.io/trigger"] == "manual"
     kubelet.finish_job(manual_job["metadata"]["name"], succeeded=False)
     kube.wait_for("driftpolicies", "gate", lambda o: status(o)["lastRetrain"]["outcome"] == "Failed")
-    assert "RetrainFailed" in reasons(kube, "gate") and len(kube.list("jobs")) == 2
+    wait_for(lambda: "RetrainFailed" in reasons(kube, "gate"), timeout=30, message="the RetrainFailed Event")
+    assert len(kube.list("jobs")) == 2
 
     # Recovery.
     prometheus.value = 0.0
     recovered = kube.wait_for("driftpolicies", "gate", lambda o: status(o).get("phase") == "Passing")
     assert recovered["status"]["consecutiveFailures"] == 0 and "failingSince" not in recovered["status"]
     kube.wait_for("driftpolicies", "gate", lambda o: next(c for c in status(o)["conditions"] if c["type"] == "Breached")["status"] == "False")
-    assert "Recovered" in reasons(kube, "gate")
+    wait_for(lambda: "Recovered" in reasons(kube, "gate"), timeout=30, message="the Recovered Event")
     assert len(kube.list("jobs")) == 2
 
     # Operator metrics, and their removal with the policy.

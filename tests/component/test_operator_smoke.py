@@ -41,6 +41,8 @@ def test_operator_registers_driftpolicies_and_follows_spec_updates(kube, operato
     assert seen["status"]["phase"] == "Error" and ready["reason"] == "TargetNotFound" and "lastEvaluation" not in seen["status"]
     kube.patch("driftpolicies", "fraud-gate", {"spec": {"minSamples": 5000}})
     kube.wait_for("driftpolicies", "fraud-gate", lambda o: o["status"].get("observedGeneration") == 2)
+    # Events are posted after the status write that decided them; the spec update adds none.
+    eventually(lambda: [e["reason"] for e in kube.list("events") if e["involvedObject"]["name"] == "fraud-gate"], message="the Event")
     assert [e["reason"] for e in kube.list("events") if e["involvedObject"]["name"] == "fraud-gate"] == ["EvaluationError"]
 
 

@@ -160,8 +160,14 @@ def test_drifted_canary_is_rolled_back_retrained_and_alerted(
     assert "fraud-canary" in alerts[0]["annotations"]["summary"]
     mail = wait_until(lambda: smtp_receiver.messages, 20, "email")[0]
     assert mail["to"] == ["ml-team@example.com"] and "DriftPolicy fraud-canary breached" in mail["data"]
-    events = [e["reason"] for e in kube.list("events") if e["involvedObject"]["name"] == "fraud-canary"]
-    assert {"DriftDetected", "RollbackRequested", "RetrainLaunched", "AlertSent"} <= set(events) and "AlertFailed" not in events
+    # Events are posted after the deliveries they report: wait for the last of them.
+    expected_events = {"DriftDetected", "RollbackRequested", "RetrainLaunched", "AlertSent"}
+    def policy_events() -> list[str]:
+        found = [e["reason"] for e in kube.list("events") if e["involvedObject"]["name"] == "fraud-canary"]
+        return found if expected_events <= set(found) else []
+
+    events = wait_until(policy_events, 20, "the breach's Events")
+    assert "AlertFailed" not in events
 
     # The operator's own metrics: per-feature drift scores (largest first, bounded) and the canary weight.
     text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text

@@ -266,6 +266,8 @@ def test_more_due_policies_than_workers_say_their_evaluations_run_late(kube, kub
     for name in names:
         body = policy(name, prometheus.url)
         body["spec"]["prometheus"]["timeout"] = "10s"
+        # A query of its own: identical queries of one model's policies are fetched once (shared).
+        body["spec"]["checks"][0]["query"] = f'sum(errors{{model="{{{{ model }}}}", gate="{name}"}})'
         kube.create("driftpolicies", body)
 
     def lagging(name: str) -> dict | None:
@@ -286,3 +288,25 @@ def test_more_due_policies_than_workers_say_their_evaluations_run_late(kube, kub
         return found if found and found["status"] == "False" else None
 
     assert wait_for(cleared, timeout=120, message="EvaluationLagging cleared")["reason"] == "OnTime"
+
+
+def test_the_policies_of_one_model_judge_one_instant_and_fetch_each_query_once(kube, kubelet, operator_factory, fake_prometheus):
+    prometheus = fake_prometheus(value=0)
+    metrics_port = free_port()
+    operator_factory("-A", "--metrics-port", str(metrics_port), env=FAST)
+    start_canary(kube)
+    names = ["errors-a", "errors-b", "errors-c"]
+    for name in names:
+        kube.create("driftpolicies", policy(name, prometheus.url, interval="2s"))
+        time.sleep(0.7)  # created at different moments, with different uids: still one cohort
+
+    def times(name: str) -> set[str]:
+        return {e["time"] for e in status(kube.get("driftpolicies", name)).get("evaluations") or []}
+
+    common = wait_for(lambda: set.intersection(*(times(name) for name in names)), timeout=90, message="a shared instant")
+    assert common
+    # Every (query, instant) reached Prometheus once, whichever policy asked first.
+    paths = list(prometheus.queries)
+    assert paths and len(paths) == len(set(paths)), [p for p in set(paths) if paths.count(p) > 1]
+    shared = [line for line in metric_lines(metrics_port, "modelwarden_operator_prometheus_queries_total") if 'outcome="shared"' in line]
+    assert shared and float(shared[0].split()[-1]) >= 2 * len(common)

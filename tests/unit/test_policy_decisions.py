@@ -144,16 +144,79 @@ def test_no_rollback_record_without_rollback():
 
 def test_evaluation_due_follows_interval_spec_changes_and_spreads_new_policies():
     context = ctx()
-    assert not decide.evaluation_due(context, DriftPolicyStatus(), T0 - datetime.timedelta(seconds=1))
-    spread = decide.phase_offset("uid-1") * 30
-    assert decide.evaluation_due(context, DriftPolicyStatus(), T0 + datetime.timedelta(seconds=spread))
-    status = DriftPolicyStatus(last_evaluation=evaluation(P, T0), observed_generation=1)
-    assert not decide.evaluation_due(context, status, T0 + datetime.timedelta(seconds=59))
-    assert decide.evaluation_due(context, status, T0 + datetime.timedelta(seconds=60))
+    first = decide.next_evaluation(context, DriftPolicyStatus(), T0)
+    assert T0 <= first <= T0 + decide.FIRST_EVALUATION_SPREAD
+    assert not decide.evaluation_due(context, DriftPolicyStatus(), first - datetime.timedelta(microseconds=1))
+    assert decide.evaluation_due(context, DriftPolicyStatus(), first)
+    status = DriftPolicyStatus(last_evaluation=evaluation(P, first), observed_generation=1)
+    second = decide.next_evaluation(context, status, first)
+    assert datetime.timedelta(seconds=30) <= second - first < datetime.timedelta(seconds=90)
+    assert not decide.evaluation_due(context, status, second - datetime.timedelta(microseconds=1))
+    assert decide.evaluation_due(context, status, second)
+    on_grid = DriftPolicyStatus(last_evaluation=evaluation(P, second), observed_generation=1)
+    assert decide.next_evaluation(context, on_grid, second) == second + datetime.timedelta(seconds=60)
     changed = decide.PolicyContext(**{**context.__dict__, "generation": 2})
-    assert decide.evaluation_due(changed, status, T0 + datetime.timedelta(seconds=1))
-    offsets = [decide.phase_offset(f"uid-{i}") for i in range(1000)]
+    assert decide.evaluation_due(changed, status, first + datetime.timedelta(seconds=1))
+    # 1000 models: their phases spread evenly, so their policies do not fire together.
+    offsets = [decide.phase_offset(f"ml/model-{i}/canary") for i in range(1000)]
     assert all(0 <= o < 1 for o in offsets) and max(sum(1 for o in offsets if k / 10 <= o < (k + 1) / 10) for k in range(10)) < 140
+
+
+def other(context: decide.PolicyContext, **changes) -> decide.PolicyContext:
+    return decide.PolicyContext(**{**context.__dict__, **changes})
+
+
+def test_the_policies_of_one_model_and_track_come_due_together_and_others_apart():
+    """A cohort (namespace, ModelDeployment, track) shares a grid: policies created at different
+    times, with different uids, judge the same instants, so their identical queries are fetched once."""
+    a = ctx()
+    b = other(a, name="latency", uid="uid-2", created=T0 + datetime.timedelta(seconds=17), spec=spec(performance=[{"metric": "latency_p99", "max": 0.5}]))
+    minute = datetime.timedelta(minutes=1)
+
+    def second_instant(context):
+        first = decide.next_evaluation(context, DriftPolicyStatus(), context.created)
+        evaluated = DriftPolicyStatus(last_evaluation=evaluation(P, first), observed_generation=1, evaluated_version="2")
+        return decide.next_evaluation(context, evaluated, first)
+
+    grid_a, grid_b = second_instant(a), second_instant(b)
+    assert (grid_b - grid_a) % minute == datetime.timedelta(0)
+    common = max(grid_a, grid_b)
+    for context in (a, b):
+        at_common = DriftPolicyStatus(last_evaluation=evaluation(P, common), observed_generation=1, evaluated_version="2")
+        assert decide.next_evaluation(context, at_common, common) == common + minute
+    stable = other(a, spec=spec(track="stable"))
+    other_model = other(a, spec=spec(targetRef={"name": "churn"}))
+    phases = {decide.phase_offset(decide.cohort(c)) for c in (a, b, stable, other_model)}
+    assert len(phases) == 3  # a and b share one; the stable track and another model have their own
+
+
+def test_off_the_grid_evaluations_return_to_it_at_least_half_an_interval_later():
+    context = ctx()
+    minute = datetime.timedelta(minutes=1)
+    grid = decide.on_grid(T0, minute, decide.phase_offset(decide.cohort(context)))
+    for offset_s in (1, 29, 31, 59):
+        at = grid + datetime.timedelta(seconds=offset_s)  # e.g. a new version judged at once
+        status = DriftPolicyStatus(last_evaluation=evaluation(P, at), observed_generation=1, evaluated_version="2")
+        following = decide.next_evaluation(context, status, at)
+        assert (following - grid) % minute == datetime.timedelta(0)
+        assert minute / 2 <= following - at < minute * 3 / 2
+
+
+def test_a_long_interval_still_evaluates_a_new_policy_within_30_seconds():
+    hourly = ctx(interval="1h")
+    first = decide.next_evaluation(hourly, DriftPolicyStatus(), T0)
+    assert T0 <= first <= T0 + decide.FIRST_EVALUATION_SPREAD
+    status = DriftPolicyStatus(last_evaluation=evaluation(P, first), observed_generation=1, evaluated_version="2")
+    second = decide.next_evaluation(hourly, status, first)
+    assert datetime.timedelta(minutes=30) <= second - first < datetime.timedelta(minutes=90)
+    assert decide.on_grid(second, datetime.timedelta(hours=1), decide.phase_offset(decide.cohort(hourly))) == second
+
+
+def test_the_grid_is_exact_in_microseconds():
+    step = datetime.timedelta(seconds=7)
+    instant = decide.on_grid(T0, step, 0.25)
+    assert instant >= T0 and decide.on_grid(instant, step, 0.25) == instant
+    assert decide.on_grid(instant + datetime.timedelta(microseconds=1), step, 0.25) == instant + step
 
 
 @pytest.mark.parametrize("job,outcome,event", [

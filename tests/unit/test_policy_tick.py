@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 from modelwarden.api.driftpolicy import DriftPolicyStatus, RetrainStatus, Verdict
-from modelwarden.planning import tick
+from modelwarden.planning import policy, tick
 from modelwarden.planning.retraining import JobOutcome, JobState
 from tests.unit.test_policy_decisions import T0, ctx, evaluation
 
@@ -27,12 +27,20 @@ def ticks(context, verdicts, status=None):
 
 def test_needs_an_evaluation_only_when_due_and_the_target_exists():
     context = ctx()
-    assert tick.needs(context, DriftPolicyStatus(), (), True, T0 + MINUTE) == tick.Needs(job=None, evaluation=True)
-    assert not tick.needs(context, DriftPolicyStatus(), (), False, T0 + MINUTE).evaluation
-    assert not tick.needs(ctx(suspend=True), DriftPolicyStatus(), (), True, T0 + MINUTE).evaluation
-    evaluated = ticks(context, [P])[-1].status
-    assert not tick.needs(context, evaluated, (), True, T0 + MINUTE / 2).evaluation
-    assert tick.needs(context, evaluated, (), True, T0 + MINUTE).evaluation
+    due = policy.next_evaluation(context, DriftPolicyStatus(), T0)
+    assert T0 <= due <= T0 + policy.FIRST_EVALUATION_SPREAD
+    assert tick.needs(context, DriftPolicyStatus(), (), True, due) == tick.Needs(job=None, evaluation=due)
+    assert tick.needs(context, DriftPolicyStatus(), (), True, due - datetime.timedelta(microseconds=1)).evaluation is None
+    assert tick.needs(context, DriftPolicyStatus(), (), False, due).evaluation is None
+    assert tick.needs(ctx(suspend=True), DriftPolicyStatus(), (), True, due).evaluation is None
+    decided = tick.decide_tick(context, DriftPolicyStatus(), tick.Observations(target_found=True, evaluation=evaluation(P, due)), due)
+    evaluated, following = decided.status, decided.next_at
+    assert tick.needs(context, evaluated, (), True, following - datetime.timedelta(microseconds=1)).evaluation is None
+    # Run a little late (a busy worker pool): the evaluation still judges its due instant, the one
+    # every policy of the cohort judges; run later than the tolerance (15 s here): it judges now.
+    assert tick.needs(context, evaluated, (), True, following + datetime.timedelta(seconds=3)).evaluation == following
+    late = following + datetime.timedelta(seconds=16)
+    assert tick.needs(context, evaluated, (), True, late).evaluation == late
 
 
 def test_needs_the_running_job_also_when_status_lost_its_record():
@@ -100,14 +108,17 @@ def test_the_schedule_cronjob_is_wanted_kept_or_deleted():
 
 def test_an_evaluation_run_late_says_so_and_one_on_time_clears_it():
     context = ctx()  # interval 1m: tolerance 15s
-    first = ticks(context, [P])[-1]
-    assert first.next_at == T0 + MINUTE and "EvaluationLagging" not in [c.type for c in first.status.conditions]
-    late_at = T0 + 2 * MINUTE + datetime.timedelta(seconds=20)  # due at T0+1m: 80 s late
+    due = policy.next_evaluation(context, DriftPolicyStatus(), T0)
+    first = tick.decide_tick(context, DriftPolicyStatus(), tick.Observations(target_found=True, evaluation=evaluation(P, due)), due)
+    grid = first.next_at  # on the cohort's grid from here on
+    assert "EvaluationLagging" not in [c.type for c in first.status.conditions]
+    late_at = grid + datetime.timedelta(seconds=80)  # 80 s late, so it judges `now`
     late = tick.decide_tick(context, first.status, tick.Observations(target_found=True, evaluation=evaluation(P, late_at)), late_at)
     lagging = next(c for c in late.status.conditions if c.type == "EvaluationLagging")
     assert lagging.status.value == "True" and "80.0s after it was due" in lagging.message
-    on_time_at = late_at + MINUTE + datetime.timedelta(seconds=5)
-    on_time = tick.decide_tick(context, late.status, tick.Observations(target_found=True, evaluation=evaluation(P, on_time_at)),
+    assert late.next_at == grid + 2 * MINUTE  # back on the grid, at least half an interval later
+    on_time_at = grid + 2 * MINUTE + datetime.timedelta(seconds=5)
+    on_time = tick.decide_tick(context, late.status, tick.Observations(target_found=True, evaluation=evaluation(P, grid + 2 * MINUTE)),
                                on_time_at)
     assert next(c for c in on_time.status.conditions if c.type == "EvaluationLagging").status.value == "False"
-    assert on_time.next_at == on_time_at + MINUTE
+    assert on_time.next_at == grid + 3 * MINUTE

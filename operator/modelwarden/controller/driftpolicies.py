@@ -134,10 +134,10 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     if need.job is not None:
         job = await loop.run_in_executor(EVALUATIONS, _observed_job, memo.kube, need.job, jobs, namespace)
     evaluation = None
-    if need.evaluation:
+    if need.evaluation is not None:
         assert target is not None
         evaluation, drifts = await loop.run_in_executor(EVALUATIONS, _run_evaluation, memo.kube, memo.config, memo.prometheus,
-                                                        policy, namespace, target, now)
+                                                        policy, namespace, target, need.evaluation)
         telemetry.record_evaluation(namespace, name, evaluation, drifts, evaluation.duration_seconds or 0.0)
     seen = tick.Observations(
         target_found=target is not None, cronjob=indexed_cronjob["metadata"]["name"] if indexed_cronjob else None,

@@ -60,13 +60,13 @@ def connect(memo: Memo, **_: Any) -> None:
     memo.kube = KubeApi()
     memo.fence = WriteFence()
     memo.wakeups = Wakeups()
-    memo.prometheus = ProviderPool()
+    memo.prometheus = ProviderPool(outcome=telemetry.record_query)
     memo.pod_monitors = PodMonitorSupport(memo.kube, memo.config.pod_monitors, labels=memo.config.pod_monitor_labels)
     if memo.config.pod_monitors == "off":
         logging.getLogger(__name__).info("PodMonitors off (--pod-monitors=off): none are watched or written")
     else:
         memo.pod_monitors.check()  # at startup, then again every few minutes (controller/podmonitors.py)
-    telemetry.serve(memo.config.metrics_port)
+    telemetry.serve(memo.config.metrics_port, memo.config.metrics_address)
 
 
 def disconnect(memo: Memo, **_: Any) -> None:

@@ -39,20 +39,25 @@ RECONCILES = Counter("modelwarden_operator_reconciles", "ModelDeployment reconci
                      ["outcome"])
 STATUS_WRITES = Counter("modelwarden_operator_status_writes", "Conditional status writes by kind and outcome (written, conflict).",
                         ["kind", "outcome"])
+PROMETHEUS_QUERIES = Counter("modelwarden_operator_prometheus_queries", "Queries the evaluations asked, by outcome: fetched "
+                             "(sent to Prometheus) or shared (answered by an identical query at the same instant).", ["outcome"])
 
 _lock = threading.Lock()
 _series: dict[tuple[str, str], set[tuple[object, tuple[str, ...]]]] = defaultdict(set)  # owner -> {(metric, labels)}
 
 
-def serve(port: int | None) -> None:
-    """Start the /metrics server; a port in use is logged, not fatal (metrics are not the operator's job)."""
+def serve(port: int | None, address: str = "0.0.0.0") -> object | None:
+    """Start the /metrics server on address:port (returned; None when off); a port in use is logged,
+    not fatal (metrics are not the operator's job)."""
     if not port:
-        return
+        return None
     try:
-        start_http_server(port)
-        logger.info("operator metrics on :%d/metrics", port)
+        server, _ = start_http_server(port, addr=address)
+        logger.info("operator metrics on %s:%d/metrics", address, port)
+        return server
     except OSError as exc:
-        logger.warning("operator metrics disabled: cannot listen on port %d: %s", port, exc)
+        logger.warning("operator metrics disabled: cannot listen on %s:%d: %s", address, port, exc)
+        return None
 
 
 def _remember(owner: tuple[str, str], metric: object, labels: tuple[str, ...]) -> None:
@@ -97,6 +102,10 @@ def record_notification(namespace: str, policy: str, channel: str, outcome: str)
 
 def record_reconcile(outcome: str) -> None:
     RECONCILES.labels(outcome).inc()
+
+
+def record_query(outcome: str) -> None:
+    PROMETHEUS_QUERIES.labels(outcome).inc()
 
 
 def record_status_write(kind: str, outcome: str) -> None:

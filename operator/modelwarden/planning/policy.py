@@ -61,28 +61,61 @@ class Step:
     retrain: RetrainRequest | None = None
 
 
-def phase_offset(uid: str) -> float:
-    """A stable fraction in [0, 1) from the uid: spreads the first evaluations of many policies."""
-    return int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
+def phase_offset(key: str) -> float:
+    """A stable fraction in [0, 1) from a key: spreads the evaluations of many policies."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0x1_0000_0000
+
+
+def cohort(ctx: PolicyContext) -> str:
+    """The policies that judge one model's track: they come due at the same instants (for one
+    interval), so their identical queries are fetched from Prometheus once."""
+    return f"{ctx.namespace}/{ctx.spec.target_ref.name}/{ctx.spec.track.value}"
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+
+
+def on_grid(earliest: datetime.datetime, step: datetime.timedelta, phase: float) -> datetime.datetime:
+    """The first instant at or after `earliest` of the grid phase*step + k*step (anchored at the
+    epoch, in whole microseconds, so every process and restart computes the same instants)."""
+    step_us = max(1, step // _MICROSECOND)
+    offset_us = int(phase * step_us)
+    after_us = (earliest - _EPOCH) // _MICROSECOND
+    steps = -(-(after_us - offset_us) // step_us)  # ceiling division
+    return _EPOCH + (offset_us + steps * step_us) * _MICROSECOND
 
 
 def next_evaluation(ctx: PolicyContext, status: DriftPolicyStatus, now: datetime.datetime) -> datetime.datetime:
-    """When the next evaluation is due: every spec.interval after the last one; at once (`now`)
-    after a spec change or when the judged version changed. A new policy waits a uid-derived share
-    of min(interval, 30 s), so policies applied together do not fire together."""
+    """When the next evaluation is due: at once (`now`) after a spec change or when the judged
+    version changed; otherwise on the cohort's grid (every spec.interval, at a phase derived from
+    the model and track, so 1000 policies on 1000 models do not fire together while the policies
+    of one model do), the first grid instant at least half an interval after the last evaluation
+    (exactly one interval while on the grid). A new policy is evaluated at its first grid instant,
+    or within a phase-derived share of 30 s when the grid is further away (a long interval)."""
     if status.observed_generation is not None and ctx.generation != status.observed_generation:
         return now
     if status.evaluated_version is not None and ctx.alert.version != status.evaluated_version:
         return now  # judge a new version (a new canary, a promotion, a rollback) at once
+    phase = phase_offset(cohort(ctx))
     last = status.last_evaluation
     if last is None:
         created = ctx.created or now
-        return created + phase_offset(ctx.uid) * min(ctx.spec.interval, FIRST_EVALUATION_SPREAD)
-    return last.time + ctx.spec.interval
+        first = on_grid(created, ctx.spec.interval, phase)
+        return first if first - created <= FIRST_EVALUATION_SPREAD else created + phase * FIRST_EVALUATION_SPREAD
+    return on_grid(last.time + ctx.spec.interval / 2, ctx.spec.interval, phase)
 
 
 def evaluation_due(ctx: PolicyContext, status: DriftPolicyStatus, now: datetime.datetime) -> bool:
     return now >= next_evaluation(ctx, status, now)
+
+
+def evaluation_instant(ctx: PolicyContext, status: DriftPolicyStatus, now: datetime.datetime) -> datetime.datetime:
+    """The instant an evaluation judges (its window ends there): its due time when it runs within
+    the lag tolerance, so every policy of a cohort judges the same instant and their identical
+    queries are shared, whichever worker gets to each first; `now` when it runs later than that."""
+    due = next_evaluation(ctx, status, now)
+    return due if due <= now and now - due <= lag_tolerance(ctx.spec) else now
 
 
 def lag_tolerance(spec: DriftPolicySpec) -> datetime.timedelta:

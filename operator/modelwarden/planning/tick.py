@@ -29,7 +29,7 @@ class Needs:
     """What this tick must read before deciding."""
 
     job: str | None  # the running retraining Job to follow, by name
-    evaluation: bool  # an evaluation is due: query Prometheus
+    evaluation: datetime.datetime | None  # an evaluation is due: query Prometheus at this instant
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Observations:
     cronjob: str | None = None  # the name of this policy's CronJob, if the watch shows one
     jobs: tuple[JobState, ...] = ()  # this policy's retraining Jobs, as the watch shows them
     job: JobState | None = None  # the running Job `needs().job` named (None: it is gone)
-    evaluation: Evaluation | None = None  # present when `needs().evaluation` was true
+    evaluation: Evaluation | None = None  # present when `needs().evaluation` named an instant
     retrain_token: str | None = None  # the modelwarden.io/retrain annotation
 
 
@@ -72,7 +72,8 @@ def needs(ctx: PolicyContext, previous: DriftPolicyStatus, jobs: Sequence[JobSta
           now: datetime.datetime) -> Needs:
     status = policy.adopt_unrecorded_job(previous, list(jobs))
     running = status.last_retrain.job_name if status.last_retrain and status.last_retrain.outcome == JobOutcome.RUNNING else None
-    return Needs(job=running, evaluation=not ctx.spec.suspend and target_found and policy.evaluation_due(ctx, status, now))
+    due = not ctx.spec.suspend and target_found and policy.evaluation_due(ctx, status, now)
+    return Needs(job=running, evaluation=policy.evaluation_instant(ctx, status, now) if due else None)
 
 
 def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observations, now: datetime.datetime) -> Tick:
@@ -86,7 +87,7 @@ def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observati
         step = policy.target_missing(ctx, followed.status, now)
     elif seen.evaluation is not None:
         step = policy.observe(ctx, followed.status, seen.evaluation, now)
-        _record_lag(ctx, followed.status, step.status, seen.evaluation.time)
+        _record_lag(ctx, followed.status, step.status, now)
     events = list(followed.events)
     status, notification, retrain = followed.status, None, None
     if step is not None:

@@ -26,6 +26,7 @@ from requests.adapters import HTTPAdapter
 
 from modelwarden.prometheus.errors import NoData, QueryError, Unreachable
 from modelwarden.prometheus.provider import InstantVector, RangeMatrix
+from modelwarden.prometheus.shared import Outcome, SharedProvider
 from modelwarden.retry import RetryPolicy
 
 MAX_GET_QUERY_LENGTH = 4000
@@ -52,12 +53,14 @@ class PrometheusConfig:
 
 class ProviderPool:
     """Providers kept from one evaluation to the next, one per distinct backend configuration, so
-    evaluations reuse keep-alive connections instead of a new TCP (and TLS) connection each time.
-    Bounded: the least recently used provider is closed first."""
+    evaluations reuse keep-alive connections instead of a new TCP (and TLS) connection each time,
+    and share identical queries (prometheus/shared.py). Credentials are part of the configuration,
+    so answers are only ever shared between callers using the same ones. Bounded: the least
+    recently used provider is closed first."""
 
-    def __init__(self, size: int = 64) -> None:
-        self.size = size
-        self._providers: OrderedDict[tuple[Any, ...], PrometheusProvider] = OrderedDict()
+    def __init__(self, size: int = 64, outcome: Outcome | None = None) -> None:
+        self.size, self.outcome = size, outcome
+        self._providers: OrderedDict[tuple[Any, ...], SharedProvider] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -65,12 +68,12 @@ class ProviderPool:
         return (config.url, tuple(sorted(config.headers.items())), config.bearer_token, config.basic_auth,
                 config.ca_pem, config.timeout_seconds, config.attempts, config.backoff_seconds)
 
-    def get(self, config: PrometheusConfig) -> "PrometheusProvider":
+    def get(self, config: PrometheusConfig) -> SharedProvider:
         key = self._key(config)
         with self._lock:
             provider = self._providers.get(key)
             if provider is None:
-                provider = self._providers[key] = PrometheusProvider(config)
+                provider = self._providers[key] = SharedProvider(PrometheusProvider(config), outcome=self.outcome)
             self._providers.move_to_end(key)
             while len(self._providers) > self.size:
                 _, oldest = self._providers.popitem(last=False)

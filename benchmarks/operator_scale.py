@@ -18,12 +18,17 @@ DriftPolicies (stable track, interval ``--interval``, one custom check), and mea
   status writes each evaluation makes, per ModelDeployment reconcile (counted by the operator's
   own /metrics) — 0 means a reconcile with nothing to change sends nothing;
 * ``canary_patch_to_deployment_seconds``: one ModelDeployment patched to add a canary, until the
-  canary Deployment exists.
+  canary Deployment exists;
+* with ``--policies-per-model K``: K DriftPolicies per ModelDeployment asking the same query, and
+  over the steady window ``queries_asked`` (by the evaluations), ``queries_shared`` (answered by
+  an identical query of another policy at the same instant) and ``prometheus_requests`` (what
+  reached the fake Prometheus).
 
 Every process it starts is stopped on exit. Prints a table, or one JSON object per N (``--json``).
 
     .venv/bin/python benchmarks/operator_scale.py --n 50,200
     .venv/bin/python benchmarks/operator_scale.py --n 1000 --steady 120 --json
+    .venv/bin/python benchmarks/operator_scale.py --n 200 --policies-per-model 3
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from tests.simulators import FakePrometheus  # noqa: E402
 NAMESPACE = "ml"
 MANAGED = "app.kubernetes.io/managed-by=modelwarden"
 RECONCILES = re.compile(r"^modelwarden_operator_reconciles_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+QUERIES = re.compile(r'^modelwarden_operator_prometheus_queries_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.M)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -68,11 +74,11 @@ def modeldeployment(name: str) -> dict[str, Any]:
     }
 
 
-def driftpolicy(name: str, prometheus_url: str, interval: str) -> dict[str, Any]:
+def driftpolicy(name: str, model: str, prometheus_url: str, interval: str) -> dict[str, Any]:
     return {
         "apiVersion": "modelwarden.io/v1alpha1", "kind": "DriftPolicy",
         "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"targetRef": {"name": name}, "track": "stable", "interval": interval, "window": interval, "minSamples": 1,
+        "spec": {"targetRef": {"name": model}, "track": "stable", "interval": interval, "window": interval, "minSamples": 1,
                  "checks": [{"name": "errors", "query": 'sum(errors{model="{{ model }}"})', "max": 1}],
                  "prometheus": {"url": prometheus_url, "timeout": "5s"}},
     }
@@ -92,6 +98,12 @@ def rss_mb(pid: int) -> float:
 
 def reconciles(metrics_url: str) -> float:
     return sum(float(v) for v in RECONCILES.findall(requests.get(metrics_url, timeout=10).text))
+
+
+def queries(metrics_url: str) -> dict[str, float]:
+    """The operator's Prometheus queries so far: {"fetched": …, "shared": …}."""
+    found = {outcome: float(v) for outcome, v in QUERIES.findall(requests.get(metrics_url, timeout=10).text)}
+    return {"fetched": found.get("fetched", 0.0), "shared": found.get("shared", 0.0)}
 
 
 def until(what: str, done: Callable[[], bool], started: float, timeout: float, poll: float = 1.0) -> float:
@@ -129,9 +141,12 @@ def run_round(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         apiserver = cluster.plane.processes["kube-apiserver"].pid
 
         started = time.monotonic()
+        per_model = args.policies_per_model
         for i in range(n):
             kube.create("modeldeployments", modeldeployment(f"m{i}"), namespace=NAMESPACE)
-            kube.create("driftpolicies", driftpolicy(f"m{i}", prometheus.url, args.interval), namespace=NAMESPACE)
+            for j in range(per_model):
+                name = f"m{i}" if per_model == 1 else f"m{i}-p{j}"
+                kube.create("driftpolicies", driftpolicy(name, f"m{i}", prometheus.url, args.interval), namespace=NAMESPACE)
         created = time.monotonic() - started
 
         def children() -> bool:
@@ -143,9 +158,10 @@ def run_round(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
             return sum((o.get("status") or {}).get("phase") == value for o in kube.list("modeldeployments", namespace=NAMESPACE)) >= n
 
         def evaluated() -> bool:
-            return sum(bool((o.get("status") or {}).get("lastEvaluation")) for o in kube.list("driftpolicies", namespace=NAMESPACE)) >= n
+            evaluated = sum(bool((o.get("status") or {}).get("lastEvaluation")) for o in kube.list("driftpolicies", namespace=NAMESPACE))
+            return evaluated >= n * per_model
 
-        result: dict[str, Any] = {"n": n, "create_seconds": round(created, 1)}
+        result: dict[str, Any] = {"n": n, "policies": n * per_model, "create_seconds": round(created, 1)}
         milestones = {"converged_seconds": children, "stable_seconds": lambda: phases("Stable"), "evaluated_seconds": evaluated}
         while milestones:  # polled together: each records when it first held
             for key, done in list(milestones.items()):
@@ -158,6 +174,7 @@ def run_round(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
 
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         cpu0, api_cpu0, reconciles0 = cpu_seconds(operator.pid), cpu_seconds(apiserver), reconciles(metrics_url)
+        queries0, prometheus_requests0 = queries(metrics_url), len(prometheus.queries)
         by_resource0 = dict(proxy.by_resource)
         window0 = time.monotonic()
         time.sleep(args.steady)
@@ -174,6 +191,12 @@ def run_round(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
             "api_requests_by_resource": by_resource,
             "api_requests_per_idle_reconcile": round(sent / done, 3) if done else None,
         })
+        asked = {k: v - queries0[k] for k, v in queries(metrics_url).items()}
+        result.update({  # in the steady window: what the evaluations asked, and what reached Prometheus
+            "queries_asked": int(asked["fetched"] + asked["shared"]),
+            "queries_shared": int(asked["shared"]),
+            "prometheus_requests": len(prometheus.queries) - prometheus_requests0,
+        })
 
         patched = time.monotonic()
         kube.patch("modeldeployments", "m0", {"spec": {"canary": {"version": "2", "modelUri": "file:///m/m0/2", "weight": 10}}},
@@ -189,13 +212,16 @@ def run_round(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
 COLUMNS = (("n", "N", 5), ("converged_seconds", "children s", 11), ("stable_seconds", "Stable s", 9),
            ("evaluated_seconds", "evaluated s", 12), ("operator_cores", "op cores", 9), ("operator_rss_mb", "op RSS MB", 10),
            ("apiserver_cores", "api cores", 10), ("reconciles_per_second", "rec/s", 6),
-           ("api_requests_per_idle_reconcile", "req/idle rec", 13), ("canary_patch_to_deployment_seconds", "canary s", 9))
+           ("api_requests_per_idle_reconcile", "req/idle rec", 13), ("canary_patch_to_deployment_seconds", "canary s", 9),
+           ("queries_asked", "queries", 8), ("prometheus_requests", "to Prometheus", 14))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", default="50,200", help="comma-separated sizes (default 50,200)")
     parser.add_argument("--interval", default="60s", help="DriftPolicy interval (default 60s)")
+    parser.add_argument("--policies-per-model", type=int, default=1,
+                        help="DriftPolicies per ModelDeployment, all asking the same query (default 1): shows the shared fetches")
     parser.add_argument("--steady", type=float, default=120.0, help="seconds of the steady window (default 120)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for each milestone")
     parser.add_argument("--json", action="store_true", help="one JSON object per N")

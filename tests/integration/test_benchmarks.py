@@ -67,12 +67,15 @@ def test_breach_latency_prints_the_quiet_row():
 
 
 SCALE_FIELDS = ("converged_seconds", "stable_seconds", "evaluated_seconds", "operator_cores", "operator_rss_mb",
-                "api_requests_per_idle_reconcile", "canary_patch_to_deployment_seconds")
+                "api_requests_per_idle_reconcile", "canary_patch_to_deployment_seconds", "queries_asked", "queries_shared",
+                "prometheus_requests")
 
 
 def test_operator_scale_prints_every_field_and_an_idle_reconcile_sends_nothing():
-    out = _bench("operator_scale.py", "--n", "3", "--steady", "12", "--json")
+    out = _bench("operator_scale.py", "--n", "3", "--policies-per-model", "2", "--interval", "2s", "--steady", "12", "--json")
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["n"] == 3 and set(SCALE_FIELDS) <= set(result), result
+    assert result["n"] == 3 and result["policies"] == 6 and set(SCALE_FIELDS) <= set(result), result
+    # Two policies per model asking the same query at the same instants: Prometheus is asked once.
+    assert result["queries_shared"] > 0 and result["prometheus_requests"] < result["queries_asked"], result
     assert result["reconciles_per_second"] > 0, result
     assert result["api_requests_per_idle_reconcile"] == 0, result  # watch-fed: nothing to change, nothing sent

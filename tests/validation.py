@@ -2,8 +2,8 @@
 built-ins, and third-party CRD schemas from ../shared/schemas.
 
 Our CRs are checked the way `kubectl apply` (strict field validation) and the API server check
-them: the structural schema with unknown fields rejected, then every `x-kubernetes-validations`
-rule evaluated with cel-python at its place in the object. Errors read like the API server's:
+them: the schema's defaults applied, the structural schema with unknown fields rejected, then
+every `x-kubernetes-validations` rule evaluated with cel-python at its place in the object. Errors read like the API server's:
 `spec.canary.weight: Invalid value: 150: must be less than or equal to 100`.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 import celpy
 import jsonschema
 import kubernetes_validate
+import re2
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -31,8 +32,37 @@ def _is_sorted(values: Any) -> celpy.celtypes.BoolType:
     return celpy.celtypes.BoolType(all(a <= b for a, b in zip(items, items[1:])))
 
 
-# Kubernetes CEL library functions our rules use that plain CEL lacks.
-CEL_EXTENSIONS = {"isSorted": _is_sorted}
+def _find_all(text: Any, pattern: Any, limit: Any = -1) -> celpy.celtypes.ListType:
+    found = [celpy.celtypes.StringType(m.group(0)) for m in re2.finditer(str(pattern), str(text))]
+    return celpy.celtypes.ListType(found if int(limit) < 0 else found[: int(limit)])
+
+
+def _sum(values: Any) -> Any:
+    items = list(values)
+    if not items:
+        return celpy.celtypes.IntType(0)
+    total = items[0]
+    for item in items[1:]:
+        total = total + item
+    return total
+
+
+def _substring(text: Any, start: Any, end: Any = None) -> celpy.celtypes.StringType:
+    return celpy.celtypes.StringType(str(text)[int(start): None if end is None else int(end)])
+
+
+def _replace(text: Any, old: Any, new: Any, count: Any = -1) -> celpy.celtypes.StringType:
+    return celpy.celtypes.StringType(str(text).replace(str(old), str(new), int(count)))
+
+
+def _lower_ascii(text: Any) -> celpy.celtypes.StringType:
+    return celpy.celtypes.StringType("".join(c.lower() if c.isascii() else c for c in str(text)))
+
+
+# Kubernetes CEL library functions our rules use that plain CEL lacks (the regex, lists and
+# strings libraries of the API server).
+CEL_EXTENSIONS = {"isSorted": _is_sorted, "findAll": _find_all, "sum": _sum, "substring": _substring,
+                  "replace": _replace, "lowerAscii": _lower_ascii}
 
 
 def _path(parts: Any) -> str:
@@ -126,11 +156,74 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
     return [f"{_path(path)}: Invalid value: {error.message}"]
 
 
+def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """A copy of an object with the schema's defaults filled in, as the API server does before it
+    validates (a default applies where the field is absent and its parent object is present)."""
+    value = copy.deepcopy(value)
+
+    def walk(node: dict[str, Any], item: Any) -> None:
+        if isinstance(item, dict):
+            for key, sub in node.get("properties", {}).items():
+                if key not in item and "default" in sub:
+                    item[key] = copy.deepcopy(sub["default"])
+                if key in item:
+                    walk(sub, item[key])
+            if isinstance(node.get("additionalProperties"), dict):
+                for sub_item in item.values():
+                    walk(node["additionalProperties"], sub_item)
+        elif isinstance(item, list) and "items" in node:
+            for sub_item in item:
+                walk(node["items"], sub_item)
+
+    walk(schema, value)
+    return value
+
+
+def numbers_as_doubles(schema: dict[str, Any], value: Any) -> Any:
+    """Values of `type: number` fields as floats: Kubernetes CEL types them double even when the
+    manifest writes 120, so `self.max > 0.0` holds for `max: 120`."""
+    if schema.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dict):
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return {k: numbers_as_doubles(properties.get(k) or (extra if isinstance(extra, dict) else {}), v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [numbers_as_doubles(schema.get("items", {}), v) for v in value]
+    return value
+
+
+def set_errors(schema: dict[str, Any], value: Any, path: list[Any] | None = None) -> list[str]:
+    """`x-kubernetes-list-type: set` lists hold no value twice (the API server's "Duplicate value")."""
+    path = path or []
+    errors = []
+    if isinstance(value, dict):
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = properties.get(key) or (extra if isinstance(extra, dict) else None)
+            if sub:
+                errors += set_errors(sub, item, [*path, key])
+    elif isinstance(value, list):
+        if schema.get("x-kubernetes-list-type") == "set":
+            seen: list[Any] = []
+            for index, item in enumerate(value):
+                if item in seen:
+                    errors.append(f"{_path([*path, index])}: Duplicate value: {item!r}")
+                seen.append(item)
+        for index, item in enumerate(value):
+            errors += set_errors(schema.get("items", {}), item, [*path, index])
+    return errors
+
+
 def schema_errors(schema: dict[str, Any], obj: dict[str, Any], strict: bool = True) -> list[str]:
-    # The API server always accepts the type and object metadata, whether or not a CRD lists them.
+    # The API server always accepts the type and object metadata, whether or not a CRD lists them;
+    # a CRD may constrain metadata.name only, and the rest of metadata is never "unknown".
+    metadata = schema.get("properties", {}).get("metadata", {"type": "object"})
     root = {**schema, "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                                     "metadata": {"type": "object"}, **schema.get("properties", {})}}
-    validator = jsonschema.Draft4Validator(_strict(root) if strict else root)
+                                     **schema.get("properties", {}), "metadata": {"type": "object"}}}
+    root = _strict(root) if strict else root
+    root["properties"]["metadata"] = metadata
+    validator = jsonschema.Draft4Validator(root)
     errors = sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
     return [line for error in errors for line in _describe(error)]
 
@@ -141,7 +234,9 @@ def validate_custom_resource(obj: dict[str, Any]) -> list[str]:
     schema = our_schemas().get(key)
     if schema is None:
         return [f"apiVersion/kind: no CRD in crds/ serves {key}"]
-    errors = schema_errors(schema, obj)
+    obj = apply_defaults(schema, obj)
+    errors = schema_errors(schema, obj) + set_errors(schema, obj)
+    obj = numbers_as_doubles(schema, obj)
     # Like the API server, CEL rules run only on objects that pass the structural schema.
     return errors or cel_errors(schema, obj)
 

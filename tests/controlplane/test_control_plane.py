@@ -4,7 +4,6 @@ enforces RBAC for ServiceAccount tokens (the foundation for running the operator
 from __future__ import annotations
 
 import json
-import pathlib
 import re
 import uuid
 
@@ -14,12 +13,6 @@ import yaml
 from tests.controlplane.support import KUBE_BIN, ROOT, SHARED_SCHEMAS, wait_for
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-INVALID = sorted((ROOT / "tests" / "corpus" / "invalid").glob("*.yaml"))
-
-
-def expected_field(path: pathlib.Path) -> str:
-    """The field an invalid corpus file is about (its `# expect: FIELD` line, as in test_corpus)."""
-    return re.search(r"^# expect: (\S+)$", path.read_text(), re.M).group(1)
 
 
 def test_server_reports_its_version(control_plane):
@@ -55,20 +48,8 @@ def test_third_party_crds_apply_and_are_established(control_plane):
     assert "virtualservices.networking.istio.io" in third_party_crds
 
 
-@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
-def test_invalid_manifest_is_rejected_by_the_api_server_naming_the_field(kubectl, path):
-    result = kubectl.run("apply", "--dry-run=server", "-f", str(path))
-    assert result.returncode != 0, f"{path.name} was accepted: {result.stdout}"
-    field = expected_field(path)
-    # `FIELD: Invalid value|Required value|Unsupported value...` from schema and CEL validation,
-    # `unknown field "FIELD"` from strict field validation.
-    named = f"{field}: " in result.stderr or f'unknown field "{field}"' in result.stderr
-    assert named, f"{path.name}: expected {field!r} named in: {result.stderr}"
-
-
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_is_accepted_by_the_api_server(kubectl, path):
-    kubectl("apply", "--dry-run=server", "-f", str(path))
+# The invalid corpus and the examples against this API server: tests/component/test_corpus_admission.py
+# (one control plane for all of them, strict field validation, and the `# stage: operator` cases).
 
 
 def test_garbage_collector_deletes_what_a_deleted_model_deployment_owned(control_plane):

@@ -19,7 +19,7 @@ CHECK = {P: "drift/features", F: "drift/features", I: "performance/accuracy", E:
 def spec(**overrides) -> DriftPolicySpec:
     body = {"targetRef": {"name": "fraud"}, "track": "canary", "interval": "1m", "failureThreshold": 2,
             "performance": [{"metric": "accuracy", "min": 0.8}],
-            "actions": {"rollback": True, "retrain": {"jobTemplate": {"template": {"spec": {"containers": []}}}, "cooldown": "1h"}}}
+            "actions": {"rollback": True, "retrain": {"jobTemplate": {"template": {"spec": {"containers": [{"name": "train", "image": "trainer:1"}]}}}, "cooldown": "1h"}}}
     body.update(overrides)
     return DriftPolicySpec.model_validate(body)
 
@@ -203,7 +203,7 @@ def test_off_the_grid_evaluations_return_to_it_at_least_half_an_interval_later()
 
 
 def test_a_long_interval_still_evaluates_a_new_policy_within_30_seconds():
-    hourly = ctx(interval="1h")
+    hourly = ctx(interval="1h", window="1h")
     first = decide.next_evaluation(hourly, DriftPolicyStatus(), T0)
     assert T0 <= first <= T0 + decide.FIRST_EVALUATION_SPREAD
     status = DriftPolicyStatus(last_evaluation=evaluation(P, first), observed_generation=1, evaluated_version="2")

@@ -13,6 +13,19 @@ from pydantic.alias_generators import to_camel
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # A label value: model names and versions become Prometheus/Kubernetes label values.
 LABEL_VALUE_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+# A ModelDeployment's name names Services (`<name>`, `<name>-stable|canary|shadow`): a DNS-1035
+# label (a letter first, no dots) short enough that the longest child name fits 63 characters.
+MODEL_DEPLOYMENT_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+MODEL_DEPLOYMENT_NAME_MAX = 63 - len("-stable")
+# A DriftPolicy's name names its retraining CronJob `<name>-retrain` (Kubernetes allows 52
+# characters for a CronJob) and Jobs `<name>-retrain-<8 hex>` (63).
+DRIFT_POLICY_NAME_MAX = 52 - len("-retrain")
+# A key of a Secret's or ConfigMap's data.
+DATA_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# A Prometheus label name.
+PROMETHEUS_LABEL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+# An HTTP header name (an RFC 9110 token).
+HEADER_NAME_PATTERN = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"
 
 
 class ApiModel(BaseModel):
@@ -29,6 +42,11 @@ class ApiModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready dict as it appears in a manifest (camelCase, no unset optionals)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def cel_string(text: str) -> str:
+    """A CEL string literal (double-quoted) of any text, e.g. a regular expression."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def cel_rules(*rules: tuple[str, str, str]) -> ConfigDict:
@@ -102,7 +120,7 @@ class SecretKeyRef(ApiModel):
 
     name: str = Field(pattern=NAME_PATTERN, max_length=253)
     """The Secret's name."""
-    key: str = Field(min_length=1, max_length=253)
+    key: str = Field(min_length=1, max_length=253, pattern=DATA_KEY_PATTERN)
     """The key within the Secret's data."""
 
 
@@ -111,7 +129,7 @@ class ConfigMapKeyRef(ApiModel):
 
     name: str = Field(pattern=NAME_PATTERN, max_length=253)
     """The ConfigMap's name."""
-    key: str = Field(default="profile.json", min_length=1, max_length=253)
+    key: str = Field(default="profile.json", min_length=1, max_length=253, pattern=DATA_KEY_PATTERN)
     """The key within the ConfigMap's data."""
 
 

@@ -15,6 +15,12 @@ import yaml
 from pydantic import BaseModel, TypeAdapter
 
 from modelwarden.contract.kubernetes import GROUP, VERSION
+from modelwarden.api.common import (
+    DRIFT_POLICY_NAME_MAX,
+    MODEL_DEPLOYMENT_NAME_MAX,
+    MODEL_DEPLOYMENT_NAME_PATTERN,
+    cel_string,
+)
 from modelwarden.api.duration import DURATION_PATTERN, format_duration
 from modelwarden.api.driftpolicy import DriftPolicy, DriftPolicySpec, DriftPolicyStatus
 from modelwarden.api.modeldeployment import ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus
@@ -73,6 +79,26 @@ def _column(name: str, type_: str, path: str, description: str, priority: int = 
 
 AGE = _column("Age", "date", ".metadata.creationTimestamp", "Time since creation")
 
+
+def _name_rule(rule: str, message: str) -> dict[str, str]:
+    return {"rule": f"!has(self.metadata.name) || {rule}", "message": message, "fieldPath": ".metadata.name"}
+
+
+# Rules on metadata.name (the only part of metadata a CRD may constrain): every child's name fits.
+MODEL_DEPLOYMENT_NAME_RULES = [
+    _name_rule(f"size(self.metadata.name) <= {MODEL_DEPLOYMENT_NAME_MAX}",
+               f"metadata.name must be at most {MODEL_DEPLOYMENT_NAME_MAX} characters: the Services <name>-stable, "
+               "<name>-canary and <name>-shadow must fit the 63 characters Kubernetes allows"),
+    _name_rule(f"self.metadata.name.matches({cel_string(MODEL_DEPLOYMENT_NAME_PATTERN)})",
+               "metadata.name must start with a letter and hold only lowercase letters, digits and '-' (no dots): "
+               "it names Services, which are DNS-1035 labels"),
+]
+DRIFT_POLICY_NAME_RULES = [
+    _name_rule(f"size(self.metadata.name) <= {DRIFT_POLICY_NAME_MAX}",
+               f"metadata.name must be at most {DRIFT_POLICY_NAME_MAX} characters: the retraining CronJob "
+               "<name>-retrain must fit the 52 characters Kubernetes allows a CronJob"),
+]
+
 RESOURCES: list[dict[str, Any]] = [
     {
         "kind": "ModelDeployment",
@@ -81,6 +107,7 @@ RESOURCES: list[dict[str, Any]] = [
         "model": ModelDeployment,
         "spec": ModelDeploymentSpec,
         "status": ModelDeploymentStatus,
+        "name_rules": MODEL_DEPLOYMENT_NAME_RULES,
         "columns": [
             _column("Phase", "string", ".status.phase", "Lifecycle phase"),
             _column("Stable", "string", ".status.stable.version", "Version served by the stable track"),
@@ -97,6 +124,7 @@ RESOURCES: list[dict[str, Any]] = [
         "model": DriftPolicy,
         "spec": DriftPolicySpec,
         "status": DriftPolicyStatus,
+        "name_rules": DRIFT_POLICY_NAME_RULES,
         "columns": [
             _column("Target", "string", ".spec.targetRef.name", "The ModelDeployment judged"),
             _column("Track", "string", ".spec.track", "The track judged"),
@@ -145,10 +173,12 @@ def build_crd(resource: dict[str, Any]) -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "metadata": {"type": "object",
+                                             "properties": {"name": {"type": "string", "maxLength": 253}}},
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },
+                            "x-kubernetes-validations": resource["name_rules"],
                         }
                     },
                 }

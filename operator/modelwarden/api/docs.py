@@ -16,7 +16,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from modelwarden.contract.kubernetes import GROUP, VERSION
 from modelwarden.api.crdgen import RESOURCES
-from modelwarden.api.duration import DURATION_PATTERN, format_duration
+from modelwarden.api.duration import DURATION_PATTERN, PositiveDuration, format_duration
 
 _TIMEDELTA = TypeAdapter(timedelta)
 _HEADER = """\
@@ -29,6 +29,14 @@ Both resources are `{group}/{version}`, namespaced. Field names are as written i
 must be set; others take the default shown (— means unset; *all defaults* means an object
 whose own fields take their defaults). Validation rules are enforced by the
 API server (CEL, `x-kubernetes-validations`) when the CRDs are installed.
+
+Every duration is at most `365d`; intervals, windows, offsets, timeouts and the canary's
+progress deadline are also greater than `0s`. The API server checks each duration with:
+
+{duration_rules}
+
+What only the operator can check (a custom check's PromQL, whether a cron schedule ever fires)
+makes the resource's condition `InvalidSpec` name the field.
 """
 
 
@@ -133,20 +141,58 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _rules(node: dict[str, Any]) -> list[str]:
-    return [f"- `{rule['rule']}` — {rule['message']}" for rule in node.get("x-kubernetes-validations", [])]
+def _rules(node: dict[str, Any], field: str = "") -> list[str]:
+    where = f"`{field}`: " if field else ""
+    return [f"- {where}`{rule['rule']}` — {rule['message']}" for rule in node.get("x-kubernetes-validations", [])]
+
+
+def _field_rules(field: str, node: dict[str, Any]) -> list[str]:
+    """The rules inside one field's own schema (not its referenced types, which have a section;
+    not durations, whose rules the header gives once)."""
+    node = _non_null(node)
+    if "$ref" in node or node.get("pattern") == DURATION_PATTERN:
+        return []
+    lines = _rules(node, field)
+    for key, sub in node.get("properties", {}).items():
+        lines += _field_rules(f"{field}.{key}", sub)
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            lines += _field_rules(f"{field}[]" if key == "items" else f"{field}.*", node[key])
+    return lines
+
+
+def _table(node: dict[str, Any], defs: dict[str, Any], cls: type[BaseModel] | None = None) -> list[str]:
+    required = set(node.get("required", []))
+    lines = ["| Field | Type | Default | Description |", "|---|---|---|---|"]
+    for field, sub in node.get("properties", {}).items():
+        name = f"`{field}` *(required)*" if field in required else f"`{field}`"
+        lines.append(f"| {name} | {type_text(sub, defs)} | {default_text(sub, cls, field)} | {_cell(sub.get('description', ''))} |")
+    return lines
+
+
+def _inline_tables(path: str, node: dict[str, Any], defs: dict[str, Any]) -> list[str]:
+    """Tables for the declared parts of an inline object (a Job's pod template, its metadata)."""
+    node = _non_null(node)
+    if "$ref" in node:
+        return []
+    if node.get("type") == "array" and isinstance(node.get("items"), dict):
+        return _inline_tables(f"{path}[]", node["items"], defs)
+    if not node.get("properties"):
+        return []
+    lines = ["", f"#### `{path}`", "", *_table(node, defs)]
+    for field, sub in node["properties"].items():
+        lines += _inline_tables(f"{path}.{field}", sub, defs)
+    return lines
 
 
 def object_section(title: str, node: dict[str, Any], defs: dict[str, Any], cls: type[BaseModel] | None = None) -> list[str]:
     lines = [f"### {title}", ""]
     if node.get("description"):
         lines += [" ".join(node["description"].split()), ""]
-    required = set(node.get("required", []))
-    lines += ["| Field | Type | Default | Description |", "|---|---|---|---|"]
+    lines += _table(node, defs, cls)
     for field, sub in node.get("properties", {}).items():
-        name = f"`{field}` *(required)*" if field in required else f"`{field}`"
-        lines.append(f"| {name} | {type_text(sub, defs)} | {default_text(sub, cls, field)} | {_cell(sub.get('description', ''))} |")
-    rules = _rules(node)
+        lines += _inline_tables(field, sub, defs)
+    rules = _rules(node) + [line for field, sub in node.get("properties", {}).items() for line in _field_rules(field, sub)]
     if rules:
         lines += ["", "Validation rules:", "", *rules]
     return [*lines, ""]
@@ -177,6 +223,9 @@ def resource_sections(resource: dict[str, Any], done: set[str]) -> list[str]:
         f" (`kubectl get {resource['short_names'][0]}`).",
         "",
     ]
+    name_rules = [f"- `{rule['rule']}` — {rule['message']}" for rule in resource.get("name_rules", [])]
+    if name_rules:
+        lines += ["Validation rules of `metadata.name`:", "", *name_rules, ""]
     for part in ("spec", "status"):
         cls: type[BaseModel] = resource[part]
         schema = cls.model_json_schema(by_alias=True, mode="validation")
@@ -199,7 +248,8 @@ def resource_sections(resource: dict[str, Any], done: set[str]) -> list[str]:
 
 
 def render() -> str:
-    lines = [_HEADER.format(group=GROUP, version=VERSION)]
+    durations = TypeAdapter(PositiveDuration).json_schema()
+    lines = [_HEADER.format(group=GROUP, version=VERSION, duration_rules="\n".join(_rules(durations)))]
     lines += ["Contents: " + ", ".join(f"[{r['kind']}](#{_anchor(r['kind'])})" for r in RESOURCES), ""]
     done: set[str] = set()
     for resource in RESOURCES:

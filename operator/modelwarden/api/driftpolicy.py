@@ -2,31 +2,55 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from enum import Enum
+import re
+from datetime import timedelta
 from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from modelwarden.contract.kubernetes import API_VERSION
 from modelwarden.api.checks import ComparisonSpec, CustomCheck, DriftSpec, OutlierSpec, PerformanceCheck
 from modelwarden.api.common import (
+    DATA_KEY_PATTERN,
+    MODEL_DEPLOYMENT_NAME_MAX,
+    MODEL_DEPLOYMENT_NAME_PATTERN,
     NAME_PATTERN,
+    PROMETHEUS_LABEL_NAME_PATTERN,
     ApiModel,
     ConfigMapKeyRef,
-    Condition,
-    PodTemplateSpec,
     SecretKeyRef,
     Track,
     cel_rules,
+    cel_string,
 )
-from modelwarden.api.duration import Duration
-
+from modelwarden.api.duration import Duration, PositiveDuration, cel_seconds
+from modelwarden.api.fields import (
+    CRON_MESSAGE,
+    CRON_PATTERN,
+    URL_PATTERN,
+    EmailAddress,
+    HeaderValue,
+    JobMetadata,
+    JobPodTemplate,
+    check_cron,
+    check_headers,
+    header_rules,
+)
+from modelwarden.api.policystatus import (  # noqa: F401  (re-exported: the status types live beside the spec)
+    ActionRecord,
+    CheckResult,
+    DriftPolicyPhase,
+    DriftPolicyStatus,
+    Evaluation,
+    EvaluationSummary,
+    RetrainStatus,
+    Verdict,
+)
 
 class TargetRef(ApiModel):
     """The ModelDeployment judged by this policy (same namespace)."""
 
-    name: str = Field(pattern=NAME_PATTERN, max_length=253)
+    name: str = Field(pattern=MODEL_DEPLOYMENT_NAME_PATTERN, max_length=MODEL_DEPLOYMENT_NAME_MAX)
     """Name of the ModelDeployment."""
 
 
@@ -35,31 +59,47 @@ class BasicAuth(ApiModel):
 
     secret_name: str = Field(pattern=NAME_PATTERN, max_length=253)
     """Secret holding the credentials."""
-    username_key: str = "username"
+    username_key: str = Field(default="username", max_length=253, pattern=DATA_KEY_PATTERN)
     """Key of the user name."""
-    password_key: str = "password"
+    password_key: str = Field(default="password", max_length=253, pattern=DATA_KEY_PATTERN)
     """Key of the password."""
 
 
 class PrometheusSource(ApiModel):
     """A Prometheus-API endpoint (Prometheus, Thanos, Mimir, VictoriaMetrics)."""
 
-    url: str = Field(pattern=r"^https?://.+", max_length=2048)
-    """Base URL, e.g. http://prometheus.monitoring:9090 (the /api/v1 path is appended)."""
-    headers: dict[str, str] = Field(default_factory=dict, max_length=16)
-    """Extra request headers, e.g. X-Scope-OrgID for Mimir tenants."""
+    model_config = cel_rules(
+        ("!has(self.bearerTokenSecretRef) || !has(self.basicAuth)",
+         "basicAuth: set at most one of bearerTokenSecretRef and basicAuth", ".basicAuth"),
+    )
+
+    url: str = Field(pattern=URL_PATTERN, max_length=2048)
+    """Base URL, e.g. http://prometheus.monitoring:9090 (the /api/v1 path is appended; no credentials in it)."""
+    headers: dict[str, HeaderValue] = Field(default_factory=dict, max_length=16, json_schema_extra=header_rules(False))
+    """Extra request headers, e.g. X-Scope-OrgID for Mimir tenants (no Authorization: use a Secret reference)."""
     bearer_token_secret_ref: SecretKeyRef | None = None
     """A bearer token read from a Secret."""
     basic_auth: BasicAuth | None = None
     """Basic auth read from a Secret."""
     ca_secret_ref: SecretKeyRef | None = None
     """A PEM CA bundle read from a Secret, for TLS."""
-    timeout: Duration = timedelta(seconds=10)
-    """Timeout of one query."""
+    timeout: PositiveDuration = timedelta(seconds=10)
+    """Timeout of one query (at most spec.interval)."""
     namespace_label: str | None = Field(default=None, max_length=63, pattern=r"^$|^[a-zA-Z_][a-zA-Z0-9_]*$")
     """The label that carries a series' Kubernetes namespace (e.g. namespace, kubernetes_namespace);
     every built-in query matches it, so the same model name in two namespaces never mixes. Empty
     turns the matching off; unset uses the operator's --namespace-label (default namespace)."""
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        return check_headers(headers, allow_authorization=False)
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> "PrometheusSource":
+        if self.bearer_token_secret_ref is not None and self.basic_auth is not None:
+            raise ValueError("set at most one of bearerTokenSecretRef and basicAuth")
+        return self
 
 
 class ProfileRef(ApiModel):
@@ -82,8 +122,9 @@ class ReferenceSpec(ApiModel):
 
     track: Track | None = None
     """Another track of the same model over the same window (e.g. canary judged against stable)."""
-    offset: Duration | None = None
-    """The same track over an earlier window ending this long ago (e.g. 7d)."""
+    offset: PositiveDuration | None = None
+    """The same track over an earlier window ending this long ago (e.g. 7d); at least spec.window,
+    so the reference window never overlaps the current one."""
     profile_ref: ProfileRef | None = None
     """A training-data profile stored in a ConfigMap."""
 
@@ -100,37 +141,61 @@ class SlackAlert(ApiModel):
 class WebhookAlert(ApiModel):
     """A generic JSON webhook, optionally HMAC-SHA256 signed."""
 
-    url: str = Field(pattern=r"^https?://.+", max_length=2048)
-    """Receiver URL."""
+    url: str = Field(pattern=URL_PATTERN, max_length=2048)
+    """Receiver URL (no credentials in it)."""
     hmac_secret_ref: SecretKeyRef | None = None
-    """Secret key used to sign the body (header X-Modelwarden-Signature: sha256=<hex>)."""
-    headers: dict[str, str] = Field(default_factory=dict, max_length=16)
+    """Secret key used to sign each request (header X-Modelwarden-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">; receivers should reject old timestamps)."""
+    headers: dict[str, HeaderValue] = Field(default_factory=dict, max_length=16, json_schema_extra=header_rules(True))
     """Extra headers (no secrets here: use hmacSecretRef)."""
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        return check_headers(headers, allow_authorization=True)
 
 
 class AlertmanagerAlert(ApiModel):
     """An Alertmanager v2 API endpoint."""
 
-    url: str = Field(pattern=r"^https?://.+", max_length=2048)
-    """Base URL, e.g. http://alertmanager.monitoring:9093."""
-    labels: dict[str, str] = Field(default_factory=dict, max_length=16)
+    url: str = Field(pattern=URL_PATTERN, max_length=2048)
+    """Base URL, e.g. http://alertmanager.monitoring:9093 (no credentials in it)."""
+    labels: dict[str, str] = Field(default_factory=dict, max_length=16, json_schema_extra={"x-kubernetes-validations": [
+        {"rule": f"self.all(k, k.matches({cel_string(PROMETHEUS_LABEL_NAME_PATTERN)}))",
+         "message": "labels: names must match [a-zA-Z_][a-zA-Z0-9_]* (Alertmanager refuses others)"}]})
     """Extra alert labels."""
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in labels if not re.fullmatch(PROMETHEUS_LABEL_NAME_PATTERN, name)]
+        if bad:
+            raise ValueError(f"label name {bad[0]!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
+        return labels
 
 
 class EmailAlert(ApiModel):
-    """Email over SMTP."""
+    """Email over SMTP; credentials are never sent in plaintext unless allowPlaintextAuth says so."""
+
+    model_config = cel_rules((  # unset booleans read as their defaults (starttls: true)
+        "!has(self.authSecretRef) || !has(self.starttls) || self.starttls || (has(self.implicitTLS) && self.implicitTLS)"
+        " || (has(self.allowPlaintextAuth) && self.allowPlaintextAuth)", "spec.actions.alert.email.authSecretRef: credentials "
+        "need TLS (starttls or implicitTLS); set allowPlaintextAuth: true to send them in plaintext anyway", ".authSecretRef"))
 
     host: str = Field(min_length=1, max_length=253)
     """SMTP server host."""
     port: int = Field(default=587, ge=1, le=65535)
-    """SMTP server port."""
+    """SMTP server port (465 for implicitTLS)."""
     starttls: bool = True
-    """Upgrade the connection with STARTTLS."""
+    """Upgrade a plaintext connection with STARTTLS (refused if the server does not offer it). No effect with implicitTLS."""
+    implicit_tls: bool = Field(default=False, alias="implicitTLS")
+    """Speak TLS from the first byte (SMTPS, usually port 465) instead of STARTTLS."""
+    allow_plaintext_auth: bool = False
+    """Send authSecretRef's credentials even when neither starttls nor implicitTLS protects them."""
     auth_secret_ref: BasicAuth | None = None
-    """SMTP credentials from a Secret."""
+    """SMTP credentials from a Secret (sent only over TLS unless allowPlaintextAuth)."""
     from_address: str = Field(alias="from", pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
     """Sender address."""
-    to: list[str] = Field(min_length=1, max_length=32)
+    to: list[EmailAddress] = Field(min_length=1, max_length=32)
     """Recipient addresses."""
 
 
@@ -156,16 +221,17 @@ class AlertSpec(ApiModel):
 class JobTemplate(ApiModel):
     """A batch/v1 Job template for retraining."""
 
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    """Labels and annotations for the Job."""
+    metadata: JobMetadata = Field(default_factory=dict)
+    """Labels and annotations for the Job (its name is the operator's)."""
     backoff_limit: int | None = Field(default=None, ge=0, le=100)
     """Retries before the Job fails."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     """Maximum run time."""
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     """Clean-up delay after the Job finishes."""
-    template: PodTemplateSpec
-    """The Job's pod template (restartPolicy defaults to Never)."""
+    template: JobPodTemplate
+    """The Job's pod template: at least one container with a name and an image; restartPolicy
+    Never (the default) or OnFailure."""
 
 
 class RetrainSpec(ApiModel):
@@ -175,10 +241,16 @@ class RetrainSpec(ApiModel):
     """The Job to run; context arrives as MODELWARDEN_* environment variables."""
     cooldown: Duration = timedelta(hours=24)
     """Minimum time between breach-triggered Jobs."""
-    schedule: str | None = Field(default=None, min_length=1, max_length=128)
-    """Cron expression or @hourly/@daily/@weekly/@monthly for a CronJob owned by the policy."""
+    schedule: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra={
+        "x-kubernetes-validations": [{"rule": f"self.matches({cel_string(CRON_PATTERN)})", "message": CRON_MESSAGE}]})
+    """Cron expression (five fields, as a CronJob takes it) or @hourly/@daily/@weekly/@monthly/@yearly for a CronJob owned by the policy."""
     on_breach: bool = True
     """Launch a Job when the policy breaches (after failureThreshold)."""
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, schedule: str | None) -> str | None:
+        return None if schedule is None else check_cron(schedule)
 
 
 class ActionsSpec(ApiModel):
@@ -216,17 +288,45 @@ class DriftPolicySpec(ApiModel):
             "spec.reference.track must differ from spec.track",
             ".reference.track",
         ),
+        (
+            "!has(self.performance) || self.performance.all(p, self.performance.filter(q, q.metric == p.metric"
+            " && (has(q.class) ? q.class : '') == (has(p.class) ? p.class : '')).size() == 1)",
+            "spec.performance: each metric (and class) may appear once; put min and max in one entry",
+            ".performance",
+        ),
+        (
+            f"!has(self.window) || !has(self.interval) || {cel_seconds('self.window')} >= {cel_seconds('self.interval')}",
+            "spec.window must be at least spec.interval: a shorter window leaves time between evaluations unjudged",
+            ".window",
+        ),
+        (
+            f"!has(self.feedbackWindow) || !has(self.interval) || {cel_seconds('self.feedbackWindow')} >= {cel_seconds('self.interval')}",
+            "spec.feedbackWindow must be at least spec.interval: a shorter window leaves feedback between evaluations unjudged",
+            ".feedbackWindow",
+        ),
+        (
+            "!has(self.reference) || !has(self.reference.offset) || !has(self.window)"
+            f" || {cel_seconds('self.reference.offset')} >= {cel_seconds('self.window')}",
+            "spec.reference.offset must be at least spec.window: a shorter offset makes the reference window overlap the current one",
+            ".reference.offset",
+        ),
+        (
+            "!has(self.prometheus) || !has(self.prometheus.timeout) || !has(self.interval)"
+            f" || {cel_seconds('self.prometheus.timeout')} <= {cel_seconds('self.interval')}",
+            "spec.prometheus.timeout must be at most spec.interval: a query may not outlast the time between evaluations",
+            ".prometheus.timeout",
+        ),
     )
 
     target_ref: TargetRef
     """The ModelDeployment (same namespace)."""
     track: Track = Track.STABLE
     """The track judged; a policy on the canary track gates its progress."""
-    interval: Duration = timedelta(minutes=1)
+    interval: PositiveDuration = timedelta(minutes=1)
     """How often to evaluate."""
-    window: Duration = timedelta(minutes=30)
-    """The look-back window of each evaluation."""
-    feedback_window: Duration | None = None
+    window: PositiveDuration = timedelta(minutes=30)
+    """The look-back window of each evaluation (at least interval)."""
+    feedback_window: PositiveDuration | None = None
     """The look-back window for ground-truth feedback (accuracy, precision, recall, F1, MSE, MAE,
     RMSE and the comparison's accuracy); default: window. Labels often arrive days later than
     predictions: judge quality over e.g. 7d while drift looks at the last 30m."""
@@ -253,123 +353,25 @@ class DriftPolicySpec(ApiModel):
     suspend: bool = False
     """Stop evaluating (status is kept)."""
 
-
-class DriftPolicyPhase(str, Enum):
-    """The state of a DriftPolicy."""
-
-    PENDING = "Pending"  # means: not evaluated yet
-    PASSING = "Passing"  # means: the last evaluation passed every check
-    FAILING = "Failing"  # means: the last evaluation failed at least one check
-    INSUFFICIENT_DATA = "InsufficientData"  # means: too few samples to judge; never acts
-    ERROR = "Error"  # means: the evaluation could not run (query failed); never acts
-    SUSPENDED = "Suspended"  # means: spec.suspend is true
-
-
-class Verdict(str, Enum):
-    """The outcome of one check or one evaluation."""
-
-    PASS = "Pass"
-    FAIL = "Fail"
-    INSUFFICIENT_DATA = "InsufficientData"
-    ERROR = "Error"
-
-
-class CheckResult(ApiModel):
-    """One check's outcome with its numbers."""
-
-    check: str
-    """Check name, e.g. drift/age, performance/accuracy, custom/p99."""
-    verdict: Verdict
-    """Pass, Fail, InsufficientData or Error."""
-    value: float | None = None
-    """Measured value."""
-    threshold: float | None = None
-    """Bound it was compared with."""
-    samples: int | None = None
-    """Observations behind the value."""
-    message: str = ""
-    """A one-line human explanation."""
-
-
-class Evaluation(ApiModel):
-    """One evaluation of the policy."""
-
-    time: datetime
-    """When it ran."""
-    verdict: Verdict
-    """Aggregated verdict."""
-    samples: int | None = None
-    """Observations in the current window."""
-    duration_seconds: float | None = None
-    """How long the evaluation took."""
-    results: list[CheckResult] = Field(default_factory=list, max_length=512)
-    """Every check."""
-
-
-class EvaluationSummary(ApiModel):
-    """A compact past evaluation for the ring buffer."""
-
-    time: datetime
-    """When it ran."""
-    verdict: Verdict
-    """Aggregated verdict."""
-    failed: list[str] = Field(default_factory=list, max_length=64)
-    """Names of failing checks."""
-
-
-class ActionRecord(ApiModel):
-    """An action the policy took."""
-
-    type: str
-    """Rollback, Retrain or Alert."""
-    time: datetime
-    """When."""
-    reason: str = ""
-    """Why."""
-
-
-class RetrainStatus(ApiModel):
-    """The last retraining Job."""
-
-    job_name: str
-    """The Job's name."""
-    started_at: datetime
-    """When it was created."""
-    finished_at: datetime | None = None
-    """When it finished."""
-    outcome: str = "Running"
-    """Running, Succeeded or Failed."""
-    trigger: str = ""
-    """Breach or Manual (scheduled runs belong to the CronJob)."""
-
-
-class DriftPolicyStatus(ApiModel):
-    """Observed state of the policy, written only when it changes."""
-
-    phase: DriftPolicyPhase = DriftPolicyPhase.PENDING
-    """State of the policy."""
-    observed_generation: int | None = None
-    """The spec generation last evaluated."""
-    last_evaluation: Evaluation | None = None
-    """The latest evaluation with every check."""
-    consecutive_failures: int = Field(default=0, ge=0)
-    """Failing evaluations in a row (InsufficientData and Error neither count nor reset)."""
-    evaluated_version: str | None = None
-    """The version of the judged track at the last evaluation; another version starts a new failure streak."""
-    failing_since: datetime | None = None
-    """Time of the first Fail of the current streak: identifies the breach (retraining Job names derive from it)."""
-    evaluations: list[EvaluationSummary] = Field(default_factory=list, max_length=50)
-    """Recent evaluations, newest last (a bounded ring buffer)."""
-    last_action: ActionRecord | None = None
-    """The latest action."""
-    last_retrain: RetrainStatus | None = None
-    """The latest retraining Job."""
-    last_alert_at: datetime | None = None
-    """When an alert was last sent (for repeatInterval)."""
-    retrain_token: str | None = None
-    """The modelwarden.io/retrain annotation value last acted on (one Job per token)."""
-    conditions: list[Condition] = Field(default_factory=list, max_length=16)
-    """Ready (evaluating), Breached (failureThreshold reached; cleared by a Pass), InvalidSpec."""
+    @model_validator(mode="after")
+    def _consistent(self) -> "DriftPolicySpec":
+        """The cross-field rules of the CEL rules above, for the operator (the same messages)."""
+        if self.window < self.interval:
+            raise ValueError("spec.window must be at least spec.interval")
+        if self.feedback_window is not None and self.feedback_window < self.interval:
+            raise ValueError("spec.feedbackWindow must be at least spec.interval")
+        if self.reference is not None and self.reference.offset is not None and self.reference.offset < self.window:
+            raise ValueError("spec.reference.offset must be at least spec.window: a shorter offset makes the "
+                             "reference window overlap the current one")
+        if self.prometheus is not None and self.prometheus.timeout > self.interval:
+            raise ValueError("spec.prometheus.timeout must be at most spec.interval")
+        names = [check.name for check in self.checks]
+        if len(set(names)) != len(names):
+            raise ValueError("spec.checks: names must be unique")
+        keys = [(check.metric, check.class_label) for check in self.performance]
+        if len(set(keys)) != len(keys):
+            raise ValueError("spec.performance: each metric (and class) may appear once")
+        return self
 
 
 class DriftPolicy(ApiModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 
@@ -17,7 +17,12 @@ from modelwarden.api.common import (
     SecretKeyRef,
     cel_rules,
 )
-from modelwarden.api.duration import Duration
+from modelwarden.api.duration import Duration, PositiveDuration
+
+# A hostname as Gateway API takes it: lowercase DNS names, optionally with a leading wildcard label.
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 class TrackSpec(ApiModel):
@@ -65,7 +70,7 @@ class CanaryTrack(TrackSpec):
     """Fixed percent of traffic for an A/B split; never promotes automatically."""
     steps: list[CanaryStep] | None = Field(default=None, min_length=1, max_length=20)
     """Progressive rollout: weights strictly increasing; after the last step the canary is promoted."""
-    progress_deadline: Duration = timedelta(minutes=30)
+    progress_deadline: PositiveDuration = timedelta(minutes=30)
     """How long a step may go past its pause without a decisive verdict before condition Stalled is set."""
     abort_on_stall: bool = False
     """Roll the canary back when it stalls (a low-traffic canary never gets enough data to pass)."""
@@ -89,9 +94,9 @@ class RouterKind(str, Enum):
 class ParentRef(ApiModel):
     """A Gateway API parentRef (a Gateway, or a Service for mesh routing)."""
 
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
     """Name of the parent (usually a Gateway)."""
-    namespace: str | None = Field(default=None, max_length=63)
+    namespace: str | None = Field(default=None, max_length=63, pattern=DNS_LABEL_PATTERN)
     """Namespace of the parent; defaults to the ModelDeployment's namespace."""
     section_name: str | None = Field(default=None, max_length=253)
     """A listener name on the Gateway."""
@@ -108,8 +113,8 @@ class GatewayApiRouting(ApiModel):
 
     parent_refs: list[ParentRef] = Field(min_length=1, max_length=32)
     """Gateways (or mesh Services) the HTTPRoute attaches to."""
-    hostnames: list[str] = Field(default_factory=list, max_length=16)
-    """Hostnames the route answers for."""
+    hostnames: list[Annotated[str, Field(max_length=253, pattern=HOSTNAME_PATTERN)]] = Field(default_factory=list, max_length=16)
+    """Hostnames the route answers for (lowercase DNS names, optionally *.-prefixed)."""
     path_prefix: str = Field(default="/", pattern=r"^/.*$", max_length=1024)
     """Path prefix matched by the route."""
 
@@ -131,6 +136,16 @@ class TrafficSpec(ApiModel):
             "self.router != 'gatewayapi' || has(self.gatewayapi)",
             "spec.traffic.gatewayapi is required when spec.traffic.router is gatewayapi",
             ".gatewayapi",
+        ),
+        (
+            "!has(self.gatewayapi) || self.router == 'gatewayapi'",
+            "spec.traffic.gatewayapi applies to router gatewayapi only: set router: gatewayapi or remove it",
+            ".gatewayapi",
+        ),
+        (
+            "!has(self.istio) || self.router == 'istio'",
+            "spec.traffic.istio applies to router istio only: set router: istio or remove it",
+            ".istio",
         ),
     )
 

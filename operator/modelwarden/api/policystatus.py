@@ -1,0 +1,127 @@
+"""The status of a DriftPolicy: its phase, the evaluations and the actions taken."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+from pydantic import Field
+
+from modelwarden.api.common import ApiModel, Condition
+
+class DriftPolicyPhase(str, Enum):
+    """The state of a DriftPolicy."""
+
+    PENDING = "Pending"  # means: not evaluated yet
+    PASSING = "Passing"  # means: the last evaluation passed every check
+    FAILING = "Failing"  # means: the last evaluation failed at least one check
+    INSUFFICIENT_DATA = "InsufficientData"  # means: too few samples to judge; never acts
+    ERROR = "Error"  # means: the evaluation could not run (query failed); never acts
+    SUSPENDED = "Suspended"  # means: spec.suspend is true
+
+
+class Verdict(str, Enum):
+    """The outcome of one check or one evaluation."""
+
+    PASS = "Pass"
+    FAIL = "Fail"
+    INSUFFICIENT_DATA = "InsufficientData"
+    ERROR = "Error"
+
+
+class CheckResult(ApiModel):
+    """One check's outcome with its numbers."""
+
+    check: str
+    """Check name, e.g. drift/age, performance/accuracy, custom/p99."""
+    verdict: Verdict
+    """Pass, Fail, InsufficientData or Error."""
+    value: float | None = None
+    """Measured value."""
+    threshold: float | None = None
+    """Bound it was compared with."""
+    samples: int | None = None
+    """Observations behind the value."""
+    message: str = ""
+    """A one-line human explanation."""
+
+
+class Evaluation(ApiModel):
+    """One evaluation of the policy."""
+
+    time: datetime
+    """When it ran."""
+    verdict: Verdict
+    """Aggregated verdict."""
+    samples: int | None = None
+    """Observations in the current window."""
+    duration_seconds: float | None = None
+    """How long the evaluation took."""
+    results: list[CheckResult] = Field(default_factory=list, max_length=512)
+    """Every check."""
+
+
+class EvaluationSummary(ApiModel):
+    """A compact past evaluation for the ring buffer."""
+
+    time: datetime
+    """When it ran."""
+    verdict: Verdict
+    """Aggregated verdict."""
+    failed: list[str] = Field(default_factory=list, max_length=64)
+    """Names of failing checks."""
+
+
+class ActionRecord(ApiModel):
+    """An action the policy took."""
+
+    type: str
+    """Rollback, Retrain or Alert."""
+    time: datetime
+    """When."""
+    reason: str = ""
+    """Why."""
+
+
+class RetrainStatus(ApiModel):
+    """The last retraining Job."""
+
+    job_name: str
+    """The Job's name."""
+    started_at: datetime
+    """When it was created."""
+    finished_at: datetime | None = None
+    """When it finished."""
+    outcome: str = "Running"
+    """Running, Succeeded or Failed."""
+    trigger: str = ""
+    """Breach or Manual (scheduled runs belong to the CronJob)."""
+
+
+class DriftPolicyStatus(ApiModel):
+    """Observed state of the policy, written only when it changes."""
+
+    phase: DriftPolicyPhase = DriftPolicyPhase.PENDING
+    """State of the policy."""
+    observed_generation: int | None = None
+    """The spec generation last evaluated."""
+    last_evaluation: Evaluation | None = None
+    """The latest evaluation with every check."""
+    consecutive_failures: int = Field(default=0, ge=0)
+    """Failing evaluations in a row (InsufficientData and Error neither count nor reset)."""
+    evaluated_version: str | None = None
+    """The version of the judged track at the last evaluation; another version starts a new failure streak."""
+    failing_since: datetime | None = None
+    """Time of the first Fail of the current streak: identifies the breach (retraining Job names derive from it)."""
+    evaluations: list[EvaluationSummary] = Field(default_factory=list, max_length=50)
+    """Recent evaluations, newest last (a bounded ring buffer)."""
+    last_action: ActionRecord | None = None
+    """The latest action."""
+    last_retrain: RetrainStatus | None = None
+    """The latest retraining Job."""
+    last_alert_at: datetime | None = None
+    """When an alert was last sent (for repeatInterval)."""
+    retrain_token: str | None = None
+    """The modelwarden.io/retrain annotation value last acted on (one Job per token)."""
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    """Ready (evaluating), Breached (failureThreshold reached; cleared by a Pass), InvalidSpec."""

@@ -103,3 +103,81 @@ def test_bad_manifest_is_exit_2(tmp_path):
 
     done = run(Anywhere, policy="kind: DriftPolicy\nspec: {}\n", tmp_path=tmp_path)
     assert done.returncode == 2 and "targetRef" in done.stderr
+
+
+# -- a scripted Prometheus that answers garbage (issue 14, item 7) ---------------------------------
+
+GARBAGE = {
+    "data is null": b'{"status": "success", "data": null}',
+    "result is a string": b'{"status": "success", "data": {"resultType": "vector", "result": "garbage"}}',
+    "value is not a number": b'{"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, "abc"]}]}}',
+    "series without metric": b'{"status": "success", "data": {"resultType": "vector", "result": [{"value": [1, "3"]}]}}',
+    "scalar of the wrong shape": b'{"status": "success", "data": {"resultType": "scalar", "result": "x"}}',
+    "not JSON": b"<html>proxy error</html>",
+    "a JSON list": b"[1, 2, 3]",
+}
+
+
+class GarbagePrometheus:
+    """Answers every query 200 with ``answer(query)``: a scripted backend, loopback only."""
+
+    def __init__(self, answer) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlparse
+
+        self.queries: list[str] = []
+        scripted = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                query = parse_qs(urlparse(self.path).query)["query"][0]
+                scripted.queries.append(query)
+                body = answer(query)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+def test_malformed_prometheus_answers_are_exit_2_with_error_checks(kind, tmp_path):
+    server = GarbagePrometheus(lambda query: GARBAGE[kind])
+    try:
+        done = run(server, "-o", "json", "--timeout", "2", tmp_path=tmp_path)
+    finally:
+        server.close()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    results = json.loads(done.stdout)["evaluation"]["results"]
+    assert results and {r["verdict"] for r in results} == {"Error"}
+    assert server.queries, "the scripted Prometheus was never asked"
+
+
+def test_a_failing_check_beside_a_malformed_answer_is_exit_2_not_1(tmp_path):
+    """The custom check fails (volume 5 < 1000); the feature histograms come back malformed: the
+    verdict is Fail, but the evaluation is incomplete, so the exit status is 2."""
+    volume = b'{"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, "5"]}]}}'
+    server = GarbagePrometheus(lambda query: volume if "modelwarden_predictions_total" in query and "label_replace" not in query
+                               else GARBAGE["series without metric"])
+    try:
+        done = run(server, "-o", "json", "--timeout", "2", tmp_path=tmp_path)
+    finally:
+        server.close()
+    document = json.loads(done.stdout)
+    checks = {c["check"]: c["verdict"] for c in document["evaluation"]["results"]}
+    assert checks["custom/volume"] == "Fail" and checks["drift/features"] == "Error"
+    assert document["evaluation"]["verdict"] == "Fail"
+    assert done.returncode == 2, done.stderr

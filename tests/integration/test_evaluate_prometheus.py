@@ -25,7 +25,10 @@ HOUR = 60  # steps
 
 
 def _track(history: History, track: str, version: str, drifted: dict[str, tuple[float, float]], active_from: int,
-           accuracy_by_hour: tuple[float, float, float], errors_per_step: int) -> None:
+           accuracy_by_hour: tuple[float, float, float], errors_per_step: int, client_errors_per_step: int | None = None) -> None:
+    """``client_errors_per_step`` set: the track's server splits client (4xx) from server (5xx)
+    errors, as `modelwarden serve` does now, and is flooded with that many bad requests per step;
+    unset: an older server exporting only the all-errors counter."""
     labels = {"model": "fraud", "version": version, "track": track}
     active = np.arange(history.steps) >= active_from
     n = np.where(active, PER_STEP, 0)
@@ -44,6 +47,12 @@ def _track(history: History, track: str, version: str, drifted: dict[str, tuple[
     history.counter("modelwarden_inference_latency_seconds", "modelwarden_inference_latency_seconds_count", labels, n, "histogram")
     history.counter("modelwarden_predictions", "modelwarden_predictions_total", labels, n)
     history.counter("modelwarden_prediction_errors", "modelwarden_prediction_errors_total", {**labels, "reason": "model_error"}, np.where(active, errors_per_step, 0))
+    if client_errors_per_step is not None:
+        history.counter("modelwarden_server_errors", "modelwarden_server_errors_total", {**labels, "reason": "model_error"}, np.where(active, errors_per_step, 0))
+        history.counter("modelwarden_server_errors", "modelwarden_server_errors_total", {**labels, "reason": "internal_error"}, 0)
+        flood = np.where(active, client_errors_per_step, 0)
+        history.counter("modelwarden_client_errors", "modelwarden_client_errors_total", {**labels, "reason": "malformed_json"}, flood)
+        history.counter("modelwarden_prediction_errors", "modelwarden_prediction_errors_total", {**labels, "reason": "malformed_json"}, flood)
     history.counter("modelwarden_prediction_outliers", "modelwarden_prediction_outliers_total", labels, np.where(active, 1, 0))
     hour = np.minimum(np.arange(history.steps) // HOUR, 2)
     correct = np.array(accuracy_by_hour)[hour] * n / 2
@@ -55,7 +64,9 @@ def _track(history: History, track: str, version: str, drifted: dict[str, tuple[
 @pytest.fixture(scope="module")
 def scenario(history_prometheus):
     history = History(hours_ago_aligned(4), 3 * HOUR, seed=11)
-    _track(history, "stable", "1", {"f05": (0.3, 1.0), "f17": (0.0, 1.5)}, 0, (0.9, 0.9, 0.8), 1)
+    # stable: a current server flooded with 50 bad requests a step (ignored by error_rate);
+    # canary: an older server, judged through the fallback to the all-errors counter's 5xx reasons.
+    _track(history, "stable", "1", {"f05": (0.3, 1.0), "f17": (0.0, 1.5)}, 0, (0.9, 0.9, 0.8), 1, client_errors_per_step=50)
     _track(history, "canary", "2", {"f09": (0.3, 1.0)}, 2 * HOUR, (0.9, 0.9, 0.7), 5)
     server = history_prometheus(history)
     provider = PrometheusProvider(PrometheusConfig(server.url, timeout_seconds=10))
@@ -130,7 +141,7 @@ def test_performance_outliers_and_custom_checks(scenario):
     assert results["performance/accuracy"].verdict is Verdict.FAIL
     assert results["performance/accuracy"].value == pytest.approx(0.8)
     assert results["performance/f1"].value == pytest.approx(0.8)
-    assert results["performance/error_rate"].value == pytest.approx(1 / 101)
+    assert results["performance/error_rate"].value == pytest.approx(1 / 101)  # 50 client errors a step left out
     assert results["outliers/rate"].value == pytest.approx(0.01)
     assert results["custom/volume"].value == pytest.approx(6000)
     promql_p99 = server.query(
@@ -151,14 +162,16 @@ def test_no_data_is_insufficient_never_fail(scenario):
 
 
 def test_a_bad_custom_query_is_an_error_of_that_check_only(scenario):
+    """Unparsable PromQL and unknown template variables are refused with the spec now (api/checks.py);
+    a query Prometheus itself refuses at run time (an invalid regular expression) is still an Error of that check."""
     _, provider, history = scenario
     spec = _spec(
         performance=[{"metric": "accuracy", "min": 0.5}],
-        checks=[{"name": "broken", "query": "sum(rate(", "max": 1}, {"name": "unknown", "query": "up{x=\"{{ nope }}\"}", "max": 1}],
+        checks=[{"name": "broken", "query": 'sum(label_replace(modelwarden_predictions_total{model="{{ model }}"}, "a", "x", "b", "("))', "max": 1}],
     )
     timed = evaluate(spec, Target("fraud", versions={"stable": "1"}), provider, _at(history.end))
     results = _results(timed.report)
     assert results["custom/broken"].verdict is Verdict.ERROR and "QueryError" in results["custom/broken"].message
-    assert results["custom/unknown"].verdict is Verdict.ERROR
+    assert "regular expression" in results["custom/broken"].message  # Prometheus's own reason is passed on
     assert results["performance/accuracy"].verdict is Verdict.PASS
     assert timed.report.evaluation.verdict is Verdict.ERROR

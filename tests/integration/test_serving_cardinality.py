@@ -34,6 +34,11 @@ GROUPS = {
     "modelwarden_feedback_observations_total": "feedback",
     "modelwarden_inference_latency_seconds": "latency",
     "modelwarden_prediction_errors_total": "errors",
+    "modelwarden_client_errors_total": "errors",
+    "modelwarden_server_errors_total": "errors",
+    "modelwarden_rejected_values_total": "errors",
+    "modelwarden_feedback_cache_evictions_total": "feedback cache",
+    "modelwarden_feedback_cache_bytes": "feedback cache",
     "modelwarden_predictions_total": "other",
     "modelwarden_prediction_outliers_total": "other",
 }

@@ -1,6 +1,10 @@
 """`modelwarden evaluate`: evaluate a DriftPolicy once against Prometheus, outside the cluster.
 
-Exit status: 0 when the verdict is Pass, 1 when Fail, 2 for InsufficientData, Error or bad input.
+Exit status: 0 when the verdict is Pass, 1 when Fail, 2 for InsufficientData, Error, bad input,
+or any Prometheus answer that could not be read. Scripts gate on these codes, so nothing else may
+end the command: an answer that is not a Prometheus API response of the expected shape is that
+check's Error (not a traceback, whose exit status 1 would read as Fail), and an evaluation that
+stops on an unexpected exception is 2 with a one-line message.
 """
 
 from __future__ import annotations
@@ -18,10 +22,43 @@ import yaml
 from modelwarden.analysis.drift import FeatureDrift
 from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.api.driftpolicy import DriftPolicy, Verdict
-from modelwarden.prometheus.collect import Target, TimedReport, evaluate
 from modelwarden.prometheus.client import PrometheusConfig, PrometheusProvider
+from modelwarden.prometheus.collect import Target, TimedReport, evaluate
+from modelwarden.prometheus.errors import MalformedAnswer, MetricsError, QueryError
+from modelwarden.prometheus.provider import InstantVector, MetricProvider, RangeMatrix
 
 EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.INSUFFICIENT_DATA: 2, Verdict.ERROR: 2}
+EXIT_ERROR = 2  # bad input, an unreadable Prometheus answer, an evaluation that could not finish
+
+
+class MalformedAnswers:
+    """A MetricProvider wrapper: an answer the client cannot decode (``data`` missing or of the
+    wrong type, series without ``metric``, a value that is not a number) becomes a QueryError for
+    that query, so its check is Error, and is remembered in ``malformed``; the exit status is
+    then 2 even when another check failed, because the evaluation is incomplete."""
+
+    def __init__(self, inner: MetricProvider) -> None:
+        self.inner = inner
+        self.malformed: list[str] = []
+
+    def query(self, promql: str, at: datetime | None = None) -> InstantVector:
+        return self._guarded(promql, lambda: self.inner.query(promql, at))
+
+    def query_range(self, promql: str, start: datetime, end: datetime, step_seconds: float) -> RangeMatrix:
+        return self._guarded(promql, lambda: self.inner.query_range(promql, start, end, step_seconds))
+
+    def _guarded(self, promql: str, call: Any) -> Any:
+        try:
+            return call()
+        except MalformedAnswer:
+            self.malformed.append(promql)
+            raise
+        except MetricsError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a malformed body makes the decoder raise
+            self.malformed.append(promql)
+            raise QueryError(f"malformed Prometheus answer ({type(exc).__name__}: {str(exc)[:200]}) "
+                             f"for {promql!r}") from exc
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -68,9 +105,19 @@ def run(args: argparse.Namespace) -> int:
                          else (source.namespace_label if source else None)) or None,
     )
     with PrometheusProvider(config) as provider:
-        timed = evaluate(spec, target, provider, now, profile)
+        guarded = MalformedAnswers(provider)
+        try:
+            timed = evaluate(spec, target, guarded, now, profile)
+        except Exception as exc:  # noqa: BLE001 - a crash must never read as Fail (Python's own exit status 1)
+            print(f"modelwarden evaluate: the evaluation failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_ERROR
     print(_json(timed) if args.output == "json" else _table(timed, args.all_features))
-    return EXIT_CODES[timed.report.evaluation.verdict]
+    return exit_code(timed.report.evaluation.verdict, malformed=len(guarded.malformed))
+
+
+def exit_code(verdict: Verdict, malformed: int = 0) -> int:
+    """0 Pass, 1 Fail, 2 InsufficientData or Error; 2 whatever the verdict once an answer was malformed."""
+    return EXIT_ERROR if malformed else EXIT_CODES[verdict]
 
 
 def _load_policy(path: Path) -> DriftPolicy:

@@ -24,10 +24,12 @@ from aiohttp import web
 
 from modelwarden.contract import environment as env
 from modelwarden.contract.metrics import TRACKS
+from modelwarden.serving.limits import DEFAULT_RANGE_FACTOR, MAX_MAGNITUDE
 from modelwarden.serving.profile import DEFAULT_MAX_SERIES
 from modelwarden.serving.routes import build_app
 from modelwarden.serving.service import (
     DEFAULT_FEEDBACK_CACHE,
+    DEFAULT_FEEDBACK_CACHE_BYTES,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_FEEDBACK_VERSIONS,
     DEFAULT_PORT,
@@ -72,6 +74,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_FEEDBACK_CACHE,
         help="requests remembered for feedback by request id",
+    )
+    parser.add_argument(
+        "--feedback-cache-bytes",
+        type=int,
+        default=int(_env("MODELWARDEN_FEEDBACK_CACHE_BYTES", str(DEFAULT_FEEDBACK_CACHE_BYTES)) or 0),
+        help="estimated bytes the feedback cache may hold; the oldest requests are evicted first "
+        f"[MODELWARDEN_FEEDBACK_CACHE_BYTES; default {DEFAULT_FEEDBACK_CACHE_BYTES} (64 MiB)]",
+    )
+    parser.add_argument(
+        "--value-range-factor",
+        type=float,
+        default=float(_env("MODELWARDEN_VALUE_RANGE_FACTOR", str(DEFAULT_RANGE_FACTOR)) or 0),
+        help="refuse (422) feature and regression feedback values further outside the profile's range than this "
+        f"many times its scale; 0: only non-finite values and values beyond ±{MAX_MAGNITUDE:g} are refused "
+        f"[MODELWARDEN_VALUE_RANGE_FACTOR; default {DEFAULT_RANGE_FACTOR:g}]",
     )
     parser.add_argument(
         "--feedback-key-file",
@@ -133,6 +150,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         max_body_bytes=args.max_body_bytes,
         prediction_log=args.prediction_log,
         feedback_cache_size=args.feedback_cache_size,
+        feedback_cache_bytes=args.feedback_cache_bytes,
+        value_range_factor=args.value_range_factor,
         feedback_key_file=args.feedback_key_file,
         namespace=args.namespace,
         max_feedback_versions=args.max_feedback_versions,

@@ -21,7 +21,12 @@ from prometheus_client.utils import floatToGoString
 # -- metric names ---------------------------------------------------------------------------------
 
 PREDICTIONS = "modelwarden_predictions_total"  # rows predicted, not requests
-PREDICTION_ERRORS = "modelwarden_prediction_errors_total"  # by REASON (contract.reasons)
+PREDICTION_ERRORS = "modelwarden_prediction_errors_total"  # by REASON (contract.reasons): 4xx and 5xx together
+CLIENT_ERRORS = "modelwarden_client_errors_total"  # by REASON: requests answered 4xx (any route)
+SERVER_ERRORS = "modelwarden_server_errors_total"  # by REASON: requests answered 5xx; the operator's error_rate
+REJECTED_VALUES = "modelwarden_rejected_values_total"  # by INPUT, REASON: requests refused for a poisonous value
+FEEDBACK_CACHE_EVICTIONS = "modelwarden_feedback_cache_evictions_total"  # request ids dropped to stay in budget
+FEEDBACK_CACHE_BYTES = "modelwarden_feedback_cache_bytes"  # gauge: estimated bytes the feedback cache holds
 INFERENCE_LATENCY = "modelwarden_inference_latency_seconds"  # histogram, per successful request
 FEATURE_VALUE = "modelwarden_feature_value"  # histogram by FEATURE, edges from the profile
 PREDICTION_VALUE = "modelwarden_prediction_value"  # histogram: regression output or classifier score
@@ -52,6 +57,9 @@ REASON = "reason"
 CLASS = "class"
 PREDICTED = "predicted"
 ACTUAL = "actual"
+INPUT = "input"  # which part of a request held a rejected value: one of REJECTED_INPUTS
+
+REJECTED_INPUTS = ("features", "feedback")  # the values of INPUT
 
 TRACKS = ("stable", "canary", "shadow")  # the values of TRACK
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from modelwarden.api.duration import format_duration
-from modelwarden.contract import metrics
+from modelwarden.contract import metrics, reasons
 
 # The series these queries read, as the model server writes them (modelwarden.contract.metrics).
 FEATURE_BUCKETS = metrics.FEATURE_VALUE + metrics.BUCKET
@@ -25,7 +25,12 @@ LATENCY_BUCKETS = metrics.INFERENCE_LATENCY + metrics.BUCKET
 LATENCY_COUNT = metrics.INFERENCE_LATENCY + metrics.COUNT
 FEEDBACK = metrics.FEEDBACK
 PREDICTIONS = metrics.PREDICTIONS
-ERRORS = metrics.PREDICTION_ERRORS
+# error_rate counts the server's failures only (5xx): a client can send any number of bad requests
+# (4xx), and they must not push a canary over its maximum. Servers older than the server-error
+# counter only have the all-errors counter, so its two 5xx reasons are the fallback.
+ERRORS = metrics.SERVER_ERRORS
+ALL_ERRORS = metrics.PREDICTION_ERRORS
+SERVER_ERROR_REASONS = "|".join(reasons.SERVER_ERROR_REASONS)  # a regex alternation of plain words
 OUTLIERS = metrics.PREDICTION_OUTLIERS
 SQUARED_ERROR_SUM = metrics.FEEDBACK_SQUARED_ERROR_SUM
 ABSOLUTE_ERROR_SUM = metrics.FEEDBACK_ABSOLUTE_ERROR_SUM
@@ -35,7 +40,7 @@ FEEDBACK_OBSERVATIONS = metrics.FEEDBACK_OBSERVATIONS
 COUNTERS: dict[str, str] = {
     "predictions": PREDICTIONS,
     "requests": LATENCY_COUNT,  # successful requests: every one is timed
-    "errors": ERRORS,  # failed requests, by reason
+    "errors": ERRORS,  # requests the server failed (5xx); see _sum_of
     "outliers": OUTLIERS,
     "squared_error_sum": SQUARED_ERROR_SUM,
     "absolute_error_sum": ABSOLUTE_ERROR_SUM,
@@ -105,11 +110,21 @@ def counters(selector: Selector, window: timedelta, quantities: list[str], feedb
     back ``feedback_window`` (default ``window``): labels arrive later than predictions.
     """
     parts = [
-        f'label_replace(sum({_window(COUNTERS[quantity], selector, _span(quantity, window, feedback_window), None)}), '
+        f'label_replace({_sum_of(quantity, selector, _span(quantity, window, feedback_window))}, '
         f'"{QUANTITY_LABEL}", "{quantity}", "", "")'
         for quantity in quantities
     ]
     return " or ".join(parts)
+
+
+def _sum_of(quantity: str, selector: Selector, span: timedelta) -> str:
+    """One quantity's increase summed over the track's series. ``errors`` falls back to the
+    all-errors counter's 5xx reasons where no server exports the server-error counter yet."""
+    total = f"sum({_window(COUNTERS[quantity], selector, span, None)})"
+    if quantity != "errors":
+        return total
+    legacy = f'increase({ALL_ERRORS}{{{selector.matchers()},{metrics.REASON}=~"{SERVER_ERROR_REASONS}"}}[{format_duration(span)}])'
+    return f"({total} or sum({legacy}))"
 
 
 FEEDBACK_QUANTITIES = frozenset({"squared_error_sum", "absolute_error_sum", "feedback_observations"})

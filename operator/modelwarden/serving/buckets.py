@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from modelwarden.contract.metrics import INF_LE, format_le, level_key
+from modelwarden.serving.limits import MAX_MAGNITUDE
 
 LANE_ROWS = 255 * 8  # rows per counting pass: a byte lane of a uint64 word counts at most 255
 
@@ -47,8 +48,9 @@ class Histograms:
     """Cumulative histograms of several columns, each with its own bucket edges.
 
     Edges are padded with +Inf to a rectangle and a final +Inf edge is added for every column,
-    so ``cumulative[c, -1]`` is the column's ``+Inf`` bucket. Non-finite values are not counted
-    (not in any bucket, nor in ``_count`` or ``_sum``).
+    so ``cumulative[c, -1]`` is the column's ``+Inf`` bucket. Non-finite values, and values beyond
+    ±``MAX_MAGNITUDE`` (whose sums could overflow, serving.limits), are not counted (not in any
+    bucket, nor in ``_count`` or ``_sum``): the server refuses both before they get here.
     """
 
     def __init__(self, edge_lists: Sequence[Sequence[float]]):
@@ -63,7 +65,7 @@ class Histograms:
 
     def add(self, values: np.ndarray) -> None:
         """Count a float block shaped (columns, rows)."""
-        finite = np.isfinite(values)
+        finite = np.abs(values) <= MAX_MAGNITUDE  # NaN: False
         if not finite.all():
             values = np.where(finite, values, np.nan)
             self.sums += np.nansum(values, axis=1)

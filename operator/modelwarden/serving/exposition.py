@@ -30,7 +30,10 @@ class Scrape:
     latency_le: Sequence[str]
     predictions: int
     outliers: int
-    errors: dict[str, int]  # by reason
+    errors: dict[str, int]  # by reason: every rejected or failed request
+    client_errors: dict[str, int]  # by reason: answered 4xx
+    server_errors: dict[str, int]  # by reason: answered 5xx
+    rejected_values: dict[tuple[str, str], int]  # by (input, reason)
     classes: dict[str, int]  # by predicted class
     confusion: dict[tuple[str, str, str, str], int]  # (version, track, predicted, actual)
     regression: dict[tuple[str, str], tuple[float, float, int]]  # (version, track) -> the REGRESSION_FEEDBACK values
@@ -74,6 +77,17 @@ _REGRESSION_DOCUMENTATION = (
 )
 
 
+def feedback_cache_families(labels: dict[str, str], evictions: int, held_bytes: int) -> Iterator[Metric]:
+    """The model server's feedback cache (serving.service.FeedbackCache): evictions and its size."""
+    yield single_counter(
+        metrics.FEEDBACK_CACHE_EVICTIONS, "Request ids dropped from the feedback cache to stay within its bounds.",
+        labels, evictions,
+    )
+    size = Metric(metrics.FEEDBACK_CACHE_BYTES, "Estimated bytes the feedback cache holds.", "gauge")
+    size.add_sample(metrics.FEEDBACK_CACHE_BYTES, labels, float(held_bytes))
+    yield size
+
+
 def metric_families(scrape: Scrape) -> Iterator[Metric]:
     """Every family of the contract for one scrape, in a fixed order."""
     labels = scrape.labels
@@ -82,6 +96,18 @@ def metric_families(scrape: Scrape) -> Iterator[Metric]:
     for reason, n in scrape.errors.items():
         errors.add_sample(metrics.PREDICTION_ERRORS, {**labels, metrics.REASON: reason}, float(n))
     yield errors
+    for name, documentation, by_reason in (
+        (metrics.CLIENT_ERRORS, "Requests answered with a client error (4xx), by reason.", scrape.client_errors),
+        (metrics.SERVER_ERRORS, "Requests answered with a server error (5xx), by reason.", scrape.server_errors),
+    ):
+        family = counter(name, documentation)
+        for reason, n in by_reason.items():
+            family.add_sample(name, {**labels, metrics.REASON: reason}, float(n))
+        yield family
+    rejected = counter(metrics.REJECTED_VALUES, "Requests refused for a non-finite or implausible value, by input and reason.")
+    for (part, reason), n in scrape.rejected_values.items():
+        rejected.add_sample(metrics.REJECTED_VALUES, {**labels, metrics.INPUT: part, metrics.REASON: reason}, float(n))
+    yield rejected
     latency = Metric(metrics.INFERENCE_LATENCY, "Server-side request latency (parse + predict).", "histogram")
     add_histogram(latency, labels, scrape.latency_le, scrape.latency_counts, scrape.latency_sum)
     yield latency

@@ -5,7 +5,7 @@ Any Python model server can export what the operator reads::
     monitor = ModelMonitor("fraud", "7", "canary", Profile.from_json(open("profile.json").read()))
     monitor.record_prediction(rows, labels, latency=0.004, scores=positive_class_probabilities)
     monitor.record_feedback(predicted=labels_then, actual=ground_truth)
-    monitor.record_error("invalid_payload")
+    monitor.record_error("invalid_payload", status=400)
 
 Why a custom collector instead of prometheus_client metrics: the feature histogram needs a
 different bucket set per feature (prometheus_client's Histogram has one per metric), and a
@@ -35,14 +35,28 @@ from prometheus_client.metrics_core import Metric
 from modelwarden.contract.metrics import (
     LATENCY_BUCKETS,
     MODEL,
+    REJECTED_INPUTS,
     TRACK,
     VERSION,
     level_key,
 )
 from modelwarden.contract.profile import Distribution, Profile
-from modelwarden.contract.reasons import KNOWN_ERROR_REASONS, ErrorReason
-from modelwarden.serving.buckets import CategoricalCoder, Histograms, LatencyHistogram, tally
+from modelwarden.contract.reasons import (
+    CLIENT_ERROR_REASONS,
+    KNOWN_ERROR_REASONS,
+    ROUTING_REASONS,
+    SERVER_ERROR_REASONS,
+    VALUE_REJECTION_REASONS,
+    ErrorReason,
+)
+from modelwarden.serving.buckets import (
+    CategoricalCoder,
+    Histograms,
+    LatencyHistogram,
+    tally,
+)
 from modelwarden.serving.exposition import Scrape, metric_families
+from modelwarden.serving.limits import MAX_MAGNITUDE
 
 FLUSH_VALUES = 8192  # buffered rows × columns that trigger bucketing: ~1000 rows for a handful of features
 
@@ -97,7 +111,10 @@ class ModelMonitor:
         self._pending_rows = 0
         self._predictions = 0
         self._outliers = 0
-        self._errors = dict.fromkeys(KNOWN_ERROR_REASONS, 0)
+        self._errors = dict.fromkeys(KNOWN_ERROR_REASONS, 0)  # every rejected or failed request (4xx and 5xx)
+        self._client_errors = dict.fromkeys(CLIENT_ERROR_REASONS, 0)
+        self._server_errors = dict.fromkeys(SERVER_ERROR_REASONS, 0)
+        self._rejected = {(kind, reason): 0 for kind in REJECTED_INPUTS for reason in VALUE_REJECTION_REASONS}
         self._classes = dict.fromkeys(profile.classes, 0)
         # Feedback by the (version, track) that made the prediction: this server's own, and the
         # predicting track a feedback token names (feedback may reach any replica of any track).
@@ -213,6 +230,10 @@ class ModelMonitor:
                     self._confusion[key] = self._confusion.get(key, 0) + 1
             return
         error = np.asarray(predicted_seq, dtype=float) - np.asarray(actual_seq, dtype=float)
+        if not (np.abs(error) <= 2 * MAX_MAGNITUDE).all():  # NaN too: one such value would poison the sums for good
+            self.record_rejected_value("feedback", ErrorReason.NON_FINITE if not np.isfinite(error).all()
+                                       else ErrorReason.OUT_OF_RANGE)
+            raise ValueError(f"feedback errors must be finite and at most {2 * MAX_MAGNITUDE:g} (nothing was recorded)")
         squared, absolute = float((error**2).sum()), float(np.abs(error).sum())
         with self._lock:
             self._add_feedback_set(made_by)
@@ -244,9 +265,21 @@ class ModelMonitor:
         with self._lock:
             return len(self._feedback_sets) - 1
 
-    def record_error(self, reason: ErrorReason | str) -> None:
+    def record_error(self, reason: ErrorReason | str, status: int | None = None) -> None:
+        """One request answered with an error, by ``reason``. The HTTP ``status`` decides whether it
+        is the client's (4xx) or the server's (5xx, what the operator's error_rate counts); without
+        it the reason does (``model_error`` and ``internal_error`` are the server's)."""
+        server = status >= 500 if status is not None else reason in SERVER_ERROR_REASONS
         with self._lock:
-            self._errors[reason] = self._errors.get(reason, 0) + 1
+            if reason not in ROUTING_REASONS:
+                self._errors[reason] = self._errors.get(reason, 0) + 1
+            by_reason = self._server_errors if server else self._client_errors
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+
+    def record_rejected_value(self, input: str, reason: ErrorReason | str) -> None:
+        """A request refused for a value that would poison the sums; ``input`` is features or feedback."""
+        with self._lock:
+            self._rejected[(input, reason)] = self._rejected.get((input, reason), 0) + 1
 
     # -- exposition --------------------------------------------------------------------------
 
@@ -266,6 +299,9 @@ class ModelMonitor:
                 predictions=self._predictions,
                 outliers=self._outliers,
                 errors=dict(self._errors),
+                client_errors=dict(self._client_errors),
+                server_errors=dict(self._server_errors),
+                rejected_values=dict(self._rejected),
                 classes=dict(self._classes),
                 confusion={key: 0 if key[:2] in self._unexported else n for key, n in self._confusion.items()},
                 regression={made_by: (0.0, 0.0, 0) if made_by in self._unexported else tuple(sums)
@@ -288,5 +324,8 @@ class NullMonitor:
     def record_feedback(self, predicted: Any, actual: Any, version: str | None = None, track: str | None = None) -> None:
         """Metrics are off."""
 
-    def record_error(self, reason: ErrorReason | str) -> None:
+    def record_error(self, reason: ErrorReason | str, status: int | None = None) -> None:
+        """Metrics are off."""
+
+    def record_rejected_value(self, input: str, reason: ErrorReason | str) -> None:
         """Metrics are off."""

@@ -1,9 +1,11 @@
-"""Request parsing for KServe V1, the Open Inference Protocol (V2) and feedback.
+"""Request parsing for KServe V1 and feedback, and the checks every feature matrix passes.
 
 Everything a client can send either becomes a feature matrix in the profile's column order or a
 :class:`PayloadError` naming the problem; nothing else escapes (tests/unit/serving fuzz this with
 hypothesis). Values are checked strictly: JSON booleans, strings and nulls are not numbers, and
-NaN/Infinity (which Python's json accepts) are rejected.
+NaN/Infinity (which Python's json accepts) are rejected, and so are values that would poison the
+exported sums (serving.limits): a :class:`RejectedValue`, counted apart from other client errors.
+The Open Inference Protocol (V2) is parsed in serving.v2, down to the same feature_matrix.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,10 +21,8 @@ import numpy as np
 from modelwarden.contract.metrics import level_key
 from modelwarden.contract.profile import Profile
 from modelwarden.contract.reasons import ErrorReason
+from modelwarden.serving.limits import DEFAULT_RANGE_FACTOR, Range, ValueLimits
 
-V2_NUMERIC_TYPES = frozenset(
-    {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
-)
 FEEDBACK_KEYS = frozenset({"request_id", "predicted", "token", "actual"})
 
 
@@ -36,6 +36,15 @@ class PayloadError(ValueError):
         self.status = status
 
 
+class RejectedValue(PayloadError):
+    """A non-finite or implausible value (serving.limits): refused before it can reach the
+    exported sums, and counted in ``modelwarden_rejected_values_total`` by ``input``."""
+
+    def __init__(self, input: str, reason: ErrorReason, message: str, status: int = 400):
+        super().__init__(reason, message, status)
+        self.input = input
+
+
 @dataclass(frozen=True)
 class FeatureSchema:
     """What a request must supply: the profile's features, in order."""
@@ -43,12 +52,17 @@ class FeatureSchema:
     names: tuple[str, ...]
     categorical: frozenset[int]
     text_input: bool  # some categorical level is not a number, so the model takes an object array
+    limits: ValueLimits | None = field(default=None, compare=False)  # None: only the magnitude bound
 
     @classmethod
-    def from_profile(cls, profile: Profile) -> "FeatureSchema":
+    def from_profile(cls, profile: Profile, range_factor: float = DEFAULT_RANGE_FACTOR) -> "FeatureSchema":
         categorical = frozenset(i for i, f in enumerate(profile.features) if f.kind == "categorical")
         text = any(not _is_number_text(level) for i in categorical for level in profile.features[i].levels or [])
-        return cls(tuple(profile.feature_names), categorical, text)
+        return cls(tuple(profile.feature_names), categorical, text, ValueLimits.from_profile(profile, range_factor))
+
+    @property
+    def value_limits(self) -> ValueLimits:
+        return self.limits if self.limits is not None else ValueLimits.squarable(self.width)
 
     @property
     def width(self) -> int:
@@ -70,12 +84,12 @@ def parse_json(body: bytes) -> Any:
         raise PayloadError(ErrorReason.MALFORMED_JSON, f"request body is not valid JSON: {str(exc)[:200]}") from exc
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return type(value) in (int, float)  # excludes bool, which is an int subclass
 
 
 def _check_value(value: Any, row: int, column: int, schema: FeatureSchema) -> None:
-    if _is_number(value):
+    if is_number(value):
         return
     name = schema.names[column]
     if column in schema.categorical and schema.text_input and type(value) is str:
@@ -100,14 +114,14 @@ def feature_matrix(rows: Sequence[Sequence[Any]], schema: FeatureSchema) -> np.n
     if schema.text_input:
         matrix = np.array(rows, dtype=object)
         numeric = [c for c in range(schema.width) if c not in schema.categorical]
-        _require_finite(_floats(matrix[:, numeric]), schema, numeric)
+        _require_accepted(_floats(matrix[:, numeric]), schema, numeric)
         for c in schema.categorical:
             for r, value in enumerate(matrix[:, c]):
                 if type(value) is float and not math.isfinite(value):
                     _raise_non_finite(r, schema.names[c])
         return matrix
     matrix = _floats(rows)
-    _require_finite(matrix, schema, list(range(schema.width)))
+    _require_accepted(matrix, schema, None)
     return matrix
 
 
@@ -115,18 +129,33 @@ def _floats(values: Any) -> np.ndarray:
     try:
         return np.asarray(values, dtype=float)
     except OverflowError as exc:
-        raise PayloadError(ErrorReason.NON_FINITE, "a feature value is too large to be a 64-bit float") from exc
+        raise RejectedValue("features", ErrorReason.NON_FINITE, "a feature value is too large to be a 64-bit float") from exc
 
 
-def _require_finite(matrix: np.ndarray, schema: FeatureSchema, columns: list[int]) -> None:
+def _require_accepted(matrix: np.ndarray, schema: FeatureSchema, columns: list[int] | None) -> None:
+    """Finite, and inside each feature's accepted range (``columns``: which features the matrix holds, None: all)."""
     finite = np.isfinite(matrix)
     if not finite.all():
         r, c = (int(i) for i in np.argwhere(~finite)[0])
-        _raise_non_finite(r, schema.names[columns[c]])
+        _raise_non_finite(r, schema.names[c if columns is None else columns[c]])
+    limits = schema.value_limits
+    outside = limits.first_outside(matrix, columns)
+    if outside is not None:
+        r, c = outside
+        feature = c if columns is None else columns[c]
+        accepted = limits.features[feature]
+        raise RejectedValue(
+            "features", ErrorReason.OUT_OF_RANGE,
+            f"row {r}, feature {schema.names[feature]!r}: {float(matrix[r, c]):.6g} is outside the accepted range "
+            f"{accepted.describe()} ({limits.explain(accepted)})",
+            status=422,
+        )
 
 
 def _raise_non_finite(row: int, name: str) -> None:
-    raise PayloadError(ErrorReason.NON_FINITE, f"row {row}, feature {name!r}: NaN and infinite values are not accepted")
+    raise RejectedValue(
+        "features", ErrorReason.NON_FINITE, f"row {row}, feature {name!r}: NaN and infinite values are not accepted"
+    )
 
 
 # -- KServe V1 ----------------------------------------------------------------------------------
@@ -146,14 +175,14 @@ def _v1_row(instance: Any, index: int, schema: FeatureSchema) -> Sequence[Any]:
     if isinstance(instance, list):
         return instance
     if isinstance(instance, dict):
-        _check_names(instance.keys(), schema, f"instance {index}")
+        check_names(instance.keys(), schema, f"instance {index}")
         return [instance[name] for name in schema.names]
     raise PayloadError(
         ErrorReason.INVALID_PAYLOAD, f"instance {index} must be a list of feature values or an object keyed by feature name"
     )
 
 
-def _check_names(given: Any, schema: FeatureSchema, where: str) -> None:
+def check_names(given: Any, schema: FeatureSchema, where: str) -> None:
     given = list(given)
     missing = [name for name in schema.names if name not in given]
     unknown = [name for name in given if name not in schema.names]
@@ -164,117 +193,17 @@ def _check_names(given: Any, schema: FeatureSchema, where: str) -> None:
         )
 
 
-# -- Open Inference Protocol (V2) ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Tensor:
-    name: str
-    datatype: str
-    shape: list[int]
-    data: list[Any]
-
-
-def parse_v2(doc: Any, schema: FeatureSchema) -> np.ndarray:
-    """One tensor of shape [batch, n_features], or one [batch] (or [batch, 1]) tensor per feature."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
-        raise PayloadError(ErrorReason.INVALID_PAYLOAD, 'expected a JSON object with a non-empty "inputs" list')
-    tensors = [_tensor(item, i) for i, item in enumerate(doc["inputs"])]
-    if len(tensors) == 1 and len(tensors[0].shape) == 2 and tensors[0].name not in schema.names:
-        return _from_matrix_tensor(tensors[0], schema)
-    return _from_named_tensors(tensors, schema)
-
-
-def _tensor(item: Any, index: int) -> _Tensor:
-    if not isinstance(item, dict):
-        raise PayloadError(
-            ErrorReason.INVALID_PAYLOAD, f"inputs[{index}] must be an object with name, datatype, shape, data"
-        )
-    name, datatype, shape, data = (item.get(key) for key in ("name", "datatype", "shape", "data"))
-    if not isinstance(name, str) or not isinstance(datatype, str):
-        raise PayloadError(ErrorReason.INVALID_PAYLOAD, f"inputs[{index}] needs string 'name' and 'datatype'")
-    if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
-        raise PayloadError(
-            ErrorReason.INVALID_PAYLOAD, f"inputs[{index}] ({name}): 'shape' must be a list of non-negative integers"
-        )
-    if not isinstance(data, list):
-        raise PayloadError(ErrorReason.INVALID_PAYLOAD, f"inputs[{index}] ({name}): 'data' must be a list")
-    return _Tensor(name, datatype.upper(), shape, _flatten(data, len(shape), name))
-
-
-def _flatten(data: list[Any], rank: int, name: str) -> list[Any]:
-    """Row-major values of flat or nested tensor data (nesting no deeper than the shape's rank)."""
-    flat: list[Any] = []
-    stack: list[tuple[list[Any], int, int]] = [(data, 0, 1)]  # (list, next position, depth)
-    while stack:
-        items, start, depth = stack.pop()
-        for position in range(start, len(items)):
-            item = items[position]
-            if isinstance(item, list):
-                if depth >= rank:
-                    raise PayloadError(ErrorReason.INVALID_PAYLOAD, f"input {name!r}: data is nested deeper than its shape")
-                stack.append((items, position + 1, depth))
-                stack.append((item, 0, depth + 1))
-                break
-            flat.append(item)
-    return flat
-
-
-def _check_tensor_values(tensor: _Tensor, allow_text: bool) -> None:
-    if tensor.datatype == "BYTES" and allow_text:
-        return
-    if tensor.datatype not in V2_NUMERIC_TYPES:
-        allowed = "numeric (FP16/32/64, INT*, UINT*)" + (" or BYTES" if allow_text else "")
-        raise PayloadError(
-            ErrorReason.INVALID_PAYLOAD, f"input {tensor.name!r}: datatype {tensor.datatype} is not supported; use {allowed}"
-        )
-    if tensor.datatype.startswith(("INT", "UINT")):
-        for value in tensor.data:
-            if type(value) is not int:
-                raise PayloadError(
-                    ErrorReason.NON_NUMERIC,
-                    f"input {tensor.name!r} ({tensor.datatype}): {json.dumps(value)[:80]} is not an integer",
-                )
-
-
-def _from_matrix_tensor(tensor: _Tensor, schema: FeatureSchema) -> np.ndarray:
-    batch, width = tensor.shape
-    if width != schema.width:
-        raise PayloadError(
-            ErrorReason.FEATURE_COUNT,
-            f"input {tensor.name!r} has shape {tensor.shape}; the model takes [batch, {schema.width}]",
-        )
-    if len(tensor.data) != batch * width:
-        raise PayloadError(
-            ErrorReason.INVALID_PAYLOAD, f"input {tensor.name!r}: {len(tensor.data)} values do not fill shape {tensor.shape}"
-        )
-    _check_tensor_values(tensor, allow_text=False)
-    return feature_matrix([tensor.data[r * width : (r + 1) * width] for r in range(batch)], schema)
-
-
-def _from_named_tensors(tensors: list[_Tensor], schema: FeatureSchema) -> np.ndarray:
-    _check_names([t.name for t in tensors], schema, "inputs")
-    if len(tensors) != len({t.name for t in tensors}):
-        raise PayloadError(ErrorReason.FEATURE_NAMES, "inputs: a feature is given more than once")
-    by_name = {t.name: t for t in tensors}
-    batch = by_name[schema.names[0]].shape[0]
-    columns = []
-    for c, name in enumerate(schema.names):
-        tensor = by_name[name]
-        if tensor.shape not in ([batch], [batch, 1]):
-            raise PayloadError(
-                ErrorReason.INVALID_PAYLOAD, f"input {name!r} has shape {tensor.shape}; expected [{batch}] or [{batch}, 1]"
-            )
-        if len(tensor.data) != batch:
-            raise PayloadError(
-                ErrorReason.INVALID_PAYLOAD, f"input {name!r}: {len(tensor.data)} values do not fill shape {tensor.shape}"
-            )
-        _check_tensor_values(tensor, allow_text=c in schema.categorical and schema.text_input)
-        columns.append(tensor.data)
-    return feature_matrix([list(row) for row in zip(*columns)], schema)
-
-
 # -- feedback -----------------------------------------------------------------------------------
+
+
+def require_in_range(number: float, accepted: Range, where: str, limits: ValueLimits) -> None:
+    """A regression feedback value inside ``accepted``, else a 422 naming it."""
+    if number not in accepted:
+        raise RejectedValue(
+            "feedback", ErrorReason.OUT_OF_RANGE,
+            f"{where}: {number:.6g} is outside the accepted range {accepted.describe()} ({limits.explain(accepted)})",
+            status=422,
+        )
 
 
 @dataclass(frozen=True)
@@ -289,15 +218,20 @@ class FeedbackItem:
     token: str | None = None
 
 
-def parse_feedback(doc: Any, task: str, classes: Sequence[str]) -> list[FeedbackItem]:
-    """One object or a non-empty list of them; labels are canonicalised with ``level_key``."""
+def parse_feedback(
+    doc: Any, task: str, classes: Sequence[str], limits: ValueLimits | None = None
+) -> list[FeedbackItem]:
+    """One object or a non-empty list of them; labels are canonicalised with ``level_key``.
+
+    Regression values must lie in ``limits.feedback`` (default: only the magnitude bound)."""
     items = doc if isinstance(doc, list) else [doc]
     if not items:
         raise PayloadError(ErrorReason.INVALID_PAYLOAD, "the feedback list is empty")
-    return [_feedback_item(item, i, task, classes) for i, item in enumerate(items)]
+    limits = limits or ValueLimits.squarable(0)
+    return [_feedback_item(item, i, task, classes, limits) for i, item in enumerate(items)]
 
 
-def _feedback_item(item: Any, index: int, task: str, classes: Sequence[str]) -> FeedbackItem:
+def _feedback_item(item: Any, index: int, task: str, classes: Sequence[str], limits: ValueLimits) -> FeedbackItem:
     where = f"feedback[{index}]"
     if not isinstance(item, dict) or "actual" not in item:
         raise PayloadError(
@@ -313,8 +247,8 @@ def _feedback_item(item: Any, index: int, task: str, classes: Sequence[str]) -> 
         raise PayloadError(ErrorReason.INVALID_PAYLOAD, f'{where}: give exactly one of "token", "request_id" or "predicted"')
     if given[0] == "predicted":
         return FeedbackItem(
-            _label(item["actual"], f"{where}.actual", task, classes),
-            predicted=_label(item["predicted"], f"{where}.predicted", task, classes),
+            _label(item["actual"], f"{where}.actual", task, classes, limits),
+            predicted=_label(item["predicted"], f"{where}.predicted", task, classes, limits),
         )
     reference = item[given[0]]
     if not isinstance(reference, str) or not reference:
@@ -323,27 +257,28 @@ def _feedback_item(item: Any, index: int, task: str, classes: Sequence[str]) -> 
     if isinstance(actual, list):
         if not actual:
             raise PayloadError(ErrorReason.INVALID_PAYLOAD, f"{where}: actual is an empty list")
-        actual = [_label(a, f"{where}.actual", task, classes) for a in actual]
+        actual = [_label(a, f"{where}.actual[{i}]", task, classes, limits) for i, a in enumerate(actual)]
     else:
-        actual = _label(actual, f"{where}.actual", task, classes)
+        actual = _label(actual, f"{where}.actual", task, classes, limits)
     if given[0] == "token":
         return FeedbackItem(actual, token=reference)
     return FeedbackItem(actual, request_id=reference)
 
 
-def _label(value: Any, where: str, task: str, classes: Sequence[str]) -> Any:
-    """A class label (its canonical string) or, for regression, a finite number."""
+def _label(value: Any, where: str, task: str, classes: Sequence[str], limits: ValueLimits) -> Any:
+    """A class label (its canonical string) or, for regression, a finite number in the accepted range."""
     if task == "regression":
-        if not _is_number(value):
+        if not is_number(value):
             raise PayloadError(ErrorReason.NON_NUMERIC, f"{where}: expected a number, got {json.dumps(value)[:80]}")
         try:
             number = float(value)
         except OverflowError:
             number = math.inf
         if not math.isfinite(number):
-            raise PayloadError(ErrorReason.NON_FINITE, f"{where}: NaN and infinite values are not accepted")
+            raise RejectedValue("feedback", ErrorReason.NON_FINITE, f"{where}: NaN and infinite values are not accepted")
+        require_in_range(number, limits.feedback, where, limits)
         return number
-    if not (_is_number(value) or type(value) is str):
+    if not (is_number(value) or type(value) is str):
         raise PayloadError(
             ErrorReason.INVALID_PAYLOAD, f"{where}: a class label must be a string or number, got {json.dumps(value)[:80]}"
         )

@@ -32,7 +32,12 @@ from modelwarden.contract.profile import (
     Profile,
     Task,
 )
-from modelwarden.contract.reasons import KNOWN_ERROR_REASONS
+from modelwarden.contract.reasons import (
+    CLIENT_ERROR_REASONS,
+    KNOWN_ERROR_REASONS,
+    SERVER_ERROR_REASONS,
+    VALUE_REJECTION_REASONS,
+)
 from modelwarden.serving.model import ModelRunner, load_runner
 
 DEFAULT_BINS = 20
@@ -140,8 +145,9 @@ class SeriesCount:
     classes: int  # modelwarden_predicted_class_total: one per class
     feedback: int  # modelwarden_feedback_total (classes²), or the three regression feedback series
     latency: int  # modelwarden_inference_latency_seconds
-    errors: int  # modelwarden_prediction_errors_total: one per known reason
+    errors: int  # prediction, client and server errors by reason; rejected values by input and reason
     other: int  # modelwarden_predictions_total and modelwarden_prediction_outliers_total
+    feedback_cache: int = 0  # `modelwarden serve` only: the cache's evictions counter and bytes gauge
 
     @property
     def total(self) -> int:
@@ -157,6 +163,7 @@ class SeriesCount:
             "latency": self.latency,
             "errors": self.errors,
             "other": self.other,
+            "feedback cache": self.feedback_cache,
         }
 
     def details(self) -> str:
@@ -169,6 +176,12 @@ class SeriesCount:
 
 # Families of one series each, whatever the profile.
 UNLABELLED_COUNTERS = (metrics.PREDICTIONS, metrics.PREDICTION_OUTLIERS)
+SERVER_ONLY_SERIES = (metrics.FEEDBACK_CACHE_EVICTIONS, metrics.FEEDBACK_CACHE_BYTES)
+# Every error family's series: each exported at 0 from the start.
+ERROR_SERIES = (
+    len(KNOWN_ERROR_REASONS) + len(CLIENT_ERROR_REASONS) + len(SERVER_ERROR_REASONS)
+    + len(metrics.REJECTED_INPUTS) * len(VALUE_REJECTION_REASONS)
+)
 
 
 def histogram_series(edges: Sequence[float]) -> int:
@@ -176,8 +189,9 @@ def histogram_series(edges: Sequence[float]) -> int:
     return len(edges) + 3
 
 
-def series_count(profile: Profile, latency_buckets: Sequence[float] | None = None) -> SeriesCount:
-    """How many series one ``modelwarden serve`` process (one ``ModelMonitor``) exports for ``profile``.
+def series_count(profile: Profile, latency_buckets: Sequence[float] | None = None, server: bool = True) -> SeriesCount:
+    """How many series one ``modelwarden serve`` process (one ``ModelMonitor``, plus the feedback
+    cache's two series unless ``server`` is False) exports for ``profile``.
 
     Defined as the series once every family has been observed; ``ModelMonitor`` exports all of
     them at 0 from the start (every error reason, class and predicted×actual pair), so it is also
@@ -196,8 +210,9 @@ def series_count(profile: Profile, latency_buckets: Sequence[float] | None = Non
         classes=classes,
         feedback=classes * classes if profile.prediction.task == "classification" else len(metrics.REGRESSION_FEEDBACK),
         latency=histogram_series(LATENCY_BUCKETS if latency_buckets is None else latency_buckets),
-        errors=len(KNOWN_ERROR_REASONS),
+        errors=ERROR_SERIES,
         other=len(UNLABELLED_COUNTERS),
+        feedback_cache=len(SERVER_ONLY_SERIES) if server else 0,
     )
 
 

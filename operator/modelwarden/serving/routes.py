@@ -20,8 +20,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modelwarden import __version__
 from modelwarden.contract.reasons import ErrorReason
-from modelwarden.serving.payload import PayloadError, parse_feedback, parse_json, parse_v1, parse_v2
+from modelwarden.serving.payload import (
+    PayloadError,
+    RejectedValue,
+    parse_feedback,
+    parse_json,
+    parse_v1,
+)
 from modelwarden.serving.service import ModelError, ModelService
+from modelwarden.serving.v2 import parse_v2
 
 REQUEST_ID_HEADER = "X-Request-Id"
 FEEDBACK_TOKEN_HEADER = "X-Modelwarden-Feedback-Token"
@@ -29,6 +36,9 @@ MAX_TOKEN_HEADER_BYTES = 4096
 _VALID_REQUEST_ID = re.compile(r"^[\w.:@/+=-]{1,128}$")
 log = logging.getLogger(__name__)
 
+
+# aiohttp's own refusals (no such route, wrong method): client errors, not prediction errors.
+_ROUTER_REASONS = {404: ErrorReason.ROUTE_NOT_FOUND, 405: ErrorReason.METHOD_NOT_ALLOWED}
 
 SERVICE = web.AppKey("service", ModelService)
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -53,18 +63,22 @@ async def _request_context(request: web.Request, handler: Any) -> web.StreamResp
     try:
         response = await handler(request)
     except (PayloadError, ModelError) as exc:
-        service.monitor.record_error(exc.reason)
+        if isinstance(exc, RejectedValue):
+            service.monitor.record_rejected_value(exc.input, exc.reason)
+        service.monitor.record_error(exc.reason, exc.status)
         response = _error(exc.status, exc.message)
     except web.HTTPRequestEntityTooLarge:
-        service.monitor.record_error(ErrorReason.BODY_TOO_LARGE)
+        service.monitor.record_error(ErrorReason.BODY_TOO_LARGE, 413)
         response = _error(
             413, f"request body exceeds the {service.config.max_body_bytes}-byte limit (--max-body-bytes)"
         )
     except web.HTTPException as exc:
+        service.monitor.record_error(_ROUTER_REASONS.get(exc.status, ErrorReason.INVALID_PAYLOAD if exc.status < 500
+                                                         else ErrorReason.INTERNAL_ERROR), exc.status)
         response = _error(exc.status, f"{exc.reason}: {request.method} {request.path}")
     except Exception:  # noqa: BLE001 - a bug must cost one request, not the server
         log.exception("request %s failed", request[REQUEST_ID])
-        service.monitor.record_error(ErrorReason.INTERNAL_ERROR)
+        service.monitor.record_error(ErrorReason.INTERNAL_ERROR, 500)
         response = _error(500, f"internal error (request id {request[REQUEST_ID]}); see the server log")
     response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
     response.headers.update(service.headers)
@@ -141,7 +155,9 @@ def _with_token(response: web.Response, token: str) -> web.Response:
 
 async def feedback(request: web.Request) -> web.Response:
     service = _check_model_name(request)
-    items = parse_feedback(await _read_json(request, service), service.runner.task, service.classes)
+    items = parse_feedback(
+        await _read_json(request, service), service.runner.task, service.classes, service.schema.value_limits
+    )
     pairs = service.resolve_feedback(items)
     for (version, track), (predicted, actual) in pairs.items():
         service.monitor.record_feedback(predicted, actual, version=version, track=track)
@@ -149,6 +165,8 @@ async def feedback(request: web.Request) -> web.Response:
 
 
 async def v1_model(request: web.Request) -> web.Response:
+    if request.match_info["name"].endswith(":predict"):  # GET on the predict route matches this one's {name}
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
     service = _check_model_name(request)
     return _json({"name": service.config.name, "ready": True})
 

@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,19 +23,39 @@ from typing import IO, Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 
-from modelwarden.contract.metrics import level_key
+from modelwarden.contract.metrics import MODEL, TRACK, VERSION, level_key
 from modelwarden.contract.profile import Profile
 from modelwarden.contract.reasons import ErrorReason
-from modelwarden.serving.model import PROFILE_FILE, ModelLoadError, ModelRunner, Outputs, load_runner
+from modelwarden.serving.exposition import feedback_cache_families
+from modelwarden.serving.limits import ANY_SQUARABLE, DEFAULT_RANGE_FACTOR, ValueLimits
+from modelwarden.serving.model import (
+    PROFILE_FILE,
+    ModelLoadError,
+    ModelRunner,
+    Outputs,
+    load_runner,
+)
 from modelwarden.serving.monitor import ModelMonitor, NullMonitor
-from modelwarden.serving.payload import FeatureSchema, FeedbackItem, PayloadError
+from modelwarden.serving.payload import (
+    FeatureSchema,
+    FeedbackItem,
+    PayloadError,
+    require_in_range,
+)
 from modelwarden.serving.profile import DEFAULT_MAX_SERIES, series_count
-from modelwarden.serving.tokens import DEFAULT_MAX_AGE_SECONDS, FeedbackTokens, Prediction, read_keys
+from modelwarden.serving.tokens import (
+    DEFAULT_MAX_AGE_SECONDS,
+    FeedbackTokens,
+    Prediction,
+    read_keys,
+)
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_FEEDBACK_CACHE = 10_000
+DEFAULT_FEEDBACK_CACHE_BYTES = 64 << 20  # 64 MiB: ~320 requests of 25,000 rows, or the 10,000 small ones
 DEFAULT_MAX_FEEDBACK_VERSIONS = 8
 _V2_DATATYPES = {"i": "INT64", "u": "UINT64", "f": "FP64", "b": "BOOL"}
 
@@ -66,6 +87,8 @@ class ServeConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     prediction_log: str = "-"
     feedback_cache_size: int = DEFAULT_FEEDBACK_CACHE
+    feedback_cache_bytes: int = DEFAULT_FEEDBACK_CACHE_BYTES
+    value_range_factor: float = DEFAULT_RANGE_FACTOR  # serving.limits; 0: only non-finite and overflowing values refused
     feedback_key_file: Path | None = None  # signs and verifies feedback tokens (serving/tokens.py)
     namespace: str = ""  # the pod's namespace (downward API): tokens name it
     max_feedback_versions: int = DEFAULT_MAX_FEEDBACK_VERSIONS
@@ -102,32 +125,73 @@ class PredictionLog:
 
 
 class FeedbackCache:
-    """The last N requests' predictions by request id, so feedback can name just the request.
+    """The last requests' predictions by request id, so feedback can name just the request.
 
-    Bounded (least recently stored entries go first) and per replica: feedback that may reach
-    another replica should echo the prediction instead (``{"predicted": ..., "actual": ...}``).
+    Per replica, and bounded twice, oldest stored first out: by entries (``size``) and by
+    estimated bytes (``max_bytes``). Entries alone were no bound on memory: 10,000 requests of
+    25,000 rows held 2–8 GB as Python lists. Predictions are kept as the model's numpy array
+    (8 bytes a number); an entry larger than the whole budget is not kept. Every entry dropped to
+    stay within the bounds is counted in ``evictions``. Feedback that may reach another replica
+    should carry a token or echo the prediction (``{"predicted": ..., "actual": ...}``).
     """
 
-    def __init__(self, size: int):
-        self.size = size
-        self._entries: OrderedDict[str, list[Any]] = OrderedDict()
+    ENTRY_OVERHEAD_BYTES = 200  # the dict slot, the tuple, the array header: measured ≈ 180
 
-    def put(self, request_id: str, predicted: list[Any]) -> None:
-        if self.size <= 0:
+    def __init__(self, size: int, max_bytes: int = DEFAULT_FEEDBACK_CACHE_BYTES):
+        self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.evictions = 0
+        self._entries: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()
+
+    @classmethod
+    def entry_bytes(cls, request_id: str, predicted: np.ndarray) -> int:
+        """What one entry costs: the array's buffer, its Python objects (object arrays), the key."""
+        held = predicted.nbytes + sys.getsizeof(request_id) + cls.ENTRY_OVERHEAD_BYTES
+        if predicted.dtype == object:
+            held += sum(sys.getsizeof(value) for value in predicted.tolist())
+        return held
+
+    def put(self, request_id: str, predicted: np.ndarray) -> None:
+        if self.size <= 0 or self.max_bytes <= 0:
             return
-        self._entries[request_id] = predicted
-        self._entries.move_to_end(request_id)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        if predicted.base is not None:
+            predicted = predicted.copy()  # a view would keep its whole base alive, uncounted
+        self.pop(request_id)
+        cost = self.entry_bytes(request_id, predicted)
+        if cost > self.max_bytes:
+            self.evictions += 1
+            return
+        self._entries[request_id] = (predicted, cost)
+        self.bytes += cost
+        while len(self._entries) > self.size or self.bytes > self.max_bytes:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self.bytes -= dropped
+            self.evictions += 1
 
     def get(self, request_id: str) -> list[Any] | None:
-        return self._entries.get(request_id)
+        entry = self._entries.get(request_id)
+        return None if entry is None else entry[0].tolist()
 
     def pop(self, request_id: str) -> None:
-        self._entries.pop(request_id, None)
+        entry = self._entries.pop(request_id, None)
+        if entry is not None:
+            self.bytes -= entry[1]
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class FeedbackCacheMetrics:
+    """A prometheus_client collector exporting the cache's evictions and size (serving.exposition)."""
+
+    def __init__(self, cache: FeedbackCache, labels: dict[str, str], registry: CollectorRegistry):
+        self.cache = cache
+        self.labels = labels
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from feedback_cache_families(self.labels, self.cache.evictions, self.cache.bytes)
 
 
 class ModelService:
@@ -137,7 +201,7 @@ class ModelService:
         self.config = config
         self.runner = runner
         self.profile = profile
-        self.schema = FeatureSchema.from_profile(profile)
+        self.schema = FeatureSchema.from_profile(profile, config.value_range_factor)
         self.registry = CollectorRegistry()
         self.monitor: ModelMonitor | NullMonitor = (
             ModelMonitor(config.name, config.version, config.track, profile, registry=self.registry)
@@ -145,7 +209,10 @@ class ModelService:
             else NullMonitor()
         )
         self.classes = [level_key(c) for c in runner.classes] if runner.classes else profile.classes
-        self.feedback = FeedbackCache(config.feedback_cache_size)
+        self.feedback = FeedbackCache(config.feedback_cache_size, config.feedback_cache_bytes)
+        if config.metrics:
+            labels = {MODEL: config.name, VERSION: str(config.version), TRACK: config.track}
+            FeedbackCacheMetrics(self.feedback, labels, self.registry)
         self.tokens = (FeedbackTokens.from_file(config.feedback_key_file, config.feedback_token_max_age)
                        if config.feedback_key_file else None)
         self.log = PredictionLog(config.prediction_log)
@@ -167,7 +234,7 @@ class ModelService:
         latency = time.perf_counter() - started
         predicted = outputs.predicted.tolist()
         self.monitor.record_prediction(rows, outputs.predicted, latency=latency, scores=outputs.scores)
-        self.feedback.put(request_id, predicted)
+        self.feedback.put(request_id, outputs.predicted)
         if self.log.enabled:
             record = {
                 "request_id": request_id,
@@ -248,6 +315,9 @@ class ModelService:
             predicted.extend(logged)
             actual.extend(actuals)
             used.add(item.request_id)
+        if self.runner.task == "regression":
+            for predicted, _ in pairs.values():
+                _require_squarable(predicted)
         for request_id in used:
             self.feedback.pop(request_id)
         return pairs
@@ -258,6 +328,17 @@ class ModelService:
             self.executor.shutdown(wait=False)
 
 
+
+
+def _require_squarable(predicted: list[Any]) -> None:
+    """Predictions a token or the cache vouches for came from the model, so the profile's range
+    does not bind them (a model may extrapolate); they must still not overflow the error sums."""
+    values = np.asarray(predicted, dtype=float)
+    outside = ~((values >= ANY_SQUARABLE.low) & (values <= ANY_SQUARABLE.high))
+    if outside.any():
+        position = int(np.argmax(outside))
+        require_in_range(float(values[position]), ANY_SQUARABLE, f"the prediction at position {position}",
+                         ValueLimits.squarable(0))
 
 
 def load_service(config: ServeConfig) -> ModelService:
@@ -299,6 +380,10 @@ def load_service(config: ServeConfig) -> ModelService:
             read_keys(config.feedback_key_file)
         except (OSError, ValueError) as exc:
             raise StartupError(f"cannot use the feedback key file: {exc}") from exc
+    if config.feedback_cache_bytes < 0 or config.feedback_cache_size < 0:
+        raise StartupError("--feedback-cache-size and --feedback-cache-bytes must be 0 (no cache) or positive")
+    if not config.value_range_factor >= 0:
+        raise StartupError("--value-range-factor must be 0 (only non-finite and overflowing values refused) or positive")
     if config.feedback_token_max_age <= 0:
         raise StartupError("--feedback-token-max-age must be positive")
     try:

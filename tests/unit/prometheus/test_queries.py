@@ -55,7 +55,17 @@ def test_template_variables():
 def test_counters_are_fetched_in_one_round_trip():
     promql = queries.counters(SELECTOR, timedelta(minutes=5), ["predictions", "errors"])
     assert promql.count("label_replace") == 2 and " or " in promql
-    assert "modelwarden_prediction_errors_total" in promql
+
+
+def test_errors_are_server_errors_with_the_5xx_reasons_of_older_servers_as_fallback():
+    """Client errors (4xx) never count against a model; servers without the server-error
+    counter still have their 5xx reasons in the all-errors counter."""
+    promql = queries.counters(SELECTOR, timedelta(minutes=5), ["errors"])
+    errors = promql.removeprefix("label_replace(").rsplit(', "modelwarden_quantity"', 1)[0]
+    current, fallback = errors.strip("()").split(" or ")
+    assert "modelwarden_server_errors_total{" in current and "reason" not in current
+    assert 'modelwarden_prediction_errors_total{model="fraud",track="canary",version="8"' in fallback
+    assert 'reason=~"model_error|internal_error"}' in fallback
 
 
 def test_plan_queries_asks_only_what_the_policy_needs():

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelwarden.serving.payload import FeatureSchema, PayloadError, parse_feedback, parse_json, parse_v1, parse_v2
+from modelwarden.serving.payload import FeatureSchema, PayloadError, parse_feedback, parse_json, parse_v1
+from modelwarden.serving.v2 import parse_v2
 
 SCHEMA = FeatureSchema(("a", "b", "c"), frozenset(), text_input=False)
 TEXT_SCHEMA = FeatureSchema(("size", "colour"), frozenset({1}), text_input=True)

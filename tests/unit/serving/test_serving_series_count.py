@@ -16,13 +16,22 @@ from modelwarden.commands import profile as profile_command
 from modelwarden.commands.serve import config_from_args, configure
 from modelwarden.contract.metrics import LATENCY_BUCKETS
 from modelwarden.contract.profile import Distribution, PredictionProfile, Profile
-from modelwarden.contract.reasons import KNOWN_ERROR_REASONS
+from modelwarden.contract.metrics import REJECTED_INPUTS
+from modelwarden.contract.reasons import (
+    CLIENT_ERROR_REASONS,
+    KNOWN_ERROR_REASONS,
+    SERVER_ERROR_REASONS,
+    VALUE_REJECTION_REASONS,
+)
 from modelwarden.serving.monitor import ModelMonitor
 from modelwarden.serving.profile import DEFAULT_MAX_SERIES, numeric_distribution, prediction_profile, series_count
 from modelwarden.serving.service import ServeConfig, StartupError, load_service
 
 LATENCY = len(LATENCY_BUCKETS) + 3  # the monitor's own histogram, whatever the profile
-ERRORS = len(KNOWN_ERROR_REASONS)
+# prediction errors (4xx and 5xx), client errors, server errors, rejected values by (input, reason)
+ERRORS = (len(KNOWN_ERROR_REASONS) + len(CLIENT_ERROR_REASONS) + len(SERVER_ERROR_REASONS)
+          + len(REJECTED_INPUTS) * len(VALUE_REJECTION_REASONS))
+FEEDBACK_CACHE = 2  # modelwarden serve's evictions counter and bytes gauge
 
 
 def hand_built(prediction: PredictionProfile) -> Profile:
@@ -71,8 +80,10 @@ def test_scored_classifier_breakdown():
         "latency": LATENCY,
         "errors": ERRORS,
         "other": 2,
+        "feedback cache": FEEDBACK_CACHE,
     }
-    assert series.total == 11 + 7 + 3 + 9 + LATENCY + ERRORS + 2
+    assert series.total == 11 + 7 + 3 + 9 + LATENCY + ERRORS + 2 + FEEDBACK_CACHE
+    assert series_count(profile, server=False).total == series.total - FEEDBACK_CACHE
 
 
 def test_unscored_classifier_has_no_prediction_value():
@@ -122,8 +133,10 @@ def test_count_equals_what_a_monitor_exports(build, outputs):
     before = exported(registry)
     monitor.record_prediction([[1.5, "de"], [9.0, "xx"]], outputs, latency=0.01, scores=[0.2, 0.7])
     monitor.record_feedback(outputs, outputs[::-1])
-    monitor.record_error("invalid_payload")
-    assert before == exported(registry) == series_count(profile).total
+    monitor.record_error("invalid_payload", status=400)
+    monitor.record_error("model_error", status=500)
+    monitor.record_rejected_value("feedback", "out_of_range")
+    assert before == exported(registry) == series_count(profile, server=False).total
 
 
 # -- modelwarden serve --max-series ------------------------------------------------------------

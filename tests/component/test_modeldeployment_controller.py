@@ -13,10 +13,14 @@ from tests.processes import free_port
 from tests.validation import ROOT, validate_any
 
 FAST = {"MODELWARDEN_RECONCILE_INTERVAL": "0.3"}
+# The DriftPolicies of these tests are written by the test itself, playing the policy loop: the
+# operator drives only the labelled ModelDeployments (--selector), so no evaluation of its own
+# (against no Prometheus: an Error) ever overwrites a verdict a test has just set.
+DRIVES = ("-A", "--selector", "e2e=driven")
 MD = {
     "apiVersion": "modelwarden.io/v1alpha1",
     "kind": "ModelDeployment",
-    "metadata": {"name": "fraud", "namespace": "default"},
+    "metadata": {"name": "fraud", "namespace": "default", "labels": {"e2e": "driven"}},
     "spec": {
         "model": "fraud",
         "stable": {"version": "7", "modelUri": "file:///m/7", "replicas": 2},
@@ -87,7 +91,7 @@ def count_events(kube, reason, at_least=1, timeout=60.0):
 @pytest.mark.parametrize("router", sorted(ROUTERS))
 def test_children_and_routes_for_each_router(kube, kubelet, operator_factory, router):
     traffic, route_api, route_plural = ROUTERS[router]
-    operator_factory("-A", env=FAST)
+    operator_factory(*DRIVES, env=FAST)
     body = copy.deepcopy(MD)
     body["spec"]["traffic"] = traffic
     body["spec"]["canary"]["steps"][0]["pause"] = "10m"  # hold the first step while we look
@@ -125,7 +129,7 @@ def test_children_and_routes_for_each_router(kube, kubelet, operator_factory, ro
 
 
 def test_canary_steps_to_promotion_gated_by_policy_verdicts(kube, kubelet, operator_factory):
-    operator_factory("-A", env=FAST)
+    operator_factory(*DRIVES, env=FAST)
     kube.create("driftpolicies", policy("gate", "canary"))
     kube.create("modeldeployments", {**MD, "spec": {**MD["spec"], "traffic": {"router": "istio"}}})
     kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("canaryStep") == 0)
@@ -157,7 +161,7 @@ def spec_untouched(kube):
 
 
 def test_failing_gate_rolls_the_canary_back(kube, kubelet, operator_factory):
-    operator_factory("-A", env=FAST)
+    operator_factory(*DRIVES, env=FAST)
     kube.create("driftpolicies", policy("gate", "canary"))
     kube.create("modeldeployments", MD)
     kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("canaryStep") == 0)
@@ -179,7 +183,7 @@ def test_failing_gate_rolls_the_canary_back(kube, kubelet, operator_factory):
 
 
 def test_failing_stable_policy_rolls_stable_back(kube, kubelet, operator_factory):
-    operator_factory("-A", env=FAST)
+    operator_factory(*DRIVES, env=FAST)
     body = copy.deepcopy(MD)
     del body["spec"]["canary"], body["spec"]["shadow"]
     kube.create("modeldeployments", body)
@@ -196,7 +200,7 @@ def test_failing_stable_policy_rolls_stable_back(kube, kubelet, operator_factory
 
 
 def test_operator_killed_mid_canary_resumes_without_redoing_a_step(kube, kubelet, operator_factory):
-    operator = operator_factory("-A", env=FAST)
+    operator = operator_factory(*DRIVES, env=FAST)
     kube.create("driftpolicies", policy("gate", "canary"))
     body = copy.deepcopy(MD)
     body["spec"]["canary"]["steps"] = [{"weight": 10, "pause": "1s"}, {"weight": 30, "pause": "1s"}, {"weight": 60, "pause": "1s"}]
@@ -206,7 +210,7 @@ def test_operator_killed_mid_canary_resumes_without_redoing_a_step(kube, kubelet
     before = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("canaryStep") == 1 and o["status"].get("stepStartedAt"))
     operator.kill()
     started_at = before["status"]["stepStartedAt"]
-    operator_factory("-A", env=FAST)
+    operator_factory(*DRIVES, env=FAST)
     # The restarted operator continues at step 2 (index 1) with the same step start and history.
     after = kube.wait_for("modeldeployments", "fraud", lambda o: "reconciled" if o["status"].get("canaryStep") == 1 else None)
     assert after["status"]["stepStartedAt"] == started_at
@@ -235,7 +239,7 @@ def reconciles(port):
 
 def test_a_track_scaled_by_an_hpa_keeps_its_replicas_and_the_weight_it_really_gets(kube, kubelet, operator_factory):
     port = free_port()
-    operator_factory("-A", "--metrics-port", str(port), env=FAST)
+    operator_factory(*DRIVES, "--metrics-port", str(port), env=FAST)
     body = copy.deepcopy(MD)
     del body["spec"]["shadow"]
     body["spec"]["canary"] = {"version": "8", "modelUri": "file:///m/8", "weight": 10}

@@ -148,7 +148,7 @@ def driftpolicy(namespace: str, name: str, prometheus_url: str, interval: str) -
         "spec": {
             "targetRef": {"name": name}, "track": "canary", "interval": interval, "window": interval, "minSamples": 1,
             "failureThreshold": THRESHOLD,
-            "checks": [{"name": "errors", "query": 'sum(errors{model="{{ model }}"})', "max": 1}],
+            "checks": [{"name": "errors", "query": 'sum(errors{ {{ selector }} })', "max": 1}],
             "prometheus": {"url": prometheus_url, "timeout": "2s"},
             "actions": {"rollback": True},
         },

@@ -79,8 +79,8 @@ def driftpolicy(name: str, model: str, prometheus_url: str, interval: str) -> di
         "apiVersion": "modelwarden.io/v1alpha1", "kind": "DriftPolicy",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {"targetRef": {"name": model}, "track": "stable", "interval": interval, "window": interval, "minSamples": 1,
-                 "checks": [{"name": "errors", "query": 'sum(errors{model="{{ model }}"})', "max": 1}],
-                 "prometheus": {"url": prometheus_url, "timeout": "5s"}},
+                 "checks": [{"name": "errors", "query": 'sum(errors{ {{ selector }} })', "max": 1}],
+                 "prometheus": {"url": prometheus_url, "timeout": "2s"}},
     }
 
 
@@ -133,6 +133,7 @@ def run_round(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         stack.callback(log.close)
         operator = subprocess.Popen(
             [str(Path(sys.executable).parent / "modelwarden"), "run", "-A", "--metrics-port", str(metrics_port),
+             "--allowed-prometheus-urls", prometheus.url,
              "--liveness", f"http://127.0.0.1:{liveness_port}/healthz"],
             env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         stack.callback(terminate, operator)

@@ -30,7 +30,9 @@ class OperatorProcess:
         return f"http://127.0.0.1:{self.liveness_port}/healthz"
 
     def start(self, timeout: float = 30.0) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
+        # The tests' Prometheus fakes listen on loopback ports of their own: allow any URL unless a
+        # test sets the rule it is about (tests/component/test_egress.py keeps the default).
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "MODELWARDEN_ALLOWED_PROMETHEUS_URLS": "*", **self.env}
         self.process = subprocess.Popen(
             [str(BIN), "run", "--verbose", "--liveness", self.liveness_url, *self.extra_args],
             env=env,

@@ -3,10 +3,13 @@ server (aiosmtpd) and Debian's Alertmanager."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,24 +48,50 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    rejection: str | None = None  # why a signing receiver refused it (answered 401)
 
     def json(self):
         return json.loads(self.body)
 
 
-class HttpReceiver(LoopbackHttpServer):
-    """Records every POST and answers ``status`` (200 by default)."""
+def webhook_signature_problem(key: bytes, body: bytes, header: str, now: float, tolerance: float = 300) -> str | None:
+    """Why a `X-Modelwarden-Signature` header does not authenticate `body` at `now` (None: it does).
 
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
+    Written from docs/driftpolicy.md as a receiver's author would, independent of the operator's code."""
+    fields: dict[str, list[str]] = {}
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        fields.setdefault(name, []).append(value)
+    if not fields.get("t") or not fields.get("v1") or not fields["t"][0].isdigit():
+        return "malformed signature header"
+    timestamp = int(fields["t"][0])
+    expected = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    if not any(hmac.compare_digest(expected, candidate) for candidate in fields["v1"]):
+        return "signature mismatch"
+    if abs(now - timestamp) > tolerance:
+        return "timestamp outside tolerance"
+    return None
+
+
+class HttpReceiver(LoopbackHttpServer):
+    """Records every POST and answers ``status`` (200 by default). With ``signing_key`` it verifies
+    the webhook signature against its ``clock`` and answers 401 to a bad or stale one."""
+
+    def __init__(self, status: int = 200, signing_key: bytes | None = None, tolerance: float = 300,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.status, self.signing_key, self.tolerance, self.clock = status, signing_key, tolerance, clock
         self.received: list[Received] = []
         receiver = self
 
         class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.received.append(Received(self.path, dict(self.headers), body))
-                self.send_response(receiver.status)
+                rejection = None
+                if receiver.signing_key is not None:
+                    rejection = webhook_signature_problem(receiver.signing_key, body, self.headers.get("X-Modelwarden-Signature", ""),
+                                                          receiver.clock(), receiver.tolerance)
+                receiver.received.append(Received(self.path, dict(self.headers), body, rejection))
+                self.send_response(401 if rejection else receiver.status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")

@@ -16,6 +16,7 @@ class FakePrometheus(LoopbackHttpServer):
     def __init__(self, mode: str = "value", value: float = 0.0, delay: float = 0.0) -> None:
         self.mode, self.value, self.delay = mode, value, delay
         self.queries: list[str] = []
+        self.authorizations: list[str | None] = []  # the Authorization header of each query
         self.connections = 0  # TCP connections accepted (HTTP/1.1: a client may keep one alive)
         fake = self
 
@@ -28,6 +29,7 @@ class FakePrometheus(LoopbackHttpServer):
 
             def do_GET(self) -> None:  # noqa: N802
                 fake.queries.append(self.path)
+                fake.authorizations.append(self.headers.get("Authorization"))
                 if fake.mode == "slow":
                     time.sleep(fake.delay)
                 if fake.mode == "error":

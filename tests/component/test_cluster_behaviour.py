@@ -34,7 +34,7 @@ DP = {
     "kind": "DriftPolicy",
     "metadata": {"name": "gate", "namespace": "default"},
     "spec": {"targetRef": {"name": "fraud"}, "track": "canary", "interval": "1s", "window": "1m",
-             "checks": [{"name": "errors", "query": "sum(errors)", "max": 1}],
+             "checks": [{"name": "errors", "query": "sum(errors{ {{ selector }} })", "max": 1}],
              "prometheus": {"url": "http://127.0.0.1:9", "timeout": "1s"}},
 }
 

@@ -49,8 +49,8 @@ def policy(namespace: str, name: str, track: str, url: str, retrain: bool) -> di
         actions["retrain"] = {"jobTemplate": TRAINER, "cooldown": "1h"}
     return {"apiVersion": "modelwarden.io/v1alpha1", "kind": "DriftPolicy", "metadata": {"name": name, "namespace": namespace},
             "spec": {"targetRef": {"name": name}, "track": track, "interval": "1s", "window": "1s", "minSamples": 1,
-                     "failureThreshold": THRESHOLD, "checks": [{"name": "errors", "query": 'sum(errors{model="{{ model }}"})', "max": 1}],
-                     "prometheus": {"url": url, "timeout": "2s"}, "actions": actions}}
+                     "failureThreshold": THRESHOLD, "checks": [{"name": "errors", "query": 'sum(errors{ {{ selector }} })', "max": 1}],
+                     "prometheus": {"url": url, "timeout": "1s"}, "actions": actions}}
 
 
 class WatchRecorder:

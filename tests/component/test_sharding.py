@@ -25,7 +25,7 @@ def policy(name: str) -> dict:
     # Its Prometheus does not answer: every evaluation is an Error, counted by the operator that ran it.
     return {"apiVersion": "modelwarden.io/v1alpha1", "kind": "DriftPolicy", "metadata": {"name": name, "namespace": "default"},
             "spec": {"targetRef": {"name": name}, "interval": "1s", "window": "1m",
-                     "checks": [{"name": "errors", "query": "sum(errors)", "max": 1}],
+                     "checks": [{"name": "errors", "query": "sum(errors{ {{ selector }} })", "max": 1}],
                      "prometheus": {"url": "http://127.0.0.1:9", "timeout": "1s"}}}
 
 

@@ -57,11 +57,16 @@ class History:
     def end(self) -> int:
         return int(self.times[-1])
 
-    def counter(self, family: str, sample: str, labels: dict[str, str], increments, kind: str = "counter") -> None:
+    def counter(self, family: str, sample: str, labels: dict[str, str], increments, kind: str = "counter",
+                resets: tuple[int, ...] = ()) -> None:
         """One series; ``increments[k]`` happens during step k. ``kind`` is the OpenMetrics
-        type ("unknown" for counters whose names do not end in _total)."""
+        type ("unknown" for counters whose names do not end in _total). ``resets``: sample indexes
+        at which the process restarted just after the previous sample (the counter starts again
+        from 0, so the sample shows only that step's increments), as a restarted server does."""
         self.kinds.setdefault(family, kind)
         values = np.concatenate([[0.0], np.cumsum(np.broadcast_to(increments, (self.steps,)))])
+        for index in sorted(resets):
+            values[index:] -= values[index - 1]
         rendered = ",".join(f'{key}="{value}"' for key, value in labels.items())
         self.families.setdefault(family, []).extend(f"{sample}{{{rendered}}} {v:g} {t}" for v, t in zip(values, self.times))
 

@@ -22,6 +22,7 @@ from tests.integration.test_manifests import (
     PEERING_RULES,
     assert_flags_accepted,
     assert_hardened,
+    assert_ingress_only_to_named_ports,
     assert_least_privilege,
     find,
     operator_container,
@@ -80,7 +81,7 @@ def test_every_rendered_object_is_valid(rendered):
 def test_default_values_render_the_base_install(default):
     kinds = sorted(o["kind"] for o in default)
     assert kinds == sorted(["CustomResourceDefinition"] * 4 + ["ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-                                                                "Service", "Deployment"])
+                                                                "Service", "Deployment", "NetworkPolicy"])
 
 
 def test_full_values_render_every_optional_object(full):
@@ -133,7 +134,10 @@ def test_full_values_reach_the_deployment(full):
     assert container["args"] == [
         "run", "--namespace=ml-prod", "--namespace=ml-staging", "--namespace=team-*",
         "--prometheus-url=http://mimir-gateway.monitoring.svc:8080/prometheus",
-        "--liveness=http://0.0.0.0:8081/healthz", "--metrics-port=9102", "--verbose", "--peering=modelwarden-prod",
+        "--allowed-prometheus-urls=http://mimir-gateway.monitoring.svc:8080/prometheus,https://thanos.example.com",
+        "--allowed-alert-hosts=hooks.slack.com,*.example.com",
+        "--liveness=http://0.0.0.0:8081/healthz", "--metrics-port=9102", "--metrics-address=::", "--verbose",
+        "--peering=modelwarden-prod",
         "--pod-monitor-labels=release=kube-prometheus-stack,team=ml",
         "--default-image=registry.example.com/ml/modelwarden:0.1.0-rc1",
     ]
@@ -244,3 +248,40 @@ def test_grafana_dashboard(full, tmp_path):
     _promtool_check([{"name": "dashboard", "rules": rules}], tmp_path)
     variables = {v["name"] for v in dashboard["templating"]["list"]}
     assert {"datasource", "namespace", "policy", "model", "window"} <= variables
+
+
+# ---- network exposure --------------------------------------------------------------------------
+
+def test_network_policy_matches_the_manifests_by_default(default):
+    (policy,) = find(default, "NetworkPolicy")
+    (deployment,) = find(default, "Deployment")
+    assert_ingress_only_to_named_ports(policy, deployment)
+    (kustomize_policy,) = find(render_kustomize(), "NetworkPolicy")
+    assert policy["spec"]["ingress"] == kustomize_policy["spec"]["ingress"]
+    assert policy["metadata"]["namespace"] == NAMESPACE
+
+
+def test_network_policy_sources_come_from_values(full):
+    (policy,) = find(full, "NetworkPolicy")
+    assert_ingress_only_to_named_ports(policy, find(full, "Deployment")[0])
+    metrics, health = policy["spec"]["ingress"]
+    assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}] and len(metrics["from"]) == 2
+    assert metrics["from"][1] == {"ipBlock": {"cidr": "10.20.0.0/16"}}
+    assert health["ports"] == [{"port": "healthz", "protocol": "TCP"}]
+    assert health["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "uptime"}}}]
+
+
+def test_network_policy_with_no_sources_admits_nobody_and_can_be_turned_off(tmp_path):
+    closed = tmp_path / "closed.yaml"
+    closed.write_text("networkPolicy: {metricsFrom: [], healthFrom: []}\n")
+    (policy,) = find(template("-f", str(closed)), "NetworkPolicy")
+    assert policy["spec"]["ingress"] == [] and policy["spec"]["policyTypes"] == ["Ingress"]
+    assert not find(template("--set", "networkPolicy.enabled=false"), "NetworkPolicy")
+
+
+def test_bind_addresses_come_from_values():
+    args = operator_container(template("--set", "livenessAddress=::", "--set", "metrics.address=127.0.0.1"))["args"]
+    assert "--liveness=http://[::]:8081/healthz" in args and "--metrics-address=127.0.0.1" in args
+    assert_flags_accepted(args)
+    rejected = helm("template", RELEASE, str(CHART), "--set", "metrics.address=metrics.example.com", check=False)
+    assert rejected.returncode != 0 and "address" in rejected.stderr

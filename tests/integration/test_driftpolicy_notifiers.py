@@ -1,21 +1,28 @@
 """Each notifier against a real receiver: Alertmanager (fire, then resolve), SMTP with STARTTLS and
-AUTH (aiosmtpd), and a failing webhook (bounded retries, then NotifyError)."""
+AUTH, with implicit TLS (port-465 style) and with plaintext login refused (aiosmtpd), a signing
+webhook receiver that rejects stale and replayed alerts, and a failing webhook (bounded retries,
+then NotifyError)."""
 
 from __future__ import annotations
 
 import datetime
+import re
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
+import requests
 
 from modelwarden.api.driftpolicy import CheckResult, Evaluation, Verdict
 from modelwarden.notifiers.alertmanager import AlertmanagerNotifier
 from modelwarden.notifiers.base import NotifyError, deliver
 from modelwarden.notifiers.email import EmailNotifier
+from modelwarden.notifiers.slack import SlackNotifier
 from modelwarden.notifiers.webhook import WebhookNotifier
 from modelwarden.planning.notification import AlertContext, build_notification
+from tests.processes import free_port
 
 CONTEXT = AlertContext(policy="gate", namespace="ml", modeldeployment="fraud", model="fraud", track="canary", version="2")
 
@@ -87,3 +94,170 @@ def test_failing_webhook_is_retried_a_bounded_number_of_times(http_receivers):
     with pytest.raises(NotifyError, match="HTTP 500"):
         deliver(WebhookNotifier(f"{receiver.url}/hook"), notification(), attempts=3, backoff_seconds=0.05)
     assert len(receiver.received) == 3
+
+
+def test_a_failed_post_names_the_host_but_never_the_secret_path_or_the_answer(http_receivers):
+    """A Slack webhook URL's path is its secret and the error ends up in Events: only the host shows."""
+    receiver = http_receivers(status=500)
+    secret_path = "/services/T000/B000/s3cr3tT0ken"
+    with pytest.raises(NotifyError) as failed:
+        SlackNotifier(f"{receiver.url}{secret_path}").send(notification())
+    assert str(failed.value) == "HTTP 500 from 127.0.0.1" and receiver.received[0].path == secret_path
+    closed = f"http://127.0.0.1:{free_port()}{secret_path}"  # nothing listens: connection refused
+    with pytest.raises(NotifyError) as refused:
+        SlackNotifier(closed).send(notification())
+    assert "s3cr3t" not in str(refused.value) and "127.0.0.1" in str(refused.value)
+
+
+def test_email_with_implicit_tls_and_auth(tls_files):
+    """SMTPS: TLS from the first byte against a self-signed certificate the client trusts explicitly."""
+    from aiosmtpd.smtp import AuthResult
+
+    from tests.receivers import SmtpReceiver
+
+    cert, key = tls_files
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=True)
+
+    # aiosmtpd's auth_require_tls only knows STARTTLS; here the whole connection is TLS already.
+    receiver = SmtpReceiver(ssl_context=server_tls, authenticator=authenticator, auth_require_tls=False)
+    try:
+        client_tls = ssl.create_default_context(cafile=str(cert))
+        EmailNotifier("127.0.0.1", receiver.port, "mw@example.com", ["ml@example.com"], implicit_tls=True,
+                      credentials=("mw", "pw"), tls_context=client_tls).send(notification())
+        assert logins == [(b"mw", b"pw")]
+        assert "Subject: fraud/canary: DriftPolicy gate breached" in receiver.messages[0]["data"]
+        # The certificate is verified: without the CA the handshake fails, and nothing is sent.
+        with pytest.raises(NotifyError, match="CERTIFICATE_VERIFY_FAILED"):
+            EmailNotifier("127.0.0.1", receiver.port, "mw@example.com", ["ml@example.com"], implicit_tls=True,
+                          credentials=("mw", "pw"), timeout=5).send(notification())
+        # A plaintext client cannot talk to a TLS port (no fallback either way).
+        with pytest.raises(NotifyError):
+            EmailNotifier("127.0.0.1", receiver.port, "mw@example.com", ["ml@example.com"], starttls=False,
+                          timeout=2).send(notification())
+        assert len(logins) == 1 and len(receiver.messages) == 1
+    finally:
+        receiver.stop()
+
+
+def test_implicit_tls_against_a_plaintext_server_fails_instead_of_falling_back():
+    from tests.receivers import SmtpReceiver
+
+    receiver = SmtpReceiver()
+    try:
+        with pytest.raises(NotifyError):
+            EmailNotifier("127.0.0.1", receiver.port, "mw@example.com", ["ml@example.com"], implicit_tls=True,
+                          credentials=("mw", "pw"), timeout=2).send(notification())
+        assert receiver.messages == []
+    finally:
+        receiver.stop()
+
+
+def test_plaintext_login_is_refused_unless_explicitly_allowed():
+    """A server that would accept AUTH over plaintext: the refusal is ours, and the opt-in works."""
+    from aiosmtpd.smtp import AuthResult
+
+    from modelwarden.notifiers.email import PLAINTEXT_AUTH_REFUSED
+    from tests.receivers import SmtpReceiver
+
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=True)
+
+    receiver = SmtpReceiver(authenticator=authenticator, auth_require_tls=False)
+    try:
+        plaintext = dict(host="127.0.0.1", port=receiver.port, sender="mw@example.com", recipients=["ml@example.com"],
+                         starttls=False, credentials=("mw", "pw"), timeout=5)
+        with pytest.raises(NotifyError, match=re.escape(PLAINTEXT_AUTH_REFUSED)):
+            deliver(EmailNotifier(**plaintext), notification(), attempts=2, backoff_seconds=0)
+        assert logins == [] and receiver.messages == []
+        EmailNotifier(**plaintext, allow_plaintext_auth=True).send(notification())
+        assert logins == [(b"mw", b"pw")] and len(receiver.messages) == 1
+        # Without credentials a plaintext relay stays allowed (nothing secret is sent).
+        EmailNotifier(**{**plaintext, "credentials": None}).send(notification())
+        assert len(receiver.messages) == 2 and len(logins) == 1
+    finally:
+        receiver.stop()
+
+
+def test_signed_webhook_is_accepted_fresh_and_rejected_stale_or_replayed(http_receivers):
+    """The receiver verifies as docs/driftpolicy.md tells receivers to; its clock is ours to move."""
+    key = b"webhook-signing-key"
+    offset = {"seconds": 0.0}
+    receiver = http_receivers(signing_key=key, clock=lambda: time.time() + offset["seconds"])
+    url = f"{receiver.url}/hook"
+
+    WebhookNotifier(url, secret=key).send(notification())
+    (fresh,) = receiver.received
+    assert fresh.rejection is None and fresh.headers["X-Modelwarden-Signature"].startswith("t=")
+
+    # The operator's clock ten minutes behind: the alert is stale on arrival.
+    with pytest.raises(NotifyError, match="HTTP 401"):
+        WebhookNotifier(url, secret=key, clock=lambda: time.time() - 600).send(notification())
+    assert receiver.received[-1].rejection == "timestamp outside tolerance"
+
+    # A captured alert replayed byte for byte after the tolerance has passed (the receiver's clock
+    # moves on 301 s), and the same alert with its timestamp rewritten to look fresh.
+    offset["seconds"] = 301
+    replay = {"Content-Type": "application/json", "X-Modelwarden-Signature": fresh.headers["X-Modelwarden-Signature"]}
+    assert requests.post(url, data=fresh.body, headers=replay, timeout=5).status_code == 401
+    assert receiver.received[-1].rejection == "timestamp outside tolerance"
+    retimed = re.sub(r"t=\d+", f"t={int(time.time() + 301)}", replay["X-Modelwarden-Signature"])
+    assert requests.post(url, data=fresh.body, headers={**replay, "X-Modelwarden-Signature": retimed}, timeout=5).status_code == 401
+    assert receiver.received[-1].rejection == "signature mismatch"
+
+    # A wrong key never verifies.
+    offset["seconds"] = 0
+    with pytest.raises(NotifyError, match="HTTP 401"):
+        WebhookNotifier(url, secret=b"another-key").send(notification())
+    assert receiver.received[-1].rejection == "signature mismatch"
+
+
+def test_documented_verification_snippet_accepts_fresh_and_rejects_stale():
+    """The Python snippet in docs/driftpolicy.md, run as written against a real signed request."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "driftpolicy.md").read_text()
+    (snippet,) = [block for block in re.findall(r"```python\n(.*?)```", docs, re.S) if "def verified" in block]
+    namespace: dict = {}
+    exec(compile(snippet, "docs/driftpolicy.md", "exec"), namespace)  # noqa: S102 (our own documentation)
+    verified = namespace["verified"]
+
+    from tests.receivers import HttpReceiver
+
+    receiver = HttpReceiver()
+    try:
+        WebhookNotifier(f"{receiver.url}/hook", secret=b"k").send(notification())
+        (hook,) = receiver.received
+    finally:
+        receiver.stop()
+    header = hook.headers["X-Modelwarden-Signature"]
+    signed_at = int(header.split(",")[0].removeprefix("t="))
+    assert verified(hook.body, header, b"k", now=signed_at + 10)
+    assert not verified(hook.body, header, b"k", now=signed_at + 301)
+    assert not verified(hook.body + b" ", header, b"k", now=signed_at)
+    assert not verified(hook.body, header, b"other", now=signed_at)
+
+
+def test_sandbox_receiver_verifies_like_a_real_receiver():
+    """The demo's receiver (modelwarden.sandbox.receiver) accepts a fresh signed alert and answers
+    401 to a stale one, so `make demo` shows the verification receivers are asked to do."""
+    from modelwarden.sandbox.receiver import AlertReceiver
+
+    receiver = AlertReceiver("demo-secret").start()
+    try:
+        WebhookNotifier(receiver.url, secret=b"demo-secret").send(notification())
+        with pytest.raises(NotifyError, match="HTTP 401"):
+            WebhookNotifier(receiver.url, secret=b"demo-secret", clock=lambda: time.time() - 3600).send(notification())
+        with pytest.raises(NotifyError, match="HTTP 401"):
+            WebhookNotifier(receiver.url).send(notification())  # unsigned
+    finally:
+        receiver.stop()
+    assert [r["signatureValid"] for r in receiver.received] == [True, False, False]
+    assert receiver.received[0]["rejected"] is None and "tolerance" in receiver.received[1]["rejected"]
+    assert receiver.received[0]["payload"]["labels"]["policy"] == "gate"

@@ -168,7 +168,16 @@ POISONED = {  # what one bad series does to each part of an evaluation
     "falling buckets": {"features": buckets("amount", ["100", "900", "500", "1000"])},
     "NaN confusion cell": {"confusion": [({"predicted": "1", "actual": "1"}, "NaN"), ({"predicted": "0", "actual": "1"}, "10")]},
     "+Inf outliers": {"counters": [({"modelwarden_quantity": "predictions"}, "1000"), ({"modelwarden_quantity": "outliers"}, "+Inf")]},
+    "NaN squared error sum": {"counters": [({"modelwarden_quantity": "predictions"}, "1000"), ({"modelwarden_quantity": "outliers"}, "1"),
+                                           ({"modelwarden_quantity": "squared_error_sum"}, "NaN"),
+                                           ({"modelwarden_quantity": "absolute_error_sum"}, "10"),
+                                           ({"modelwarden_quantity": "feedback_observations"}, "100")]},
+    "+Inf latency bucket": {"latency": [({"le": le}, c) for le, c in (("0.1", "10"), ("0.5", "+Inf"), ("+Inf", "+Inf"))]},
 }
+HEALTHY_COUNTERS = [({"modelwarden_quantity": "predictions"}, "1000"), ({"modelwarden_quantity": "outliers"}, "1"),
+                    ({"modelwarden_quantity": "squared_error_sum"}, "50"), ({"modelwarden_quantity": "absolute_error_sum"}, "10"),
+                    ({"modelwarden_quantity": "feedback_observations"}, "100")]
+HEALTHY_LATENCY = [({"le": le}, c) for le, c in (("0.1", "900"), ("0.5", "1000"), ("+Inf", "1000"))]
 
 
 @pytest.mark.parametrize("case", sorted(POISONED))
@@ -178,7 +187,8 @@ def test_non_finite_or_inconsistent_data_is_an_error_naming_the_series_never_a_f
 
     spec = DriftPolicySpec.model_validate({
         "targetRef": {"name": "fraud"}, "track": "canary", "window": "10m", "minSamples": 10, "reference": {"track": "stable"},
-        "drift": {"method": "ks", "predictions": False}, "performance": [{"metric": "accuracy", "min": 0.8}],
+        "drift": {"method": "ks", "predictions": False},
+        "performance": [{"metric": "accuracy", "min": 0.8}, {"metric": "mse", "max": 1.0}, {"metric": "latency_p99", "max": 1.0}],
         "outliers": {"maxRate": 0.05}})
     poison = POISONED[case]
 
@@ -188,7 +198,9 @@ def test_non_finite_or_inconsistent_data_is_an_error_naming_the_series_never_a_f
             return vector(*(poison["features"] if canary and "features" in poison else buckets("amount", HEALTHY)))
         if "modelwarden_feedback_total" in query:
             return vector(*poison.get("confusion", [({"predicted": "1", "actual": "1"}, "950"), ({"predicted": "0", "actual": "1"}, "50")]))
-        return vector(*poison.get("counters", [({"modelwarden_quantity": "predictions"}, "1000"), ({"modelwarden_quantity": "outliers"}, "1")]))
+        if "modelwarden_inference_latency_seconds_bucket" in query:
+            return vector(*poison.get("latency", HEALTHY_LATENCY))
+        return vector(*poison.get("counters", HEALTHY_COUNTERS))
 
     scripted.router = answer
     report = evaluate(spec, Target("fraud", "ml", {"canary": "2", "stable": "1"}), provider(scripted.url), datetime.now(timezone.utc)).report
@@ -197,6 +209,7 @@ def test_non_finite_or_inconsistent_data_is_an_error_naming_the_series_never_a_f
     assert report.evaluation.verdict == Verdict.ERROR and not [r for r in results.values() if r.verdict == Verdict.FAIL], results
     assert errors and all("invalid data from Prometheus" in r.message for r in errors), errors
     named = errors[0].message
-    assert ('feature="amount"' in named) or ('predicted="1"' in named) or ('modelwarden_quantity="outliers"' in named), named
+    assert any(series in named for series in ('feature="amount"', 'predicted="1"', 'modelwarden_quantity="outliers"',
+                                              'modelwarden_quantity="squared_error_sum"', 'le="0.5"')), named
     # Everything the poisoned series does not feed is still judged (and passes here).
     assert {r.verdict for r in results.values()} <= {Verdict.ERROR, Verdict.PASS}, results

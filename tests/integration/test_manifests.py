@@ -167,9 +167,10 @@ def test_kustomize_renders_the_expected_objects(base):
         ("ClusterRoleBinding", "modelwarden"),
         ("Deployment", "modelwarden"),
         ("Service", "modelwarden-metrics"),
+        ("NetworkPolicy", "modelwarden"),
     ])
     for obj in base:
-        if obj["kind"] in ("ServiceAccount", "Deployment", "Service"):
+        if obj["kind"] in ("ServiceAccount", "Deployment", "Service", "NetworkPolicy"):
             assert obj["metadata"]["namespace"] == NAMESPACE
 
 
@@ -232,3 +233,25 @@ def test_peering_overlay(peering, base):
     for obj in base:
         if obj["kind"] != "Deployment":
             assert unchanged[key(obj)] == obj
+
+
+def assert_ingress_only_to_named_ports(policy: dict[str, Any], deployment: dict[str, Any]) -> None:
+    """The NetworkPolicy selects the operator pod, limits ingress only, and every rule names a port
+    the operator container declares and has a non-empty `from` (an empty one admits everyone)."""
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    declared = {p["name"] for p in container["ports"]}
+    for rule in policy["spec"]["ingress"]:
+        assert rule["from"], f"empty from admits every source: {rule}"
+        assert {p["port"] for p in rule["ports"]} <= declared
+
+
+def test_network_policy_admits_only_monitoring_to_the_metrics_port(base):
+    (policy,) = find(base, "NetworkPolicy")
+    (deployment,) = find(base, "Deployment")
+    assert_ingress_only_to_named_ports(policy, deployment)
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}]
+    assert "--metrics-address=0.0.0.0" in operator_container_args(base)

@@ -290,7 +290,7 @@ def test_feedback_token_keys_are_mounted_into_every_track_from_the_secret():
     assert {d["metadata"]["name"] for d in deployments} == {"fraud-stable", "fraud-canary"}
     for deployment in deployments:
         pod = deployment["spec"]["template"]["spec"]
-        assert pod["volumes"] == [{"name": "cache", "emptyDir": {}}, {"name": "modelwarden-feedback-keys", "secret": {
+        assert [v for v in pod["volumes"] if v["name"] != "modelwarden-tmp"] == [{"name": "cache", "emptyDir": {}}, {"name": "modelwarden-feedback-keys", "secret": {
             "secretName": "fraud-feedback", "items": [{"key": "keys", "path": "keys"}]}}]
         server = pod["containers"][0]
         assert server["volumeMounts"][-1] == {"name": "modelwarden-feedback-keys", "mountPath": "/var/run/modelwarden/feedback",
@@ -301,4 +301,4 @@ def test_feedback_token_keys_are_mounted_into_every_track_from_the_secret():
         assert validate_any(deployment) == []
     # Without spec.feedback no key is mounted and no variable is set.
     plain = [c for c in plan(md(), {}, [], T0).children if c["kind"] == "Deployment"][0]["spec"]["template"]["spec"]
-    assert "volumes" not in plain and "MODELWARDEN_FEEDBACK_KEY_FILE" not in {e["name"] for e in plain["containers"][0]["env"]}
+    assert [v["name"] for v in plain["volumes"]] == ["modelwarden-tmp"] and "MODELWARDEN_FEEDBACK_KEY_FILE" not in {e["name"] for e in plain["containers"][0]["env"]}

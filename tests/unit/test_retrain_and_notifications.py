@@ -18,7 +18,7 @@ from modelwarden.notifiers.base import NotifyError, deliver
 from modelwarden.notifiers.email import EmailNotifier
 from modelwarden.notifiers.noop import NoopNotifier
 from modelwarden.notifiers.slack import SlackNotifier
-from modelwarden.notifiers.webhook import signature
+from modelwarden.notifiers.webhook import SignatureError, signature, verify_signature
 from modelwarden.planning.notification import AlertContext, build_notification
 from tests.validation import validate_any
 
@@ -118,9 +118,31 @@ def test_renderings():
     assert mail["To"] == "a@example.com, b@example.com" and "2 of 6 drifted" in mail.get_content()
 
 
-def test_webhook_signature():
+def test_webhook_signature_covers_timestamp_and_body():
     body = b'{"a":1}'
-    assert signature(b"key", body) == "sha256=" + hmac.new(b"key", body, hashlib.sha256).hexdigest()
+    assert signature(b"key", body, 1_700_000_000) == (
+        "t=1700000000,v1=" + hmac.new(b"key", b'1700000000.{"a":1}', hashlib.sha256).hexdigest())
+    header = signature(b"key", body, 1_700_000_000)
+    assert verify_signature(b"key", body, header, now=1_700_000_000 + 299) == 1_700_000_000
+    # A second v1 entry (a receiver rotating keys) is accepted when one of them matches.
+    assert verify_signature(b"key", body, "t=1700000000,v1=00," + header.split(",")[1], now=1_700_000_000)
+
+
+@pytest.mark.parametrize("header, now, problem", [
+    ("t=1700000000,v1=" + "0" * 64, 1_700_000_000, "does not match"),                    # forged signature
+    (signature(b"key", b'{"a":2}', 1_700_000_000), 1_700_000_000, "does not match"),      # another body
+    (signature(b"other", b'{"a":1}', 1_700_000_000), 1_700_000_000, "does not match"),    # another key
+    (signature(b"key", b'{"a":1}', 1_700_000_000).replace("t=1700000000", "t=1700000999"), 1_700_000_999,
+     "does not match"),                                                                     # replay with a fresh t
+    (signature(b"key", b'{"a":1}', 1_700_000_000), 1_700_000_301, "tolerance"),           # replayed 301 s later
+    (signature(b"key", b'{"a":1}', 1_700_000_400), 1_700_000_000, "tolerance"),           # from the future
+    ("sha256=" + hmac.new(b"key", b'{"a":1}', hashlib.sha256).hexdigest(), 1_700_000_000, "expected t="),  # old format
+    ("t=soon,v1=ab", 1_700_000_000, "unix seconds"),
+    ("", 1_700_000_000, "expected t="),
+])
+def test_webhook_signature_rejections(header, now, problem):
+    with pytest.raises(SignatureError, match=problem):
+        verify_signature(b"key", b'{"a":1}', header, now=now)
 
 
 class Flaky:
@@ -158,3 +180,47 @@ def test_factory_builds_configured_channels_from_secret_refs():
     assert factory.build("email", spec, read).credentials == ("u", "p")
     assert isinstance(factory.build("alertmanager", spec, read), NoopNotifier)
     assert factory.configured_channels(None) == []
+
+
+def email_policy(**email) -> dict:
+    return {"apiVersion": "modelwarden.io/v1alpha1", "kind": "DriftPolicy", "metadata": {"name": "gate", "namespace": "ml"},
+            "spec": {"targetRef": {"name": "fraud"}, "track": "canary", "interval": "1m", "window": "15m",
+                     "performance": [{"metric": "error_rate", "max": 0.01}],
+                     "actions": {"alert": {"email": {"host": "smtp.example.com", "from": "mw@example.com",
+                                                     "to": ["ml@example.com"], **email}}}}}
+
+
+@pytest.mark.parametrize("email, accepted", [
+    ({"authSecretRef": {"secretName": "smtp"}}, True),                                       # starttls by default
+    ({"authSecretRef": {"secretName": "smtp"}, "starttls": True}, True),
+    ({"authSecretRef": {"secretName": "smtp"}, "starttls": False, "implicitTLS": True, "port": 465}, True),
+    ({"authSecretRef": {"secretName": "smtp"}, "starttls": False, "allowPlaintextAuth": True}, True),
+    ({"starttls": False}, True),                                                             # a relay without login
+    ({"authSecretRef": {"secretName": "smtp"}, "starttls": False}, False),
+    ({"authSecretRef": {"secretName": "smtp"}, "starttls": False, "implicitTLS": False, "allowPlaintextAuth": False}, False),
+])
+def test_email_credentials_need_tls_at_admission(email, accepted):
+    from tests.validation import validate_custom_resource
+
+    errors = validate_custom_resource(email_policy(**email))
+    if accepted:
+        assert errors == []
+    else:
+        assert [e for e in errors if e.startswith("spec.actions.alert.email.authSecretRef: Invalid value") and "allowPlaintextAuth" in e], errors
+
+
+def test_factory_passes_the_email_transport_settings():
+    spec = AlertSpec.model_validate({"email": {"host": "smtp", "port": 465, "implicitTLS": True, "from": "mw@example.com",
+                                               "to": ["a@example.com"], "authSecretRef": {"secretName": "smtp"}}})
+    notifier = factory.build("email", spec, lambda name, key: key)
+    assert (notifier.implicit_tls, notifier.port, notifier.allow_plaintext_auth, notifier.credentials) == (True, 465, False, ("username", "password"))
+    default = factory.build("email", AlertSpec.model_validate({"email": {"host": "smtp", "from": "mw@example.com", "to": ["a@example.com"]}}),
+                            lambda name, key: key)
+    assert (default.starttls, default.implicit_tls, default.port) == (True, False, 587)
+
+
+def test_email_refuses_plaintext_credentials_without_connecting():
+    # Port 9 (discard) on a documentation address: a connection attempt would fail differently.
+    notifier = EmailNotifier("192.0.2.1", 9, "mw@example.com", ["a@example.com"], starttls=False, credentials=("u", "p"))
+    with pytest.raises(NotifyError, match="refusing to send SMTP credentials over a plaintext connection"):
+        notifier.send(notification())

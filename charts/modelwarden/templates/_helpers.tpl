@@ -56,3 +56,8 @@ app.kubernetes.io/part-of: modelwarden
 {{- end -}}
 {{- printf "--pod-monitor-labels=%s" (join "," $pairs) -}}
 {{- end -}}
+
+{{/* An IP address as a URL host: IPv6 in brackets. */}}
+{{- define "modelwarden.urlHost" -}}
+{{- if contains ":" . }}{{ printf "[%s]" . }}{{ else }}{{ . }}{{ end -}}
+{{- end -}}

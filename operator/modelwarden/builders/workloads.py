@@ -98,10 +98,37 @@ def _mount_feedback_keys(spec: dict[str, Any], container: dict[str, Any], secret
         {"name": environment.NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
 
 
+# Pod Security Standards "restricted", plus a read-only root filesystem. Every key is a default:
+# a key the user's template sets (even to a weaker value) is kept, so hardening never blocks an
+# image that needs something else (docs/security.md, "Model pods").
+POD_SECURITY_DEFAULTS: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY_DEFAULTS: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+TMP_VOLUME = "modelwarden-tmp"
+TMP_DIR = "/tmp"  # the image's HOME and TMPDIR: the one path the server (and joblib, numpy) may write
+
+
+def _harden(spec: dict[str, Any], container: dict[str, Any]) -> None:
+    """Restricted securityContext defaults on the pod and on the model-server container; with a
+    read-only root, an emptyDir at /tmp unless the template already mounts something there.
+    Other containers of the template keep their own settings (the pod-level ones still apply)."""
+    spec["securityContext"] = {**copy.deepcopy(POD_SECURITY_DEFAULTS), **(spec.get("securityContext") or {})}
+    container["securityContext"] = {**copy.deepcopy(CONTAINER_SECURITY_DEFAULTS), **(container.get("securityContext") or {})}
+    if container["securityContext"].get("readOnlyRootFilesystem") and not any(
+            m.get("mountPath", "").rstrip("/") == TMP_DIR for m in container.get("volumeMounts", [])):
+        spec["volumes"] = [v for v in spec.get("volumes", []) if v.get("name") != TMP_VOLUME] + [
+            {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}]
+        container["volumeMounts"] = [*container.get("volumeMounts", []), {"name": TMP_VOLUME, "mountPath": TMP_DIR}]
+
+
 def pod_template(owner: Owner, workload: TrackWorkload, template: dict[str, Any] | None, port: int,
                  image: str = DEFAULT_IMAGE, feedback_keys: tuple[str, str] | None = None) -> dict[str, Any]:
     """The user's pod template with our labels, scrape annotations and MODEL_* env on its first
-    container (and the feedback-token keys, a (Secret, key) pair, mounted into it)."""
+    container, restricted securityContext defaults (_harden), and the feedback-token keys (a
+    (Secret, key) pair) mounted into it."""
     result = copy.deepcopy(template) if template else {}
     meta = result.setdefault("metadata", {})
     meta["labels"] = {**meta.get("labels", {}), **labels(owner, workload)}
@@ -122,6 +149,7 @@ def pod_template(owner: Owner, workload: TrackWorkload, template: dict[str, Any]
         first["ports"] = [*first.get("ports", []), {"name": "http", "containerPort": port, "protocol": "TCP"}]
     first.setdefault("readinessProbe", {"httpGet": {"path": "/v2/health/ready", "port": port}, "periodSeconds": 5})
     first.setdefault("livenessProbe", {"httpGet": {"path": "/v2/health/live", "port": port}, "periodSeconds": 10})
+    _harden(spec, first)
     if feedback_keys is not None:
         _mount_feedback_keys(spec, first, feedback_keys)
     return result

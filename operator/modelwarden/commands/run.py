@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import re
 
 from modelwarden.contract.kubernetes import DEFAULT_IMAGE
 from modelwarden.controller.config import (
+    ALLOWED_ALERT_HOSTS_ENV,
+    ALLOWED_PROMETHEUS_URLS_ENV,
+    RESTRICT_CUSTOM_QUERIES_ENV,
+    DEFAULT_METRICS_ADDRESS,
     DEFAULT_METRICS_PORT,
     DEFAULT_NAMESPACE_LABEL,
     DEFAULT_PROMETHEUS_URL,
+    METRICS_ADDRESS_ENV,
     METRICS_PORT_ENV,
     POD_MONITOR_MODES,
     POD_MONITORS_ENV,
@@ -24,6 +30,7 @@ from modelwarden.controller.config import (
     OperatorConfig,
     env_list,
 )
+from modelwarden.planning.egress import EgressRules
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +45,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="default Prometheus-API URL for DriftPolicies without spec.prometheus (env MODELWARDEN_PROMETHEUS_URL)",
     )
     parser.add_argument(
+        "--allowed-prometheus-urls", type=url_list, default=url_list(os.environ.get(ALLOWED_PROMETHEUS_URLS_ENV, "")), metavar="URL,...",
+        help="URL prefixes a DriftPolicy's spec.prometheus.url may use (default: only --prometheus-url; '*': any); a policy "
+             f"pointing elsewhere is an Error verdict and its Secrets are not read (env {ALLOWED_PROMETHEUS_URLS_ENV})",
+    )
+    parser.add_argument(
+        "--restrict-custom-queries", action=argparse.BooleanOptionalAction,
+        default=os.environ.get(RESTRICT_CUSTOM_QUERIES_ENV, "true").lower() not in ("false", "0", "no"),
+        help="custom checks may only select series of their policy's namespace (an equality matcher on the namespace "
+             f"label in every selector; default on; env {RESTRICT_CUSTOM_QUERIES_ENV}=false turns it off)",
+    )
+    parser.add_argument(
+        "--allowed-alert-hosts", type=url_list, default=url_list(os.environ.get(ALLOWED_ALERT_HOSTS_ENV, "*")), metavar="HOST,...",
+        help="hosts alerts may go to: webhook, Slack and Alertmanager URLs and the SMTP host (host or *.domain; default '*': "
+             f"any); an alert to another host fails with AlertFailed (env {ALLOWED_ALERT_HOSTS_ENV})",
+    )
+    parser.add_argument(
         "--namespace-label", type=prometheus_label, default=os.environ.get("MODELWARDEN_NAMESPACE_LABEL", DEFAULT_NAMESPACE_LABEL),
         help="the Prometheus label holding a series' namespace, matched by every built-in query "
              "(default namespace; '' turns it off; env MODELWARDEN_NAMESPACE_LABEL)",
@@ -48,7 +71,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--liveness", default=os.environ.get("MODELWARDEN_LIVENESS", "http://0.0.0.0:8081/healthz"),
-        help="liveness endpoint URL to serve ('off' to disable)",
+        help="liveness endpoint to serve, http://ADDRESS:PORT/PATH: ADDRESS is the bind address (0.0.0.0 for the "
+             "kubelet's probes in a pod; 127.0.0.1 outside one) ('off' to disable; env MODELWARDEN_LIVENESS)",
     )
     parser.add_argument(
         "--default-image", default=os.environ.get("MODELWARDEN_IMAGE", DEFAULT_IMAGE),
@@ -71,6 +95,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-port", type=int, default=int(os.environ.get(METRICS_PORT_ENV, DEFAULT_METRICS_PORT)),
         help=f"port of the operator's own /metrics (default {DEFAULT_METRICS_PORT}, 0 disables; env {METRICS_PORT_ENV})",
+    )
+    parser.add_argument(
+        "--metrics-address", type=bind_address, default=os.environ.get(METRICS_ADDRESS_ENV, DEFAULT_METRICS_ADDRESS),
+        metavar="IP",
+        help=f"bind address of the operator's /metrics (default {DEFAULT_METRICS_ADDRESS}: every interface, as Prometheus "
+             f"scrapes the pod IP; 127.0.0.1 behind a local proxy or outside a cluster; env {METRICS_ADDRESS_ENV})",
     )
     parser.add_argument(
         "--pod-monitors", type=pod_monitors_mode, default=os.environ.get(POD_MONITORS_ENV, "auto"),
@@ -98,12 +128,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
 
 
+def url_list(value: str) -> tuple[str, ...]:
+    """A comma-separated list (URLs or hosts), blanks dropped."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
 def shard_arg(value: str) -> str:
     try:
         parse_shard(value)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return value
+
+
+def bind_address(value: str) -> str:
+    """An IPv4/IPv6 address to listen on (not a host name: what is bound must be unambiguous)."""
+    try:
+        return str(ipaddress.ip_address(value.strip().strip("[]")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address to listen on") from None
 
 
 def prometheus_label(value: str) -> str:
@@ -157,6 +200,7 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         liveness_endpoint=None if args.liveness == "off" else args.liveness,
         default_image=args.default_image,
         metrics_port=args.metrics_port or None,
+        metrics_address=args.metrics_address,
         pod_monitors=args.pod_monitors,
         pod_monitor_labels=args.pod_monitor_labels,
         reconcile_interval=args.reconcile_interval,
@@ -164,6 +208,8 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         policy_workers=args.policy_workers,
         shard=parse_shard(args.shard),
         selector=args.selector,
+        egress=EgressRules(prometheus_urls=args.allowed_prometheus_urls, alert_hosts=args.allowed_alert_hosts),
+        restrict_custom_queries=args.restrict_custom_queries,
     )
 
 

@@ -14,5 +14,10 @@ SERVING_LABEL = f"{GROUP}/serving"
 POLICY_LABEL = f"{GROUP}/policy"  # the DriftPolicy that launched a retraining Job or CronJob
 TRIGGER_LABEL = f"{GROUP}/trigger"  # breach, manual or schedule
 
+# A Secret a DriftPolicy may read (Prometheus credentials, alert webhooks, SMTP login) carries this
+# label set to "true": the operator reads Secrets with its own permissions, so a Secret is only
+# used when its owner opted it in, never because a policy author named it.
+SECRET_OPT_IN_LABEL = f"{GROUP}/policy-use"
+
 RETRAIN_ANNOTATION = f"{GROUP}/retrain"  # on a DriftPolicy: a new value launches one retraining Job
 RETRY_ANNOTATION = f"{GROUP}/retry"  # on a ModelDeployment: a new value retries an aborted canary

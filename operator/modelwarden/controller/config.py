@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelwarden.contract.kubernetes import DEFAULT_IMAGE
+from modelwarden.planning.egress import EgressRules
 
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 RECONCILE_INTERVAL_ENV = "MODELWARDEN_RECONCILE_INTERVAL"
@@ -16,9 +17,14 @@ POLICY_TICK_ENV = "MODELWARDEN_POLICY_TICK"
 POLICY_WORKERS_ENV = "MODELWARDEN_POLICY_WORKERS"
 METRICS_PORT_ENV = "MODELWARDEN_METRICS_PORT"
 DEFAULT_METRICS_PORT = 8082
+METRICS_ADDRESS_ENV = "MODELWARDEN_METRICS_ADDRESS"
+DEFAULT_METRICS_ADDRESS = "0.0.0.0"  # in a pod, Prometheus scrapes the pod IP: loopback would hide it
 POD_MONITORS_ENV = "MODELWARDEN_POD_MONITORS"
 SHARD_ENV = "MODELWARDEN_SHARD"
 SELECTOR_ENV = "MODELWARDEN_SELECTOR"
+ALLOWED_PROMETHEUS_URLS_ENV = "MODELWARDEN_ALLOWED_PROMETHEUS_URLS"
+ALLOWED_ALERT_HOSTS_ENV = "MODELWARDEN_ALLOWED_ALERT_HOSTS"
+RESTRICT_CUSTOM_QUERIES_ENV = "MODELWARDEN_RESTRICT_CUSTOM_QUERIES"
 POD_MONITOR_MODES = ("auto", "off")  # auto: a PodMonitor per ModelDeployment when the cluster serves the kind
 
 
@@ -57,6 +63,7 @@ class OperatorConfig:
     peering_name: str | None = None
     liveness_endpoint: str | None = None
     metrics_port: int | None = DEFAULT_METRICS_PORT  # None or 0: no /metrics server
+    metrics_address: str = DEFAULT_METRICS_ADDRESS  # the /metrics server's bind address (--metrics-address)
     default_image: str = DEFAULT_IMAGE
     labels: dict[str, str] = field(default_factory=dict)
     pod_monitors: str = "auto"  # one of POD_MONITOR_MODES
@@ -66,6 +73,8 @@ class OperatorConfig:
     policy_workers: int = 8  # DriftPolicy ticks running at once (back-pressure: beyond it, evaluations run late)
     shard: tuple[int, int] | None = None  # (I, N): own only shard I of N (--shard); None: every object
     selector: dict[str, str | None] = field(default_factory=dict)  # own only objects with these labels (None: any value)
+    egress: EgressRules = field(default_factory=EgressRules)  # where policies may send queries and alerts
+    restrict_custom_queries: bool = True  # custom checks may only select their policy's namespace (--restrict-custom-queries)
 
     def owns(self, uid: str = "", labels: Mapping[str, str] | None = None, **_: Any) -> bool:
         """kopf `when=` filter: whether this operator process owns the object (--shard, --selector)."""

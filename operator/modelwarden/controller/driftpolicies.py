@@ -38,7 +38,14 @@ from modelwarden.controller import policyloop, telemetry
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo
 from modelwarden.controller.status import status_changes
-from modelwarden.contract.kubernetes import DRIFTPOLICIES, MANAGED_BY, MODELDEPLOYMENTS, POLICY_LABEL, RETRAIN_ANNOTATION
+from modelwarden.contract.kubernetes import (
+    DRIFTPOLICIES,
+    MANAGED_BY,
+    MODELDEPLOYMENTS,
+    POLICY_LABEL,
+    RETRAIN_ANNOTATION,
+    SECRET_OPT_IN_LABEL,
+)
 from modelwarden.kube.api import KubeApi, StaleView, describe_error
 from modelwarden.kube.apply import is_subset
 from modelwarden.kube.fence import write_status
@@ -49,12 +56,16 @@ from modelwarden.notifiers import factory
 from modelwarden.notifiers.base import SecretReader, deliver
 from modelwarden.planning import tick
 from modelwarden.planning.notification import AlertContext, Notification
-from modelwarden.planning.policy import PolicyContext
+from modelwarden.planning.egress import EgressRules
+from modelwarden.planning.policy import PolicyContext, evaluation_budget
 from modelwarden.planning.retraining import JobState, job_state
 
 NOTIFY_DEADLINE_SECONDS = 30.0
 API_RETRY_SECONDS = 1.0  # a failed tick (e.g. the API answering 500) is retried this soon, not after kopf's minute
+# A pool per purpose: slow evaluations (a slow Prometheus) never delay Job creation, status
+# writes or notifications.
 EVALUATIONS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="policy-eval")
+KUBE_CALLS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policy-kube")
 NOTIFICATIONS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policy-notify")
 _background: set[asyncio.Task[None]] = set()  # keeps notification tasks referenced until done
 logger = logging.getLogger(__name__)
@@ -132,7 +143,7 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     need = tick.needs(ctx, previous, jobs, target is not None, now)
     job = None
     if need.job is not None:
-        job = await loop.run_in_executor(EVALUATIONS, _observed_job, memo.kube, need.job, jobs, namespace)
+        job = await loop.run_in_executor(KUBE_CALLS, _observed_job, memo.kube, need.job, jobs, namespace)
     evaluation = None
     if need.evaluation is not None:
         assert target is not None
@@ -153,9 +164,9 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     if decision.rollback_requested:
         telemetry.record_action(namespace, name, "rollback", "requested")
     if decision.cronjob is not None or decision.delete_cronjob is not None:
-        await loop.run_in_executor(EVALUATIONS, _sync_cronjob, memo.kube, namespace, decision, indexed_cronjob)
+        await loop.run_in_executor(KUBE_CALLS, _sync_cronjob, memo.kube, namespace, decision, indexed_cronjob)
     if decision.job is not None:
-        error = await loop.run_in_executor(EVALUATIONS, _create, memo.kube, decision.job)
+        error = await loop.run_in_executor(KUBE_CALLS, _create, memo.kube, decision.job)
         telemetry.record_action(namespace, name, "retrain", "error" if error else "launched")
         if error:
             decision = decision.launch_failed(error)
@@ -166,7 +177,7 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     if changes:
         view = {**reference, "metadata": {**reference["metadata"], "resourceVersion": meta.get("resourceVersion")}}
         try:
-            await loop.run_in_executor(EVALUATIONS, write_status, memo.kube, memo.fence, view, changes)
+            await loop.run_in_executor(KUBE_CALLS, write_status, memo.kube, memo.fence, view, changes)
             telemetry.record_status_write("DriftPolicy", "written")
         except StaleView:
             # Decided from an outdated view: nothing is announced; the next tick decides again from a
@@ -180,7 +191,7 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     for event in decision.events:
         kopf.event(reference, type=event.type, reason=event.reason, message=event.message)
     if decision.notification is not None:
-        task = asyncio.create_task(_notify(memo.kube, reference, spec.actions.alert, decision.notification, namespace, name))
+        task = asyncio.create_task(_notify(memo.kube, memo.config.egress, reference, spec.actions.alert, decision.notification, namespace, name))
         _background.add(task)
         task.add_done_callback(_background.discard)
     if decision.next_at is None:  # suspended or without a target: only a change (a watch event) or the fallback
@@ -240,6 +251,8 @@ def _run_evaluation(kube: KubeApi, config: OperatorConfig, prometheus: ProviderP
     """One evaluation; anything that prevents it (a missing Secret, a bad profile) is an Error verdict."""
     spec = policy.spec
     try:
+        if spec.prometheus is not None and (refusal := config.egress.prometheus_refusal(spec.prometheus.url, config.prometheus_url)):
+            raise LookupError(refusal)  # before any Secret of the policy is read
         source = _prometheus_config(kube, spec.prometheus, namespace, config.prometheus_url)
         label = spec.prometheus.namespace_label if spec.prometheus and spec.prometheus.namespace_label is not None else config.namespace_label
         profile = None
@@ -251,8 +264,10 @@ def _run_evaluation(kube: KubeApi, config: OperatorConfig, prometheus: ProviderP
                 raise LookupError(f"ConfigMap {ref.name} has no key {ref.key}")
             profile = reference_from_profile(data[ref.key], f"profile {ref.name}/{ref.key}")
         provider = prometheus.get(source)  # kept: the next evaluation reuses its connections
-        timed = evaluate(spec, Target(target.model, namespace, target.versions, namespace_label=label or None),
-                         FailFastProvider(provider), now, profile)
+        budget = FailFastProvider(provider, budget_seconds=evaluation_budget(spec).total_seconds())
+        judged = Target(target.model, namespace, target.versions, namespace_label=label or None,
+                        restrict_custom_queries=config.restrict_custom_queries)
+        timed = evaluate(spec, judged, budget, now, profile)
         return timed.report.evaluation, timed.report.drift
     except Exception as exc:
         unexpected = not isinstance(exc, LookupError)  # a missing Secret/ConfigMap needs no traceback
@@ -276,22 +291,27 @@ def _prometheus_config(kube: KubeApi, source: PrometheusSource | None, namespace
 def _secret_reader(kube: KubeApi, namespace: str) -> SecretReader:
     def read(name: str, key: str) -> str:
         secret = kube.get("v1", "Secret", namespace, name)
-        data = (secret or {}).get("data") or {}
+        if secret is None:
+            raise LookupError(f"Secret {name} not found")
+        if ((secret.get("metadata") or {}).get("labels") or {}).get(SECRET_OPT_IN_LABEL) != "true":
+            raise LookupError(f"Secret {name} is not labelled {SECRET_OPT_IN_LABEL}=true: a policy may only use Secrets opted in for it")
+        data = secret.get("data") or {}
         if key not in data:
-            raise LookupError(f"Secret {name} has no key {key}" if secret else f"Secret {name} not found")
+            raise LookupError(f"Secret {name} has no key {key}")
         return base64.b64decode(data[key]).decode()
 
     return read
 
 
-async def _notify(kube: KubeApi, reference: dict[str, Any], alert_spec: AlertSpec | None, notification: Notification, namespace: str, name: str) -> None:
+async def _notify(kube: KubeApi, egress: EgressRules, reference: dict[str, Any], alert_spec: AlertSpec | None, notification: Notification,
+                  namespace: str, name: str) -> None:
     """Send to every channel at once, time-boxed; outcomes become AlertSent/AlertFailed Events."""
     loop = asyncio.get_running_loop()
     secret = _secret_reader(kube, namespace)
     channels = factory.configured_channels(alert_spec)
 
     def send(channel: str) -> None:
-        deliver(factory.build(channel, alert_spec, secret), notification)
+        deliver(factory.build(channel, alert_spec, secret, egress.alert_refusal), notification)
 
     post = lambda kind, reason, message: kopf.event(reference, type=kind, reason=reason, message=message)  # noqa: E731
     factory.event_notifier(post).send(notification)  # first: never delayed by a slow receiver

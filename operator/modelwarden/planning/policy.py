@@ -31,6 +31,7 @@ from modelwarden.planning.types import Event
 RING_BUFFER = 50
 FIRST_EVALUATION_SPREAD = datetime.timedelta(seconds=30)
 MIN_LAG_TOLERANCE = datetime.timedelta(seconds=10)
+MAX_EVALUATION_BUDGET = datetime.timedelta(minutes=5)
 Phase = DriftPolicyPhase
 
 
@@ -116,6 +117,12 @@ def evaluation_instant(ctx: PolicyContext, status: DriftPolicyStatus, now: datet
     queries are shared, whichever worker gets to each first; `now` when it runs later than that."""
     due = next_evaluation(ctx, status, now)
     return due if due <= now and now - due <= lag_tolerance(ctx.spec) else now
+
+
+def evaluation_budget(spec: DriftPolicySpec) -> datetime.timedelta:
+    """How long one evaluation may take, all its queries and retries together: never more than
+    the interval (the next one is due by then), and at most MAX_EVALUATION_BUDGET."""
+    return min(spec.interval, MAX_EVALUATION_BUDGET)
 
 
 def lag_tolerance(spec: DriftPolicySpec) -> datetime.timedelta:

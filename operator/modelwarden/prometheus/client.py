@@ -24,13 +24,15 @@ import numpy as np
 import requests
 from requests.adapters import HTTPAdapter
 
-from modelwarden.prometheus.errors import NoData, QueryError, Unreachable
+from modelwarden.prometheus.errors import MalformedAnswer, NoData, QueryError, Unreachable
 from modelwarden.prometheus.provider import InstantVector, RangeMatrix
 from modelwarden.prometheus.shared import Outcome, SharedProvider
 from modelwarden.retry import RetryPolicy
 
 MAX_GET_QUERY_LENGTH = 4000
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # decoded; about 800 000 series of a histogram query
+READ_CHUNK_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,10 @@ class PrometheusConfig:
     bearer_token: str | None = None
     basic_auth: tuple[str, str] | None = None
     ca_pem: str | None = None
-    timeout_seconds: float = 10.0
+    timeout_seconds: float = 10.0  # per attempt, for the whole answer (not per read: a drip-fed answer cannot outlast it)
     attempts: int = 3
     backoff_seconds: float = 0.2
+    max_response_bytes: int = MAX_RESPONSE_BYTES  # a larger answer (after gzip) is a QueryError, read no further
 
     @property
     def retry(self) -> RetryPolicy:
@@ -66,7 +69,7 @@ class ProviderPool:
     @staticmethod
     def _key(config: PrometheusConfig) -> tuple[Any, ...]:
         return (config.url, tuple(sorted(config.headers.items())), config.bearer_token, config.basic_auth,
-                config.ca_pem, config.timeout_seconds, config.attempts, config.backoff_seconds)
+                config.ca_pem, config.timeout_seconds, config.attempts, config.backoff_seconds, config.max_response_bytes)
 
     def get(self, config: PrometheusConfig) -> SharedProvider:
         key = self._key(config)
@@ -112,19 +115,19 @@ class PrometheusProvider:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def query(self, promql: str, at: datetime | None = None) -> InstantVector:
+    def query(self, promql: str, at: datetime | None = None, deadline: float | None = None) -> InstantVector:
         params: dict[str, str] = {"query": promql}
         if at is not None:
             params["time"] = _timestamp(at)
         started = time.perf_counter()
-        body = self._call("/api/v1/query", params)
+        body = self._call("/api/v1/query", params, deadline)
         fetched = time.perf_counter()
-        with _gc_paused():
+        with _gc_paused(), _malformed(promql):
             data = _data(body, promql)
             result = data["result"]
             match data.get("resultType"):
                 case "vector":
-                    labels = [series["metric"] for series in result]
+                    labels = [_labels(series["metric"]) for series in result]
                     values = _floats([series["value"][1] for series in result])
                 case "scalar":
                     labels, values = [{}], _floats([result[1]])
@@ -134,49 +137,101 @@ class PrometheusProvider:
             raise NoData(f"no series for {promql!r}")
         return InstantVector(labels, values, fetched - started, time.perf_counter() - fetched)
 
-    def query_range(self, promql: str, start: datetime, end: datetime, step_seconds: float) -> RangeMatrix:
+    def query_range(self, promql: str, start: datetime, end: datetime, step_seconds: float,
+                    deadline: float | None = None) -> RangeMatrix:
         params = {"query": promql, "start": _timestamp(start), "end": _timestamp(end), "step": f"{step_seconds:g}"}
         started = time.perf_counter()
-        body = self._call("/api/v1/query_range", params)
+        body = self._call("/api/v1/query_range", params, deadline)
         fetched = time.perf_counter()
-        with _gc_paused():
+        with _gc_paused(), _malformed(promql):
             result = _data(body, promql)["result"]
             if not result:
                 raise NoData(f"no series for {promql!r}")
-            labels = [series["metric"] for series in result]
+            labels = [_labels(series["metric"]) for series in result]
             timestamps = [np.array([point[0] for point in series["values"]], dtype=float) for series in result]
             values = [_floats([point[1] for point in series["values"]]) for series in result]
         return RangeMatrix(labels, timestamps, values, fetched - started, time.perf_counter() - fetched)
 
-    def _call(self, path: str, params: dict[str, str]) -> bytes:
-        """One API call with bounded retries (``config.retry``) on 429/5xx, timeouts and connection errors."""
+    def _call(self, path: str, params: dict[str, str], deadline: float | None) -> bytes:
+        """One API call with bounded retries (``config.retry``) on 429/5xx, timeouts and connection
+        errors, all within ``deadline`` (time.monotonic(); the evaluation's) when one is given."""
         url = self.base_url + path
+        failed: list[_Transient] = []
+
+        def attempt() -> bytes:
+            try:
+                return self._attempt(url, params, deadline)
+            except _Transient as exc:
+                failed.append(exc)
+                raise
+
         try:
-            return self.retry.call(lambda: self._attempt(url, params), retry_on=_Transient)
+            return self.retry.call(attempt, retry_on=_Transient)
         except _Transient as exc:
             raise Unreachable(f"{url}: {exc} (after {self.retry.attempts} attempts)") from exc
+        except _DeadlinePassed as exc:
+            after = f" after {len(failed)} failed attempt(s), the last: {failed[-1]}" if failed else ""
+            raise Unreachable(f"{url}: {exc}{after}") from exc
 
-    def _attempt(self, url: str, params: dict[str, str]) -> bytes:
+    def _attempt(self, url: str, params: dict[str, str], deadline: float | None) -> bytes:
+        started = time.monotonic()
+        until = started + self.config.timeout_seconds
+        if deadline is not None:
+            if deadline <= started:
+                raise _DeadlinePassed("the evaluation's deadline passed")
+            until = min(until, deadline)
         try:
             if len(params["query"]) > MAX_GET_QUERY_LENGTH:
-                response = self.session.post(url, data=params, timeout=self.config.timeout_seconds)
+                response = self.session.post(url, data=params, timeout=until - started, stream=True)
             else:
-                response = self.session.get(url, params=params, timeout=self.config.timeout_seconds)
+                response = self.session.get(url, params=params, timeout=until - started, stream=True)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
         except requests.RequestException as exc:
             raise Unreachable(f"{url}: {exc}") from exc
+        with response:
+            body = self._read(response, url, until, deadline)
         if response.status_code in RETRYABLE_STATUS:
-            raise _Transient(f"HTTP {response.status_code}: {_error_text(response)}")
+            raise _Transient(f"HTTP {response.status_code}{_api_error(body)}")
         if 400 <= response.status_code < 500:
-            raise QueryError(f"HTTP {response.status_code} for {params['query']!r}: {_error_text(response)}")
+            raise QueryError(f"HTTP {response.status_code} for {params['query']!r}{_api_error(body)}")
         if response.status_code != 200:
             raise Unreachable(f"{url}: unexpected HTTP {response.status_code}")
-        return response.content
+        return body
+
+    def _read(self, response: requests.Response, url: str, until: float, deadline: float | None) -> bytes:
+        """The whole (decoded) body by `until` (overshot by one socket read at most), at most
+        `max_response_bytes`: a drip-fed or endless answer ends in a timeout, a huge one (or a gzip
+        bomb) in a QueryError, without holding it in memory."""
+        limit, size, chunks = self.config.max_response_bytes, 0, []
+        raw = response.raw
+        while True:
+            now = time.monotonic()
+            if now >= until:
+                if deadline is not None and until >= deadline:
+                    raise _DeadlinePassed(f"the evaluation's deadline passed while reading the answer ({size} bytes so far)")
+                raise _Transient(f"timed out after {self.config.timeout_seconds:g}s reading the answer ({size} bytes so far)")
+            try:
+                # At most one read from the socket (each bounded by the request's timeout), so a
+                # drip-fed answer comes back here after every few bytes and meets the clock above.
+                chunk = raw.read1(READ_CHUNK_BYTES, decode_content=True)
+            except Exception as exc:  # urllib3 read timeouts, protocol and decoding errors
+                raise _Transient(f"{type(exc).__name__} while reading the answer: {exc}") from exc
+            if not chunk:  # the end of the answer (read1 decodes until it has bytes or the stream ended)
+                break
+            size += len(chunk)
+            if size > limit:
+                raise QueryError(f"{url}: the answer exceeds {limit} bytes; narrow the query (or raise the limit)")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 class _Transient(Exception):
     """A failed attempt worth another one (connection error, timeout, 429/5xx); the text says what failed."""
+
+
+class _DeadlinePassed(Exception):
+    """The evaluation's deadline passed: no further attempt."""
 
 
 class InMemoryCaAdapter(HTTPAdapter):
@@ -226,11 +281,27 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@contextmanager
+def _malformed(promql: str) -> Iterator[None]:
+    """A body shaped unlike the Prometheus API (`data: null`, a series without `metric`, a value
+    that is not a number) is Unreachable, as an invalid JSON body is: not a Prometheus answer."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise MalformedAnswer(f"not a Prometheus API answer for {promql!r} ({type(exc).__name__}: {str(exc)[:100]})") from exc
+
+
+def _labels(metric: Any) -> dict[str, str]:
+    if not isinstance(metric, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metric.items()):
+        raise TypeError(f"series labels must be strings, got {str(metric)[:100]}")
+    return metric
+
+
 def _data(body: bytes, promql: str) -> dict[str, Any]:
     try:
         document = json.loads(body)
     except ValueError as exc:
-        raise Unreachable(f"not a Prometheus API response (invalid JSON) for {promql!r}") from exc
+        raise MalformedAnswer(f"not a Prometheus API answer (invalid JSON) for {promql!r}") from exc
     if not isinstance(document, dict) or document.get("status") != "success":
         error = document.get("error", "unknown error") if isinstance(document, dict) else "unexpected body"
         raise QueryError(f"{error} for {promql!r}")
@@ -248,8 +319,13 @@ def _timestamp(moment: datetime) -> str:
     return f"{moment.timestamp():.3f}"
 
 
-def _error_text(response: requests.Response) -> str:
+def _api_error(body: bytes) -> str:
+    """The `error` of a Prometheus API error answer (": ..."), else nothing: the text of any other
+    server's answer is never passed on into status, where the policy's author could read it."""
     try:
-        return str(response.json().get("error", response.text[:200]))
+        document = json.loads(body[:65536])
     except ValueError:
-        return response.text[:200]
+        return ""
+    if isinstance(document, dict) and document.get("status") == "error" and isinstance(document.get("error"), str):
+        return f": {document['error'][:300]}"
+    return ""

@@ -39,6 +39,7 @@ from modelwarden.contract.metrics import ACTUAL, FEATURE, LE, PREDICTED
 from modelwarden.prometheus import queries
 from modelwarden.prometheus.errors import MetricsError, NoData
 from modelwarden.prometheus.provider import InstantVector, MetricProvider
+from modelwarden.prometheus.scope import foreign_selectors
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Target:
     namespace: str = ""
     versions: Mapping[str, str] = field(default_factory=dict)  # track -> version; absent: any version
     namespace_label: str | None = None
+    restrict_custom_queries: bool = False  # custom checks may only select series of `namespace` (the operator's default)
 
     def selector(self, track: str, any_version: bool = False) -> queries.Selector:
         version = None if any_version else self.versions.get(track)
@@ -118,10 +120,25 @@ def plan_queries(spec: DriftPolicySpec, target: Target) -> dict[Part, str]:
 
     for check in spec.checks:
         try:
-            planned[CustomPart(check.name)] = queries.render_template(check.query, current, window)
+            rendered = queries.render_template(check.query, current, window)
+            if target.restrict_custom_queries:
+                _within_namespace(rendered, target)
+            planned[CustomPart(check.name)] = rendered
         except ValueError as exc:
             planned[CustomPart(check.name)] = _Invalid(str(exc))
     return planned
+
+
+def _within_namespace(promql: str, target: Target) -> None:
+    """Refuse (ValueError) a custom query that could read another namespace's series."""
+    label = target.namespace_label
+    if not label:
+        raise ValueError("custom checks are restricted to the policy's namespace, but no namespace label is configured "
+                         "(the operator's --namespace-label, or spec.prometheus.namespaceLabel)")
+    outside = foreign_selectors(promql, target.namespace, label)
+    if outside:
+        raise ValueError(f"custom checks may only read the policy's namespace: {outside[0]} has no {label}=\"{target.namespace}\" "
+                         "matcher (add {{ selector }} or " + label + '="{{ namespace }}" to every selector)')
 
 
 class _Invalid(str):

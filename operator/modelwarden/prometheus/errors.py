@@ -14,6 +14,11 @@ class Unreachable(MetricsError):
     """
 
 
+class MalformedAnswer(Unreachable):
+    """The backend answered with something that is not a Prometheus API answer (invalid JSON,
+    `data: null`, a series without `metric`, a value that is not a number)."""
+
+
 class QueryError(MetricsError):
     """The backend rejected the query (bad PromQL, 4xx, or an error status in the body).
 

@@ -44,3 +44,13 @@ class MetricProvider(Protocol):
     def query(self, promql: str, at: datetime | None = None) -> InstantVector: ...
 
     def query_range(self, promql: str, start: datetime, end: datetime, step_seconds: float) -> RangeMatrix: ...
+
+
+class DeadlineProvider(Protocol):
+    """A MetricProvider whose queries also take a deadline (time.monotonic()) for the whole call,
+    retries included: the pooled providers an evaluation's FailFastProvider wraps."""
+
+    def query(self, promql: str, at: datetime | None = None, deadline: float | None = None) -> InstantVector: ...
+
+    def query_range(self, promql: str, start: datetime, end: datetime, step_seconds: float,
+                    deadline: float | None = None) -> RangeMatrix: ...

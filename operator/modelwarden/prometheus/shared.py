@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TypeVar
 
-from modelwarden.prometheus.errors import MetricsError, NoData
-from modelwarden.prometheus.provider import InstantVector, MetricProvider, RangeMatrix
+from modelwarden.prometheus.errors import MetricsError, NoData, Unreachable
+from modelwarden.prometheus.provider import DeadlineProvider, InstantVector, RangeMatrix
 
 Answer = TypeVar("Answer", InstantVector, RangeMatrix)
 Outcome = Callable[[str], None]  # told "fetched" or "shared" for each query (the operator's metrics)
@@ -41,7 +41,7 @@ class _Entry:
 class SharedProvider:
     """Wraps one backend's provider; thread-safe (evaluations run in a thread pool)."""
 
-    def __init__(self, inner: MetricProvider, keep_seconds: float = 60.0, max_series: int = 200_000,
+    def __init__(self, inner: DeadlineProvider, keep_seconds: float = 60.0, max_series: int = 200_000,
                  outcome: Outcome | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.inner, self.keep_seconds, self.max_series = inner, keep_seconds, max_series
         self._outcome, self._clock = outcome or (lambda _: None), clock
@@ -49,22 +49,23 @@ class SharedProvider:
         self._series = 0
         self._lock = threading.Lock()
 
-    def query(self, promql: str, at: datetime | None = None) -> InstantVector:
+    def query(self, promql: str, at: datetime | None = None, deadline: float | None = None) -> InstantVector:
         if at is None:
             self._outcome("fetched")
-            return self.inner.query(promql)
-        return self._shared(("query", promql, at.timestamp()), lambda: self.inner.query(promql, at))
+            return self.inner.query(promql, deadline=deadline)
+        return self._shared(("query", promql, at.timestamp()), lambda: self.inner.query(promql, at, deadline=deadline), deadline)
 
-    def query_range(self, promql: str, start: datetime, end: datetime, step_seconds: float) -> RangeMatrix:
+    def query_range(self, promql: str, start: datetime, end: datetime, step_seconds: float,
+                    deadline: float | None = None) -> RangeMatrix:
         key = ("range", promql, start.timestamp(), end.timestamp(), step_seconds)
-        return self._shared(key, lambda: self.inner.query_range(promql, start, end, step_seconds))
+        return self._shared(key, lambda: self.inner.query_range(promql, start, end, step_seconds, deadline=deadline), deadline)
 
     def close(self) -> None:
         close = getattr(self.inner, "close", None)
         if close is not None:
             close()
 
-    def _shared(self, key: Hashable, fetch: Callable[[], Answer]) -> Answer:
+    def _shared(self, key: Hashable, fetch: Callable[[], Answer], deadline: float | None) -> Answer:
         with self._lock:
             self._expire()
             entry = self._entries.get(key)
@@ -76,7 +77,9 @@ class SharedProvider:
             self._fetch(key, entry, fetch)
         else:
             self._outcome("shared")
-            entry.ready.wait()  # the owner's fetch is bounded by its timeouts and retries
+            # The fetch is bounded by its owner's timeouts and deadline; this caller keeps its own.
+            if not entry.ready.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                raise Unreachable("the evaluation's deadline passed while another evaluation fetched this query")
         if entry.error is not None:
             raise type(entry.error)(*entry.error.args)  # a fresh exception per caller: tracebacks are per thread
         assert entry.answer is not None

@@ -192,7 +192,7 @@ class Demo:
         return self.get("modeldeployments", NAME).get("status", {}).get("weights", {})
 
     def scenario(self) -> None:
-        self.create("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "webhook-signing"},
+        self.create("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "webhook-signing", "labels": {"modelwarden.io/policy-use": "true"}},
                                 "data": {"secret": base64.b64encode(WEBHOOK_SECRET.encode()).decode()}}, group="v1")
         self.create("modeldeployments", self.modeldeployment())
         self.create("driftpolicies", self.policy())

@@ -4,6 +4,7 @@ memory is bounded. The inner provider is an in-memory stand-in that counts and c
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
@@ -26,7 +27,7 @@ class Backend:
         self.gate.set()
         self.lock = threading.Lock()
 
-    def query(self, promql: str, at: datetime | None = None) -> InstantVector:
+    def query(self, promql: str, at: datetime | None = None, deadline: float | None = None) -> InstantVector:
         with self.lock:
             self.calls.append((promql, at))
         self.gate.wait(10)
@@ -34,7 +35,7 @@ class Backend:
             raise self.fail
         return InstantVector([{"i": str(i)} for i in range(self.series)], np.arange(self.series, dtype=float), 0.5, 0.25)
 
-    def query_range(self, promql: str, start: datetime, end: datetime, step_seconds: float) -> RangeMatrix:
+    def query_range(self, promql: str, start: datetime, end: datetime, step_seconds: float, deadline: float | None = None) -> RangeMatrix:
         with self.lock:
             self.calls.append((promql, end))
         return RangeMatrix([{}], [np.array([1.0])], [np.array([2.0])], 0.5, 0.25)
@@ -115,3 +116,17 @@ def test_answers_expire_and_memory_is_bounded_in_series():
     assert [q for q, _ in backend.calls] == ["a", "a", "b", "c"]
     shared.query("a", AT)
     assert [q for q, _ in backend.calls] == ["a", "a", "b", "c", "a"]
+
+
+def test_a_caller_waiting_for_a_shared_fetch_keeps_its_own_deadline():
+    backend = Backend()
+    backend.gate.clear()
+    shared = SharedProvider(backend)
+    with ThreadPoolExecutor(1) as pool:
+        owner = pool.submit(shared.query, "up", AT)
+        while not backend.calls:
+            threading.Event().wait(0.01)
+        with pytest.raises(Unreachable, match="deadline"):
+            shared.query("up", AT, deadline=time.monotonic() + 0.05)
+        backend.gate.set()
+        assert owner.result(timeout=10).values.tolist() == [0.0]

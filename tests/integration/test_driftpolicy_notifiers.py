@@ -59,21 +59,31 @@ def tls_files(tmp_path):
     return cert, key
 
 
-def test_email_with_starttls_and_auth(tls_files):
-    from aiosmtpd.smtp import AuthResult
-
-    from tests.receivers import SmtpReceiver
-
+def tls_server(tls_files) -> ssl.SSLContext:
     cert, key = tls_files
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
-    logins = []
+    return server_tls
+
+
+def recording_authenticator(logins: list, accept: bool | None = None):
+    """An aiosmtpd authenticator that records each login; accepts mw/pw (or everything: accept=True)."""
+    from aiosmtpd.smtp import AuthResult
 
     def authenticator(server, session, envelope, mechanism, auth_data):
         logins.append((auth_data.login, auth_data.password))
-        return AuthResult(success=auth_data.login == b"mw" and auth_data.password == b"pw")
+        return AuthResult(success=accept or (auth_data.login == b"mw" and auth_data.password == b"pw"))
 
-    receiver = SmtpReceiver(tls_context=server_tls, require_starttls=True, authenticator=authenticator, auth_require_tls=True)
+    return authenticator
+
+
+def test_email_with_starttls_and_auth(tls_files):
+    from tests.receivers import SmtpReceiver
+
+    cert, _ = tls_files
+    logins: list = []
+    receiver = SmtpReceiver(tls_context=tls_server(tls_files), require_starttls=True, authenticator=recording_authenticator(logins),
+                            auth_require_tls=True)
     try:
         client_tls = ssl.create_default_context(cafile=str(cert))
         EmailNotifier("127.0.0.1", receiver.port, "mw@example.com", ["ml@example.com"], starttls=True,
@@ -111,21 +121,13 @@ def test_a_failed_post_names_the_host_but_never_the_secret_path_or_the_answer(ht
 
 def test_email_with_implicit_tls_and_auth(tls_files):
     """SMTPS: TLS from the first byte against a self-signed certificate the client trusts explicitly."""
-    from aiosmtpd.smtp import AuthResult
-
     from tests.receivers import SmtpReceiver
 
-    cert, key = tls_files
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert, key)
-    logins = []
-
-    def authenticator(server, session, envelope, mechanism, auth_data):
-        logins.append((auth_data.login, auth_data.password))
-        return AuthResult(success=True)
-
+    cert, _ = tls_files
+    logins: list = []
     # aiosmtpd's auth_require_tls only knows STARTTLS; here the whole connection is TLS already.
-    receiver = SmtpReceiver(ssl_context=server_tls, authenticator=authenticator, auth_require_tls=False)
+    receiver = SmtpReceiver(ssl_context=tls_server(tls_files), authenticator=recording_authenticator(logins, accept=True),
+                            auth_require_tls=False)
     try:
         client_tls = ssl.create_default_context(cafile=str(cert))
         EmailNotifier("127.0.0.1", receiver.port, "mw@example.com", ["ml@example.com"], implicit_tls=True,
@@ -160,18 +162,11 @@ def test_implicit_tls_against_a_plaintext_server_fails_instead_of_falling_back()
 
 def test_plaintext_login_is_refused_unless_explicitly_allowed():
     """A server that would accept AUTH over plaintext: the refusal is ours, and the opt-in works."""
-    from aiosmtpd.smtp import AuthResult
-
     from modelwarden.notifiers.email import PLAINTEXT_AUTH_REFUSED
     from tests.receivers import SmtpReceiver
 
-    logins = []
-
-    def authenticator(server, session, envelope, mechanism, auth_data):
-        logins.append((auth_data.login, auth_data.password))
-        return AuthResult(success=True)
-
-    receiver = SmtpReceiver(authenticator=authenticator, auth_require_tls=False)
+    logins: list = []
+    receiver = SmtpReceiver(authenticator=recording_authenticator(logins, accept=True), auth_require_tls=False)
     try:
         plaintext = dict(host="127.0.0.1", port=receiver.port, sender="mw@example.com", recipients=["ml@example.com"],
                          starttls=False, credentials=("mw", "pw"), timeout=5)

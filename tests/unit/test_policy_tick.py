@@ -122,3 +122,11 @@ def test_an_evaluation_run_late_says_so_and_one_on_time_clears_it():
                                on_time_at)
     assert next(c for c in on_time.status.conditions if c.type == "EvaluationLagging").status.value == "False"
     assert on_time.next_at == grid + 3 * MINUTE
+
+
+def test_a_short_interval_never_judges_evidence_older_than_half_an_interval():
+    context = ctx(interval="2s", window="2s")  # lag tolerance 10 s, but half the interval is 1 s
+    due = policy.next_evaluation(context, DriftPolicyStatus(), T0)
+    assert tick.needs(context, DriftPolicyStatus(), (), True, due + datetime.timedelta(milliseconds=900)).evaluation == due
+    late = due + datetime.timedelta(milliseconds=1500)
+    assert tick.needs(context, DriftPolicyStatus(), (), True, late).evaluation == late

@@ -112,11 +112,12 @@ def evaluation_due(ctx: PolicyContext, status: DriftPolicyStatus, now: datetime.
 
 
 def evaluation_instant(ctx: PolicyContext, status: DriftPolicyStatus, now: datetime.datetime) -> datetime.datetime:
-    """The instant an evaluation judges (its window ends there): its due time when it runs within
-    the lag tolerance, so every policy of a cohort judges the same instant and their identical
-    queries are shared, whichever worker gets to each first; `now` when it runs later than that."""
+    """The instant an evaluation judges (its window ends there): its due time when it runs soon
+    after it (within the lag tolerance and half an interval, so the evidence is never staler than
+    that), so every policy of a cohort judges the same instant and their identical queries are
+    shared, whichever worker gets to each first; `now` when it runs later than that."""
     due = next_evaluation(ctx, status, now)
-    return due if due <= now and now - due <= lag_tolerance(ctx.spec) else now
+    return due if due <= now and now - due <= min(lag_tolerance(ctx.spec), ctx.spec.interval / 2) else now
 
 
 def evaluation_budget(spec: DriftPolicySpec) -> datetime.timedelta:

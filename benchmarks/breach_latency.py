@@ -141,15 +141,17 @@ def modeldeployment(namespace: str, name: str) -> dict[str, Any]:
     }
 
 
-def driftpolicy(namespace: str, name: str, prometheus_url: str, interval: str) -> dict[str, Any]:
+def driftpolicy(namespace: str, name: str, prometheus_url: str, interval: float) -> dict[str, Any]:
+    """A canary gate every `interval` seconds (a query may take at most min(2 s, interval): the API
+    refuses a timeout longer than the interval)."""
     return {
         "apiVersion": "modelwarden.io/v1alpha1", "kind": "DriftPolicy",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "targetRef": {"name": name}, "track": "canary", "interval": interval, "window": interval, "minSamples": 1,
+            "targetRef": {"name": name}, "track": "canary", "interval": f"{interval:g}s", "window": f"{interval:g}s", "minSamples": 1,
             "failureThreshold": THRESHOLD,
             "checks": [{"name": "errors", "query": 'sum(errors{ {{ selector }} })', "max": 1}],
-            "prometheus": {"url": prometheus_url, "timeout": "2s"},
+            "prometheus": {"url": prometheus_url, "timeout": f"{min(2.0, interval):g}s"},
             "actions": {"rollback": True},
         },
     }
@@ -223,7 +225,7 @@ class Bench:
         fake = self.fake_prometheus()
         timeout = self.args.timeout
         try:
-            kube.create("driftpolicies", driftpolicy(namespace, name, fake.url, f"{self.args.interval:g}s"))
+            kube.create("driftpolicies", driftpolicy(namespace, name, fake.url, self.args.interval))
             kube.create("modeldeployments", modeldeployment(namespace, name))
             self.poll("ModelDeployment Progressing",
                       lambda: ((kube.get("modeldeployments", name, namespace) or {}).get("status") or {}).get("phase") == "Progressing",

@@ -71,5 +71,5 @@ def _host_matches(host: str, pattern: str) -> bool:
     if pattern == ANY:
         return True
     if pattern.startswith("*."):
-        return host.endswith(pattern[1:]) and host != pattern[2:]
+        return host.endswith(pattern[1:])  # subdomains only: "example.com" does not end in ".example.com"
     return host == pattern

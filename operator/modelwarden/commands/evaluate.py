@@ -24,7 +24,7 @@ from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.api.driftpolicy import DriftPolicy, Verdict
 from modelwarden.prometheus.client import PrometheusConfig, PrometheusProvider
 from modelwarden.prometheus.collect import Target, TimedReport, evaluate
-from modelwarden.prometheus.errors import MalformedAnswer, MetricsError, QueryError
+from modelwarden.prometheus.errors import MalformedAnswer
 from modelwarden.prometheus.provider import InstantVector, MetricProvider, RangeMatrix
 
 EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.INSUFFICIENT_DATA: 2, Verdict.ERROR: 2}
@@ -33,8 +33,8 @@ EXIT_ERROR = 2  # bad input, an unreadable Prometheus answer, an evaluation that
 
 class MalformedAnswers:
     """A MetricProvider wrapper: an answer the client cannot decode (``data`` missing or of the
-    wrong type, series without ``metric``, a value that is not a number) becomes a QueryError for
-    that query, so its check is Error, and is remembered in ``malformed``; the exit status is
+    wrong type, series without ``metric``, a value that is not a number: the client's
+    MalformedAnswer, an Error of that check) is remembered in ``malformed``; the exit status is
     then 2 even when another check failed, because the evaluation is incomplete."""
 
     def __init__(self, inner: MetricProvider) -> None:
@@ -50,15 +50,9 @@ class MalformedAnswers:
     def _guarded(self, promql: str, call: Any) -> Any:
         try:
             return call()
-        except MalformedAnswer:
+        except MalformedAnswer:  # the client decodes; anything it cannot read is this error
             self.malformed.append(promql)
             raise
-        except MetricsError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - whatever a malformed body makes the decoder raise
-            self.malformed.append(promql)
-            raise QueryError(f"malformed Prometheus answer ({type(exc).__name__}: {str(exc)[:200]}) "
-                             f"for {promql!r}") from exc
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

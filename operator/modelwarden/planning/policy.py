@@ -111,12 +111,11 @@ def evaluation_due(ctx: PolicyContext, status: DriftPolicyStatus, now: datetime.
     return now >= next_evaluation(ctx, status, now)
 
 
-def evaluation_instant(ctx: PolicyContext, status: DriftPolicyStatus, now: datetime.datetime) -> datetime.datetime:
-    """The instant an evaluation judges (its window ends there): its due time when it runs soon
-    after it (within the lag tolerance and half an interval, so the evidence is never staler than
-    that), so every policy of a cohort judges the same instant and their identical queries are
-    shared, whichever worker gets to each first; `now` when it runs later than that."""
-    due = next_evaluation(ctx, status, now)
+def evaluation_instant(ctx: PolicyContext, due: datetime.datetime, now: datetime.datetime) -> datetime.datetime:
+    """The instant an evaluation due at `due` judges (its window ends there): the due time when it
+    runs soon after it (within the lag tolerance and half an interval, so the evidence is never
+    staler than that), so every policy of a cohort judges the same instant and their identical
+    queries are shared, whichever worker gets to each first; `now` when it runs later than that."""
     return due if due <= now and now - due <= min(lag_tolerance(ctx.spec), ctx.spec.interval / 2) else now
 
 

@@ -72,8 +72,10 @@ def needs(ctx: PolicyContext, previous: DriftPolicyStatus, jobs: Sequence[JobSta
           now: datetime.datetime) -> Needs:
     status = policy.adopt_unrecorded_job(previous, list(jobs))
     running = status.last_retrain.job_name if status.last_retrain and status.last_retrain.outcome == JobOutcome.RUNNING else None
-    due = not ctx.spec.suspend and target_found and policy.evaluation_due(ctx, status, now)
-    return Needs(job=running, evaluation=policy.evaluation_instant(ctx, status, now) if due else None)
+    if ctx.spec.suspend or not target_found:
+        return Needs(job=running, evaluation=None)
+    due = policy.next_evaluation(ctx, status, now)
+    return Needs(job=running, evaluation=policy.evaluation_instant(ctx, due, now) if now >= due else None)
 
 
 def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observations, now: datetime.datetime) -> Tick:

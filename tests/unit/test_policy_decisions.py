@@ -143,18 +143,18 @@ def test_no_rollback_record_without_rollback():
 
 
 def test_evaluation_due_follows_interval_spec_changes_and_spreads_new_policies():
+    """Pure schedule arithmetic on injected instants (no clock is read): the order of due times."""
     context = ctx()
+    interval, tick = context.spec.interval, datetime.timedelta(microseconds=1)  # the grid's resolution
     first = decide.next_evaluation(context, DriftPolicyStatus(), T0)
     assert T0 <= first <= T0 + decide.FIRST_EVALUATION_SPREAD
-    assert not decide.evaluation_due(context, DriftPolicyStatus(), first - datetime.timedelta(microseconds=1))
-    assert decide.evaluation_due(context, DriftPolicyStatus(), first)
+    assert [decide.evaluation_due(context, DriftPolicyStatus(), at) for at in (first - tick, first)] == [False, True]
     status = DriftPolicyStatus(last_evaluation=evaluation(P, first), observed_generation=1)
     second = decide.next_evaluation(context, status, first)
-    assert datetime.timedelta(seconds=30) <= second - first < datetime.timedelta(seconds=90)
-    assert not decide.evaluation_due(context, status, second - datetime.timedelta(microseconds=1))
-    assert decide.evaluation_due(context, status, second)
+    assert interval / 2 <= second - first < interval * 3 / 2  # back on the grid
+    assert [decide.evaluation_due(context, status, at) for at in (second - tick, second)] == [False, True]
     on_grid = DriftPolicyStatus(last_evaluation=evaluation(P, second), observed_generation=1)
-    assert decide.next_evaluation(context, on_grid, second) == second + datetime.timedelta(seconds=60)
+    assert decide.next_evaluation(context, on_grid, second) == second + interval  # then one interval apart
     changed = decide.PolicyContext(**{**context.__dict__, "generation": 2})
     assert decide.evaluation_due(changed, status, first + datetime.timedelta(seconds=1))
     # 1000 models: their phases spread evenly, so their policies do not fire together.

@@ -61,7 +61,8 @@ def test_concurrent_identical_queries_are_fetched_once_and_the_answer_is_kept():
         answers = [f.result(timeout=10) for f in futures]
     assert backend.calls == [("up", AT)]
     assert sorted(outcomes) == ["fetched"] + ["shared"] * 7
-    assert sorted(a.fetch_seconds for a in answers) == [0.0] * 7 + [0.5]  # only the fetcher paid
+    # Only the fetcher's answer carries the backend's (stand-in) timings; the 7 shared ones report none.
+    assert sum(1 for a in answers if a.fetch_seconds or a.decode_seconds) == 1
     assert all(np.array_equal(a.values, answers[0].values) for a in answers)
     later = shared.query("up", AT)  # a worker that got there later: still the same answer
     assert backend.calls == [("up", AT)] and later.labels == answers[0].labels

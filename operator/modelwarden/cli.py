@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("modelwarden.commands.evaluate", "evaluate a DriftPolicy once against Prometheus and print every check"),
     "serve": ("modelwarden.commands.serve", "serve a joblib/scikit-learn model with the metrics contract"),
     "profile": ("modelwarden.commands.profile", "build a reference profile from training data"),
+    "fetch-model": ("modelwarden.commands.fetch_model", "download a model artifact (s3, gs, https, MLflow) into a directory: the pods' storage initializer"),
 }
 
 

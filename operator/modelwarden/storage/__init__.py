@@ -1,0 +1,1 @@
+"""Fetching model artifacts into a pod: one ArtifactStore per URI scheme (storage/base.py)."""

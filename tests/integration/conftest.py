@@ -67,3 +67,20 @@ def smtp_receiver():
     receiver = SmtpReceiver()
     yield receiver
     receiver.stop()
+
+
+# Models from where they live (issue 16): a real MLflow tracking server with its registry.
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """One real `mlflow server` per test module (sqlite, proxied local artifacts, one worker),
+    with this process's mlflow client kept quiet (no telemetry, no progress bars) meanwhile."""
+    from tests.mlflow_server import QUIET_ENV, MlflowServer
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in QUIET_ENV.items():
+            patch.setenv(name, value)
+        server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+        try:
+            yield server
+        finally:
+            server.stop()

@@ -7,15 +7,21 @@ The profile is built by :func:`modelwarden.serving.profile.build_profile_from_cs
 
 It also reports on stderr (stdout may carry the profile) how many Prometheus series one
 `modelwarden serve` process will export for the profile: features × buckets is what grows.
+
+With ``--mlflow-run RUN_ID`` the profile is also logged as the ``profile.json`` artifact of that
+MLflow run, where `modelwarden fetch-model` finds it beside the run's registered model versions
+(the tracking server from ``--mlflow-tracking-uri`` or MLFLOW_TRACKING_URI; credentials from
+mlflow's own environment variables, e.g. MLFLOW_TRACKING_TOKEN).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from modelwarden.serving.model import ModelLoadError
+from modelwarden.serving.model import ModelLoadError, PROFILE_FILE
 from modelwarden.contract.profile import DEFAULT_Z_SCORE, Profile
 from modelwarden.serving.profile import build_profile_from_csv, DEFAULT_BINS, DEFAULT_MAX_SERIES, ProfileError, series_count
 
@@ -25,15 +31,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", required=True, help="the label column (excluded from the features)")
     parser.add_argument("--bins", type=int, default=DEFAULT_BINS, help="quantile buckets per numeric column")
     parser.add_argument("--categorical", default="", help="comma-separated categorical columns")
-    parser.add_argument("--model", help="joblib model: profile its predictions (else the target column)")
+    parser.add_argument(
+        "--model",
+        help="model (as `modelwarden serve --model` takes it: joblib, skops or MLflow): profile its predictions "
+        "(else the target column)",
+    )
+    parser.add_argument(
+        "--trust-skops-types",
+        default=os.environ.get("MODEL_SKOPS_TRUSTED") or "",
+        metavar="TYPE,...",
+        help="types a skops --model may hold beyond skops' defaults, comma-separated, as for `modelwarden serve`; "
+        "a model needing any other is refused [MODEL_SKOPS_TRUSTED]",
+    )
     parser.add_argument("--task", choices=("classification", "regression"), help="override the inferred task")
     parser.add_argument(
         "--z-score", type=float, default=DEFAULT_Z_SCORE, help="outlier threshold stored in the profile"
     )
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    parser.add_argument("--mlflow-run", metavar="RUN_ID", help=f"also log the profile as the {PROFILE_FILE} artifact of this MLflow run")
+    parser.add_argument(
+        "--mlflow-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="the MLflow tracking server for --mlflow-run (default: $MLFLOW_TRACKING_URI)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.mlflow_run and not args.mlflow_tracking_uri:
+        print("modelwarden profile: error: --mlflow-run needs --mlflow-tracking-uri or MLFLOW_TRACKING_URI", file=sys.stderr)
+        return 1
     categorical = frozenset(c.strip() for c in args.categorical.split(",") if c.strip())
     try:
         profile = build_profile_from_csv(
@@ -44,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
             model=args.model,
             task=args.task,
             z_score=args.z_score,
+            trusted_skops_types=trusted_types(args.trust_skops_types),
         )
     except (ProfileError, ModelLoadError, OSError, ValueError) as exc:
         print(f"modelwarden profile: error: {exc}", file=sys.stderr)
@@ -53,7 +79,34 @@ def run(args: argparse.Namespace) -> int:
     else:
         args.output.write_text(profile.to_json() + "\n")
     print(_series_line(profile), file=sys.stderr)
+    if args.mlflow_run:
+        error = _log_to_mlflow(profile, args.mlflow_run, args.mlflow_tracking_uri)
+        if error:
+            print(f"modelwarden profile: error: could not log {PROFILE_FILE} to MLflow run {args.mlflow_run}: {error}",
+                  file=sys.stderr)
+            return 1
+        print(f"logged {PROFILE_FILE} to MLflow run {args.mlflow_run}", file=sys.stderr)
     return 0
+
+
+def trusted_types(listed: str) -> tuple[str, ...]:
+    """``--trust-skops-types`` split as `modelwarden serve` splits it, so both accept the same value."""
+    return tuple(name.strip() for name in listed.split(",") if name.strip())
+
+
+def _log_to_mlflow(profile: Profile, run_id: str, tracking_uri: str) -> str | None:
+    """Log the profile as the run's artifact; None, or why not in one line (never the token)."""
+    try:
+        from mlflow import MlflowClient  # seconds to import: only with --mlflow-run
+
+        MlflowClient(tracking_uri=tracking_uri).log_text(run_id, profile.to_json() + "\n", PROFILE_FILE)
+    except Exception as exc:  # mlflow, requests and OS errors alike
+        message = " ".join(str(getattr(exc, "message", "") or exc).split()) or type(exc).__name__
+        for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD"):
+            if os.environ.get(name):
+                message = message.replace(os.environ[name], "***")
+        return message[:400]
+    return None
 
 
 def _series_line(profile: Profile) -> str:

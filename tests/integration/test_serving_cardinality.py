@@ -41,6 +41,7 @@ GROUPS = {
     "modelwarden_feedback_cache_bytes": "feedback cache",
     "modelwarden_predictions_total": "other",
     "modelwarden_prediction_outliers_total": "other",
+    "modelwarden_profile_loaded": "other",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

@@ -8,7 +8,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelwarden.serving.routes import build_app
-from modelwarden.serving.service import ServeConfig, load_service
+from modelwarden.serving.service import ServeConfig
+from modelwarden.serving.startup import load_service
 
 ROW = [120.0, 900.0, 6.0, 15.0, 2500.0, 0.5]
 

@@ -43,9 +43,25 @@ def test_remote_uri_is_refused_clearly():
     assert "s3://" in line and "only loads local paths" in line
 
 
-def test_missing_profile(serving_examples, tmp_path):
+def test_explicit_profile_that_does_not_exist(serving_examples, tmp_path):
+    """Only the implicit profile.json beside the model may be absent (tests/integration/test_serving_model_formats.py)."""
     shutil.copy(serving_examples["classifier"].model, tmp_path / "model.joblib")
-    assert "cannot read the profile" in one_line_error(serve("--model", str(tmp_path), "--name", "m"))
+    missing = tmp_path / "elsewhere" / "profile.json"
+    line = one_line_error(serve("--model", str(tmp_path), "--name", "m", "--profile", str(missing)))
+    assert f"cannot read the profile {missing}" in line
+    line = one_line_error(serve("--model", str(tmp_path), "--name", "m", env={"MODEL_PROFILE": str(missing)}))
+    assert f"cannot read the profile {missing}" in line
+
+
+def test_invalid_profile_beside_the_model(serving_examples, tmp_path):
+    shutil.copy(serving_examples["classifier"].model, tmp_path / "model.joblib")
+    (tmp_path / "profile.json").write_text('{"formatVersion": 1}')
+    assert f"invalid profile {tmp_path / 'profile.json'}" in one_line_error(serve("--model", str(tmp_path), "--name", "m"))
+
+
+def test_empty_model_directory(tmp_path):
+    line = one_line_error(serve("--model", str(tmp_path), "--name", "m"))
+    assert "is empty: expected model.joblib, model.skops or an MLflow model (MLmodel file)" in line
 
 
 def test_profile_of_another_task(serving_examples):

@@ -23,6 +23,7 @@ from modelwarden.analysis.quality import ConfusionMatrix, RegressionErrors, hist
 from modelwarden.analysis.verdicts import aggregate, bounded, result
 from modelwarden.api.checks import ComparisonSpec, Correction, PerformanceCheck, PerformanceMetric
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicySpec, Evaluation, Verdict
+from modelwarden.contract.metrics import PREDICTION_OUTLIERS as OUTLIER_SERIES
 
 CLASSIFICATION_METRICS = {PerformanceMetric.ACCURACY, PerformanceMetric.PRECISION, PerformanceMetric.RECALL, PerformanceMetric.F1}
 REGRESSION_METRICS = {PerformanceMetric.MSE, PerformanceMetric.MAE, PerformanceMetric.RMSE}
@@ -125,21 +126,7 @@ def judge(spec: DriftPolicySpec, observations: Observations, now: datetime) -> E
     if spec.comparison is not None:
         results.extend(_comparison_checks(spec.comparison, spec.min_samples, observations))
     if spec.outliers is not None:
-        counters, failure = _part(observations, Side.CURRENT, Kind.COUNTERS)
-        counters = counters or {}
-        results.append(
-            _failed("outliers/rate", failure)
-            if failure
-            else bounded(
-                "outliers/rate",
-                rate(counters.get("outliers", 0.0), counters.get("predictions", 0.0)),
-                None,
-                spec.outliers.max_rate,
-                counters.get("predictions"),
-                spec.min_samples,
-                "outlier rate",
-            )
-        )
+        results.append(_outlier_check(spec.outliers.max_rate, spec.min_samples, observations))
     results.extend(_custom_check(check.name, check.min, check.max, observations) for check in spec.checks)
     current_counters = observations.current.counters or {}
     evaluation = Evaluation(
@@ -211,6 +198,30 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
     # error rate: failed requests over all requests (successful requests are the timed ones)
     requests = counters.get("requests", 0.0) + counters.get("errors", 0.0)
     return bounded(name, rate(counters.get("errors", 0.0), requests), check.min, check.max, requests, min_samples, what)
+
+
+def _outlier_check(max_rate: float, min_samples: int, observations: Observations) -> CheckResult:
+    """The outlier rate. A missing outlier series is InsufficientData, never a rate of 0: a server
+    without a reference profile does not export the counter at all, while one with a profile
+    exports it from the start (0 until an outlier), so only a present series is evidence."""
+    name = "outliers/rate"
+    counters, failure = _part(observations, Side.CURRENT, Kind.COUNTERS)
+    if failure:
+        return _failed(name, failure)
+    counters = counters or {}
+    predictions = counters.get("predictions")
+    if "outliers" not in counters:
+        if predictions is None:
+            message = "outlier rate: neither predictions nor an outlier count were exported for this track in the window"
+        else:
+            message = (
+                f"outlier rate: the outlier count is not exported (no {OUTLIER_SERIES} series beside "
+                f"{int(predictions)} predictions; e.g. the model is served without a reference profile)"
+            )
+        return result(name, Verdict.INSUFFICIENT_DATA, message, None, max_rate, predictions)
+    return bounded(
+        name, rate(counters["outliers"], predictions or 0.0), None, max_rate, predictions, min_samples, "outlier rate"
+    )
 
 
 def _comparison_checks(comparison: ComparisonSpec, min_samples: int, observations: Observations) -> list[CheckResult]:

@@ -1,4 +1,4 @@
-"""`modelwarden serve`: a small, fast HTTP server for a joblib/scikit-learn model.
+"""`modelwarden serve`: a small, fast HTTP server for a scikit-learn model (joblib, skops or MLflow).
 
 It speaks KServe V1 and the Open Inference Protocol (V2), accepts ground-truth feedback and
 exports the metrics contract (see docs/serving.md and docs/metrics.md). One image serves every
@@ -9,7 +9,7 @@ and a thread hand-off made p50/p99 worse at 500 req/s (docs/benchmarks.md). Slow
 use ``--inference-threads N`` so health checks and /metrics stay responsive.
 
 This module is the command line (arguments, environment variables, startup); the server's state
-is serving.service and its HTTP routes serving.routes.
+is serving.service (loaded by serving.startup) and its HTTP routes serving.routes.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from modelwarden.serving.service import (
     DEFAULT_PORT,
     ServeConfig,
     StartupError,
-    load_service,
 )
+from modelwarden.serving.startup import load_service
 from modelwarden.serving.tokens import DEFAULT_MAX_AGE_SECONDS
 
 
@@ -48,13 +48,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=_env("MODEL_PATH") or _env(env.MODEL_URI),
-        help=f"joblib file, directory or file:// URI [MODEL_PATH, {env.MODEL_URI}]",
+        help="model directory (model.joblib, model.skops or an MLflow sklearn model), a .joblib or .skops file, "
+        f"or a file:// URI [MODEL_PATH, {env.MODEL_URI}]",
+    )
+    parser.add_argument(
+        "--trust-skops-types",
+        default=_env("MODEL_SKOPS_TRUSTED", ""),
+        metavar="TYPE,...",
+        help="types a skops model may hold beyond skops' defaults, comma-separated; a model needing any other "
+        "is refused [MODEL_SKOPS_TRUSTED]",
     )
     parser.add_argument(
         "--profile",
         type=Path,
         default=_env("MODEL_PROFILE"),
-        help="reference profile [MODEL_PROFILE; default: profile.json beside the model]",
+        help="reference profile; must exist when given [MODEL_PROFILE; default: profile.json beside the model, "
+        "without which the server runs without drift metrics]",
     )
     parser.add_argument("--name", default=_env(env.MODEL_NAME), help=f"model name in URLs and metric labels [{env.MODEL_NAME}]")
     parser.add_argument(
@@ -159,6 +168,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         metrics=not args.no_metrics,
         inference_threads=args.inference_threads,
         max_series=args.max_series,
+        trusted_skops_types=tuple(name.strip() for name in args.trust_skops_types.split(",") if name.strip()),
     )
 
 
@@ -169,8 +179,11 @@ def run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"modelwarden serve: error: {exc}", file=sys.stderr)
         return 1
+    for warning in service.warnings:
+        print(f"modelwarden serve: warning: {warning}", file=sys.stderr, flush=True)
     print(
-        f"modelwarden serve: {config.name} version {config.version} ({config.track}, {service.runner.task}) "
+        f"modelwarden serve: {config.name} version {config.version} ({config.track}, {service.runner.task}, "
+        f"{service.source}) "
         f"on http://{config.host}:{config.port}",
         file=sys.stderr,
         flush=True,

@@ -32,6 +32,7 @@ FEATURE_VALUE = "modelwarden_feature_value"  # histogram by FEATURE, edges from 
 PREDICTION_VALUE = "modelwarden_prediction_value"  # histogram: regression output or classifier score
 PREDICTED_CLASS = "modelwarden_predicted_class_total"  # by CLASS
 PREDICTION_OUTLIERS = "modelwarden_prediction_outliers_total"  # rows beyond the profile's z-score
+PROFILE_LOADED = "modelwarden_profile_loaded"  # gauge: 1 with a reference profile, 0 without (no drift histograms)
 FEEDBACK = "modelwarden_feedback_total"  # classification confusion counts by PREDICTED, ACTUAL
 FEEDBACK_SQUARED_ERROR_SUM = "modelwarden_feedback_squared_error_sum"  # regression
 FEEDBACK_ABSOLUTE_ERROR_SUM = "modelwarden_feedback_absolute_error_sum"  # regression

@@ -41,6 +41,7 @@ class Scrape:
     column_sums: np.ndarray
     latency_counts: np.ndarray
     latency_sum: float
+    profile_loaded: bool = True  # False: no reference profile, so no feature/prediction histograms nor outliers
 
 
 def add_histogram(
@@ -111,23 +112,11 @@ def metric_families(scrape: Scrape) -> Iterator[Metric]:
     latency = Metric(metrics.INFERENCE_LATENCY, "Server-side request latency (parse + predict).", "histogram")
     add_histogram(latency, labels, scrape.latency_le, scrape.latency_counts, scrape.latency_sum)
     yield latency
-    features = Metric(metrics.FEATURE_VALUE, "Feature values; bucket edges from the reference profile.", "histogram")
-    histograms, counts, sums = scrape.columns, scrape.column_counts, scrape.column_sums
-    for i, name in enumerate(scrape.feature_names):
-        add_histogram(
-            features, {**labels, metrics.FEATURE: name}, histograms.le[i], histograms.column(counts, i), float(sums[i])
-        )
-    yield features
-    if scrape.has_value:
-        value = Metric(metrics.PREDICTION_VALUE, "Regression output or classifier score.", "histogram")
-        add_histogram(value, labels, histograms.le[-1], histograms.column(counts, -1), float(sums[-1]))
-        yield value
-    yield single_counter(
-        metrics.PREDICTION_OUTLIERS,
-        "Predictions with a feature or score beyond the profile's z-score.",
-        labels,
-        scrape.outliers,
-    )
+    loaded = Metric(metrics.PROFILE_LOADED, "1 when a reference profile is loaded; 0: no drift histograms.", "gauge")
+    loaded.add_sample(metrics.PROFILE_LOADED, labels, 1.0 if scrape.profile_loaded else 0.0)
+    yield loaded
+    if scrape.profile_loaded:
+        yield from _profile_families(scrape)
     if scrape.task == "classification":
         classes = counter(metrics.PREDICTED_CLASS, "Predictions per predicted class.")
         for label, n in scrape.classes.items():
@@ -146,3 +135,26 @@ def metric_families(scrape: Scrape) -> Iterator[Metric]:
             for name, family, value in zip(metrics.REGRESSION_FEEDBACK, families, sums_of_track):
                 family.add_sample(name, {**labels, metrics.VERSION: version, metrics.TRACK: track}, float(value))
         yield from families
+
+
+def _profile_families(scrape: Scrape) -> Iterator[Metric]:
+    """What needs the reference profile (its bucket edges, its z-score). Without one these series
+    are absent rather than 0: a server that cannot tell must not look like "nothing drifted"."""
+    labels = scrape.labels
+    features = Metric(metrics.FEATURE_VALUE, "Feature values; bucket edges from the reference profile.", "histogram")
+    histograms, counts, sums = scrape.columns, scrape.column_counts, scrape.column_sums
+    for i, name in enumerate(scrape.feature_names):
+        add_histogram(
+            features, {**labels, metrics.FEATURE: name}, histograms.le[i], histograms.column(counts, i), float(sums[i])
+        )
+    yield features
+    if scrape.has_value:
+        value = Metric(metrics.PREDICTION_VALUE, "Regression output or classifier score.", "histogram")
+        add_histogram(value, labels, histograms.le[-1], histograms.column(counts, -1), float(sums[-1]))
+        yield value
+    yield single_counter(
+        metrics.PREDICTION_OUTLIERS,
+        "Predictions with a feature or score beyond the profile's z-score.",
+        labels,
+        scrape.outliers,
+    )

@@ -79,6 +79,11 @@ class ModelMonitor:
     per registry: two would export the same metric families twice. Requests are counted once
     ``flush_rows`` rows are pending (default: about 8192 values' worth), so at most
     ``flush_rows - 1`` rows plus one request wait in memory.
+
+    ``profile=None`` (a model served without a reference profile; then give ``task`` and the
+    model's ``classes``) counts predictions, classes, errors, latency and feedback, and exports
+    ``modelwarden_profile_loaded`` 0 instead of the feature and prediction histograms and the
+    outlier counter, which all need the profile.
     """
 
     def __init__(
@@ -86,28 +91,33 @@ class ModelMonitor:
         name: str,
         version: str,
         track: str,
-        profile: Profile,
+        profile: Profile | None,
         registry: CollectorRegistry | None = None,
         latency_buckets: Sequence[float] = LATENCY_BUCKETS,
         flush_rows: int | None = None,
+        *,
+        task: str | None = None,
+        classes: Sequence[Any] = (),
     ):
         self.labels = {MODEL: name, VERSION: str(version), TRACK: track}
         self.profile = profile
-        self.task = profile.prediction.task
-        self.feature_names = profile.feature_names
+        if profile is None and task not in ("classification", "regression"):
+            raise ValueError("a monitor without a profile needs task='classification' or 'regression'")
+        self.task = profile.prediction.task if profile is not None else task
+        self.feature_names = profile.feature_names if profile is not None else []
+        self.classes = profile.classes if profile is not None else [level_key(c) for c in classes]
         self._lock = threading.Lock()
-        self._coders = {
-            i: CategoricalCoder(f.levels or []) for i, f in enumerate(profile.features) if f.kind == "categorical"
-        }
-        value_distribution = profile.prediction.value_distribution()
+        features = profile.features if profile is not None else []
+        self._coders = {i: CategoricalCoder(f.levels or []) for i, f in enumerate(features) if f.kind == "categorical"}
+        value_distribution = profile.prediction.value_distribution() if profile is not None else None
         self._has_value = value_distribution is not None
-        columns = [*profile.features, *([value_distribution] if value_distribution else [])]
+        columns = [*features, *([value_distribution] if value_distribution else [])]
         self._columns = Histograms([c.edges for c in columns])  # the features, then prediction_value
         self._latency = LatencyHistogram(latency_buckets)
-        self._z_mean, self._z_limit = self._outlier_bounds(columns, profile.z_score)
+        self._z_mean, self._z_limit = self._outlier_bounds(columns, profile.z_score if profile is not None else 0.0)
         self._flush_rows = flush_rows or max(16, FLUSH_VALUES // max(len(columns), 1))
         # Requests wait here, as the copies record_prediction made, until flush_rows rows or a scrape.
-        self._pending: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+        self._pending: list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]] = []
         self._pending_rows = 0
         self._predictions = 0
         self._outliers = 0
@@ -115,11 +125,11 @@ class ModelMonitor:
         self._client_errors = dict.fromkeys(CLIENT_ERROR_REASONS, 0)
         self._server_errors = dict.fromkeys(SERVER_ERROR_REASONS, 0)
         self._rejected = {(kind, reason): 0 for kind in REJECTED_INPUTS for reason in VALUE_REJECTION_REASONS}
-        self._classes = dict.fromkeys(profile.classes, 0)
+        self._classes = dict.fromkeys(self.classes, 0)
         # Feedback by the (version, track) that made the prediction: this server's own, and the
         # predicting track a feedback token names (feedback may reach any replica of any track).
         own = (self.labels[VERSION], track)
-        self._confusion = {(*own, p, a): 0 for p in profile.classes for a in profile.classes}
+        self._confusion = {(*own, p, a): 0 for p in self.classes for a in self.classes}
         self._regression = {own: [0.0, 0.0, 0]}  # squared error, absolute error, observations
         self._feedback_sets = {own}
         # Label sets first seen since the last scrape are exported at 0 once: increase() and rate()
@@ -182,8 +192,12 @@ class ModelMonitor:
         call here is cache-cold and costs several times what a tight loop shows, so all counting
         waits for :meth:`_flush` (see docs/benchmarks.md, "Model server").
         """
-        x = self.encode_features(features)
-        rows = len(x)
+        if self.profile is None:  # nothing to histogram: only the outputs are counted
+            x = None
+            rows = len(output)
+        else:
+            x = self.encode_features(features)
+            rows = len(x)
         value = (output if self.task == "regression" else scores) if self._has_value else None
         if value is not None:
             value = _owned_column(np.array(value, dtype=float), rows, "output/scores")
@@ -203,6 +217,14 @@ class ModelMonitor:
         pending, rows = self._pending, self._pending_rows
         self._pending, self._pending_rows = [], 0
         self._predictions += rows
+        if self.profile is not None:
+            self._count_columns(pending, rows)
+        if self.task == "classification":
+            for key, n in tally(labels for _, _, labels in pending if labels is not None).items():
+                self._classes[key] = self._classes.get(key, 0) + n
+
+    def _count_columns(self, pending: list[tuple[Any, np.ndarray | None, np.ndarray | None]], rows: int) -> None:
+        """Bucket the pending requests' features (and prediction value) and count outliers. Caller holds the lock."""
         block = np.empty((len(self._z_mean), rows))  # column-major: each column bucketed as one contiguous run
         width = len(self.feature_names)
         block[:width] = np.concatenate([x for x, _, _ in pending]).T
@@ -210,9 +232,6 @@ class ModelMonitor:
             block[width] = np.concatenate([np.full(len(x), np.nan) if v is None else v for x, v, _ in pending])
         self._columns.add(block)
         self._outliers += int(np.count_nonzero((np.abs(block - self._z_mean) > self._z_limit).any(axis=0)))  # NaN: False
-        if self.task == "classification":
-            for key, n in tally(labels for _, _, labels in pending if labels is not None).items():
-                self._classes[key] = self._classes.get(key, 0) + n
 
     def record_feedback(self, predicted: Any, actual: Any, version: str | None = None, track: str | None = None) -> None:
         """Ground truth for earlier predictions (scalars or equal-length sequences), counted under
@@ -249,8 +268,8 @@ class ModelMonitor:
         self._feedback_sets.add(made_by)
         self._unexported.add(made_by)
         if self.task == "classification":
-            for p in self.profile.classes:
-                for a in self.profile.classes:
+            for p in self.classes:
+                for a in self.classes:
                     self._confusion.setdefault((*made_by, p, a), 0)
         else:
             self._regression[made_by] = [0.0, 0.0, 0]
@@ -310,6 +329,7 @@ class ModelMonitor:
                 column_sums=self._columns.sums.copy(),
                 latency_counts=self._latency.cumulative(),
                 latency_sum=self._latency.total,
+                profile_loaded=self.profile is not None,
             )
             self._unexported.clear()
         yield from metric_families(scrape)

@@ -47,7 +47,7 @@ class RejectedValue(PayloadError):
 
 @dataclass(frozen=True)
 class FeatureSchema:
-    """What a request must supply: the profile's features, in order."""
+    """What a request must supply: the profile's features, in order (or the model's, without a profile)."""
 
     names: tuple[str, ...]
     categorical: frozenset[int]
@@ -59,6 +59,11 @@ class FeatureSchema:
         categorical = frozenset(i for i, f in enumerate(profile.features) if f.kind == "categorical")
         text = any(not _is_number_text(level) for i in categorical for level in profile.features[i].levels or [])
         return cls(tuple(profile.feature_names), categorical, text, ValueLimits.from_profile(profile, range_factor))
+
+    @classmethod
+    def without_profile(cls, names: Sequence[str]) -> "FeatureSchema":
+        """The model's own input names, all numeric, only the magnitude bound: nothing more is known."""
+        return cls(tuple(names), frozenset(), False, None)
 
     @property
     def value_limits(self) -> ValueLimits:

@@ -146,7 +146,7 @@ class SeriesCount:
     feedback: int  # modelwarden_feedback_total (classes²), or the three regression feedback series
     latency: int  # modelwarden_inference_latency_seconds
     errors: int  # prediction, client and server errors by reason; rejected values by input and reason
-    other: int  # modelwarden_predictions_total and modelwarden_prediction_outliers_total
+    other: int  # modelwarden_predictions_total, modelwarden_prediction_outliers_total, modelwarden_profile_loaded
     feedback_cache: int = 0  # `modelwarden serve` only: the cache's evictions counter and bytes gauge
 
     @property
@@ -176,6 +176,7 @@ class SeriesCount:
 
 # Families of one series each, whatever the profile.
 UNLABELLED_COUNTERS = (metrics.PREDICTIONS, metrics.PREDICTION_OUTLIERS)
+UNLABELLED_SERIES = (*UNLABELLED_COUNTERS, metrics.PROFILE_LOADED)
 SERVER_ONLY_SERIES = (metrics.FEEDBACK_CACHE_EVICTIONS, metrics.FEEDBACK_CACHE_BYTES)
 # Every error family's series: each exported at 0 from the start.
 ERROR_SERIES = (
@@ -211,7 +212,7 @@ def series_count(profile: Profile, latency_buckets: Sequence[float] | None = Non
         feedback=classes * classes if profile.prediction.task == "classification" else len(metrics.REGRESSION_FEEDBACK),
         latency=histogram_series(LATENCY_BUCKETS if latency_buckets is None else latency_buckets),
         errors=ERROR_SERIES,
-        other=len(UNLABELLED_COUNTERS),
+        other=len(UNLABELLED_SERIES),
         feedback_cache=len(SERVER_ONLY_SERIES) if server else 0,
     )
 
@@ -290,6 +291,7 @@ def build_profile_from_csv(
     model: str | None = None,
     task: Task | None = None,
     z_score: float = DEFAULT_Z_SCORE,
+    trusted_skops_types: Sequence[str] = (),
 ) -> Profile:
     raw = read_csv(data)
     if target not in raw:
@@ -310,7 +312,7 @@ def build_profile_from_csv(
         chosen: Task = task or infer_task(target_values)
         prediction = prediction_profile(chosen, "target", target_values, bins)
     else:
-        runner, _ = load_runner(model)
+        runner, _ = load_runner(model, trusted_skops_types)
         prediction = _model_prediction(runner, model_input(columns), bins, task)
     return Profile(
         target=target, rows=len(raw[target]), bins=bins, z_score=z_score, features=features, prediction=prediction

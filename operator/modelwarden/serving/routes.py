@@ -195,6 +195,8 @@ async def v2_model(request: web.Request) -> web.Response:
                 "track": service.config.track,
                 "task": service.runner.task,
                 "classes": service.classes,
+                # "missing": served without a reference profile, so no drift metrics (docs/serving.md)
+                "profile": "loaded" if service.profile is not None else "missing",
                 "matrix_input": {"name": "input", "datatype": "FP64", "shape": [-1, service.schema.width]},
             },
         }

@@ -1,10 +1,11 @@
 """The model server's state: configuration, the loaded model and profile, and what requests share.
 
 `modelwarden serve` (commands.serve) builds a :class:`ServeConfig` from its arguments and calls
-:func:`load_service`, which checks the model and its reference profile against each other
-before anything listens; the HTTP layer (serving.routes) hands every request to the one
-:class:`ModelService`: predicting, recording metrics, the prediction log, feedback tokens and the
-per-replica feedback cache.
+serving.startup.load_service, which checks the model and its reference profile against each
+other before anything listens (a model without a profile beside it serves without drift
+metrics); the HTTP layer (serving.routes) hands every request to the one :class:`ModelService`:
+predicting, recording metrics, the prediction log, feedback tokens and the per-replica feedback
+cache.
 """
 
 from __future__ import annotations
@@ -30,13 +31,7 @@ from modelwarden.contract.profile import Profile
 from modelwarden.contract.reasons import ErrorReason
 from modelwarden.serving.exposition import feedback_cache_families
 from modelwarden.serving.limits import ANY_SQUARABLE, DEFAULT_RANGE_FACTOR, ValueLimits
-from modelwarden.serving.model import (
-    PROFILE_FILE,
-    ModelLoadError,
-    ModelRunner,
-    Outputs,
-    load_runner,
-)
+from modelwarden.serving.model import ModelRunner, Outputs
 from modelwarden.serving.monitor import ModelMonitor, NullMonitor
 from modelwarden.serving.payload import (
     FeatureSchema,
@@ -44,13 +39,8 @@ from modelwarden.serving.payload import (
     PayloadError,
     require_in_range,
 )
-from modelwarden.serving.profile import DEFAULT_MAX_SERIES, series_count
-from modelwarden.serving.tokens import (
-    DEFAULT_MAX_AGE_SECONDS,
-    FeedbackTokens,
-    Prediction,
-    read_keys,
-)
+from modelwarden.serving.profile import DEFAULT_MAX_SERIES
+from modelwarden.serving.tokens import DEFAULT_MAX_AGE_SECONDS, FeedbackTokens, Prediction
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -96,6 +86,7 @@ class ServeConfig:
     metrics: bool = True
     inference_threads: int = 0
     max_series: int = DEFAULT_MAX_SERIES  # refuse a profile that would export more series (0: no limit)
+    trusted_skops_types: tuple[str, ...] = ()  # types a skops model may hold beyond skops' defaults
 
 
 class PredictionLog:
@@ -195,20 +186,28 @@ class FeedbackCacheMetrics:
 
 
 class ModelService:
-    """The model, its profile and the per-process state every handler shares."""
+    """The model, its profile (None: no drift metrics) and the per-process state every handler shares."""
 
-    def __init__(self, config: ServeConfig, runner: ModelRunner, profile: Profile):
+    def __init__(self, config: ServeConfig, runner: ModelRunner, profile: Profile | None,
+                 feature_names: list[str] | None = None, warnings: tuple[str, ...] = (), source: str = ""):
         self.config = config
+        self.source = source  # how the model was found ("model.skops", "MLflow sklearn model (cloudpickle)")
         self.runner = runner
         self.profile = profile
-        self.schema = FeatureSchema.from_profile(profile, config.value_range_factor)
+        self.warnings = warnings  # printed once at startup
+        if profile is not None:
+            self.schema = FeatureSchema.from_profile(profile, config.value_range_factor)
+            self.classes = [level_key(c) for c in runner.classes] if runner.classes else profile.classes
+        else:
+            self.schema = FeatureSchema.without_profile(feature_names or [])
+            self.classes = [level_key(c) for c in runner.classes or []]
         self.registry = CollectorRegistry()
         self.monitor: ModelMonitor | NullMonitor = (
-            ModelMonitor(config.name, config.version, config.track, profile, registry=self.registry)
+            ModelMonitor(config.name, config.version, config.track, profile, registry=self.registry,
+                         task=runner.task, classes=self.classes)
             if config.metrics
             else NullMonitor()
         )
-        self.classes = [level_key(c) for c in runner.classes] if runner.classes else profile.classes
         self.feedback = FeedbackCache(config.feedback_cache_size, config.feedback_cache_bytes)
         if config.metrics:
             labels = {MODEL: config.name, VERSION: str(config.version), TRACK: config.track}
@@ -328,8 +327,6 @@ class ModelService:
             self.executor.shutdown(wait=False)
 
 
-
-
 def _require_squarable(predicted: list[Any]) -> None:
     """Predictions a token or the cache vouches for came from the model, so the profile's range
     does not bind them (a model may extrapolate); they must still not overflow the error sums."""
@@ -339,54 +336,3 @@ def _require_squarable(predicted: list[Any]) -> None:
         position = int(np.argmax(outside))
         require_in_range(float(values[position]), ANY_SQUARABLE, f"the prediction at position {position}",
                          ValueLimits.squarable(0))
-
-
-def load_service(config: ServeConfig) -> ModelService:
-    """Model + profile, checked against each other; any problem is a one-line StartupError."""
-    try:
-        runner, model_path = load_runner(config.model_uri)
-    except ModelLoadError as exc:
-        raise StartupError(str(exc)) from exc
-    profile_path = config.profile or model_path.parent / PROFILE_FILE
-    try:
-        profile = Profile.from_json(profile_path.read_bytes())
-    except OSError as exc:
-        raise StartupError(
-            f"cannot read the profile {profile_path}: {exc.strerror} (build one with `modelwarden profile`)"
-        ) from exc
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        raise StartupError(f"invalid profile {profile_path}: {' '.join(first[:3])}") from exc
-    if profile.prediction.task != runner.task:
-        raise StartupError(
-            f"the profile describes a {profile.prediction.task} model but {model_path} is a {runner.task} model"
-        )
-    if runner.n_features is not None and runner.n_features != len(profile.features):
-        raise StartupError(
-            f"the model takes {runner.n_features} features but the profile lists {len(profile.features)}"
-        )
-    if config.metrics and config.max_series:
-        # Refused here rather than discovered by Prometheus: every pod of every track multiplies it.
-        series = series_count(profile)
-        if series.total > config.max_series:
-            raise StartupError(
-                f"the profile {profile_path} would export {series.total} series per server process "
-                f"({series.details()}), more than --max-series {config.max_series}: build it with fewer --bins "
-                "in `modelwarden profile` (or train on fewer features), or raise --max-series / "
-                "MODELWARDEN_MAX_SERIES (0 disables the limit)"
-            )
-    if config.feedback_key_file is not None:
-        try:
-            read_keys(config.feedback_key_file)
-        except (OSError, ValueError) as exc:
-            raise StartupError(f"cannot use the feedback key file: {exc}") from exc
-    if config.feedback_cache_bytes < 0 or config.feedback_cache_size < 0:
-        raise StartupError("--feedback-cache-size and --feedback-cache-bytes must be 0 (no cache) or positive")
-    if not config.value_range_factor >= 0:
-        raise StartupError("--value-range-factor must be 0 (only non-finite and overflowing values refused) or positive")
-    if config.feedback_token_max_age <= 0:
-        raise StartupError("--feedback-token-max-age must be positive")
-    try:
-        return ModelService(config, runner, profile)
-    except OSError as exc:
-        raise StartupError(f"cannot open the prediction log {config.prediction_log}: {exc.strerror}") from exc

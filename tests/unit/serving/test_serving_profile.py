@@ -146,3 +146,40 @@ def test_cli_reports_a_non_numeric_column_in_one_line(tmp_path, capsys):
     assert run(parser.parse_args(["--data", str(data), "--target", "y"])) == 1
     err = capsys.readouterr().err.strip()
     assert "'colour'" in err and "--categorical" in err and "\n" not in err
+
+
+def _untrusted_skops_model(tmp_path):
+    """A skops model needing a type skops does not trust by default (_operator.neg), and its CSV."""
+    import operator
+
+    import skops.io
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 2))
+    y = (x[:, 0] > 0).astype(int)
+    data = tmp_path / "train.csv"
+    data.write_text("a,b,y\n" + "".join(f"{float(a)!r},{float(b)!r},{label}\n" for (a, b), label in zip(x, y)))
+    model = tmp_path / "model.skops"
+    skops.io.dump(make_pipeline(FunctionTransformer(operator.neg), LogisticRegression()).fit(x, y), model)
+    return data, model
+
+
+def test_cli_trust_skops_types_lets_a_skops_model_be_profiled(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MODEL_SKOPS_TRUSTED", raising=False)
+    data, model = _untrusted_skops_model(tmp_path)
+    common = ["--data", str(data), "--target", "y", "--model", str(model), "--bins", "4"]
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    assert run(parser.parse_args(common)) == 1
+    assert "pass --trust-skops-types _operator.neg" in capsys.readouterr().err
+
+    assert run(parser.parse_args([*common, "--trust-skops-types", " _operator.neg ,", "-o", str(tmp_path / "p.json")])) == 0
+    assert Profile.from_json((tmp_path / "p.json").read_text()).prediction.source == "model"
+
+    monkeypatch.setenv("MODEL_SKOPS_TRUSTED", "_operator.neg")  # the default, as for `modelwarden serve`
+    from_env = argparse.ArgumentParser()
+    configure(from_env)
+    assert run(from_env.parse_args([*common, "-o", str(tmp_path / "q.json")])) == 0

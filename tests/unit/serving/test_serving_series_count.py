@@ -25,13 +25,15 @@ from modelwarden.contract.reasons import (
 )
 from modelwarden.serving.monitor import ModelMonitor
 from modelwarden.serving.profile import DEFAULT_MAX_SERIES, numeric_distribution, prediction_profile, series_count
-from modelwarden.serving.service import ServeConfig, StartupError, load_service
+from modelwarden.serving.service import ServeConfig, StartupError
+from modelwarden.serving.startup import load_service
 
 LATENCY = len(LATENCY_BUCKETS) + 3  # the monitor's own histogram, whatever the profile
 # prediction errors (4xx and 5xx), client errors, server errors, rejected values by (input, reason)
 ERRORS = (len(KNOWN_ERROR_REASONS) + len(CLIENT_ERROR_REASONS) + len(SERVER_ERROR_REASONS)
           + len(REJECTED_INPUTS) * len(VALUE_REJECTION_REASONS))
 FEEDBACK_CACHE = 2  # modelwarden serve's evictions counter and bytes gauge
+OTHER = 3  # predictions and outliers counters, the profile_loaded gauge
 
 
 def hand_built(prediction: PredictionProfile) -> Profile:
@@ -79,10 +81,10 @@ def test_scored_classifier_breakdown():
         "feedback": 3 * 3,
         "latency": LATENCY,
         "errors": ERRORS,
-        "other": 2,
+        "other": OTHER,
         "feedback cache": FEEDBACK_CACHE,
     }
-    assert series.total == 11 + 7 + 3 + 9 + LATENCY + ERRORS + 2 + FEEDBACK_CACHE
+    assert series.total == 11 + 7 + 3 + 9 + LATENCY + ERRORS + OTHER + FEEDBACK_CACHE
     assert series_count(profile, server=False).total == series.total - FEEDBACK_CACHE
 
 

@@ -55,7 +55,7 @@ def test_schema_is_structural_and_documented(name):
     preserved = []
     for path, node in walk(schema):
         assert "$ref" not in node and "anyOf" not in node and "oneOf" not in node, path
-        assert "type" in node, f"{path} has no type"
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), f"{path} has no type"
         if "properties" in node:
             assert node["type"] == "object" and "additionalProperties" not in node, path
         if node.get("x-kubernetes-preserve-unknown-fields"):

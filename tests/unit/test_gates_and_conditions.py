@@ -69,7 +69,7 @@ def test_promoted_speaks_of_the_current_canary():
     _, promoted = step(applied(current, now=T0 + 11 * MIN), ALL_READY, [gate(at=T0 + 17 * MIN)], now=T0 + 22 * MIN)
     assert promoted.status.stable.version == "8"
     assert condition(promoted.status.to_wire(), "Promoted")["status"] == "True"
-    nine = md(status=promoted.status.to_wire(), canary={**BASE["spec"]["canary"], "version": "9", "modelUri": "s3://m/9"})
+    nine = md(status=promoted.status.to_wire(), canary={**BASE["spec"]["canary"], "version": "9", "modelUri": "s3://models/9"})
     nine.metadata["generation"] = 2
     result, _ = step(nine, {"stable": ready("8", 3)}, now=T0 + 23 * MIN)
     promoted_condition = condition(result.status, "Promoted")
@@ -94,7 +94,7 @@ def test_a_step_without_decisive_verdicts_stalls_once_and_aborts_when_asked():
 
 
 def test_an_autoscaled_track_keeps_the_replicas_its_hpa_gives_it():
-    model = md(traffic={"router": "replicas"}, stable={"version": "7", "modelUri": "s3://m/7", "replicas": 3})
+    model = md(traffic={"router": "replicas"}, stable={"version": "7", "modelUri": "s3://models/7", "replicas": 3})
     result, _ = step(model)
     deployments = {c["metadata"]["name"]: c["spec"] for c in result.children if c["kind"] == "Deployment"}
     assert deployments["fraud-stable"]["replicas"] == 2 and deployments["fraud-canary"]["replicas"] == 1

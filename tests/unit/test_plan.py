@@ -18,8 +18,8 @@ BASE = {
     "metadata": {"name": "fraud", "namespace": "ml", "uid": "uid-1", "generation": 1},
     "spec": {
         "model": "fraud",
-        "stable": {"version": "7", "modelUri": "s3://m/7", "replicas": 3},
-        "canary": {"version": "8", "modelUri": "s3://m/8", "replicas": 1,
+        "stable": {"version": "7", "modelUri": "s3://models/7", "replicas": 3},
+        "canary": {"version": "8", "modelUri": "s3://models/8", "replicas": 1,
                    "steps": [{"weight": 10, "pause": "10m"}, {"weight": 50, "pause": "10m"}]},
         "traffic": {"router": "istio"},
     },
@@ -86,6 +86,7 @@ def test_first_plan_starts_the_canary_at_its_first_step():
     assert reasons(result) == ["CanaryStarted"]
     names = [(c["kind"], c["metadata"]["name"]) for c in result.children]
     assert names == [("Service", "fraud"), ("Deployment", "fraud-stable"), ("Service", "fraud-stable"),
+                     ("PodDisruptionBudget", "fraud-stable"),  # 3 replicas; the 1-replica canary gets none
                      ("Deployment", "fraud-canary"), ("Service", "fraud-canary"), ("VirtualService", "fraud")]
 
 
@@ -162,7 +163,7 @@ def test_new_canary_version_or_retry_starts_over_after_a_rollback():
     _, current = step(md())
     _, aborted = step(current, ALL_READY, [verdict(result="Fail", failures=3)], now=T0 + MIN)
     new_canary = md(status=aborted.status.to_wire(),
-                    canary={**BASE["spec"]["canary"], "version": "9", "modelUri": "s3://m/9"})
+                    canary={**BASE["spec"]["canary"], "version": "9", "modelUri": "s3://models/9"})
     result, _ = step(new_canary, now=T0 + 2 * MIN)
     assert "rollback" not in result.status and result.status["canary"]["version"] == "9"
     assert result.status["canaryStep"] == 0 and "CanaryStarted" in reasons(result)
@@ -176,7 +177,7 @@ def test_new_canary_version_or_retry_starts_over_after_a_rollback():
 
 
 def test_fixed_weight_is_an_ab_split_that_never_promotes():
-    ab = md(canary={"version": "8", "modelUri": "s3://m/8", "weight": 20})
+    ab = md(canary={"version": "8", "modelUri": "s3://models/8", "weight": 20})
     _, current = step(ab)
     result, _ = step(current, ALL_READY, [verdict(at=T0 + 100 * MIN)], now=T0 + 1000 * MIN)
     assert result.status["weights"]["canary"] == 20 and result.status["stable"]["version"] == "7"
@@ -218,7 +219,7 @@ def test_stable_breach_without_rollback_flag_or_below_threshold_does_nothing():
 
 def test_spec_stable_change_resets_the_served_stable():
     current = stable_history_status()
-    changed = md(status=current.status.to_wire(), stable={"version": "10", "modelUri": "s3://m/10", "replicas": 3}, canary=None)
+    changed = md(status=current.status.to_wire(), stable={"version": "10", "modelUri": "s3://models/10", "replicas": 3}, canary=None)
     result, _ = step(changed, now=T0 + 40 * MIN)
     assert result.status["stable"]["version"] == "10" and "StableUpdated" in reasons(result)
     assert result.status["history"][-1]["reason"] == "SpecChanged"
@@ -230,14 +231,14 @@ def test_history_is_bounded():
     _, current = step(model)
     for version in ("8", "9", "10"):
         current = md(status=current.status.to_wire(), revisionHistoryLimit=2, canary=None,
-                     stable={"version": version, "modelUri": f"s3://m/{version}", "replicas": 3})
+                     stable={"version": version, "modelUri": f"s3://models/{version}", "replicas": 3})
         _, current = step(current)
     assert [h.version for h in current.status.history] == ["9", "10"]
     assert status is not None
 
 
 def test_shadow_and_replicas_router():
-    model = md(shadow={"version": "9", "modelUri": "s3://m/9", "mirrorPercent": 50}, traffic={"router": "replicas"})
+    model = md(shadow={"version": "9", "modelUri": "s3://models/9", "mirrorPercent": 50}, traffic={"router": "replicas"})
     result, _ = step(model)
     replicas = {c["metadata"]["name"]: c["spec"]["replicas"] for c in result.children if c["kind"] == "Deployment"}
     assert replicas == {"fraud-stable": 2, "fraud-canary": 1, "fraud-shadow": 1}
@@ -290,7 +291,8 @@ def test_feedback_token_keys_are_mounted_into_every_track_from_the_secret():
     assert {d["metadata"]["name"] for d in deployments} == {"fraud-stable", "fraud-canary"}
     for deployment in deployments:
         pod = deployment["spec"]["template"]["spec"]
-        assert [v for v in pod["volumes"] if v["name"] != "modelwarden-tmp"] == [{"name": "cache", "emptyDir": {}}, {"name": "modelwarden-feedback-keys", "secret": {
+        assert [v for v in pod["volumes"] if v["name"] not in ("modelwarden-tmp", "modelwarden-model")] == [
+            {"name": "cache", "emptyDir": {}}, {"name": "modelwarden-feedback-keys", "secret": {
             "secretName": "fraud-feedback", "items": [{"key": "keys", "path": "keys"}]}}]
         server = pod["containers"][0]
         assert server["volumeMounts"][-1] == {"name": "modelwarden-feedback-keys", "mountPath": "/var/run/modelwarden/feedback",
@@ -301,4 +303,4 @@ def test_feedback_token_keys_are_mounted_into_every_track_from_the_secret():
         assert validate_any(deployment) == []
     # Without spec.feedback no key is mounted and no variable is set.
     plain = [c for c in plan(md(), {}, [], T0).children if c["kind"] == "Deployment"][0]["spec"]["template"]["spec"]
-    assert [v["name"] for v in plain["volumes"]] == ["modelwarden-tmp"] and "MODELWARDEN_FEEDBACK_KEY_FILE" not in {e["name"] for e in plain["containers"][0]["env"]}
+    assert [v["name"] for v in plain["volumes"]] == ["modelwarden-tmp", "modelwarden-model"] and "MODELWARDEN_FEEDBACK_KEY_FILE" not in {e["name"] for e in plain["containers"][0]["env"]}

@@ -28,9 +28,9 @@ MD = {
     "spec": {
         "model": "fraud-model",
         "port": 9000,
-        "stable": {"version": "7", "modelUri": "s3://m/7", "replicas": 2},
-        "canary": {"version": "8", "modelUri": "s3://m/8", "steps": [{"weight": 10, "pause": "10m"}]},
-        "shadow": {"version": "9", "modelUri": "s3://m/9", "mirrorPercent": 20},
+        "stable": {"version": "7", "modelUri": "s3://models/7", "replicas": 2},
+        "canary": {"version": "8", "modelUri": "s3://models/8", "steps": [{"weight": 10, "pause": "10m"}]},
+        "shadow": {"version": "9", "modelUri": "s3://models/9", "mirrorPercent": 20},
         "traffic": {"router": "istio"},
     },
 }

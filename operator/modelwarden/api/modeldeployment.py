@@ -18,22 +18,14 @@ from modelwarden.api.common import (
     cel_rules,
 )
 from modelwarden.api.duration import Duration, PositiveDuration
+from modelwarden.api.tracks import Autoscaling, StorageSpec, TrackSpec
+
+__all__ = ["Autoscaling", "StorageSpec", "TrackSpec"]  # part of the ModelDeployment API, defined in api/tracks.py
 
 # A hostname as Gateway API takes it: lowercase DNS names, optionally with a leading wildcard label.
 HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-
-
-class TrackSpec(ApiModel):
-    """What one track serves."""
-
-    version: str = Field(min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN)
-    """The model version served by this track; becomes the `version` label on every metric."""
-    model_uri: str = Field(min_length=1, max_length=2048)
-    """Where the model artifact lives (passed to the server as MODEL_URI)."""
-    replicas: int = Field(default=1, ge=0, le=1000)
-    """Pods for this track."""
 
 
 class StableTrack(TrackSpec):
@@ -171,17 +163,20 @@ class ModelDeploymentSpec(ApiModel):
 
     model_config = cel_rules(
         (
-            "!has(self.canary) || self.canary.version != self.stable.version",
+            "!has(self.canary) || !has(self.canary.version) || !has(self.stable.version)"
+            " || self.canary.version != self.stable.version",
             "spec.canary.version must differ from spec.stable.version",
             ".canary.version",
         ),
         (
-            "!has(self.shadow) || self.shadow.version != self.stable.version",
+            "!has(self.shadow) || !has(self.shadow.version) || !has(self.stable.version)"
+            " || self.shadow.version != self.stable.version",
             "spec.shadow.version must differ from spec.stable.version",
             ".shadow.version",
         ),
         (
-            "!has(self.shadow) || !has(self.canary) || self.shadow.version != self.canary.version",
+            "!has(self.shadow) || !has(self.canary) || !has(self.shadow.version) || !has(self.canary.version)"
+            " || self.shadow.version != self.canary.version",
             "spec.shadow.version must differ from spec.canary.version",
             ".shadow.version",
         ),
@@ -205,6 +200,8 @@ class ModelDeploymentSpec(ApiModel):
     """How many past stable versions status.history keeps."""
     feedback: FeedbackSpec | None = None
     """Ground-truth feedback tokens (see docs/metrics.md)."""
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    """Credentials and limits for fetching models, and how often registry aliases are resolved."""
 
 
 class ModelDeploymentPhase(str, Enum):
@@ -236,7 +233,13 @@ class TrackStatus(ApiModel):
     version: str
     """Version served."""
     model_uri: str | None = None
-    """Artifact served."""
+    """The artifact as the spec names it (an MLflow alias stays an alias here)."""
+    resolved_uri: str | None = None
+    """What the pods fetch: an alias or stage pinned to its version (models:/NAME/N) when the track started."""
+    model_version: str | None = None
+    """The MLflow registered model version served."""
+    run_id: str | None = None
+    """The MLflow run that produced it."""
     replicas: int = 0
     """Desired replicas."""
     ready_replicas: int = 0
@@ -251,7 +254,13 @@ class HistoryEntry(ApiModel):
     version: str
     """The version."""
     model_uri: str
-    """The artifact."""
+    """The artifact as the spec named it."""
+    resolved_uri: str | None = None
+    """The exact artifact served (a rollback returns to it)."""
+    model_version: str | None = None
+    """The MLflow registered model version."""
+    run_id: str | None = None
+    """The MLflow run that produced it."""
     promoted_at: datetime | None = None
     """When it became stable."""
     retired_at: datetime | None = None
@@ -283,7 +292,9 @@ class ModelRef(ApiModel):
     version: str
     """Version."""
     model_uri: str
-    """Artifact."""
+    """Artifact as the spec names it."""
+    resolved_uri: str | None = None
+    """What it resolved to."""
 
 
 class ModelDeploymentStatus(ApiModel):
@@ -318,7 +329,8 @@ class ModelDeploymentStatus(ApiModel):
     history: list[HistoryEntry] = Field(default_factory=list, max_length=100)
     """Past stable versions, newest last, bounded by spec.revisionHistoryLimit."""
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
-    """Ready, Progressing, Promoted, RolledBack, Stalled, TrafficReady, InvalidSpec (each with observedGeneration)."""
+    """Ready, Progressing, Promoted, RolledBack, Stalled, TrafficReady, ModelResolved, ModelFetchFailed, InvalidSpec
+    (each with observedGeneration)."""
     message: str = ""
     """A one-line human summary."""
 

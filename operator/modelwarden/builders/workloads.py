@@ -7,7 +7,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from modelwarden.contract import environment
+from modelwarden.api.modeldeployment import Autoscaling, TrackSpec
+from modelwarden.contract import environment, modeluri
 from modelwarden.contract.kubernetes import API_VERSION, DEFAULT_IMAGE, INSTANCE_LABEL, MANAGED_BY, SERVING_LABEL
 
 
@@ -37,9 +38,19 @@ class TrackWorkload:
 
     track: str
     version: str
-    model_uri: str
+    model_uri: str  # what the pods load: a registry alias already pinned to its version
     replicas: int
     serving: bool  # receives user traffic through the front Service (stable, canary); a shadow does not
+    sha256: str | None = None  # expected digest of the fetched model file
+
+
+@dataclass(frozen=True)
+class ModelStore:
+    """How pods fetch a model that is not already on a path they have."""
+
+    secret: str | None = None  # a Secret of store credentials, given whole to the storage initializer as env
+    max_bytes: int = 10 * 1024**3
+    mlflow_tracking_uri: str | None = None  # the operator's, for pods whose Secret does not name one
 
 
 def track_name(owner: Owner, track: str) -> str:
@@ -124,11 +135,96 @@ def _harden(spec: dict[str, Any], container: dict[str, Any]) -> None:
         container["volumeMounts"] = [*container.get("volumeMounts", []), {"name": TMP_VOLUME, "mountPath": TMP_DIR}]
 
 
+MODEL_VOLUME = "modelwarden-model"
+MODEL_DIR = "/var/run/modelwarden/model"  # the storage initializer's download, read-only for the server
+PVC_VOLUME = "modelwarden-model-claim"
+PVC_DIR = "/var/run/modelwarden/claim"
+FETCH_CONTAINER = "fetch-model"
+STORE_SECRET_DIR = "/var/run/modelwarden/store"  # the store Secret as files (gcs-credentials.json)
+
+
+def _without(items: list[dict[str, Any]], names: set[str]) -> list[dict[str, Any]]:
+    return [item for item in items if item.get("name") not in names]
+
+
+def _deliver_model(spec: dict[str, Any], server: dict[str, Any], workload: TrackWorkload, store: ModelStore,
+                   image: str) -> None:
+    """Put the model where the server reads it (MODEL_PATH): a PVC mounted read-only, or an emptyDir
+    the storage initializer (`modelwarden fetch-model`, the operator's image) fills first."""
+    uri = modeluri.parse(workload.model_uri)
+    if uri.scheme is modeluri.Scheme.PVC:
+        spec["volumes"] = [*_without(spec.get("volumes", []), {PVC_VOLUME}),
+                           {"name": PVC_VOLUME, "persistentVolumeClaim": {"claimName": uri.location, "readOnly": True}}]
+        server["volumeMounts"] = [*_without(server.get("volumeMounts", []), {PVC_VOLUME}),
+                                  {"name": PVC_VOLUME, "mountPath": PVC_DIR, "readOnly": True}]
+        server["env"] = [*_without(server["env"], {"MODEL_PATH"}), {"name": "MODEL_PATH", "value": f"{PVC_DIR}/{uri.path}".rstrip("/")}]
+        return
+    if not uri.fetched:
+        return
+    size = f"{max(1, -(-store.max_bytes // 1024**2))}Mi"
+    spec["volumes"] = [*_without(spec.get("volumes", []), {MODEL_VOLUME}), {"name": MODEL_VOLUME, "emptyDir": {"sizeLimit": size}}]
+    server["volumeMounts"] = [*_without(server.get("volumeMounts", []), {MODEL_VOLUME}),
+                              {"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True}]
+    server["env"] = [*_without(server["env"], {"MODEL_PATH"}), {"name": "MODEL_PATH", "value": MODEL_DIR}]
+    args = ["fetch-model", workload.model_uri, MODEL_DIR, "--max-bytes", str(store.max_bytes)]
+    if workload.sha256:
+        args += ["--sha256", workload.sha256]
+    env = [e for e in server["env"] if e["name"] in (environment.MODEL_NAME, environment.MODEL_VERSION,
+                                                      environment.MODEL_TRACK, environment.MODEL_URI)]
+    mounts = [{"name": MODEL_VOLUME, "mountPath": MODEL_DIR}, {"name": TMP_VOLUME, "mountPath": TMP_DIR}]
+    fetcher: dict[str, Any] = {
+        "name": FETCH_CONTAINER, "image": image, "args": args, "env": env, "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_DEFAULTS),
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    }
+    if store.secret:
+        fetcher["envFrom"] = [{"secretRef": {"name": store.secret}}]
+        if uri.scheme is modeluri.Scheme.GCS:
+            spec["volumes"] = [*_without(spec.get("volumes", []), {"modelwarden-store"}),
+                               {"name": "modelwarden-store", "secret": {"secretName": store.secret}}]
+            mounts.append({"name": "modelwarden-store", "mountPath": STORE_SECRET_DIR, "readOnly": True})
+            env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{STORE_SECRET_DIR}/gcs-credentials.json"})
+    elif store.mlflow_tracking_uri and uri.registry:
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": store.mlflow_tracking_uri})
+    spec["initContainers"] = [*_without(spec.get("initContainers", []), {FETCH_CONTAINER}), fetcher]
+    _ensure_tmp(spec)
+
+
+def _ensure_tmp(spec: dict[str, Any]) -> None:
+    if not any(v.get("name") == TMP_VOLUME for v in spec.get("volumes", [])):
+        spec["volumes"] = [*spec.get("volumes", []), {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}]
+
+
+def _override(spec: dict[str, Any], server: dict[str, Any], track: TrackSpec | None) -> None:
+    """A track's own image, resources, env, node selector and tolerations over the shared template."""
+    if track is None:
+        return
+    if track.image:
+        server["image"] = track.image
+    if track.resources is not None:
+        resources = server.setdefault("resources", {})
+        for part in ("requests", "limits"):
+            values = getattr(track.resources, part)
+            if values:
+                resources[part] = {**resources.get(part, {}), **{k: v for k, v in values.items()}}
+    if track.env:
+        names = {e.name for e in track.env}
+        server["env"] = [*_without(server.get("env", []), names), *(e.to_wire() for e in track.env)]
+    if track.node_selector:
+        spec["nodeSelector"] = {**spec.get("nodeSelector", {}), **track.node_selector}
+    if track.tolerations:
+        spec["tolerations"] = [*spec.get("tolerations", []), *(t.to_wire() for t in track.tolerations)]
+
+
 def pod_template(owner: Owner, workload: TrackWorkload, template: dict[str, Any] | None, port: int,
-                 image: str = DEFAULT_IMAGE, feedback_keys: tuple[str, str] | None = None) -> dict[str, Any]:
+                 image: str = DEFAULT_IMAGE, feedback_keys: tuple[str, str] | None = None,
+                 store: ModelStore | None = None, overrides: TrackSpec | None = None) -> dict[str, Any]:
     """The user's pod template with our labels, scrape annotations and MODEL_* env on its first
-    container, restricted securityContext defaults (_harden), and the feedback-token keys (a
-    (Secret, key) pair) mounted into it."""
+    container (and the MODEL_* env on every other container, so a sidecar or init container of the
+    user's knows the model too), the track's overrides, the model delivered (_deliver_model),
+    restricted securityContext defaults (_harden), and the feedback-token keys (a (Secret, key)
+    pair) mounted into it."""
     result = copy.deepcopy(template) if template else {}
     meta = result.setdefault("metadata", {})
     meta["labels"] = {**meta.get("labels", {}), **labels(owner, workload)}
@@ -145,11 +241,16 @@ def pod_template(owner: Owner, workload: TrackWorkload, template: dict[str, Any]
     first = containers[0]
     ours = {e["name"] for e in _env(owner, workload, port)}
     first["env"] = [e for e in first.get("env", []) if e.get("name") not in ours] + _env(owner, workload, port)
+    model_env = [e for e in _env(owner, workload, port) if e["name"] != "PORT"]
+    for other in [*containers[1:], *spec.get("initContainers", [])]:
+        other["env"] = [e for e in other.get("env", []) if e.get("name") not in ours] + copy.deepcopy(model_env)
+    _override(spec, first, overrides)
     if not any(p.get("containerPort") == port for p in first.get("ports", [])):
         first["ports"] = [*first.get("ports", []), {"name": "http", "containerPort": port, "protocol": "TCP"}]
     first.setdefault("readinessProbe", {"httpGet": {"path": "/v2/health/ready", "port": port}, "periodSeconds": 5})
     first.setdefault("livenessProbe", {"httpGet": {"path": "/v2/health/live", "port": port}, "periodSeconds": 10})
     _harden(spec, first)
+    _deliver_model(spec, first, workload, store or ModelStore(), image)
     if feedback_keys is not None:
         _mount_feedback_keys(spec, first, feedback_keys)
     return result
@@ -157,12 +258,13 @@ def pod_template(owner: Owner, workload: TrackWorkload, template: dict[str, Any]
 
 def deployment(owner: Owner, workload: TrackWorkload, template: dict[str, Any] | None, port: int,
                image: str = DEFAULT_IMAGE, set_replicas: bool = True,
-               feedback_keys: tuple[str, str] | None = None) -> dict[str, Any]:
+               feedback_keys: tuple[str, str] | None = None, store: ModelStore | None = None,
+               overrides: TrackSpec | None = None) -> dict[str, Any]:
     """A track's Deployment; without `set_replicas` (an HPA scales it) spec.replicas is left to others."""
     spec: dict[str, Any] = {"replicas": workload.replicas} if set_replicas else {}
     spec |= {
         "selector": {"matchLabels": selector(owner, workload.track)},
-        "template": pod_template(owner, workload, template, port, image, feedback_keys),
+        "template": pod_template(owner, workload, template, port, image, feedback_keys, store, overrides),
     }
     return {
         "apiVersion": "apps/v1",
@@ -195,4 +297,31 @@ def front_service(owner: Owner, port: int) -> dict[str, Any]:
             "selector": {**selector(owner), SERVING_LABEL: "true"},
             "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
         },
+    }
+
+
+def autoscaler(owner: Owner, workload: TrackWorkload, autoscaling: Autoscaling) -> dict[str, Any]:
+    """A track's HorizontalPodAutoscaler: once it exists the operator stops setting the Deployment's
+    replicas, and the replica-ratio router weights by the replicas it chose."""
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(owner, track_name(owner, workload.track), labels(owner, workload)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": track_name(owner, workload.track)},
+            "minReplicas": autoscaling.min_replicas,
+            "maxReplicas": autoscaling.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": autoscaling.target_cpu}}}],
+        },
+    }
+
+
+def disruption_budget(owner: Owner, workload: TrackWorkload) -> dict[str, Any]:
+    """At most one pod of a multi-replica track evicted at a time (node drains, upgrades)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(owner, track_name(owner, workload.track), labels(owner, workload)),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(owner, workload.track)}},
     }

@@ -12,6 +12,7 @@ from modelwarden.contract.kubernetes import DEFAULT_IMAGE
 from modelwarden.controller.config import (
     ALLOWED_ALERT_HOSTS_ENV,
     ALLOWED_PROMETHEUS_URLS_ENV,
+    ALLOWED_REGISTRY_URLS_ENV,
     RESTRICT_CUSTOM_QUERIES_ENV,
     DEFAULT_METRICS_ADDRESS,
     DEFAULT_METRICS_PORT,
@@ -59,6 +60,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--allowed-alert-hosts", type=url_list, default=url_list(os.environ.get(ALLOWED_ALERT_HOSTS_ENV, "*")), metavar="HOST,...",
         help="hosts alerts may go to: webhook, Slack and Alertmanager URLs and the SMTP host (host or *.domain; default '*': "
              f"any); an alert to another host fails with AlertFailed (env {ALLOWED_ALERT_HOSTS_ENV})",
+    )
+    parser.add_argument(
+        "--mlflow-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None, metavar="URL",
+        help="MLflow tracking server that resolves models:/ and runs:/ model URIs of ModelDeployments whose store Secret "
+             "names none, and that their pods fetch from (env MLFLOW_TRACKING_URI; its token from MLFLOW_TRACKING_TOKEN)",
+    )
+    parser.add_argument(
+        "--allowed-registry-urls", type=url_list, default=url_list(os.environ.get(ALLOWED_REGISTRY_URLS_ENV, "")),
+        metavar="URL,...",
+        help="MLflow tracking URIs a ModelDeployment's store Secret may name (default: only --mlflow-tracking-uri; '*': "
+             f"any); another is condition ModelResolved=False and is never contacted (env {ALLOWED_REGISTRY_URLS_ENV})",
     )
     parser.add_argument(
         "--namespace-label", type=prometheus_label, default=os.environ.get("MODELWARDEN_NAMESPACE_LABEL", DEFAULT_NAMESPACE_LABEL),
@@ -208,8 +220,11 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         policy_workers=args.policy_workers,
         shard=parse_shard(args.shard),
         selector=args.selector,
-        egress=EgressRules(prometheus_urls=args.allowed_prometheus_urls, alert_hosts=args.allowed_alert_hosts),
+        egress=EgressRules(prometheus_urls=args.allowed_prometheus_urls, alert_hosts=args.allowed_alert_hosts,
+                           registry_urls=args.allowed_registry_urls),
         restrict_custom_queries=args.restrict_custom_queries,
+        mlflow_tracking_uri=args.mlflow_tracking_uri,
+        mlflow_tracking_token=os.environ.get("MLFLOW_TRACKING_TOKEN") or None,
     )
 
 

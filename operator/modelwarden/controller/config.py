@@ -25,6 +25,7 @@ SELECTOR_ENV = "MODELWARDEN_SELECTOR"
 ALLOWED_PROMETHEUS_URLS_ENV = "MODELWARDEN_ALLOWED_PROMETHEUS_URLS"
 ALLOWED_ALERT_HOSTS_ENV = "MODELWARDEN_ALLOWED_ALERT_HOSTS"
 RESTRICT_CUSTOM_QUERIES_ENV = "MODELWARDEN_RESTRICT_CUSTOM_QUERIES"
+ALLOWED_REGISTRY_URLS_ENV = "MODELWARDEN_ALLOWED_REGISTRY_URLS"
 POD_MONITOR_MODES = ("auto", "off")  # auto: a PodMonitor per ModelDeployment when the cluster serves the kind
 
 
@@ -75,6 +76,8 @@ class OperatorConfig:
     selector: dict[str, str | None] = field(default_factory=dict)  # own only objects with these labels (None: any value)
     egress: EgressRules = field(default_factory=EgressRules)  # where policies may send queries and alerts
     restrict_custom_queries: bool = True  # custom checks may only select their policy's namespace (--restrict-custom-queries)
+    mlflow_tracking_uri: str | None = None  # resolves models:/ and runs:/ URIs of ModelDeployments without their own (--mlflow-tracking-uri)
+    mlflow_tracking_token: str | None = field(default=None, repr=False)  # from MLFLOW_TRACKING_TOKEN only, never a flag
 
     def owns(self, uid: str = "", labels: Mapping[str, str] | None = None, **_: Any) -> bool:
         """kopf `when=` filter: whether this operator process owns the object (--shard, --selector)."""

@@ -10,6 +10,7 @@ import kopf
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.controller.policyloop import PolicyLoop
+from modelwarden.controller.resolution import Resolver
 from modelwarden.kube.api import KubeApi
 from modelwarden.kube.fence import WriteFence
 from modelwarden.prometheus.client import ProviderPool
@@ -43,3 +44,4 @@ class Memo(kopf.Memo):
     pod_monitors: PodMonitorSupport  # whether ModelDeployments get a PodMonitor
     prometheus: ProviderPool  # Prometheus clients kept across evaluations (keep-alive connections)
     policy_loop: PolicyLoop  # every DriftPolicy the scheduler runs, and the scheduler
+    resolver: Resolver  # MLflow aliases of ModelDeployments, looked up every resolveInterval

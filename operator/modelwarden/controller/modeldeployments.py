@@ -36,6 +36,8 @@ from modelwarden.contract.kubernetes import DRIFTPOLICIES, INSTANCE_LABEL, MANAG
 from modelwarden.controller import telemetry
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo
+from modelwarden.controller.modelpods import fetch_failures
+from modelwarden.controller.resolution import Resolver
 from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.controller.status import status_changes
 from modelwarden.kube.api import KubeApi, StaleView, describe_error
@@ -44,6 +46,7 @@ from modelwarden.kube.fence import WriteFence, write_status
 from modelwarden.planning.plan import plan
 from modelwarden.planning.types import Event, ObservedTrack, PolicyVerdict
 
+ROUTE_KINDS = ("HTTPRoute", "VirtualService")
 RECONCILES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="md-reconcile")  # I/O-bound: API round trips
 STALE_RETRIES = 3  # 409s in a row before waiting for the watch instead of re-reading at once
 BACKOFF_SECONDS = (0.5, 8.0)  # first and largest delay after a failed reconcile (jittered)
@@ -54,7 +57,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     """The ModelDeployment loop's handlers: watch-fed indexes, wake-ups, and one daemon per object."""
     for api, plural, index in (("apps/v1", "deployments", child_deployments), ("v1", "services", child_services),
                                ("gateway.networking.k8s.io/v1", "httproutes", child_httproutes),
-                               ("networking.istio.io/v1", "virtualservices", child_virtualservices)):
+                               ("networking.istio.io/v1", "virtualservices", child_virtualservices),
+                               ("autoscaling/v2", "horizontalpodautoscalers", child_autoscalers),
+                               ("policy/v1", "poddisruptionbudgets", child_disruption_budgets)):
         kopf.index(*api.split("/"), plural, labels=MANAGED_BY, registry=registry)(index)
     kopf.index("autoscaling", "v2", "horizontalpodautoscalers", registry=registry)(autoscalers)
     kopf.index(*DRIFTPOLICIES, registry=registry)(policy_verdicts)
@@ -84,6 +89,14 @@ def child_httproutes(namespace: str, labels: dict[str, str], body: Any, **_: Any
 
 
 def child_virtualservices(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any] | None:
+    return _child(namespace, labels, body)
+
+
+def child_autoscalers(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any] | None:
+    return _child(namespace, labels, body)
+
+
+def child_disruption_budgets(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any] | None:
     return _child(namespace, labels, body)
 
 
@@ -165,10 +178,12 @@ def gather(body: Any, index_children: Iterable[kopf.Index], verdicts: kopf.Index
 async def run_modeldeployment(
     body: Any, namespace: str, name: str, memo: Memo, stopped: kopf.DaemonStopped,
     child_deployments: kopf.Index, child_services: kopf.Index, child_httproutes: kopf.Index,
-    child_virtualservices: kopf.Index, autoscalers: kopf.Index, policy_verdicts: kopf.Index, **rest: Any,
+    child_virtualservices: kopf.Index, child_autoscalers: kopf.Index, child_disruption_budgets: kopf.Index,
+    autoscalers: kopf.Index, policy_verdicts: kopf.Index, **rest: Any,
 ) -> None:
     instance = (namespace, name)
-    children = [child_deployments, child_services, child_httproutes, child_virtualservices]
+    children = [child_deployments, child_services, child_httproutes, child_virtualservices, child_autoscalers,
+                child_disruption_budgets]
     if "child_podmonitors" in rest:  # registered unless --pod-monitors=off (controller/podmonitors.py)
         children.append(rest["child_podmonitors"])
     wake = memo.wakeups.event(instance)
@@ -183,7 +198,7 @@ async def run_modeldeployment(
             try:
                 outcome, problems = await loop.run_in_executor(
                     RECONCILES, reconcile, memo.kube, memo.fence, gathered, memo.config.default_image, problems,
-                    memo.pod_monitors)
+                    memo.pod_monitors, memo.resolver)
                 failures = 0
                 for event in outcome.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
@@ -209,7 +224,8 @@ async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float)
 
 
 def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
-              problems: tuple[str, ...], pod_monitors: PodMonitorSupport | None = None) -> tuple[Outcome, tuple[str, ...]]:
+              problems: tuple[str, ...], pod_monitors: PodMonitorSupport | None = None,
+              resolver: Resolver | None = None) -> tuple[Outcome, tuple[str, ...]]:
     """One decision: plan from the gathered view, persist status once, then apply children.
 
     Returns what to announce and the apply problems the next decision should report.
@@ -237,10 +253,13 @@ def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
                 if track:
                     observed[track] = ObservedTrack.from_deployment(child)
         scaled = {track: observed[track].replicas for track in observed if f"{name}-{track}" in gathered.autoscaled}
-        routes = [c for c in gathered.children.values() if c.get("kind") not in ("Deployment", "Service", "PodMonitor")]
+        routes = [c for c in gathered.children.values() if c.get("kind") in ROUTE_KINDS]
         result = plan(md, observed, gathered.verdicts, now, image=image, routes=routes, autoscaled=scaled,
                       apply_problems=problems, pod_monitors=bool(want_pod_monitor),
-                      pod_monitor_labels=pod_monitors.labels if pod_monitors is not None else None)
+                      pod_monitor_labels=pod_monitors.labels if pod_monitors is not None else None,
+                      resolutions=resolver.resolve(md) if resolver is not None else {},
+                      fetch_failures=fetch_failures(kube, namespace, name, observed),
+                      mlflow_tracking_uri=resolver.config.mlflow_tracking_uri if resolver is not None else None)
         changes = status_changes(dict(view.get("status") or {}), result.status)
         wrote = False
         if changes:

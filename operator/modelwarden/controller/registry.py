@@ -17,6 +17,7 @@ from modelwarden.api.modeldeployment import ModelDeploymentSpec
 from modelwarden.contract.kubernetes import DRIFTPOLICIES, GROUP, MODELDEPLOYMENTS
 from modelwarden.controller import driftpolicies, modeldeployments, podmonitors, telemetry
 from modelwarden.controller.config import OperatorConfig
+from modelwarden.controller.resolution import Resolver
 from modelwarden.controller.memo import Memo, Wakeups
 from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.controller.status import spec_status_patch
@@ -62,6 +63,7 @@ def connect(memo: Memo, **_: Any) -> None:
     memo.wakeups = Wakeups()
     memo.prometheus = ProviderPool(outcome=telemetry.record_query)
     memo.pod_monitors = PodMonitorSupport(memo.kube, memo.config.pod_monitors, labels=memo.config.pod_monitor_labels)
+    memo.resolver = Resolver(memo.config, memo.kube)
     if memo.config.pod_monitors == "off":
         logging.getLogger(__name__).info("PodMonitors off (--pod-monitors=off): none are watched or written")
     else:

@@ -95,6 +95,11 @@ class KubeApi:
         except NotFoundError:
             return None
 
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """Objects of a kind in a namespace selected by labels on the server (never a watch)."""
+        found = self._resource(api_version, kind).get(namespace=namespace, label_selector=label_selector).to_dict()
+        return list(found.get("items") or [])
+
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
         resource = self._resource(body["apiVersion"], body["kind"])

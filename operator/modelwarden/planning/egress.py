@@ -24,6 +24,15 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 class EgressRules:
     prometheus_urls: tuple[str, ...] = ()  # allowed URL prefixes; () means only the operator's own
     alert_hosts: tuple[str, ...] = (ANY,)
+    registry_urls: tuple[str, ...] = ()  # MLflow tracking URIs a ModelDeployment's store Secret may name; () means only the operator's own
+
+    def registry_refusal(self, url: str, operator_url: str | None) -> str | None:
+        """Why the MLflow tracking server at `url` may not be asked to resolve a model (None: it may)."""
+        allowed = self.registry_urls or ((operator_url,) if operator_url else ())
+        if ANY in allowed or any(_under(url, prefix) for prefix in allowed):
+            return None
+        return (f"MLflow tracking URI {_origin(url)} is not allowed by the operator (allowed: "
+                f"{', '.join(_origin(a) for a in allowed) or 'none'}; the cluster admin sets --allowed-registry-urls)")
 
     def prometheus_refusal(self, url: str, operator_url: str) -> str | None:
         """Why `url` may not be queried (None: it may)."""

@@ -7,26 +7,43 @@ next status from the current one, so the operator can restart at any moment and 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from modelwarden.api.common import condition_true, set_condition
 from modelwarden.api.modeldeployment import (
-    HistoryEntry,
     ModelDeployment,
     ModelDeploymentPhase,
     ModelDeploymentStatus,
     ModelRef,
     RollbackStatus,
-    TrackStatus,
     Weights,
 )
 from modelwarden.api.duration import format_duration
 from modelwarden.builders.podmonitor import pod_monitor
-from modelwarden.builders.workloads import Owner, TrackWorkload, deployment, front_service, track_service
+from modelwarden.builders.workloads import (
+    ModelStore,
+    Owner,
+    TrackWorkload,
+    autoscaler,
+    deployment,
+    disruption_budget,
+    front_service,
+    track_service,
+)
 from modelwarden.contract.kubernetes import DEFAULT_IMAGE, RETRY_ANNOTATION
-from modelwarden.planning.types import Event, ObservedTrack, Plan, PolicyVerdict
+from modelwarden.contract.modeluri import Resolution
+from modelwarden.planning.phase import set_phase_and_conditions, stalled
+from modelwarden.planning.trackmodels import (
+    history_entry,
+    served_model,
+    set_model_conditions,
+    track_models,
+    track_status,
+    unresolved_plan,
+)
+from modelwarden.planning.types import Event, ObservedTrack, Plan, PolicyVerdict, TrackModel
 from modelwarden.routers import RouteContext, Split, get_router
 from modelwarden.routers.base import ObservedServing
 
@@ -45,45 +62,67 @@ def plan(
     apply_problems: Sequence[str] = (),
     pod_monitors: bool = False,
     pod_monitor_labels: Mapping[str, str] | None = None,
+    resolutions: Mapping[str, Resolution | str] | None = None,
+    fetch_failures: Mapping[str, str] | None = None,
+    mlflow_tracking_uri: str | None = None,
 ) -> Plan:
     """Desired children, traffic split, next status and events for one ModelDeployment.
 
     `routes` are this ModelDeployment's route objects as the cluster shows them, `autoscaled` the
     replicas of tracks an HPA scales (the operator leaves those alone), `apply_problems` what the
     last apply of children could not do, `pod_monitors` whether to want a PodMonitor (the cluster
-    serves the kind and the operator is not told otherwise).
+    serves the kind and the operator is not told otherwise), `resolutions` what each registry URI of
+    the spec resolved to (or why it could not be), `fetch_failures` the storage initializer's error
+    per track (from Pod status).
     """
     spec, meta = md.spec, md.metadata
     status = (md.status or ModelDeploymentStatus()).model_copy(deep=True)
     events: list[Event] = []
-    _follow_spec_stable(spec, status, now, events)
+    models, unresolved = track_models(md, status, resolutions or {})
+    failures = dict(fetch_failures or {})
+    if "stable" not in models:
+        return unresolved_plan(md, status, unresolved, now)
+    _follow_spec_stable(models["stable"], status, now, events)
     _handle_retry(meta.get("annotations") or {}, status, events)
     breaches: list[str] = []
-    canary_live = _advance_canary(md, status, observed, verdicts, now, events, breaches)
+    canary_live = _advance_canary(md, models.get("canary"), status, observed, verdicts, now, events, breaches)
     _rollback_stable(status, verdicts, now, events, breaches)
 
     owner = Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""), model=spec.model)
-    workloads = _workloads(md, status, canary_live)
+    workloads = _workloads(md, models, status, canary_live)
     scaled = {track: replicas for track, replicas in (autoscaled or {}).items() if track in workloads}
+    # A track whose model cannot be fetched gets no traffic: its pods never become ready.
+    canary_weight = 0 if "canary" in failures else _canary_weight(md, status, canary_live)
     requested = Split(
-        stable=100 - _canary_weight(md, status, canary_live),
-        canary=_canary_weight(md, status, canary_live),
-        mirror=spec.shadow.mirror_percent if spec.shadow else 0,
+        stable=100 - canary_weight,
+        canary=canary_weight,
+        mirror=spec.shadow.mirror_percent if spec.shadow and "shadow" not in failures else 0,
     )
     router = get_router(spec.traffic.router.value)
     context = RouteContext(
         owner=owner, port=spec.port, traffic=spec.traffic, split=requested,
         has_canary="canary" in workloads, has_shadow="shadow" in workloads,
-        replicas={track: scaled.get(track, w.replicas) for track, w in workloads.items()}, fixed=frozenset(scaled),
+        replicas={track: scaled.get(track, w.replicas) for track, w in workloads.items()},
+        fixed=frozenset(scaled) | {t for t in workloads if getattr(spec, t).autoscaling is not None},
     )
     routing = router.route(context)
     workloads = {t: _with_replicas(w, routing.replicas.get(t, w.replicas)) for t, w in workloads.items()}
     children = [front_service(owner, spec.port)]
     feedback_keys = (spec.feedback.token_secret_ref.name, spec.feedback.token_secret_ref.key) if spec.feedback else None
+    store = ModelStore(secret=spec.storage.secret_ref.name if spec.storage.secret_ref else None,
+                       max_bytes=spec.storage.max_bytes, mlflow_tracking_uri=mlflow_tracking_uri)
     for workload in workloads.values():
-        children.append(deployment(owner, workload, spec.template, spec.port, image, set_replicas=workload.track not in scaled,
-                                   feedback_keys=feedback_keys))
+        track_spec = getattr(spec, workload.track)
+        # A track with autoscaling never gets replicas from us, not even before its HPA is seen: the
+        # HPA raises a new Deployment to minReplicas, and a field we dropped later would reset to 1.
+        hands_off = workload.track in scaled or (track_spec.autoscaling is not None and workload.replicas > 0)
+        children.append(deployment(owner, workload, spec.template, spec.port, image, set_replicas=not hands_off,
+                                   feedback_keys=feedback_keys, store=store, overrides=track_spec))
         children.append(track_service(owner, workload, spec.port))
+        if track_spec.autoscaling is not None and workload.replicas > 0:
+            children.append(autoscaler(owner, workload, track_spec.autoscaling))
+        if max(workload.replicas, track_spec.autoscaling.min_replicas if track_spec.autoscaling else 0) > 1:
+            children.append(disruption_budget(owner, workload))
     children.extend(routing.objects)
     if pod_monitors:
         children.append(pod_monitor(owner, spec.port, spec.template, pod_monitor_labels))
@@ -95,10 +134,11 @@ def plan(
                             f"stable {status.weights.stable}%, canary {status.weights.canary}%, mirror {status.weights.mirror}%"))
     _start_step_when_applied(md, status, canary_live, router.observe(context, _serving(workloads, observed, routes)),
                              routing.effective, now)
-    _observe_tracks(status, workloads, observed)
+    _observe_tracks(status, models, workloads, observed)
     note = "; ".join(apply_problems) if apply_problems else routing.note
-    _set_phase_and_conditions(md, status, workloads, observed, note, routing.mirroring_supported and not apply_problems,
+    set_phase_and_conditions(md, status, workloads, observed, note, routing.mirroring_supported and not apply_problems,
                               "ApplyFailed" if apply_problems else None, canary_live, now, events)
+    set_model_conditions(md, status, unresolved, {t: m for t, m in failures.items() if t in workloads}, now, events)
     status.history = status.history[-spec.revision_history_limit:]
     status.observed_generation = meta.get("generation")
     return Plan(children=children, split=routing.effective, status=status.to_wire(), events=events, breaches=tuple(breaches))
@@ -127,19 +167,22 @@ def _start_step_when_applied(md: ModelDeployment, status: ModelDeploymentStatus,
         status.step_started_at = now
 
 
-def _follow_spec_stable(spec, status: ModelDeploymentStatus, now, events: list[Event]) -> None:
-    """A change of spec.stable (or the first sight of it) resets the served stable to it."""
-    wanted = ModelRef(version=spec.stable.version, model_uri=spec.stable.model_uri)
-    if status.observed_stable == wanted and status.stable is not None:
+def _follow_spec_stable(wanted: TrackModel, status: ModelDeploymentStatus, now, events: list[Event]) -> None:
+    """A change of spec.stable, or of what its alias names (or the first sight of it), resets the
+    served stable to it."""
+    seen = status.observed_stable
+    if seen is not None and status.stable is not None and wanted.same_artifact(seen.version, seen.model_uri, seen.resolved_uri):
         return
-    if status.stable is not None and (status.stable.version, status.stable.model_uri) != (wanted.version, wanted.model_uri):
+    if status.stable is not None and not wanted.same_artifact(status.stable.version, status.stable.model_uri,
+                                                              status.stable.resolved_uri):
         _retire_current(status, now, "Replaced")
-        status.history.append(HistoryEntry(version=wanted.version, model_uri=wanted.model_uri, promoted_at=now, reason="SpecChanged"))
-        events.append(Event("Normal", "StableUpdated", f"stable set to {wanted.version} by the spec"))
+        status.history.append(history_entry(wanted, now, "SpecChanged"))
+        moved = f" ({wanted.model_uri} now names {wanted.resolved_uri})" if wanted.resolved_uri != wanted.model_uri else ""
+        events.append(Event("Normal", "StableUpdated", f"stable set to {wanted.version} by the spec{moved}"))
     elif status.stable is None:
-        status.history.append(HistoryEntry(version=wanted.version, model_uri=wanted.model_uri, promoted_at=now, reason="Initial"))
-    status.stable = TrackStatus(version=wanted.version, model_uri=wanted.model_uri)
-    status.observed_stable = wanted
+        status.history.append(history_entry(wanted, now, "Initial"))
+    status.stable = track_status(wanted)
+    status.observed_stable = ModelRef(version=wanted.version, model_uri=wanted.model_uri, resolved_uri=wanted.resolved_uri)
     if status.rollback and status.rollback.track == "stable":
         status.rollback = None
 
@@ -155,34 +198,38 @@ def _handle_retry(annotations: dict[str, str], status: ModelDeploymentStatus, ev
         events.append(Event("Normal", "RetryRequested", f"{RETRY_ANNOTATION}={token}: the canary starts over"))
 
 
-def _canary_rolled_back(md: ModelDeployment, status: ModelDeploymentStatus) -> bool:
+def _canary_rolled_back(model: TrackModel | None, status: ModelDeploymentStatus) -> bool:
     """The spec's canary is a version rolled back (as a canary, or later as stable): never restart it by itself."""
-    canary, rollback = md.spec.canary, status.rollback
-    return bool(canary and rollback and rollback.from_version == canary.version)
+    rollback = status.rollback
+    return bool(model and rollback and rollback.from_version == model.version)
 
 
-def _advance_canary(md, status: ModelDeploymentStatus, observed, verdicts, now, events: list[Event], breaches: list[str]) -> bool:
+def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus, observed, verdicts, now,
+                    events: list[Event], breaches: list[str]) -> bool:
     """Start, hold, advance, promote or abort the canary. Returns whether a canary serves traffic."""
-    canary = md.spec.canary
-    if canary is None or status.stable is None or canary.version == status.stable.version or _canary_rolled_back(md, status):
-        if not _canary_rolled_back(md, status):
+    canary = md.spec.canary if model is not None else None
+    if canary is None or model is None or status.stable is None or model.version == status.stable.version \
+            or _canary_rolled_back(model, status):
+        if not _canary_rolled_back(model, status):
             status.canary, status.canary_step, status.canary_started_at = None, None, None
             status.step_started_at = status.step_requested_at = None
         return False
     if status.rollback and status.rollback.track == "canary":
         status.rollback = None  # a new canary version starts over
-    if status.canary is None or status.canary.version != canary.version or status.canary.model_uri != canary.model_uri:
-        status.canary = TrackStatus(version=canary.version, model_uri=canary.model_uri)
+    if status.canary is None or not model.same_artifact(status.canary.version, status.canary.model_uri,
+                                                        status.canary.resolved_uri):
+        status.canary = track_status(model)
         status.canary_step = 0 if canary.steps else None
         status.canary_started_at = now
         status.step_started_at, status.step_requested_at = None, now if canary.steps else None
-        events.append(Event("Normal", "CanaryStarted", f"canary {canary.version} started"
+        source = f" ({model.resolved_uri})" if model.resolved_uri != model.model_uri else ""
+        events.append(Event("Normal", "CanaryStarted", f"canary {model.version}{source} started"
                             + (f" at {canary.steps[0].weight}%" if canary.steps else f" as a {canary.weight}% A/B split")))
-    gating = [v for v in verdicts if v.track == "canary" and v.about(canary.version)]
+    gating = [v for v in verdicts if v.track == "canary" and v.about(model.version)]
     aborting = [v for v in gating if v.rollback and v.breached_since(status.canary_started_at)]
     breaches.extend(v.name for v in aborting)
     if aborting:
-        _abort_canary(md, status, "; ".join(v.describe() for v in aborting), now, events)
+        _abort_canary(md, model, status, "; ".join(v.describe() for v in aborting), now, events)
         return False
     if not canary.steps:
         return True  # a fixed A/B split holds until the spec changes
@@ -190,10 +237,10 @@ def _advance_canary(md, status: ModelDeploymentStatus, observed, verdicts, now, 
     step = canary.steps[step_index]
     started = status.step_started_at
     track = observed.get("canary")
-    ready = track is not None and track.ready_for(canary.version, track.replicas) and track.ready_replicas > 0
+    ready = track is not None and track.ready_for(model.version, track.replicas) and track.ready_replicas > 0
     if started is None or now - started < step.pause or not ready or not all(v.passed_since(started) for v in gating):
-        if _stalled(md, status, now) and canary.abort_on_stall:
-            _abort_canary(md, status, f"stalled: step {step_index + 1} made no progress for "
+        if stalled(md, status, now) and canary.abort_on_stall:
+            _abort_canary(md, model, status, f"stalled: step {step_index + 1} made no progress for "
                                       f"{format_duration(step.pause + canary.progress_deadline)}", now, events)
             return False
         return True
@@ -201,37 +248,27 @@ def _advance_canary(md, status: ModelDeploymentStatus, observed, verdicts, now, 
         status.canary_step = step_index + 1
         status.step_started_at, status.step_requested_at = None, now
         events.append(Event("Normal", "CanaryStepAdvanced",
-                            f"canary {canary.version} advanced to step {step_index + 2}/{len(canary.steps)} "
+                            f"canary {model.version} advanced to step {step_index + 2}/{len(canary.steps)} "
                             f"at {canary.steps[step_index + 1].weight}%"))
         return True
     _retire_current(status, now, "Superseded")
-    status.history.append(HistoryEntry(version=canary.version, model_uri=canary.model_uri, promoted_at=now, reason="Promoted"))
-    events.append(Event("Normal", "CanaryPromoted", f"canary {canary.version} promoted to stable (was {status.stable.version})"))
-    status.stable = TrackStatus(version=canary.version, model_uri=canary.model_uri)
+    status.history.append(history_entry(model, now, "Promoted"))
+    events.append(Event("Normal", "CanaryPromoted", f"canary {model.version} promoted to stable (was {status.stable.version})"))
+    status.stable = track_status(model)
     status.canary, status.canary_step, status.canary_started_at = None, None, None
     status.step_started_at = status.step_requested_at = None
     return False
 
 
-def _abort_canary(md: ModelDeployment, status: ModelDeploymentStatus, reason: str, now, events: list[Event]) -> None:
-    canary = md.spec.canary
-    assert canary is not None and status.stable is not None
-    status.rollback = RollbackStatus(track="canary", from_version=canary.version, to_version=status.stable.version,
+def _abort_canary(md: ModelDeployment, model: TrackModel, status: ModelDeploymentStatus, reason: str, now,
+                  events: list[Event]) -> None:
+    assert status.stable is not None
+    status.rollback = RollbackStatus(track="canary", from_version=model.version, to_version=status.stable.version,
                                      reason=reason, at=now, generation=md.metadata.get("generation") or 0)
-    status.canary = TrackStatus(version=canary.version, model_uri=canary.model_uri)
+    status.canary = track_status(model)
     status.canary_step = None
     status.step_started_at = status.step_requested_at = None
-    events.append(Event("Warning", "CanaryAborted", f"canary {canary.version} rolled back: {reason}"))
-
-
-def _stalled(md: ModelDeployment, status: ModelDeploymentStatus, now) -> bool:
-    """The current step is past its pause plus spec.canary.progressDeadline and has not advanced."""
-    canary = md.spec.canary
-    if canary is None or not canary.steps or status.canary_step is None:
-        return False
-    requested = status.step_requested_at or status.step_started_at
-    step = canary.steps[min(status.canary_step, len(canary.steps) - 1)]
-    return requested is not None and now - requested >= step.pause + canary.progress_deadline
+    events.append(Event("Warning", "CanaryAborted", f"canary {model.version} rolled back: {reason}"))
 
 
 def _rollback_stable(status: ModelDeploymentStatus, verdicts, now, events: list[Event], breaches: list[str]) -> None:
@@ -253,9 +290,11 @@ def _rollback_stable(status: ModelDeploymentStatus, verdicts, now, events: list[
             events.append(Event("Warning", "RollbackImpossible", f"stable {current} is failing but has no previous version: {reason}"))
         return
     _retire_current(status, now, "RolledBack")
-    status.history.append(HistoryEntry(version=previous.version, model_uri=previous.model_uri, promoted_at=now, reason="RollbackTarget"))
+    target = TrackModel(previous.version, previous.model_uri, previous.resolved_uri or previous.model_uri,
+                        previous.model_version, previous.run_id)
+    status.history.append(history_entry(target, now, "RollbackTarget"))
     status.rollback = RollbackStatus(track="stable", from_version=current, to_version=previous.version, reason=reason, at=now)
-    status.stable = TrackStatus(version=previous.version, model_uri=previous.model_uri)
+    status.stable = track_status(target)
     events.append(Event("Warning", "StableRolledBack", f"stable rolled back from {current} to {previous.version}: {reason}"))
 
 
@@ -276,101 +315,45 @@ def _canary_weight(md: ModelDeployment, status: ModelDeploymentStatus, canary_li
     return canary.weight or 0
 
 
-def _workloads(md: ModelDeployment, status: ModelDeploymentStatus, canary_live: bool) -> dict[str, TrackWorkload]:
+def _replicas(track) -> int:
+    return max(track.replicas, track.autoscaling.min_replicas) if track.autoscaling else track.replicas
+
+
+def _workloads(md: ModelDeployment, models: Mapping[str, TrackModel], status: ModelDeploymentStatus,
+               canary_live: bool) -> dict[str, TrackWorkload]:
     spec = md.spec
     assert status.stable is not None and status.stable.model_uri is not None
-    workloads = {"stable": TrackWorkload("stable", status.stable.version, status.stable.model_uri, spec.stable.replicas, True)}
-    aborted_canary = _canary_rolled_back(md, status) and status.rollback is not None and status.rollback.track == "canary"
-    if spec.canary and (canary_live or aborted_canary):
-        replicas = spec.canary.replicas if canary_live else 0  # an aborted canary is scaled down, kept for inspection
-        workloads["canary"] = TrackWorkload("canary", spec.canary.version, spec.canary.model_uri, replicas, canary_live)
-    if spec.shadow:
-        workloads["shadow"] = TrackWorkload("shadow", spec.shadow.version, spec.shadow.model_uri, spec.shadow.replicas, False)
+    stable = served_model(status.stable)
+    workloads = {"stable": TrackWorkload("stable", stable.version, stable.resolved_uri, _replicas(spec.stable), True,
+                                         sha256=spec.stable.sha256 if stable.model_uri == spec.stable.model_uri else None)}
+    canary = models.get("canary")
+    aborted_canary = _canary_rolled_back(canary, status) and status.rollback is not None and status.rollback.track == "canary"
+    if spec.canary and canary and (canary_live or aborted_canary):
+        replicas = _replicas(spec.canary) if canary_live else 0  # an aborted canary is scaled down, kept for inspection
+        workloads["canary"] = TrackWorkload("canary", canary.version, canary.resolved_uri, replicas, canary_live, sha256=canary.sha256)
+    shadow = models.get("shadow")
+    if spec.shadow and shadow:
+        workloads["shadow"] = TrackWorkload("shadow", shadow.version, shadow.resolved_uri, _replicas(spec.shadow), False,
+                                            sha256=shadow.sha256)
     return workloads
 
 
 def _with_replicas(workload: TrackWorkload, replicas: int) -> TrackWorkload:
-    return TrackWorkload(workload.track, workload.version, workload.model_uri, replicas, workload.serving)
+    return dataclasses.replace(workload, replicas=replicas)
 
 
-def _observe_tracks(status: ModelDeploymentStatus, workloads: dict[str, TrackWorkload], observed) -> None:
+def _observe_tracks(status: ModelDeploymentStatus, models: Mapping[str, TrackModel], workloads: dict[str, TrackWorkload],
+                    observed) -> None:
     for name in ("stable", "canary", "shadow"):
         workload = workloads.get(name)
         if workload is None:
             if name != "canary" or status.canary is None:
                 setattr(status, name, None)
             continue
+        model = served_model(status.stable) if name == "stable" and status.stable else models[name]
         track = observed.get(name)
         ready = track is not None and track.ready_for(workload.version, workload.replicas)
-        setattr(status, name, TrackStatus(
-            version=workload.version, model_uri=workload.model_uri, replicas=workload.replicas,
+        setattr(status, name, track_status(
+            model, replicas=workload.replicas,
             ready_replicas=track.ready_replicas if track and track.version == workload.version else 0, ready=ready,
         ))
-
-
-def _condition(status: ModelDeploymentStatus, type_: str, value: bool, reason: str, message: str, now, generation) -> None:
-    status.conditions = set_condition(status.conditions, type_, value, reason, message, now, generation)
-
-
-def _set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, observed, note: str, traffic_ok: bool,
-                              traffic_problem: str | None, canary_live: bool, now, events: list[Event]) -> None:
-    """Phase and conditions, each for this generation; Promoted and RolledBack speak of the current canary."""
-    generation = md.metadata.get("generation")
-    _condition(status, "InvalidSpec", False, "Valid", "the spec is valid", now, generation)
-    not_ready = [t for t in workloads if getattr(status, t) is None or not getattr(status, t).ready]
-    not_ready = [t for t in not_ready if workloads[t].replicas > 0]
-    last = status.history[-1] if status.history else None
-    promoting = bool(last and last.reason == "Promoted" and "stable" in not_ready)
-    rolled_back = status.rollback is not None
-    if rolled_back:
-        phase = Phase.ROLLED_BACK
-    elif promoting:
-        phase = Phase.PROMOTING
-    elif canary_live:
-        phase = Phase.PROGRESSING
-    elif not_ready:
-        phase = Phase.PENDING if status.phase in (Phase.PENDING, Phase.FAILED) else Phase.DEGRADED
-    else:
-        phase = Phase.STABLE
-    status.phase = phase
-
-    ready_message = "all tracks ready" if not not_ready else "not ready: " + ", ".join(not_ready)
-    _condition(status, "Ready", not not_ready, "TracksReady" if not not_ready else "TracksNotReady", ready_message, now, generation)
-    canary = md.spec.canary
-    if canary_live and canary and canary.steps:
-        index = status.canary_step or 0
-        waiting = "" if status.step_started_at else " (waiting for the weights to be applied)"
-        progress = ("CanaryStep", f"step {index + 1}/{len(canary.steps)} at {canary.steps[index].weight}%{waiting}")
-    elif canary_live and canary:
-        progress = ("FixedWeight", f"A/B split at {canary.weight}%")
-    else:
-        progress = ("Promoting", "stable rolling out the promoted version") if promoting else ("Idle", "no canary in progress")
-    _condition(status, "Progressing", canary_live or promoting, progress[0], progress[1], now, generation)
-    # Promoted speaks of the spec's canary: a new canary version is not promoted until it is.
-    promoted_version = last.version if last and last.reason == "Promoted" else None
-    promoted = promoted_version is not None and (canary is None or canary.version == promoted_version)
-    _condition(status, "Promoted", promoted, "CanaryPromoted" if promoted else "NotPromoted",
-               f"{promoted_version} promoted" if promoted else (f"canary {canary.version} not promoted" if canary else ""),
-               now, generation)
-    _condition(status, "RolledBack", rolled_back, "RolledBack" if rolled_back else "NotRolledBack",
-               status.rollback.reason if status.rollback else "", now, generation)
-    stalled = canary_live and _stalled(md, status, now)
-    was_stalled = condition_true(status.conditions, "Stalled")
-    if stalled and not was_stalled and canary:
-        events.append(Event("Warning", "CanaryStalled", f"canary {canary.version} step {(status.canary_step or 0) + 1} made "
-                            f"no progress within its pause + progressDeadline ({format_duration(canary.progress_deadline)})"))
-    _condition(status, "Stalled", stalled, "ProgressDeadlineExceeded" if stalled else "Progressing",
-               "no decisive verdict within the progress deadline" if stalled else "", now, generation)
-    traffic_reason = traffic_problem or ("Applied" if traffic_ok else "MirroringUnsupported")
-    _condition(status, "TrafficReady", traffic_ok, traffic_reason,
-               note or f"stable {status.weights.stable}%, canary {status.weights.canary}%, mirror {status.weights.mirror}%",
-               now, generation)
-    summary: dict[Any, str] = {
-        Phase.ROLLED_BACK: f"rolled back: {status.rollback.reason}" if status.rollback else "",
-        Phase.PROMOTING: progress[1],
-        Phase.PROGRESSING: f"canary {canary.version if canary else ''}: {progress[1]}",
-        Phase.DEGRADED: ready_message,
-        Phase.PENDING: ready_message,
-        Phase.STABLE: f"serving {status.stable.version if status.stable else ''}",
-    }
-    status.message = summary.get(phase, "")

@@ -11,6 +11,24 @@ from modelwarden.routers.base import Split
 
 
 @dataclass(frozen=True)
+class TrackModel:
+    """What a track of the spec serves once its URI is resolved: the version label and the exact
+    artifact (an MLflow alias pinned to the version it named)."""
+
+    version: str
+    model_uri: str  # as the spec wrote it
+    resolved_uri: str  # what the pods fetch
+    model_version: str | None = None  # MLflow registered model version
+    run_id: str | None = None
+    sha256: str | None = None
+
+    def same_artifact(self, version: str | None, model_uri: str | None, resolved_uri: str | None) -> bool:
+        """Whether a recorded track serves this model (a record from before resolution existed has
+        no resolved URI: its spec URI is what it served)."""
+        return version == self.version and model_uri == self.model_uri and (resolved_uri or model_uri) == self.resolved_uri
+
+
+@dataclass(frozen=True)
 class ObservedTrack:
     """A child Deployment as read from the API."""
 

@@ -1,0 +1,42 @@
+"""Why a track's pods do not start: the storage initializer's termination message, read from the
+Pod status of a track that is not ready (condition ModelFetchFailed). Pods are listed by label
+only while a track is short of ready replicas, so a settled ModelDeployment costs no request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from modelwarden.builders.workloads import FETCH_CONTAINER
+from modelwarden.contract.kubernetes import INSTANCE_LABEL
+from modelwarden.kube.api import KubeApi
+from modelwarden.planning.types import ObservedTrack
+
+MESSAGE_LIMIT = 300
+
+
+def fetch_failure(pod: Mapping[str, Any]) -> str | None:
+    """The storage initializer's one-line error, if it ended in failure (now or before a restart)."""
+    for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        if status.get("name") != FETCH_CONTAINER:
+            continue
+        for state in ((status.get("state") or {}).get("terminated"), (status.get("lastState") or {}).get("terminated")):
+            if state and int(state.get("exitCode") or 0) != 0:
+                text = (state.get("message") or state.get("reason") or f"exit code {state.get('exitCode')}").strip()
+                return " ".join(text.splitlines()[-1:])[:MESSAGE_LIMIT] or f"exit code {state.get('exitCode')}"
+    return None
+
+
+def fetch_failures(kube: KubeApi, namespace: str, name: str, observed: Mapping[str, ObservedTrack]) -> dict[str, str]:
+    """Per track short of ready replicas: why its current version's model could not be fetched."""
+    failures: dict[str, str] = {}
+    for track, seen in observed.items():
+        if seen.version is None or seen.replicas == 0 or seen.ready_replicas >= seen.replicas:
+            continue
+        selector = f"{INSTANCE_LABEL}={name},track={track},version={seen.version}"
+        for pod in kube.list("v1", "Pod", namespace, selector):
+            message = fetch_failure(pod)
+            if message:
+                failures[track] = message
+                break
+    return failures

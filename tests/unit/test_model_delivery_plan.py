@@ -1,0 +1,192 @@
+"""plan() and the pod builder for models that live elsewhere: registry aliases pinned to versions,
+a moved alias starting a rollout, a rollback to the exact earlier version, unresolvable URIs and
+failed fetches changing nothing, the storage initializer, per-track overrides, HPA and PDB."""
+
+import datetime
+
+from modelwarden.api.modeldeployment import ModelDeployment
+from modelwarden.contract.modeluri import Resolution
+from modelwarden.planning.plan import plan
+from modelwarden.planning.types import ObservedTrack, PolicyVerdict
+from tests.validation import validate_any
+
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+MIN = datetime.timedelta(minutes=1)
+CHAMPION, CHALLENGER = "models:/fraud@champion", "models:/fraud@challenger"
+
+
+def body(spec_changes=None, status=None):
+    spec = {"model": "fraud", "stable": {"modelUri": CHAMPION, "replicas": 2}, "traffic": {"router": "replicas"},
+            "storage": {"secretRef": {"name": "model-store"}}}
+    spec.update(spec_changes or {})
+    doc = {"apiVersion": "modelwarden.io/v1alpha1", "kind": "ModelDeployment",
+           "metadata": {"name": "fraud", "namespace": "ml", "uid": "uid-1", "generation": 1}, "spec": spec}
+    if status is not None:
+        doc["status"] = status
+    return ModelDeployment.model_validate(doc)
+
+
+def pinned(uri, version, run="run-%s"):
+    name = uri.split("/")[1].split("@")[0]
+    return Resolution(uri=uri, resolved_uri=f"models:/{name}/{version}", model_version=str(version), run_id=run % version)
+
+
+def ready(version, replicas=2):
+    return ObservedTrack(version=version, replicas=replicas, ready_replicas=replicas, updated_replicas=replicas, up_to_date=True)
+
+
+def run(model, resolutions, observed=None, verdicts=(), now=T0, failures=None):
+    result = plan(model, observed or {}, list(verdicts), now, resolutions=resolutions, fetch_failures=failures)
+    after = ModelDeployment.model_validate({**model.model_dump(by_alias=True, exclude={"status"}), "status": result.status})
+    return result, after
+
+
+def condition(status, type_):
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def deployment(result, track):
+    return next(c for c in result.children if c["kind"] == "Deployment" and c["metadata"]["name"] == f"fraud-{track}")
+
+
+def test_an_alias_is_pinned_to_its_version_in_status_history_and_the_pods():
+    result, _ = run(body(), {CHAMPION: pinned(CHAMPION, 1)})
+    stable = result.status["stable"]
+    assert (stable["version"], stable["modelUri"], stable["resolvedUri"], stable["modelVersion"], stable["runId"]) == (
+        "1", CHAMPION, "models:/fraud/1", "1", "run-1")
+    assert result.status["history"][0] | {"promotedAt": None} == {
+        "version": "1", "modelUri": CHAMPION, "resolvedUri": "models:/fraud/1", "modelVersion": "1", "runId": "run-1",
+        "promotedAt": None, "reason": "Initial"}
+    pod = deployment(result, "stable")["spec"]["template"]["spec"]
+    fetch = pod["initContainers"][0]
+    assert fetch["name"] == "fetch-model" and fetch["args"][:3] == ["fetch-model", "models:/fraud/1", "/var/run/modelwarden/model"]
+    assert fetch["envFrom"] == [{"secretRef": {"name": "model-store"}}]
+    server_env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert server_env["MODEL_PATH"] == "/var/run/modelwarden/model" and server_env["MODEL_URI"] == "models:/fraud/1"
+    assert {"name": "modelwarden-model", "mountPath": "/var/run/modelwarden/model", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    assert condition(result.status, "ModelResolved")["status"] == "True"
+    assert validate_any(deployment(result, "stable")) == []
+
+
+def test_a_moved_stable_alias_is_a_spec_change_and_a_rollback_returns_to_the_exact_version():
+    _, first = run(body(), {CHAMPION: pinned(CHAMPION, 1)})
+    _, first = run(first, {CHAMPION: pinned(CHAMPION, 1)}, {"stable": ready("1")})
+    again, _ = run(first, {CHAMPION: pinned(CHAMPION, 1)}, {"stable": ready("1")}, now=T0 + MIN)
+    assert again.events == []  # the same resolution: nothing to do
+    moved, second = run(first, {CHAMPION: pinned(CHAMPION, 2)}, {"stable": ready("1")}, now=T0 + 2 * MIN)
+    assert [e.reason for e in moved.events] == ["StableUpdated"]
+    assert "models:/fraud/2" in moved.events[0].message
+    assert deployment(moved, "stable")["spec"]["template"]["spec"]["initContainers"][0]["args"][1] == "models:/fraud/2"
+    assert [(h["version"], h["resolvedUri"]) for h in moved.status["history"]] == [("1", "models:/fraud/1"), ("2", "models:/fraud/2")]
+    breach = PolicyVerdict(name="quality", track="stable", verdict="Fail", evaluated_at=T0 + 9 * MIN, consecutive_failures=3,
+                           failure_threshold=3, rollback=True, failing_checks=("performance/accuracy",), version="2")
+    # The alias still names 2, yet the rollback serves exactly what served before: models:/fraud/1.
+    rolled, after = run(second, {CHAMPION: pinned(CHAMPION, 2)}, {"stable": ready("2")}, [breach], now=T0 + 10 * MIN)
+    assert [e.reason for e in rolled.events] == ["StableRolledBack"]
+    assert (after.status.stable.version, after.status.stable.resolved_uri, after.status.stable.run_id) == ("1", "models:/fraud/1", "run-1")
+    assert deployment(rolled, "stable")["spec"]["template"]["spec"]["initContainers"][0]["args"][1] == "models:/fraud/1"
+    # And it stays there while the alias is unchanged.
+    held, _ = run(after, {CHAMPION: pinned(CHAMPION, 2)}, {"stable": ready("1")}, now=T0 + 11 * MIN)
+    assert held.events == [] and held.status["stable"]["resolvedUri"] == "models:/fraud/1"
+
+
+def test_a_moved_canary_alias_starts_a_new_canary_rollout_of_the_new_version():
+    spec = {"canary": {"modelUri": CHALLENGER, "steps": [{"weight": 10, "pause": "5m"}, {"weight": 50, "pause": "5m"}]}}
+    resolutions = {CHAMPION: pinned(CHAMPION, 1), CHALLENGER: pinned(CHALLENGER, 3)}
+    started, model = run(body(spec), resolutions)
+    assert [e.reason for e in started.events] == ["CanaryStarted"]
+    assert model.status.canary.version == "3" and model.status.canary.resolved_uri == "models:/fraud/3"
+    model = model.model_copy(update={"status": model.status.model_copy(update={"canary_step": 1, "step_started_at": T0 + MIN})})
+    resolutions[CHALLENGER] = pinned(CHALLENGER, 4)
+    moved, after = run(model, resolutions, {"stable": ready("1"), "canary": ready("3", 1)}, now=T0 + 3 * MIN)
+    assert [e.reason for e in moved.events][:1] == ["CanaryStarted"]
+    assert (after.status.canary.version, after.status.canary_step, after.status.canary_started_at) == ("4", 0, T0 + 3 * MIN)
+    assert deployment(moved, "canary")["spec"]["template"]["spec"]["initContainers"][0]["args"][1] == "models:/fraud/4"
+
+
+def test_an_alias_that_cannot_be_resolved_creates_nothing_then_changes_nothing():
+    nothing, model = run(body(), {CHAMPION: "models:/fraud@champion: cannot reach http://mlflow:5000"})
+    assert nothing.children == [] and [e.reason for e in nothing.events] == ["ModelResolveFailed"]
+    assert condition(nothing.status, "ModelResolved")["status"] == "False"
+    assert "cannot reach" in condition(nothing.status, "ModelResolved")["message"] and nothing.status["phase"] == "Pending"
+    quiet, _ = run(model, {CHAMPION: "models:/fraud@champion: cannot reach http://mlflow:5000"})
+    assert quiet.events == []  # announced once
+    served, model = run(model, {CHAMPION: pinned(CHAMPION, 1)})
+    assert condition(served.status, "ModelResolved")["status"] == "True" and deployment(served, "stable")
+    down, after = run(model, {CHAMPION: "registry unreachable"}, {"stable": ready("1")}, now=T0 + MIN)
+    assert deployment(down, "stable") == deployment(served, "stable")  # what serves is kept as it is
+    assert [e.reason for e in down.events] == ["ModelResolveFailed"]
+    assert after.status.stable.resolved_uri == "models:/fraud/1"
+    still, _ = run(after, {CHAMPION: "registry unreachable"}, {"stable": ready("1")}, now=T0 + 2 * MIN)
+    assert still.events == []  # announced once per change
+
+
+def test_a_canary_whose_model_cannot_be_fetched_gets_no_traffic_and_says_why():
+    spec = {"stable": {"version": "1", "modelUri": "s3://models/fraud/1/model.joblib", "replicas": 2},
+            "canary": {"version": "2", "modelUri": "s3://models/fraud/2/model.joblib", "weight": 20}}
+    failing = {"canary": "fetch-model: no object or prefix s3://models/fraud/2/model.joblib"}
+    result, model = run(body(spec), {}, {"stable": ready("1")}, failures=failing)
+    assert result.status["weights"]["canary"] == 0
+    fetch = condition(result.status, "ModelFetchFailed")
+    assert (fetch["status"], fetch["reason"]) == ("True", "StorageInitializerFailed") and "canary: fetch-model: no object" in fetch["message"]
+    assert "ModelFetchFailed" in [e.reason for e in result.events]
+    assert deployment(result, "stable")["spec"]["replicas"] == 2  # the serving track is untouched
+    again, _ = run(model, {}, {"stable": ready("1")}, failures=failing, now=T0 + MIN)
+    assert "ModelFetchFailed" not in [e.reason for e in again.events]
+    fixed, _ = run(model, {}, {"stable": ready("1"), "canary": ready("2", 1)}, now=T0 + 2 * MIN)
+    assert condition(fixed.status, "ModelFetchFailed")["status"] == "False" and fixed.status["weights"]["canary"] > 0
+
+
+def test_tracks_differ_by_image_resources_env_and_placement_and_scale_with_an_hpa():
+    template = {"spec": {"containers": [{"name": "server", "image": "ghcr.io/example/serve:1",
+                                         "resources": {"requests": {"cpu": "500m"}}},
+                                        {"name": "sidecar", "image": "ghcr.io/example/log:1"}],
+                         "initContainers": [{"name": "warmup", "image": "busybox"}]}}
+    spec = {"template": template,
+            "stable": {"version": "1", "modelUri": "pvc://models/fraud/1", "replicas": 3},
+            "canary": {"version": "2", "modelUri": "gs://fraud-models/2/model.skops", "weight": 10,
+                       "image": "ghcr.io/example/serve:2-sklearn1.9",
+                       "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "4Gi"}},
+                       "env": [{"name": "OMP_NUM_THREADS", "value": "2"}],
+                       "nodeSelector": {"gpu": "a100"},
+                       "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                       "autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetCPU": 60}}}
+    result, _ = run(body(spec), {})
+    stable, canary = deployment(result, "stable"), deployment(result, "canary")
+    stable_pod, canary_pod = stable["spec"]["template"]["spec"], canary["spec"]["template"]["spec"]
+    assert stable_pod["containers"][0]["image"] == "ghcr.io/example/serve:1"
+    assert canary_pod["containers"][0]["image"] == "ghcr.io/example/serve:2-sklearn1.9"
+    assert canary_pod["containers"][0]["resources"] == {"requests": {"cpu": "500m"}, "limits": {"nvidia.com/gpu": 1, "memory": "4Gi"}}
+    assert {"name": "OMP_NUM_THREADS", "value": "2"} in canary_pod["containers"][0]["env"]
+    assert canary_pod["nodeSelector"] == {"gpu": "a100"} and "nodeSelector" not in stable_pod
+    # The pvc track mounts its claim read-only and fetches nothing; the gs track fetches.
+    assert "initContainers" not in stable_pod or all(c["name"] != "fetch-model" for c in stable_pod["initContainers"])
+    assert {"name": "modelwarden-model-claim", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in stable_pod["volumes"]
+    assert {e["name"]: e.get("value") for e in stable_pod["containers"][0]["env"]}["MODEL_PATH"] == "/var/run/modelwarden/claim/fraud/1"
+    assert [c["name"] for c in canary_pod["initContainers"]] == ["warmup", "fetch-model"]
+    # Every container of the user's knows the model it sits beside.
+    for container in (stable_pod["containers"][1], stable_pod["initContainers"][0]):
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert (env["MODEL_URI"], env["MODEL_VERSION"], env["MODEL_TRACK"]) == ("pvc://models/fraud/1", "1", "stable")
+    # The autoscaled canary: an HPA, and no replicas from the operator; the 3-replica stable gets a PDB.
+    # The replica-ratio router: 3 pods of capacity, 2 of them the HPA's canary (docs/modeldeployment.md).
+    assert "replicas" not in canary["spec"] and stable["spec"]["replicas"] == 1
+    hpa = next(c for c in result.children if c["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["metadata"]["name"] == "fraud-canary" and hpa["spec"]["scaleTargetRef"]["name"] == "fraud-canary"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    budgets = {c["metadata"]["name"] for c in result.children if c["kind"] == "PodDisruptionBudget"}
+    assert budgets == {"fraud-canary"}  # more than one replica (the HPA's minimum); stable is down to 1
+    for child in result.children:
+        assert validate_any(child) == [], child["kind"]
+
+
+def test_an_hpa_scaled_track_keeps_the_replicas_the_hpa_chose():
+    spec = {"stable": {"version": "1", "modelUri": "s3://models/fraud/1/model.joblib",
+                       "autoscaling": {"minReplicas": 2, "maxReplicas": 8}},
+            "canary": {"version": "2", "modelUri": "s3://models/fraud/2/model.joblib", "replicas": 1, "weight": 20}}
+    model = body(spec)
+    result = plan(model, {"stable": ready("1", 5), "canary": ready("2", 1)}, [], T0, autoscaled={"stable": 5})
+    stable = deployment(result, "stable")
+    assert "replicas" not in stable["spec"]
+    assert result.status["stable"]["replicas"] == 5

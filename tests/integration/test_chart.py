@@ -136,6 +136,8 @@ def test_full_values_reach_the_deployment(full):
         "--prometheus-url=http://mimir-gateway.monitoring.svc:8080/prometheus",
         "--allowed-prometheus-urls=http://mimir-gateway.monitoring.svc:8080/prometheus,https://thanos.example.com",
         "--allowed-alert-hosts=hooks.slack.com,*.example.com",
+        "--mlflow-tracking-uri=http://mlflow.mlops.svc:5000",
+        "--allowed-registry-urls=http://mlflow.mlops.svc:5000,https://mlflow.example.com",
         "--liveness=http://0.0.0.0:8081/healthz", "--metrics-port=9102", "--metrics-address=::", "--verbose",
         "--peering=modelwarden-prod",
         "--pod-monitor-labels=release=kube-prometheus-stack,team=ml",

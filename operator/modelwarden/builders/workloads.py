@@ -187,6 +187,10 @@ def _deliver_model(spec: dict[str, Any], server: dict[str, Any], workload: Track
             env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{STORE_SECRET_DIR}/gcs-credentials.json"})
     elif store.mlflow_tracking_uri and uri.registry:
         env.append({"name": "MLFLOW_TRACKING_URI", "value": store.mlflow_tracking_uri})
+    if uri.registry:
+        # mlflow's client retries 7 times with growing waits: an unreachable registry would hold
+        # the pod for minutes before ModelFetchFailed could say so.
+        env += [{"name": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "value": "2"}, {"name": "MLFLOW_HTTP_REQUEST_TIMEOUT", "value": "60"}]
     spec["initContainers"] = [*_without(spec.get("initContainers", []), {FETCH_CONTAINER}), fetcher]
     _ensure_tmp(spec)
 

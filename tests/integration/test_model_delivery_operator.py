@@ -22,7 +22,7 @@ NAME = "fraud-registry"
 def md(spec):
     return {"apiVersion": "modelwarden.io/v1alpha1", "kind": "ModelDeployment",
             "metadata": {"name": "fraud", "namespace": "default", "labels": {"e2e": "driven"}},
-            "spec": {"model": "fraud", "traffic": {"router": "replicas"}, **spec}}
+            "spec": {"model": "fraud", "traffic": {"router": "replicas"}, "storage": {"resolveInterval": "2s"}, **spec}}
 
 
 def fetched_uri(kube, track):

@@ -190,3 +190,30 @@ def test_an_hpa_scaled_track_keeps_the_replicas_the_hpa_chose():
     stable = deployment(result, "stable")
     assert "replicas" not in stable["spec"]
     assert result.status["stable"]["replicas"] == 5
+
+
+def test_a_rollout_with_an_old_pod_left_is_not_rolled_out():
+    """A 1-replica track whose new pod never starts: the real Deployment controller reports one
+    updated pod, not ready, beside the old ready one. The old version serves; the new is not ready."""
+    stuck = {"metadata": {"generation": 2}, "spec": {"replicas": 1, "template": {"metadata": {"labels": {"version": "2"}}}},
+             "status": {"observedGeneration": 2, "replicas": 2, "readyReplicas": 1, "updatedReplicas": 1,
+                        "availableReplicas": 1, "unavailableReplicas": 1}}
+    assert not ObservedTrack.from_deployment(stuck).ready_for("2", 1)
+    done = {**stuck, "status": {"observedGeneration": 2, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}}
+    assert ObservedTrack.from_deployment(done).ready_for("2", 1)
+
+
+def test_the_storage_initializers_failure_is_read_from_pod_status():
+    from modelwarden.controller.modelpods import fetch_failure
+
+    def pod(state, last=None):
+        status = {"name": "fetch-model", "state": state, **({"lastState": last} if last else {})}
+        return {"status": {"initContainerStatuses": [{"name": "warmup", "state": {"terminated": {"exitCode": 0}}}, status]}}
+
+    failed = {"terminated": {"exitCode": 1, "message": "fetch-model: no object or prefix s3://models/fraud/2\n"}}
+    assert fetch_failure(pod(failed)) == "fetch-model: no object or prefix s3://models/fraud/2"
+    assert fetch_failure(pod({"waiting": {"reason": "CrashLoopBackOff"}}, last=failed)) == "fetch-model: no object or prefix s3://models/fraud/2"
+    assert "secret \"store\" not found" in fetch_failure(pod({"waiting": {"reason": "CreateContainerConfigError",
+                                                                          "message": 'secret "store" not found'}}))
+    assert fetch_failure(pod({"running": {}})) is None
+    assert fetch_failure(pod({"terminated": {"exitCode": 0}})) is None

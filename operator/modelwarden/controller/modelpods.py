@@ -1,6 +1,6 @@
 """Why a track's pods do not start: the storage initializer's termination message, read from the
-Pod status of a track that is not ready (condition ModelFetchFailed). Pods are listed by label
-only while a track is short of ready replicas, so a settled ModelDeployment costs no request."""
+Pod status of a track that is not rolled out (condition ModelFetchFailed). Pods are listed by
+label only while a track's rollout is incomplete, so a settled ModelDeployment costs no request."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def fetch_failure(pod: Mapping[str, Any]) -> str | None:
     for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
         if status.get("name") != FETCH_CONTAINER:
             continue
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") == "CreateContainerConfigError":  # e.g. the store Secret does not exist
+            return f"CreateContainerConfigError: {waiting.get('message') or 'the container cannot be configured'}"[:MESSAGE_LIMIT]
         for state in ((status.get("state") or {}).get("terminated"), (status.get("lastState") or {}).get("terminated")):
             if state and int(state.get("exitCode") or 0) != 0:
                 text = (state.get("message") or state.get("reason") or f"exit code {state.get('exitCode')}").strip()
@@ -28,10 +31,10 @@ def fetch_failure(pod: Mapping[str, Any]) -> str | None:
 
 
 def fetch_failures(kube: KubeApi, namespace: str, name: str, observed: Mapping[str, ObservedTrack]) -> dict[str, str]:
-    """Per track short of ready replicas: why its current version's model could not be fetched."""
+    """Per track not rolled out: why its current version's model could not be fetched."""
     failures: dict[str, str] = {}
     for track, seen in observed.items():
-        if seen.version is None or seen.replicas == 0 or seen.ready_replicas >= seen.replicas:
+        if seen.version is None or seen.replicas == 0 or seen.ready_for(seen.version, seen.replicas):
             continue
         selector = f"{INSTANCE_LABEL}={name},track={track},version={seen.version}"
         for pod in kube.list("v1", "Pod", namespace, selector):

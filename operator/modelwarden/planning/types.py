@@ -37,14 +37,18 @@ class ObservedTrack:
     ready_replicas: int
     updated_replicas: int
     up_to_date: bool  # status.observedGeneration has caught up with metadata.generation
+    total_replicas: int = 0  # status.replicas: pods of every ReplicaSet, old ones included
 
     def ready_for(self, version: str, replicas: int) -> bool:
+        """Rolled out as `kubectl rollout status` sees it: every pod is of the new template and
+        ready, and no old pod is left (a new pod that never starts keeps the old one serving)."""
         return (
             self.up_to_date
             and self.version == version
             and self.replicas == replicas
             and self.ready_replicas >= replicas
             and self.updated_replicas >= replicas
+            and self.total_replicas <= self.updated_replicas
         )
 
     @classmethod
@@ -57,6 +61,7 @@ class ObservedTrack:
             ready_replicas=int(status.get("readyReplicas") or 0),
             updated_replicas=int(status.get("updatedReplicas") or 0),
             up_to_date=int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0),
+            total_replicas=int(status.get("replicas") or 0),
         )
 
 

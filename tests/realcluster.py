@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import datetime
 import functools
+import hashlib
+import json
 import shutil
 import tempfile
 import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,16 @@ import requests
 
 from tests.controlplane.support import KUBE_BIN, NAMESPACES, ROOT, SHARED_SCHEMAS, missing
 from modelwarden.sandbox.controlplane_admin import crd_documents
+from modelwarden.sandbox.fetcher import (
+    ContainerConfigError,
+    FetchOutcome,
+    container_env,
+    fetch_container,
+    fetch_failed_status,
+    init_statuses_completed,
+    run_fetch,
+    shows_failure,
+)
 from tests.kubeclient import KubeClient
 
 RBAC_KINDS = {"ServiceAccount": "serviceaccounts", "ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings"}
@@ -110,12 +124,26 @@ class PodKubelet:
     """The kubelet's part for Pods that no node runs: a Pod of a ReplicaSet becomes Running and
     Ready (the real ReplicaSet and Deployment controllers then report the Deployment ready); a
     Pod of a Job stays Pending until the test decides the Job's fate with ``finish_job``, then
-    it Succeeded or Failed (the real Job controller then completes or fails the Job)."""
+    it Succeeded or Failed (the real Job controller then completes or fails the Job).
 
-    def __init__(self, kube: KubeClient, interval: float = 0.25) -> None:
+    A Pod with the operator's storage initializer (the `fetch-model` init container) runs it for
+    real first (sandbox/fetcher.py: the container's env, its Secrets read from the API, the real
+    command into a temp dir): Running once it succeeded; Pending with the init container
+    terminated and its termination message when it failed (never Running), retried after
+    ``fetch_retry`` seconds like a restarted init container. Fetches run in a small pool, one per
+    distinct command and environment (the pods of one template share it), so a test with many
+    replicas fetches once."""
+
+    def __init__(self, kube: KubeClient, interval: float = 0.25, fetch_workers: int = 2, fetch_retry: float = 10.0) -> None:
         self.kube, self.interval = kube, interval
         self.job_outcomes: dict[tuple[str, str], bool] = {}  # (namespace, job) -> succeeded
         self.errors: list[str] = []
+        self.fetches: list[tuple[str, str, bool, str]] = []  # (namespace/pod, URI, ok, message) per fetch run, in order
+        self.fetch_retry = fetch_retry
+        self._fetch_dir: Path | None = None
+        self._pool = ThreadPoolExecutor(max_workers=fetch_workers, thread_name_prefix="pod-fetch")
+        self._fetching: dict[str, Future[FetchOutcome]] = {}  # fetch identity -> the fetch under way
+        self._done: dict[str, tuple[float, int, FetchOutcome]] = {}  # identity -> (when, attempts, last outcome)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pod-kubelet", daemon=True)
 
@@ -138,7 +166,11 @@ class PodKubelet:
             if owner is None:
                 continue
             if owner["kind"] == "ReplicaSet":
-                self._set_status(pod, self._running(pod))
+                init = fetch_container(pod["spec"])
+                if init is None:
+                    self._set_status(pod, self._running(pod))
+                else:
+                    self._initialize(pod, init)
             elif owner["kind"] == "Job" and (meta["namespace"], owner["name"]) in self.job_outcomes:
                 self._set_status(pod, self._terminated(pod, self.job_outcomes[(meta["namespace"], owner["name"])]))
 
@@ -150,6 +182,48 @@ class PodKubelet:
         except requests.HTTPError as error:
             if error.response is None or error.response.status_code not in (404, 409):
                 raise
+
+    def _initialize(self, pod: dict[str, Any], init: dict[str, Any]) -> None:
+        """Start the pod's fetch, or act on its outcome: Running, or the failure in its status."""
+        meta = pod["metadata"]
+        namespace = meta["namespace"]
+        try:
+            env = container_env(init, lambda plural, name: self.kube.get(plural, name, namespace), namespace, meta["name"])
+        except ContainerConfigError as error:
+            outcome, attempts = FetchOutcome.config_error(error), 1
+        else:
+            identity = hashlib.sha256(json.dumps([init.get("args"), sorted(env.items())]).encode()).hexdigest()
+            fetching = self._fetching.get(identity)
+            if fetching is not None:
+                if not fetching.done():
+                    return
+                del self._fetching[identity]
+                previous = self._done.get(identity)
+                self._done[identity] = (time.monotonic(), (previous[1] if previous else 0) + 1, fetching.result())
+            done = self._done.get(identity)
+            if done is None or (not done[2].ok and time.monotonic() - done[0] >= self.fetch_retry):
+                self._fetching[identity] = self._pool.submit(self._fetch, f"{namespace}/{meta['name']}", init, env, identity)
+                if done is None:
+                    return
+            _, attempts, outcome = done
+        if outcome.ok:
+            running_status = self._running(pod)
+            running_status["initContainerStatuses"] = init_statuses_completed(pod["spec"])
+            self._set_status(pod, running_status)
+        elif not shows_failure(pod, outcome, attempts - 1):
+            self._set_status(pod, fetch_failed_status(pod["spec"], outcome, restarts=attempts - 1))
+
+    def _fetch(self, pod: str, init: dict[str, Any], env: dict[str, str], identity: str) -> FetchOutcome:
+        if self._fetch_dir is None:
+            self._fetch_dir = Path(tempfile.mkdtemp(prefix="mw-pod-fetch-"))
+        dest = self._fetch_dir / f"{identity[:16]}-{len(self.fetches)}"
+        try:
+            outcome = run_fetch(init, env, dest, cancelled=self._stop.is_set)
+        except (OSError, ValueError) as error:
+            outcome = FetchOutcome(False, f"fetch-model: {error}", 1, "Error")
+        self.fetches.append((pod, init["args"][1], outcome.ok, outcome.message))
+        shutil.rmtree(dest, ignore_errors=True)  # nothing serves it: only the outcome matters
+        return outcome
 
     @staticmethod
     def _containers(pod: dict[str, Any], state: dict[str, Any], ready: bool) -> list[dict[str, Any]]:
@@ -179,3 +253,6 @@ class PodKubelet:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
+        self._pool.shutdown(wait=True, cancel_futures=True)  # a running fetch sees the stop and is killed
+        if self._fetch_dir is not None:
+            shutil.rmtree(self._fetch_dir, ignore_errors=True)

@@ -38,6 +38,12 @@ def test_demo_rolls_back_the_drifted_canary_and_reports_it(tmp_path, control_pla
     assert [e["reason"] for e in summary["events"]].count("CanaryStepAdvanced") == 1
     assert re.search(r"failed [23]x", summary["rollback"]["reason"]), summary["rollback"]
     assert summary["requests"]["stable"] > 0 and summary["requests"]["canary"] > 0
+    # Both versions were served from the local S3 API, fetched with the storage Secret's key.
+    store = summary["modelStore"]
+    fetched = [(f["deployment"], f["version"], f["uri"]) for f in store["fetches"] if f["ok"]]
+    assert fetched[:2] == [("fraud-stable", "1", f"s3://{store['bucket']}/fraud/1/model.joblib"),
+                           ("fraud-canary", "2", f"s3://{store['bucket']}/fraud/2/model.joblib")]
+    assert all(f["ok"] for f in store["fetches"])
     milestones = [m["what"] for m in summary["milestones"]]
     assert milestones[0].startswith("stable 1 serving") and milestones[-1].startswith("alert delivered")
     if control_plane == "real":

@@ -67,7 +67,7 @@ class ControlPlaneAdmin:
         response = session.get(url, timeout=10)
         if not response.ok:
             return []  # not there yet (or a transient error): asked again until the deadline
-        return (response.json().get("status") or {}).get("conditions", [])
+        return (response.json().get("status") or {}).get("conditions") or []  # null right after creation
 
     def create_namespace(self, name: str) -> None:
         response = self.session().post(f"{self.url}/api/v1/namespaces", timeout=30,

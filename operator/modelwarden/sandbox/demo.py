@@ -1,8 +1,11 @@
 """The sandbox scenario of `modelwarden demo`: the whole loop on one machine, with no cluster.
 
-It starts the API emulator, a real Prometheus, the operator, a kubelet stand-in that runs a real
-`modelwarden serve` process for every Deployment the operator creates, a traffic generator that
-sends predictions and ground truth, and a local alert receiver. Scenario: the stable version
+It starts the API emulator, a local S3 API (moto_server, sandbox/objectstore.py) holding the two
+model versions, a real Prometheus, the operator, a kubelet stand-in that fetches each model from
+the store as the pods' storage initializer would (s3:// URIs, credentials from the Secret named by
+spec.storage.secretRef) and runs a real `modelwarden serve` process for every Deployment the
+operator creates, a traffic generator that sends predictions and ground truth, and a local alert
+receiver. Scenario: the stable version
 serves; a canary is added and advances while its DriftPolicy passes; drift is injected into the
 canary's traffic; the policy fails, the operator rolls the canary back, alerts and launches a
 retraining Job. It prints live progress and returns a summary with the Events, which the command
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import json
 import os
 import signal
@@ -38,6 +42,7 @@ from modelwarden.sandbox import datagen
 from modelwarden.sandbox.apiserver import EmulatedApiServer, default_crd_dir
 from modelwarden.sandbox.examples import train_example
 from modelwarden.sandbox.kubelet import ProcessKubelet
+from modelwarden.sandbox.objectstore import ObjectStore
 from modelwarden.sandbox.processes import free_port
 from modelwarden.sandbox.prometheus import PrometheusServer
 from modelwarden.sandbox.receiver import AlertReceiver
@@ -47,6 +52,8 @@ NAMESPACE = "sandbox"
 NAME = "fraud"
 POLICY = "fraud-canary-gate"
 WEBHOOK_SECRET = "sandbox-signing-key"
+BUCKET = "modelwarden-demo"
+STORE_SECRET = "model-store"
 DRIFT = datagen.Drift(shift={"amount": 1.5, "merchant_risk": 1.5}, label_noise=0.45)
 
 
@@ -123,7 +130,7 @@ class Demo:
         # Comparing the canary with the stable track needs the same bucket edges on both: the new
         # version is served with the stable version's reference profile (see docs/statistics.md).
         models["2"].profile.write_text(models["1"].profile.read_text())
-        self.model_dirs = {version: example.directory for version, example in models.items()}
+        self.start_store(stack, models)
         kubeconfig = self.start_api(stack)
         self.prometheus = PrometheusServer(workdir=self.workdir / "prometheus")
         self.prometheus.start()
@@ -145,6 +152,20 @@ class Demo:
         self.traffic = TrafficGenerator(NAME, self.servers, self.weights, rows_per_second=self.pace.rows_per_second).start()
         stack.callback(self.traffic.stop)
         self.wait("operator live", lambda: requests.get(liveness, timeout=1).ok)
+
+    def start_store(self, stack: ExitStack, models: dict[str, Any]) -> None:
+        """The models where they live on a cluster: in a bucket, read with a key that may only read it."""
+        if importlib.util.find_spec("moto") is None:
+            raise SystemExit("the demo's S3 store needs moto_server: pip install 'modelwarden[sandbox]'")
+        self.store = ObjectStore(self.workdir / "s3").start()
+        stack.callback(self.store.stop)
+        self.store.create_bucket(BUCKET)
+        self.model_uris = {}
+        for version, example in models.items():
+            self.store.upload(BUCKET, f"{NAME}/{version}/{example.profile.name}", example.profile)
+            self.model_uris[version] = self.store.upload(BUCKET, f"{NAME}/{version}/{example.model.name}", example.model)
+        self.store_env = self.store.env(self.store.reader(BUCKET))
+        self.say(f"models in s3://{BUCKET} on {self.store.url}")
 
     def start_api(self, stack: ExitStack) -> Path:
         """The API server the operator talks to; returns the operator's kubeconfig."""
@@ -194,6 +215,8 @@ class Demo:
     def scenario(self) -> None:
         self.create("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "webhook-signing", "labels": {"modelwarden.io/policy-use": "true"}},
                                 "data": {"secret": base64.b64encode(WEBHOOK_SECRET.encode()).decode()}}, group="v1")
+        self.create("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": STORE_SECRET},
+                                "data": {k: base64.b64encode(v.encode()).decode() for k, v in self.store_env.items()}}, group="v1")
         self.create("modeldeployments", self.modeldeployment())
         self.create("driftpolicies", self.policy())
         self.wait("stable serving", lambda: self.status().get("phase") == "Stable")
@@ -250,11 +273,11 @@ class Demo:
     # -- resources -----------------------------------------------------------------------------
     def modeldeployment(self) -> dict[str, Any]:
         return {"apiVersion": API_VERSION, "kind": "ModelDeployment", "metadata": {"name": NAME, "namespace": NAMESPACE},
-                "spec": {"model": NAME, "stable": {"version": "1", "modelUri": f"file://{self.model_dirs['1']}", "replicas": 4},
-                         "traffic": {"router": "replicas"}}}
+                "spec": {"model": NAME, "stable": {"version": "1", "modelUri": self.model_uris["1"], "replicas": 4},
+                         "storage": {"secretRef": {"name": STORE_SECRET}}, "traffic": {"router": "replicas"}}}
 
     def canary(self) -> dict[str, Any]:
-        return {"version": "2", "modelUri": f"file://{self.model_dirs['2']}", "replicas": 1,
+        return {"version": "2", "modelUri": self.model_uris["2"], "replicas": 1,
                 "steps": [{"weight": w, "pause": self.pace.pause} for w in (20, 50, 80)]}
 
     def policy(self) -> dict[str, Any]:
@@ -292,6 +315,8 @@ class Demo:
             "events": [{"object": e.get("involvedObject", {}).get("name"), "type": e.get("type"),
                         "reason": e.get("reason"), "message": e.get("message")} for e in events],
             "requests": dict(self.traffic.stats.requests),
+            "modelStore": {"endpoint": self.store.url, "bucket": BUCKET, "fetches": [
+                {"deployment": f.deployment, "version": f.version, "uri": f.uri, "ok": f.ok} for f in self.kubelet.fetches]},
             "durationSeconds": round(time.monotonic() - self.started, 1),
         }
         return result

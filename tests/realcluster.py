@@ -57,14 +57,14 @@ def chart_rbac() -> tuple[dict[str, Any], ...]:
 class Cluster:
     """A started control plane set up as described above; ``stop()`` tears it down."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, controllers: tuple[str, ...] | None = None) -> None:
         from modelwarden.sandbox.controlplane import ControlPlane
         from modelwarden.sandbox.controlplane_binaries import ControlPlaneNotInstalled
 
         self._etcd_dir = Path(tempfile.mkdtemp(prefix="mw-etcd-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
         try:
             self.plane = ControlPlane(bin_dir=KUBE_BIN, workdir=workdir, with_controller_manager=False,
-                                      etcd_data_dir=self._etcd_dir)
+                                      etcd_data_dir=self._etcd_dir, **({"controllers": controllers} if controllers else {}))
         except ControlPlaneNotInstalled as error:
             shutil.rmtree(self._etcd_dir, ignore_errors=True)
             missing(str(error).split(";")[0])

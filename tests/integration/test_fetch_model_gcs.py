@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelwarden.sandbox.processes import free_port, terminate, wait_until_ready
+from tests.fetching import empty_dest, failed_line
 from tests.conftest import IN_CI, ROOT
 from tests.processes import BIN
 
@@ -59,9 +60,7 @@ def bucket(gcs):
 
 @pytest.fixture
 def dest(tmp_path) -> Path:
-    directory = tmp_path / "model"
-    directory.mkdir()
-    return directory
+    return empty_dest(tmp_path)
 
 
 def fetch_model(endpoint: str, uri: str, dest: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -77,16 +76,6 @@ def fetch_model(endpoint: str, uri: str, dest: Path, *args: str) -> subprocess.C
     )
 
 
-def failed_line(result: subprocess.CompletedProcess[str], dest: Path) -> str:
-    """A failed fetch: exit 1, one line on stderr, the same line as the termination message, and
-    nothing left in DEST."""
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("fetch-model: ")
-    assert (dest.parent / "termination-log").read_text() == lines[0]
-    assert list(dest.rglob("*")) == []
-    return lines[0]
 
 
 def test_single_object_with_its_profile(gcs_endpoint, bucket, dest):

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from modelwarden.sandbox.controlplane_pki import Certificates
+from tests.fetching import empty_dest, failed_line
 from tests.processes import BIN
 
 MODEL = os.urandom(3000)
@@ -131,23 +132,11 @@ def fetch_model(uri: str, dest: Path, *args: str, env: dict[str, str] | None = N
     )
 
 
-def failed_line(result: subprocess.CompletedProcess[str], dest: Path) -> str:
-    """A failed fetch: exit 1, one line on stderr, the same line as the termination message, and
-    nothing left in DEST."""
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("fetch-model: ")
-    assert (dest.parent / "termination-log").read_text() == lines[0]
-    assert list(dest.rglob("*")) == []
-    return lines[0]
 
 
 @pytest.fixture
 def dest(tmp_path) -> Path:
-    directory = tmp_path / "model"
-    directory.mkdir()
-    return directory
+    return empty_dest(tmp_path)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import requests
 
 from modelwarden.sandbox.processes import free_port, terminate, wait_until_ready
 from modelwarden.serving.model import load_runner
+from tests.fetching import empty_dest, failed_line
 from tests.processes import BIN
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
@@ -85,24 +86,11 @@ def fetch_model(endpoint: str, uri: str, dest: Path, *args: str, env: dict[str, 
     )
 
 
-def failed_line(result: subprocess.CompletedProcess[str], dest: Path) -> str:
-    """A failed fetch: exit 1, one line on stderr, the same line as the termination message, and
-    nothing left in DEST (the pod's emptyDir, which exists before the fetch)."""
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("fetch-model: ")
-    assert (dest.parent / "termination-log").read_text() == lines[0]
-    assert list(dest.rglob("*")) == []
-    assert result.stdout == ""
-    return lines[0]
 
 
 @pytest.fixture
 def dest(tmp_path) -> Path:
-    directory = tmp_path / "model"
-    directory.mkdir()
-    return directory
+    return empty_dest(tmp_path)
 
 
 def test_single_object_is_saved_for_the_server_with_its_profile(s3_endpoint, s3, bucket, dest, model_bytes):

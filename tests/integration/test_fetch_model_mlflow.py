@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from modelwarden import cli
 from modelwarden.contract.modeluri import parse
 from modelwarden.sandbox import datagen
 from modelwarden.sandbox.examples import train_example
@@ -193,7 +192,6 @@ def test_profile_command_reports_an_unknown_run_in_one_line(mlflow_server, examp
     assert "not found" in last and TOKEN not in unknown.stderr
 
 
-@pytest.mark.skipif("fetch-model" not in cli.COMMANDS, reason="`modelwarden fetch-model` is not registered in cli.py yet")
 def test_fetch_model_command(mlflow_server, fraud, tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": mlflow_server.url,
            "MLFLOW_TRACKING_TOKEN": TOKEN, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
@@ -208,3 +206,12 @@ def test_fetch_model_command(mlflow_server, fraud, tmp_path):
     assert refused.returncode != 0
     assert "sha256 of model.skops" in refused.stderr and TOKEN not in refused.stderr + refused.stdout
     assert files_in(tmp_path / "bad") == set()
+
+    # The operator's tracking server reaches the pod as a default a store Secret's MLFLOW_TRACKING_URI
+    # would override (an env entry would win over envFrom): it alone is enough.
+    fallback = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"} | {
+        "MODELWARDEN_DEFAULT_MLFLOW_TRACKING_URI": mlflow_server.url}
+    done = subprocess.run([MODELWARDEN, "fetch-model", "models:/fraud/1", str(tmp_path / "default")], capture_output=True,
+                          text=True, timeout=300, env=fallback, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert {"MLmodel", "model.skops", "profile.json"} <= files_in(tmp_path / "default")

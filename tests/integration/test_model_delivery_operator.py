@@ -10,6 +10,7 @@ import datetime
 import pytest
 
 from tests.mlflow_server import register_sklearn_model, set_alias
+from tests.controlplane.support import wait_for
 from tests.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -70,7 +71,7 @@ def test_aliases_resolve_move_and_roll_back_to_the_exact_version(mlflow_server, 
     spec_with_canary = copy.deepcopy(canary["spec"])
     set_alias(url, NAME, "challenger", "4")
     again = kube.wait_for("modeldeployments", "fraud", lambda o: (o["status"].get("canary") or {}).get("version") == "4")
-    assert again["status"]["canaryStartedAt"] >= started and again["status"]["canaryStep"] == 0
+    assert again["status"]["canaryStartedAt"] > started and again["status"]["canaryStep"] == 0
     assert again["status"]["canary"]["resolvedUri"] == f"models:/{NAME}/4"
     assert again["spec"] == spec_with_canary
     assert kube.wait_for("deployments", "fraud-canary", lambda d: fetched_uri(kube, "canary") == f"models:/{NAME}/4")
@@ -109,13 +110,17 @@ def test_a_registry_it_cannot_or_may_not_reach_changes_nothing(mlflow_server, ku
 
 def test_unreachable_registry_is_a_condition_not_a_change(kube, kubelet, operator_factory):
     closed = f"http://127.0.0.1:{free_port()}"
-    operator_factory(*DRIVES, "--mlflow-tracking-uri", closed, env=FAST)
+    operator = operator_factory(*DRIVES, "--mlflow-tracking-uri", closed, env=FAST)
     kube.create("modeldeployments", md({"stable": {"modelUri": "models:/fraud@champion"}}))
     found = kube.wait_for("modeldeployments", "fraud", lambda o: condition(o, "ModelResolved").get("status") == "False")
     assert "models:/fraud@champion" in condition(found, "ModelResolved")["message"]
     assert kube.list("deployments") == []
     kube.wait_for("modeldeployments", "fraud", lambda _: "ModelResolveFailed" in reasons(kube))  # posted after the status write
-    assert [r for r in reasons(kube) if r.startswith("Model")] == ["ModelResolveFailed"]  # once, not per retry
+    # Announced once: ten more decisions later (the operator logs each one), still one Event.
+    decided = operator.log().count("default/fraud decided")
+    wait_for(lambda: operator.log().count("default/fraud decided") >= decided + 10, message="ten more reconciles")
+    assert [r for r in reasons(kube) if r.startswith("Model")] == ["ModelResolveFailed"]
+    assert condition(kube.get("modeldeployments", "fraud"), "ModelResolved")["status"] == "False"
 
 
 def test_an_hpa_scaled_track_keeps_its_replicas(kube, kubelet, operator_factory):
@@ -138,3 +143,24 @@ def test_an_hpa_scaled_track_keeps_its_replicas(kube, kubelet, operator_factory)
     assert canary["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/example/serve:2"
     assert kube.get("deployments", "fraud-stable")["spec"]["template"]["spec"]["containers"][0]["image"] != "ghcr.io/example/serve:2"
     assert kube.get("poddisruptionbudgets", "fraud-stable", api_version="policy/v1")["spec"]["maxUnavailable"] == 1
+
+
+def test_adding_autoscaling_to_a_running_track_keeps_its_replicas(kube, kubelet, operator_factory):
+    """Server-side apply would reset replicas the operator stops setting to 1: it hands them over."""
+    operator_factory(*DRIVES, env=FAST)
+    kube.create("modeldeployments", md({"stable": {"version": "1", "modelUri": "file:///models/1", "replicas": 3}}))
+    kube.wait_for("modeldeployments", "fraud", lambda o: (o.get("status", {}).get("stable") or {}).get("ready"))
+    kube.patch("modeldeployments", "fraud", {"spec": {"stable": {"replicas": 4}}})  # applied: the operator alone owns replicas
+    scaled = kube.wait_for("deployments", "fraud-stable", lambda d: d["spec"]["replicas"] == 4)
+    assert replica_managers(scaled) == {"modelwarden"}
+    kube.patch("modeldeployments", "fraud", {"spec": {"stable": {"autoscaling": {"minReplicas": 2, "maxReplicas": 6}}}})
+    kube.wait_for("horizontalpodautoscalers", "fraud-stable", lambda o: o, api_version="autoscaling/v2")
+    kube.patch("modeldeployments", "fraud", {"spec": {"stable": {"image": "ghcr.io/example/serve:2"}}})  # a template change: an apply
+    deployment = kube.wait_for("deployments", "fraud-stable",
+                               lambda d: d["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/example/serve:2")
+    assert deployment["spec"]["replicas"] == 4
+    assert replica_managers(deployment) == {"modelwarden-handover"}
+
+
+def replica_managers(deployment):
+    return {e["manager"] for e in deployment["metadata"]["managedFields"] if "f:replicas" in e.get("fieldsV1", {}).get("f:spec", {})}

@@ -150,7 +150,8 @@ def test_tracks_differ_by_image_resources_env_and_placement_and_scale_with_an_hp
                        "env": [{"name": "OMP_NUM_THREADS", "value": "2"}],
                        "nodeSelector": {"gpu": "a100"},
                        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                       "autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetCPU": 60}}}
+                       "autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetCPU": 60}},
+            "traffic": {"router": "istio"}}  # an autoscaled canary needs a mesh router: its weight is no pod ratio
     result, _ = run(body(spec), {})
     stable, canary = deployment(result, "stable"), deployment(result, "canary")
     stable_pod, canary_pod = stable["spec"]["template"]["spec"], canary["spec"]["template"]["spec"]
@@ -169,14 +170,13 @@ def test_tracks_differ_by_image_resources_env_and_placement_and_scale_with_an_hp
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert (env["MODEL_URI"], env["MODEL_VERSION"], env["MODEL_TRACK"]) == ("pvc://models/fraud/1", "1", "stable")
     # The autoscaled canary: an HPA, and no replicas from the operator; the 3-replica stable gets a PDB.
-    # The replica-ratio router: 3 pods of capacity, 2 of them the HPA's canary (docs/modeldeployment.md).
-    assert "replicas" not in canary["spec"] and stable["spec"]["replicas"] == 1
+    assert "replicas" not in canary["spec"] and stable["spec"]["replicas"] == 3
     hpa = next(c for c in result.children if c["kind"] == "HorizontalPodAutoscaler")
     assert hpa["metadata"]["name"] == "fraud-canary" and hpa["spec"]["scaleTargetRef"]["name"] == "fraud-canary"
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
     budgets = {c["metadata"]["name"] for c in result.children if c["kind"] == "PodDisruptionBudget"}
-    assert budgets == {"fraud-canary"}  # more than one replica (the HPA's minimum); stable is down to 1
+    assert budgets == {"fraud-stable", "fraud-canary"}  # more than one replica (the canary: its HPA's minimum)
     for child in result.children:
         assert validate_any(child) == [], child["kind"]
 
@@ -217,3 +217,46 @@ def test_the_storage_initializers_failure_is_read_from_pod_status():
                                                                           "message": 'secret "store" not found'}}))
     assert fetch_failure(pod({"running": {}})) is None
     assert fetch_failure(pod({"terminated": {"exitCode": 0}})) is None
+
+
+def test_an_outage_of_the_registry_never_undoes_a_promotion_or_a_rollback():
+    """Unresolved, the stable alias is no spec change: what status records keeps serving, and when
+    the registry answers again (naming what it named before) nothing moves."""
+    spec = {"canary": {"modelUri": CHALLENGER, "steps": [{"weight": 50, "pause": "1m"}]}}
+    resolutions = {CHAMPION: pinned(CHAMPION, 3), CHALLENGER: pinned(CHALLENGER, 5)}
+    _, model = run(body(spec), resolutions)
+    observed = {"stable": ready("3", 1), "canary": ready("5", 1)}  # 2 pods in all, one each at 50 %
+    _, model = run(model, resolutions, observed, now=T0 + MIN)  # the step's weights seen applied
+    gate = PolicyVerdict(name="gate", track="canary", verdict="Pass", evaluated_at=T0 + 5 * MIN, consecutive_failures=0,
+                         failure_threshold=3, rollback=True, version="5", window=MIN)
+    promoted, model = run(model, resolutions, observed, [gate], now=T0 + 6 * MIN)
+    assert "CanaryPromoted" in [e.reason for e in promoted.events] and model.status.stable.version == "5"
+    down = {CHAMPION: "registry unreachable", CHALLENGER: "registry unreachable"}
+    outage, model = run(model, down, {"stable": ready("5")}, now=T0 + 7 * MIN)
+    assert [e.reason for e in outage.events] == ["ModelResolveFailed"] and model.status.stable.version == "5"
+    back, model = run(model, resolutions, {"stable": ready("5")}, now=T0 + 8 * MIN)
+    assert back.events == [] and model.status.stable.resolved_uri == "models:/fraud/5"
+    # Moving champion to the promoted version adopts it: no rollout, the record names the alias.
+    resolutions[CHAMPION] = pinned(CHAMPION, 5)
+    adopted, model = run(model, resolutions, {"stable": ready("5")}, now=T0 + 9 * MIN)
+    assert adopted.events == [] and (model.status.stable.model_uri, model.status.stable.resolved_uri) == (CHAMPION, "models:/fraud/5")
+    assert condition(adopted.status, "Promoted")["status"] == "True"
+
+
+def test_a_canary_that_cannot_fetch_keeps_its_pods_retrying_at_no_traffic_and_its_step_waits():
+    """With the replica-ratio router, weight 0 would scale the canary to 0 pods, hiding the failure
+    (and flapping). Its pods stay, get no traffic, and the step's clock does not start."""
+    spec = {"stable": {"version": "1", "modelUri": "s3://models/fraud/1/model.joblib", "replicas": 4},
+            "canary": {"version": "2", "modelUri": "s3://models/fraud/2/model.joblib", "replicas": 1,
+                       "steps": [{"weight": 25, "pause": "1m"}, {"weight": 50, "pause": "1m"}]}}
+    failing = {"canary": "fetch-model: access denied (SignatureDoesNotMatch)"}
+    observed = {"stable": ready("1", 4), "canary": ObservedTrack("2", 1, 0, 1, True)}
+    result, model = run(body(spec), {}, observed, failures=failing)
+    for minute in range(1, 4):
+        result, model = run(model, {}, {"stable": ready("1", 4), "canary": ObservedTrack("2", 1, 0, 1, True)},
+                            failures=failing, now=T0 + minute * MIN)
+        assert deployment(result, "canary")["spec"]["replicas"] == 1
+        assert deployment(result, "stable")["spec"]["replicas"] == 4  # the serving track is untouched
+        assert result.status["weights"] == {"stable": 100, "canary": 0, "mirror": 0}
+        assert result.events == [] and model.status.step_started_at is None
+    assert condition(result.status, "ModelFetchFailed")["status"] == "True"

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from modelwarden.contract.kubernetes import API_VERSION
 from modelwarden.api.common import (
@@ -18,7 +18,7 @@ from modelwarden.api.common import (
     cel_rules,
 )
 from modelwarden.api.duration import Duration, PositiveDuration
-from modelwarden.api.tracks import Autoscaling, StorageSpec, TrackSpec
+from modelwarden.api.tracks import TRACK_RULES, Autoscaling, StorageSpec, TrackSpec
 
 __all__ = ["Autoscaling", "StorageSpec", "TrackSpec"]  # part of the ModelDeployment API, defined in api/tracks.py
 
@@ -45,6 +45,7 @@ class CanaryTrack(TrackSpec):
     """A candidate version: a progressive rollout (`steps`) or a fixed A/B split (`weight`)."""
 
     model_config = cel_rules(
+        *TRACK_RULES,
         (
             "has(self.weight) != has(self.steps)",
             "spec.canary: set exactly one of weight (fixed A/B split) or steps (progressive rollout)",
@@ -175,6 +176,13 @@ class ModelDeploymentSpec(ApiModel):
             ".shadow.version",
         ),
         (
+            "!has(self.canary) || !has(self.canary.autoscaling) || (has(self.traffic) && has(self.traffic.router)"
+            " && self.traffic.router != 'replicas')",
+            "spec.canary.autoscaling needs router gatewayapi or istio: with router replicas the canary's weight is its "
+            "share of the pods, which an HPA would change",
+            ".canary.autoscaling",
+        ),
+        (
             "!has(self.shadow) || !has(self.canary) || !has(self.shadow.version) || !has(self.canary.version)"
             " || self.shadow.version != self.canary.version",
             "spec.shadow.version must differ from spec.canary.version",
@@ -202,6 +210,12 @@ class ModelDeploymentSpec(ApiModel):
     """Ground-truth feedback tokens (see docs/metrics.md)."""
     storage: StorageSpec = Field(default_factory=StorageSpec)
     """Credentials and limits for fetching models, and how often registry aliases are resolved."""
+
+    @model_validator(mode="after")
+    def _canary_autoscaling_needs_a_mesh(self) -> "ModelDeploymentSpec":
+        if self.canary is not None and self.canary.autoscaling is not None and self.traffic.router is RouterKind.REPLICAS:
+            raise ValueError("spec.canary.autoscaling needs router gatewayapi or istio")
+        return self
 
 
 class ModelDeploymentPhase(str, Enum):
@@ -240,6 +254,8 @@ class TrackStatus(ApiModel):
     """The MLflow registered model version served."""
     run_id: str | None = None
     """The MLflow run that produced it."""
+    sha256: str | None = None
+    """The digest its model file was pinned to (spec.<track>.sha256 when it started)."""
     replicas: int = 0
     """Desired replicas."""
     ready_replicas: int = 0
@@ -261,6 +277,8 @@ class HistoryEntry(ApiModel):
     """The MLflow registered model version."""
     run_id: str | None = None
     """The MLflow run that produced it."""
+    sha256: str | None = None
+    """The digest its model file was pinned to."""
     promoted_at: datetime | None = None
     """When it became stable."""
     retired_at: datetime | None = None

@@ -15,6 +15,7 @@ from modelwarden.contract import modeluri
 from modelwarden.contract.modeluri import URI_PATTERN
 
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+OPERATOR_ENV = frozenset({"MODEL_NAME", "MODEL_VERSION", "MODEL_TRACK", "MODEL_URI", "MODEL_PATH", "PORT"})
 
 
 class KeyRef(ApiModel):
@@ -128,20 +129,28 @@ class Autoscaling(ApiModel):
     """Average CPU utilisation (percent of requests) the HPA aims for."""
 
 
+# The CEL rules of every track (a subclass with rules of its own repeats them: pydantic keeps one
+# json_schema_extra per class).
+TRACK_RULES: tuple[tuple[str, str, str], ...] = (
+    ("has(self.version) || self.modelUri.startsWith('models:/')",
+     "version is required unless modelUri is an MLflow models:/ URI (then it is the registered model version)",
+     ".version"),
+    (f"!has(self.version) || !self.modelUri.matches({cel_string(MOVING_MODEL_URI)})",
+     "version must be omitted when modelUri is an MLflow alias or stage: the served version follows it",
+     ".version"),
+    ("!has(self.env) || self.env.all(e, !(e.name in ['MODEL_NAME', 'MODEL_VERSION', 'MODEL_TRACK', 'MODEL_URI', 'MODEL_PATH', 'PORT']))",
+     "env may not set MODEL_NAME, MODEL_VERSION, MODEL_TRACK, MODEL_URI, MODEL_PATH or PORT: the operator sets them",
+     ".env"),
+    ("!has(self.sha256) || !(self.modelUri.startsWith('/') || self.modelUri.startsWith('file:') "
+     "|| self.modelUri.startsWith('pvc:'))",
+     "sha256 applies to fetched models (s3, gs, https, models, runs), not to local or pvc paths", ".sha256"),
+)
+
+
 class TrackSpec(ApiModel):
     """What one track serves, and how its pods differ from the shared template."""
 
-    model_config = cel_rules(
-        ("has(self.version) || self.modelUri.startsWith('models:/')",
-         "version is required unless modelUri is an MLflow models:/ URI (then it is the registered model version)",
-         ".version"),
-        (f"!has(self.version) || !self.modelUri.matches({cel_string(MOVING_MODEL_URI)})",
-         "version must be omitted when modelUri is an MLflow alias or stage: the served version follows it",
-         ".version"),
-        ("!has(self.sha256) || !(self.modelUri.startsWith('/') || self.modelUri.startsWith('file:') "
-         "|| self.modelUri.startsWith('pvc:'))",
-         "sha256 applies to fetched models (s3, gs, https, models, runs), not to local or pvc paths", ".sha256"),
-    )
+    model_config = cel_rules(*TRACK_RULES)
 
     version: str | None = Field(default=None, min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN)
     """The model version served by this track; becomes the `version` label on every metric. Omitted for an
@@ -153,7 +162,7 @@ class TrackSpec(ApiModel):
     sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
     """Expected SHA-256 of the model file; a fetched model that differs is refused (ModelFetchFailed)."""
     replicas: int = Field(default=1, ge=0, le=1000)
-    """Pods for this track (the HPA's minimum when autoscaling is set)."""
+    """Pods for this track (with autoscaling, the HPA's minReplicas and maxReplicas decide instead)."""
     autoscaling: Autoscaling | None = None
     """Scale the track with a HorizontalPodAutoscaler instead of a fixed replica count."""
     image: str | None = Field(default=None, min_length=1, max_length=1024)
@@ -178,6 +187,8 @@ class TrackSpec(ApiModel):
             raise ValueError("version is required unless modelUri is an MLflow models:/ URI")
         if self.version is not None and uri.moving:
             raise ValueError("version must be omitted when modelUri is an MLflow alias or stage")
+        if reserved := sorted({e.name for e in self.env} & OPERATOR_ENV):
+            raise ValueError(f"env may not set {', '.join(reserved)}: the operator sets them")
         return self
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelwarden.api.modeldeployment import Autoscaling, TrackSpec
+from modelwarden.api.tracks import OPERATOR_ENV  # set by the operator: a track's env never replaces them
 from modelwarden.contract import environment, modeluri
 from modelwarden.contract.kubernetes import API_VERSION, DEFAULT_IMAGE, INSTANCE_LABEL, MANAGED_BY, SERVING_LABEL
 
@@ -50,7 +51,7 @@ class ModelStore:
 
     secret: str | None = None  # a Secret of store credentials, given whole to the storage initializer as env
     max_bytes: int = 10 * 1024**3
-    mlflow_tracking_uri: str | None = None  # the operator's, for pods whose Secret does not name one
+    mlflow_tracking_uri: str | None = None  # the operator's, for pods whose Secret names none
 
 
 def track_name(owner: Owner, track: str) -> str:
@@ -185,9 +186,9 @@ def _deliver_model(spec: dict[str, Any], server: dict[str, Any], workload: Track
                                {"name": "modelwarden-store", "secret": {"secretName": store.secret}}]
             mounts.append({"name": "modelwarden-store", "mountPath": STORE_SECRET_DIR, "readOnly": True})
             env.append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{STORE_SECRET_DIR}/gcs-credentials.json"})
-    elif store.mlflow_tracking_uri and uri.registry:
-        env.append({"name": "MLFLOW_TRACKING_URI", "value": store.mlflow_tracking_uri})
     if uri.registry:
+        if store.mlflow_tracking_uri:  # the operator's, used unless the store Secret names MLFLOW_TRACKING_URI
+            env.append({"name": "MODELWARDEN_DEFAULT_MLFLOW_TRACKING_URI", "value": store.mlflow_tracking_uri})
         # mlflow's client retries 7 times with growing waits: an unreachable registry would hold
         # the pod for minutes before ModelFetchFailed could say so.
         env += [{"name": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "value": "2"}, {"name": "MLFLOW_HTTP_REQUEST_TIMEOUT", "value": "60"}]
@@ -213,8 +214,8 @@ def _override(spec: dict[str, Any], server: dict[str, Any], track: TrackSpec | N
             if values:
                 resources[part] = {**resources.get(part, {}), **{k: v for k, v in values.items()}}
     if track.env:
-        names = {e.name for e in track.env}
-        server["env"] = [*_without(server.get("env", []), names), *(e.to_wire() for e in track.env)]
+        names = {e.name for e in track.env} - OPERATOR_ENV
+        server["env"] = [*_without(server.get("env", []), names), *(e.to_wire() for e in track.env if e.name in names)]
     if track.node_selector:
         spec["nodeSelector"] = {**spec.get("nodeSelector", {}), **track.node_selector}
     if track.tolerations:

@@ -4,15 +4,17 @@ label only while a track's rollout is incomplete, so a settled ModelDeployment c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from modelwarden.builders.workloads import FETCH_CONTAINER
 from modelwarden.contract.kubernetes import INSTANCE_LABEL
-from modelwarden.kube.api import KubeApi
+from modelwarden.kube.api import KubeApi, describe_error
 from modelwarden.planning.types import ObservedTrack
 
 MESSAGE_LIMIT = 300
+logger = logging.getLogger(__name__)
 
 
 def fetch_failure(pod: Mapping[str, Any]) -> str | None:
@@ -31,13 +33,20 @@ def fetch_failure(pod: Mapping[str, Any]) -> str | None:
 
 
 def fetch_failures(kube: KubeApi, namespace: str, name: str, observed: Mapping[str, ObservedTrack]) -> dict[str, str]:
-    """Per track not rolled out: why its current version's model could not be fetched."""
+    """Per track not rolled out: why its current version's model could not be fetched. Pods that
+    cannot be listed (RBAC not upgraded, the API failing) say nothing: the decision goes on."""
     failures: dict[str, str] = {}
     for track, seen in observed.items():
         if seen.version is None or seen.replicas == 0 or seen.ready_for(seen.version, seen.replicas):
             continue
         selector = f"{INSTANCE_LABEL}={name},track={track},version={seen.version}"
-        for pod in kube.list("v1", "Pod", namespace, selector):
+        try:
+            pods = kube.list("v1", "Pod", namespace, selector)
+        except Exception as exc:  # noqa: BLE001 - a missing reason, never a failed reconcile
+            logger.warning("%s/%s: cannot list the %s pods (%s): ModelFetchFailed not checked", namespace, name, track,
+                           describe_error(exc))
+            continue
+        for pod in pods:
             message = fetch_failure(pod)
             if message:
                 failures[track] = message

@@ -26,15 +26,18 @@ from modelwarden.controller.config import OperatorConfig
 from modelwarden.kube.api import KubeApi, describe_error
 from modelwarden.registry.base import ModelRegistry, RegistryError
 
-RETRY_FAILED_SECONDS = 5.0
+RETRY_FAILED_SECONDS = 30.0  # a registry that failed is asked again after this (each look-up may take LOOKUP_TIMEOUT)
+LOOKUP_TIMEOUT = 5.0  # one attempt: reconciles share a pool, and a blackholed registry must not hold it
+FORGET_AFTER_SECONDS = 3600.0  # cache entries nobody asked for in this long are dropped
 
 RegistryFactory = Callable[[str, "str | None"], ModelRegistry]
 
 
 def mlflow_registry(tracking_uri: str, token: str | None) -> ModelRegistry:
     from modelwarden.registry.mlflow import MlflowRegistry
+    from modelwarden.retry import RetryPolicy
 
-    return MlflowRegistry(tracking_uri, token=token)
+    return MlflowRegistry(tracking_uri, token=token, timeout=LOOKUP_TIMEOUT, retry=RetryPolicy(attempts=1))
 
 
 class Resolver:
@@ -60,11 +63,6 @@ class Resolver:
                 found[track.model_uri] = self._cached(namespace, secret, uri, interval)
         return found
 
-    def forget(self, namespace: str) -> None:
-        with self._lock:
-            for key in [k for k in self._cache if k[0] == namespace]:
-                del self._cache[key]
-
     def _cached(self, namespace: str, secret: str | None, uri: modeluri.ModelUri, interval: float) -> Resolution | str:
         key = (namespace, secret, uri.uri)
         now = self.clock()
@@ -78,6 +76,8 @@ class Resolver:
         answer = self._look_up(namespace, secret, uri)
         with self._lock:
             self._cache[key] = (now, answer)
+            for stale in [k for k, (at, _) in self._cache.items() if now - at > FORGET_AFTER_SECONDS]:
+                del self._cache[stale]
         return answer
 
     def _look_up(self, namespace: str, secret: str | None, uri: modeluri.ModelUri) -> Resolution | str:
@@ -96,10 +96,15 @@ class Resolver:
             return f"{uri.uri}: {type(exc).__name__}: {exc}".splitlines()[0][:300]
 
     def _credentials(self, namespace: str, secret: str | None) -> tuple[str, str | None]:
-        """The store Secret's MLflow settings when it names a tracking server, else the operator's."""
+        """The store Secret's MLflow settings when it is opted in and names a tracking server, else
+        the operator's (a Secret not opted in is the pods' alone)."""
         data: dict[str, str] = {}
         if secret:
-            data = self._secret_data(namespace, secret)
+            try:
+                data = self._secret_data(namespace, secret)
+            except LookupError:
+                if not self.config.mlflow_tracking_uri:
+                    raise
         if data.get("MLFLOW_TRACKING_URI"):
             return data["MLFLOW_TRACKING_URI"], data.get("MLFLOW_TRACKING_TOKEN") or None
         if not self.config.mlflow_tracking_uri:

@@ -111,13 +111,13 @@ class KubeApi:
                 raise
             return existing
 
-    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, body: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
         """Server-side apply as field manager `modelwarden`: fields others set (an HPA's replicas,
         another controller's annotations) stay theirs; `force` takes back only fields in `body`."""
         meta = body["metadata"]
         resource = self._resource(body["apiVersion"], body["kind"])
         return resource.server_side_apply(
-            body=body, name=meta["name"], namespace=meta.get("namespace"), field_manager=FIELD_MANAGER, force_conflicts=True,
+            body=body, name=meta["name"], namespace=meta.get("namespace"), field_manager=field_manager, force_conflicts=True,
         ).to_dict()
 
     def patch_status(

@@ -17,7 +17,9 @@ from typing import Any
 
 from kubernetes.dynamic.exceptions import BadRequestError, DynamicApiError, ForbiddenError, UnprocessibleEntityError
 
-from modelwarden.kube.api import KubeApi, RouteApiUnavailable
+from modelwarden.kube.api import FIELD_MANAGER, KubeApi, RouteApiUnavailable
+
+HANDOVER_MANAGER = "modelwarden-handover"  # holds a Deployment's replicas once the operator lets them go
 
 REFUSALS = (ForbiddenError, BadRequestError, UnprocessibleEntityError)
 
@@ -41,6 +43,29 @@ def is_subset(desired: Any, current: Any) -> bool:
             is_subset(d, c) for d, c in zip(desired, current)
         )
     return desired == current
+
+
+def _releases_replicas(desired: Mapping[str, Any], current: Mapping[str, Any] | None) -> bool:
+    """A Deployment whose replicas the operator set until now and leaves to an HPA from here."""
+    if current is None or desired.get("kind") != "Deployment" or "replicas" in desired.get("spec", {}):
+        return False
+    if "replicas" not in (current.get("spec") or {}):
+        return False
+    entries = (current.get("metadata") or {}).get("managedFields")
+    if entries is None:
+        return True  # managed fields not in view: hand over to be safe (an idempotent apply)
+    return any(e.get("manager") == FIELD_MANAGER and e.get("operation") == "Apply"
+               and "f:replicas" in ((e.get("fieldsV1") or {}).get("f:spec") or {}) for e in entries)
+
+
+def _hand_over_replicas(api: KubeApi, desired: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Server-side apply removes a field its last owner stops applying, and Deployment replicas
+    would default to 1: another manager takes the current value first (the hand-over Kubernetes
+    documents for moving replicas to an HPA), so the serving track keeps its pods."""
+    meta = desired["metadata"]
+    api.apply({"apiVersion": desired["apiVersion"], "kind": desired["kind"],
+               "metadata": {"name": meta["name"], "namespace": meta.get("namespace")},
+               "spec": {"replicas": current["spec"]["replicas"]}}, field_manager=HANDOVER_MANAGER)
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -88,6 +113,8 @@ def apply_children(
                 continue
             elif is_subset(obj, current):
                 continue
+            if _releases_replicas(obj, current):
+                _hand_over_replicas(api, obj, current)
             api.apply(obj)
             result.updated.append(label)
         except RouteApiUnavailable:

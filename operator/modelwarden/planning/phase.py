@@ -65,7 +65,8 @@ def set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, obser
     canary_version = status.canary.version if status.canary else (canary.version if canary else None)
     promoted = promoted_version is not None and (canary is None or canary_version in (None, promoted_version))
     _condition(status, "Promoted", promoted, "CanaryPromoted" if promoted else "NotPromoted",
-               f"{promoted_version} promoted" if promoted else (f"canary {canary_version} not promoted" if canary else ""),
+               f"{promoted_version} promoted" if promoted else (f"canary {canary_version or ''} not promoted".replace("  ", " ")
+                                                                    if canary else ""),
                now, generation)
     _condition(status, "RolledBack", rolled_back, "RolledBack" if rolled_back else "NotRolledBack",
                status.rollback.reason if status.rollback else "", now, generation)

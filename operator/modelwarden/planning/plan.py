@@ -82,7 +82,8 @@ def plan(
     failures = dict(fetch_failures or {})
     if "stable" not in models:
         return unresolved_plan(md, status, unresolved, now)
-    _follow_spec_stable(models["stable"], status, now, events)
+    if "stable" not in unresolved:  # an unresolved alias is no spec change: serve what status records
+        _follow_spec_stable(models["stable"], status, now, events)
     _handle_retry(meta.get("annotations") or {}, status, events)
     breaches: list[str] = []
     canary_live = _advance_canary(md, models.get("canary"), status, observed, verdicts, now, events, breaches)
@@ -91,7 +92,8 @@ def plan(
     owner = Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""), model=spec.model)
     workloads = _workloads(md, models, status, canary_live)
     scaled = {track: replicas for track, replicas in (autoscaled or {}).items() if track in workloads}
-    # A track whose model cannot be fetched gets no traffic: its pods never become ready.
+    # A track whose model cannot be fetched gets no traffic (its pods never become ready), while
+    # its pods keep retrying: below, its replicas stay as the spec says.
     canary_weight = 0 if "canary" in failures else _canary_weight(md, status, canary_live)
     requested = Split(
         stable=100 - canary_weight,
@@ -106,7 +108,8 @@ def plan(
         fixed=frozenset(scaled) | {t for t in workloads if getattr(spec, t).autoscaling is not None},
     )
     routing = router.route(context)
-    workloads = {t: _with_replicas(w, routing.replicas.get(t, w.replicas)) for t, w in workloads.items()}
+    workloads = {t: _with_replicas(w, w.replicas if t in failures and t != "stable" else routing.replicas.get(t, w.replicas))
+                 for t, w in workloads.items()}
     children = [front_service(owner, spec.port)]
     feedback_keys = (spec.feedback.token_secret_ref.name, spec.feedback.token_secret_ref.key) if spec.feedback else None
     store = ModelStore(secret=spec.storage.secret_ref.name if spec.storage.secret_ref else None,
@@ -132,8 +135,8 @@ def plan(
     if status.weights != old_weights and md.status is not None:
         events.append(Event("Normal", "TrafficUpdated",
                             f"stable {status.weights.stable}%, canary {status.weights.canary}%, mirror {status.weights.mirror}%"))
-    _start_step_when_applied(md, status, canary_live, router.observe(context, _serving(workloads, observed, routes)),
-                             routing.effective, now)
+    _start_step_when_applied(md, status, canary_live and "canary" not in failures,
+                             router.observe(context, _serving(workloads, observed, routes)), routing.effective, now)
     _observe_tracks(status, models, workloads, observed)
     note = "; ".join(apply_problems) if apply_problems else routing.note
     set_phase_and_conditions(md, status, workloads, observed, note, routing.mirroring_supported and not apply_problems,
@@ -173,8 +176,10 @@ def _follow_spec_stable(wanted: TrackModel, status: ModelDeploymentStatus, now, 
     seen = status.observed_stable
     if seen is not None and status.stable is not None and wanted.same_artifact(seen.version, seen.model_uri, seen.resolved_uri):
         return
-    if status.stable is not None and not wanted.same_artifact(status.stable.version, status.stable.model_uri,
-                                                              status.stable.resolved_uri):
+    # Adopting what already serves (a promoted canary now named by the spec, or its alias moved to
+    # the promoted version) is no rollout: only the record of where it came from changes.
+    if status.stable is not None and not wanted.serves_same(status.stable.version, status.stable.model_uri,
+                                                            status.stable.resolved_uri):
         _retire_current(status, now, "Replaced")
         status.history.append(history_entry(wanted, now, "SpecChanged"))
         moved = f" ({wanted.model_uri} now names {wanted.resolved_uri})" if wanted.resolved_uri != wanted.model_uri else ""
@@ -291,7 +296,7 @@ def _rollback_stable(status: ModelDeploymentStatus, verdicts, now, events: list[
         return
     _retire_current(status, now, "RolledBack")
     target = TrackModel(previous.version, previous.model_uri, previous.resolved_uri or previous.model_uri,
-                        previous.model_version, previous.run_id)
+                        previous.model_version, previous.run_id, previous.sha256)
     status.history.append(history_entry(target, now, "RollbackTarget"))
     status.rollback = RollbackStatus(track="stable", from_version=current, to_version=previous.version, reason=reason, at=now)
     status.stable = track_status(target)
@@ -325,7 +330,7 @@ def _workloads(md: ModelDeployment, models: Mapping[str, TrackModel], status: Mo
     assert status.stable is not None and status.stable.model_uri is not None
     stable = served_model(status.stable)
     workloads = {"stable": TrackWorkload("stable", stable.version, stable.resolved_uri, _replicas(spec.stable), True,
-                                         sha256=spec.stable.sha256 if stable.model_uri == spec.stable.model_uri else None)}
+                                         sha256=stable.sha256)}
     canary = models.get("canary")
     aborted_canary = _canary_rolled_back(canary, status) and status.rollback is not None and status.rollback.track == "canary"
     if spec.canary and canary and (canary_live or aborted_canary):

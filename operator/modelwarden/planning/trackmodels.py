@@ -45,7 +45,7 @@ def track_models(md: ModelDeployment, status: ModelDeploymentStatus,
         served = getattr(status, name)
         if served is not None and served.model_uri is not None:
             models[name] = TrackModel(served.version, served.model_uri, served.resolved_uri or served.model_uri,
-                                      served.model_version, served.run_id, track.sha256)
+                                      served.model_version, served.run_id, served.sha256)
     return models, unresolved
 
 
@@ -70,18 +70,20 @@ def describe_problems(problems: Mapping[str, str]) -> str:
 
 def track_status(model: TrackModel, **observed: Any) -> TrackStatus:
     return TrackStatus(version=model.version, model_uri=model.model_uri, resolved_uri=model.resolved_uri,
-                       model_version=model.model_version, run_id=model.run_id, **observed)
+                       model_version=model.model_version, run_id=model.run_id, sha256=model.sha256, **observed)
 
 
 def history_entry(model: TrackModel, now, reason: str) -> HistoryEntry:
     return HistoryEntry(version=model.version, model_uri=model.model_uri, resolved_uri=model.resolved_uri,
-                        model_version=model.model_version, run_id=model.run_id, promoted_at=now, reason=reason)
+                        model_version=model.model_version, run_id=model.run_id, sha256=model.sha256, promoted_at=now,
+                        reason=reason)
 
 
 def served_model(track: TrackStatus) -> TrackModel:
     """The model a status track records (a rollback target, the promoted canary)."""
     assert track.model_uri is not None
-    return TrackModel(track.version, track.model_uri, track.resolved_uri or track.model_uri, track.model_version, track.run_id)
+    return TrackModel(track.version, track.model_uri, track.resolved_uri or track.model_uri, track.model_version, track.run_id,
+                      track.sha256)
 
 
 def set_model_conditions(md: ModelDeployment, status: ModelDeploymentStatus, unresolved: Mapping[str, str],

@@ -27,6 +27,10 @@ class TrackModel:
         no resolved URI: its spec URI is what it served)."""
         return version == self.version and model_uri == self.model_uri and (resolved_uri or model_uri) == self.resolved_uri
 
+    def serves_same(self, version: str | None, model_uri: str | None, resolved_uri: str | None) -> bool:
+        """Whether a recorded track serves the same artifact, whatever URI named it."""
+        return version == self.version and (resolved_uri or model_uri) == self.resolved_uri
+
 
 @dataclass(frozen=True)
 class ObservedTrack:

@@ -36,6 +36,7 @@ PROFILE_FILE = "profile.json"
 MLMODEL_FILE = "MLmodel"
 STAGING_PREFIX = ".modelwarden-fetch-"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+DEFAULT_TRACKING_URI_ENV = "MODELWARDEN_DEFAULT_MLFLOW_TRACKING_URI"
 _SECRET_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD")
 _MAX_MESSAGE = 400
 
@@ -45,7 +46,9 @@ class MlflowStore:
 
     def __init__(self, tracking_uri: str | None = None, env: Mapping[str, str] | None = None):
         env = os.environ if env is None else env
-        self.tracking_uri = (tracking_uri or env.get(TRACKING_URI_ENV, "")).strip() or None
+        # MODELWARDEN_DEFAULT_MLFLOW_TRACKING_URI: the operator's --mlflow-tracking-uri, which a
+        # store Secret's MLFLOW_TRACKING_URI overrides (an env entry would win over envFrom).
+        self.tracking_uri = (tracking_uri or env.get(TRACKING_URI_ENV, "") or env.get(DEFAULT_TRACKING_URI_ENV, "")).strip() or None
         secrets = [value for name in _SECRET_ENV if (value := env.get(name))]
         try:
             secrets.append(urlsplit(self.tracking_uri or "").password or "")
@@ -67,6 +70,12 @@ class MlflowStore:
 
     def _fetch(self, uri: ModelUri, dest: Path, limits: FetchLimits) -> Fetched:
         import mlflow.artifacts  # seconds to import: only when an MLflow URI is fetched
+        import mlflow
+
+        # download_artifacts resolves models:/ through the process's registry URI, not its
+        # tracking_uri argument: point both at the server this store was given.
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
 
         artifact, run_id, profile_path = self._locate(uri)
         profile_bytes = self._profile_size(run_id, profile_path) if run_id and profile_path else None

@@ -70,12 +70,6 @@ class MlflowStore:
 
     def _fetch(self, uri: ModelUri, dest: Path, limits: FetchLimits) -> Fetched:
         import mlflow.artifacts  # seconds to import: only when an MLflow URI is fetched
-        import mlflow
-
-        # download_artifacts resolves models:/ through the process's registry URI, not its
-        # tracking_uri argument: point both at the server this store was given.
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
 
         artifact, run_id, profile_path = self._locate(uri)
         profile_bytes = self._profile_size(run_id, profile_path) if run_id and profile_path else None
@@ -130,7 +124,12 @@ class MlflowStore:
         status = getattr(version, "status", "READY") or "READY"
         if status != "READY":
             raise FetchError(f"{uri.printable}: version {version.version} of registered model {uri.location!r} is {status}, not READY")
-        return f"models:/{uri.location}/{version.version}", version.run_id or None, PROFILE_FILE
+        # Where the version's files are stored, not models:/NAME/N: download_artifacts would resolve
+        # that through the process-wide registry URI, not the tracking server this store was given.
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return client.get_model_version_download_uri(uri.location, version.version), version.run_id or None, PROFILE_FILE
 
     def _model_version(self, uri: ModelUri) -> Any:
         """The ModelVersion a models:/ URI names now (the operator has usually pinned it already)."""

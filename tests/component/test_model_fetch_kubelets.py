@@ -3,7 +3,7 @@ failed fetch lands in Pod status where the operator reads it (controller/modelpo
 
 The store is a real S3 API (moto_server with IAM checks on, sandbox/objectstore.py); the
 Deployments are the operator's own builder's output, or the operator's when it runs. The tests
-wait for states and assert orders and counts, never durations.
+wait for states, and what they check is an order of events or a count of them.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "api-docs": ("modelwarden.commands.api_docs", "print, write or check docs/api.md, the API reference generated from the typed API"),
     "demo": ("modelwarden.commands.demo", "run the embedded sandbox scenario on this machine"),
     "evaluate": ("modelwarden.commands.evaluate", "evaluate a DriftPolicy once against Prometheus and print every check"),
+    "backtest": ("modelwarden.commands.backtest", "replay a DriftPolicy over past Prometheus data: when it would have acted, its false alarms"),
     "serve": ("modelwarden.commands.serve", "serve a joblib/scikit-learn model with the metrics contract"),
     "profile": ("modelwarden.commands.profile", "build a reference profile from training data"),
     "fetch-model": ("modelwarden.commands.fetch_model", "download a model artifact (s3, gs, https, MLflow) into a directory: the pods' storage initializer"),

@@ -74,8 +74,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        policy = _load_policy(args.filename)
-        now = _parse_time(args.at) if args.at else datetime.now(timezone.utc)
+        policy = load_policy(args.filename)
+        now = parse_time(args.at, "--at") if args.at else datetime.now(timezone.utc)
         profile = reference_from_profile(args.profile.read_bytes(), f"profile {args.profile.name}") if args.profile else None
     except (OSError, ValueError) as exc:
         print(f"modelwarden evaluate: {exc}", file=sys.stderr)
@@ -114,7 +114,7 @@ def exit_code(verdict: Verdict, malformed: int = 0) -> int:
     return EXIT_ERROR if malformed else EXIT_CODES[verdict]
 
 
-def _load_policy(path: Path) -> DriftPolicy:
+def load_policy(path: Path) -> DriftPolicy:
     documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
     policies = [doc for doc in documents if isinstance(doc, dict) and doc.get("kind") == "DriftPolicy"]
     if len(policies) != 1:
@@ -122,10 +122,14 @@ def _load_policy(path: Path) -> DriftPolicy:
     return DriftPolicy.model_validate(policies[0])
 
 
-def _parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
+def parse_time(text: str, flag: str) -> datetime:
+    """An RFC3339 instant with its timezone (the flag named in the error)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: not an RFC3339 time (e.g. 2026-11-02T10:00:00Z)") from None
     if moment.tzinfo is None:
-        raise ValueError(f"--at {text!r}: RFC3339 needs a timezone (e.g. Z or +02:00)")
+        raise ValueError(f"{flag} {text!r}: RFC3339 needs a timezone (e.g. Z or +02:00)")
     return moment
 
 

@@ -41,6 +41,7 @@ class PrometheusServer:
     port: int = field(default_factory=free_port)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mw-prometheus-")))
     extra_args: tuple[str, ...] = ()
+    query_log: bool = False  # log every query Prometheus answers to query_log_file (tests count round trips)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,6 +57,16 @@ class PrometheusServer:
         return self.workdir / "targets.json"
 
     @property
+    def query_log_file(self) -> Path:
+        return self.workdir / "queries.log"
+
+    def logged_queries(self) -> list[dict]:
+        """The query log's entries (``params``: query, start, end, step; step 0 for an instant query)."""
+        if not self.query_log_file.exists():
+            return []
+        return [json.loads(line) for line in self.query_log_file.read_text().splitlines() if line.strip()]
+
+    @property
     def log_file(self) -> Path:
         return self.workdir / "prometheus.log"
 
@@ -63,8 +74,11 @@ class PrometheusServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.targets_file.exists():
             self.set_targets([])
+        global_config = {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval}
+        if self.query_log:
+            global_config["query_log_file"] = str(self.query_log_file)
         config = {
-            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "global": global_config,
             "scrape_configs": [
                 {
                     "job_name": "modelwarden",

@@ -1,0 +1,278 @@
+"""`modelwarden backtest`: replay a DriftPolicy over past Prometheus data, exactly as the operator would.
+
+Every ``--step`` (default: the policy's interval) from ``--from`` to ``--to`` the policy is
+evaluated by the operator's own code (the same queries, minSamples, reference and correction),
+with each expression fetched by range queries for the whole range (prometheus.replay) instead of
+one instant query per step; each evaluation goes through the operator's decision
+(planning.backtest.Replay: failureThreshold, Breached, alert repeats, rollback, retraining and
+its cooldown). The report: when it would have alerted, rolled back or retrained; each check's
+failing share; with ``--good-until`` the false alarms over the healthy period and, per threshold,
+the most sensitive value that would have raised at most one false alarm per 30 days there.
+
+Exit status: 0 when the backtest ran (whatever it found), 2 for bad input or a failed replay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelwarden.analysis.drift import DEFAULT_THRESHOLDS, P_VALUE_METHODS, FeatureDrift
+from modelwarden.analysis.reference import reference_from_profile
+from modelwarden.api.driftpolicy import DriftPolicy, Evaluation, Verdict
+from modelwarden.api.duration import format_duration, parse_duration
+from modelwarden.commands.evaluate import load_policy, parse_time
+from modelwarden.planning import backtest
+from modelwarden.planning.notification import AlertContext
+from modelwarden.planning.policy import PolicyContext
+from modelwarden.prometheus.client import PrometheusConfig, PrometheusProvider
+from modelwarden.prometheus.collect import Target, evaluate
+from modelwarden.prometheus.replay import DEFAULT_POINTS_PER_QUERY, Grid, RangeReplay, grid_step
+
+EXIT_ERROR = 2
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", required=True, type=Path, help="DriftPolicy manifest (YAML or JSON)")
+    parser.add_argument("--prometheus", help="Prometheus-API base URL (default: the policy's spec.prometheus.url)")
+    parser.add_argument("--from", dest="start", required=True, help="first evaluation, RFC3339")
+    parser.add_argument("--to", dest="end", required=True, help="last evaluation at or before this, RFC3339")
+    parser.add_argument("--step", help="time between evaluations, e.g. 1m (default: the policy's interval)")
+    parser.add_argument("--good-until", help="RFC3339: the range up to here was healthy; report its false alarms "
+                                              "and the thresholds that would have kept them to one per 30 days")
+    parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    parser.add_argument("--plot", type=Path, help="write a PNG: each check's value against its threshold, actions marked")
+    parser.add_argument("--profile", type=Path, help="profile.json for a profileRef reference")
+    parser.add_argument("--model", help="model label (default: the policy's targetRef.name)")
+    parser.add_argument("--namespace", help="value of {{ namespace }} (default: the manifest's namespace or 'default')")
+    parser.add_argument("--namespace-label", default=None,
+                        help="match the namespace on this Prometheus label (default: the policy's "
+                             "spec.prometheus.namespaceLabel, else none)")
+    parser.add_argument("--version", dest="track_version", help="version label of the judged track (default: any version)")
+    parser.add_argument("--timeout", type=float, help="seconds per query (default: 60)")
+    parser.add_argument("--max-points", type=int, default=DEFAULT_POINTS_PER_QUERY,
+                        help="points per range query at most (series x steps); longer ranges are fetched in chunks")
+    parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                        help="a progress bar on stderr (auto: when stderr is a terminal)")
+
+
+@dataclass
+class Trace:
+    """What the report needs of every evaluation, kept compact (a month at 1m is 43 200 of them)."""
+
+    times: list[datetime] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=dict)  # check -> value per evaluation (NaN: none)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    criticals: dict[str, list[backtest.Critical]] = field(default_factory=dict)  # tunable checks only
+
+    def add(self, evaluation: Evaluation, drift: Iterable[FeatureDrift], tunable: dict[str, tuple[str, float, bool]],
+            drift_share: float | None) -> None:
+        index = len(self.times)
+        self.times.append(evaluation.time)
+        reports = {report.check: report for report in drift}
+        for result in evaluation.results:
+            series = self.values.setdefault(result.check, [math.nan] * index)
+            series.append(math.nan if result.value is None else result.value)
+            if result.threshold is not None:
+                self.thresholds.setdefault(result.check, result.threshold)
+            decided = result.verdict in (Verdict.PASS, Verdict.FAIL)
+            if result.check in reports:
+                critical = _drift_critical(reports[result.check], drift_share if result.check == "drift/features" else None)
+                self.criticals.setdefault(result.check, []).append(critical)
+            elif result.check in tunable:
+                value = result.value if decided else None
+                self.criticals.setdefault(result.check, []).append(backtest.Critical(value, decided))
+        for series in self.values.values():  # a check absent from this evaluation
+            if len(series) == index:
+                series.append(math.nan)
+
+
+def _drift_critical(report: FeatureDrift, drift_share: float | None) -> backtest.Critical:
+    """The threshold at which this drift check flips: the k-th most extreme feature (k drifted
+    features fail it: 1, or driftShare of those tested)."""
+    tested = report.tested
+    count = int(tested.sum())
+    if not count:
+        return backtest.Critical(None, False)
+    k = max(1, math.ceil((drift_share or 0) * count)) if drift_share else 1
+    clean = not (~tested).any()
+    if report.adjusted_p_value is not None:  # drifted iff adjusted p < θ: fails iff θ > the k-th smallest
+        ordered = np.sort(report.adjusted_p_value[tested])
+        return backtest.Critical(float(ordered[k - 1]), clean)
+    ordered = np.sort(report.statistic[tested])[::-1]  # drifted iff statistic >= θ: fails iff θ <= the k-th largest
+    return backtest.Critical(float(np.nextafter(ordered[k - 1], np.inf)), clean)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        policy = load_policy(args.filename)
+        start, end = parse_time(args.start, "--from"), parse_time(args.end, "--to")
+        good_until = parse_time(args.good_until, "--good-until") if args.good_until else None
+        step = grid_step(policy.spec.interval, parse_duration(args.step) if args.step else None)
+        grid = Grid.between(start, end, step)
+        profile = reference_from_profile(args.profile.read_bytes(), f"profile {args.profile.name}") if args.profile else None
+        if args.max_points < 1:
+            raise ValueError("--max-points must be at least 1")
+    except (OSError, ValueError) as exc:
+        print(f"modelwarden backtest: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401 - only checked here; imported for real when plotting
+        except ImportError:
+            print("modelwarden backtest: --plot needs matplotlib (pip install 'modelwarden[plot]')", file=sys.stderr)
+            return EXIT_ERROR
+    spec = policy.spec
+    source = spec.prometheus
+    url = args.prometheus or (source.url if source else None)
+    if not url:
+        print("modelwarden backtest: --prometheus is required (the policy has no spec.prometheus)", file=sys.stderr)
+        return EXIT_ERROR
+    config = PrometheusConfig(url=url, headers=dict(source.headers) if source else {},
+                              timeout_seconds=args.timeout or 60.0)
+    namespace = args.namespace or policy.metadata.get("namespace") or "default"
+    target = Target(
+        model=args.model or spec.target_ref.name,
+        namespace=namespace,
+        versions={spec.track.value: args.track_version} if args.track_version else {},
+        namespace_label=(args.namespace_label if args.namespace_label is not None
+                         else (source.namespace_label if source else None)) or None,
+    )
+    name = policy.metadata.get("name") or "backtest"
+    ctx = PolicyContext(
+        name=name, namespace=namespace, uid="backtest", spec=spec, generation=1, created=None,
+        alert=AlertContext(policy=name, namespace=namespace, modeldeployment=spec.target_ref.name, model=target.model,
+                           track=spec.track.value, version=args.track_version, prometheus_url=url),
+    )
+    replay = backtest.Replay(ctx)
+    trace = Trace()
+    tunable = backtest.threshold_fields(spec)
+    drift_share = spec.drift.drift_share if spec.drift else None
+    started = time.perf_counter()
+    with PrometheusProvider(config) as provider:
+        replayed = RangeReplay(provider, grid, args.max_points)
+        try:
+            for index in _progress(range(grid.steps), args.progress):
+                report = evaluate(spec, target, replayed, grid.at(index), profile).report
+                replay.observe(report.evaluation)
+                trace.add(report.evaluation, report.drift, tunable, drift_share)
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+            print(f"modelwarden backtest: the replay failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    document = _report(policy, grid, replay, trace, tunable, good_until, replayed, time.perf_counter() - started)
+    if args.plot is not None:
+        from modelwarden.commands.backtest_plot import plot
+
+        plot(args.plot, trace, replay.actions, name)
+        document["plot"] = str(args.plot)
+    print(json.dumps(document, indent=2) if args.output == "json" else _table(document))
+    return 0
+
+
+def _progress(steps: range, mode: str) -> Iterable[int]:
+    if mode == "off" or (mode == "auto" and not sys.stderr.isatty()):
+        return steps
+    from tqdm import tqdm
+
+    return tqdm(steps, desc="evaluations", unit="eval", file=sys.stderr, mininterval=0.5)
+
+
+def _report(policy: DriftPolicy, grid: Grid, replay: backtest.Replay, trace: Trace,
+            tunable: dict[str, tuple[str, float, bool]], good_until: datetime | None, replayed: RangeReplay,
+            seconds: float) -> dict[str, Any]:
+    spec = policy.spec
+    document: dict[str, Any] = {
+        "policy": policy.metadata.get("name"),
+        "from": _rfc3339(grid.start),
+        "to": _rfc3339(grid.at(grid.steps - 1)),
+        "step": format_duration(grid.step),
+        "evaluations": grid.steps,
+        "verdicts": {verdict.value: sum(v == verdict for _, v in replay.timeline) for verdict in Verdict},
+        "actions": [action.to_wire() for action in replay.actions],
+        "breaches": [_rfc3339(t) for t in replay.breaches],
+        "checks": [share.to_wire() for share in backtest.check_shares(replay)],
+        "queries": {"range": replayed.range_queries, "count": replayed.count_queries},
+        "seconds": round(seconds, 3),
+    }
+    if good_until is not None:
+        alarms = backtest.false_alarms(replay, good_until)
+        document["goodUntil"] = _rfc3339(good_until)
+        document["falseAlarms"] = alarms.to_wire()
+        document["thresholds"] = [s.to_wire() for s in _suggestions(spec, trace, good_until, alarms.days)]
+    return document
+
+
+def _suggestions(spec: Any, trace: Trace, good_until: datetime, days: float) -> list[backtest.Suggestion]:
+    healthy = sum(1 for t in trace.times if t <= good_until)
+    allowed = backtest.allowed_breaches(days)
+    fields = backtest.threshold_fields(spec)
+    found = []
+    for check, criticals in trace.criticals.items():
+        window = criticals[:healthy]
+        if check.startswith("drift/") and spec.drift is not None:
+            method = spec.drift.method
+            p_value = method in P_VALUE_METHODS
+            current = spec.drift.threshold if spec.drift.threshold is not None else DEFAULT_THRESHOLDS[method]
+            note = "a significance level (adjusted p)" if p_value else f"a {method.value} distance"
+            found.append(backtest.suggest(check, "spec.drift.threshold", current, window, fails_above=not p_value,
+                                          failure_threshold=spec.failure_threshold, allowed=allowed, note=note))
+        elif check in fields:
+            field_path, current, fails_above = fields[check]
+            found.append(backtest.suggest(check, field_path, current, window, fails_above, spec.failure_threshold, allowed))
+    return found
+
+
+def _table(document: dict[str, Any]) -> str:
+    verdicts = ", ".join(f"{count} {verdict}" for verdict, count in document["verdicts"].items() if count)
+    lines = [
+        f"backtest of {document['policy']} from {document['from']} to {document['to']} every {document['step']}: "
+        f"{document['evaluations']} evaluations ({verdicts}); {document['queries']['range']} range queries; "
+        f"{document['seconds']:.1f}s",
+        "",
+    ]
+    if document["actions"]:
+        lines.append(_columns(["TIME", "ACTION", "CHECKS"]))
+        for action in document["actions"]:
+            detail = f" ({action['detail']})" if action.get("detail") and action["action"] == "alert" else ""
+            lines.append(_columns([action["time"], action["action"] + detail, ", ".join(action["checks"]) or "-"]))
+    else:
+        lines.append("no action: the policy would never have alerted, rolled back or retrained in this range")
+    lines += ["", _columns(["CHECK", "EVALUATIONS", "FAILED", "SHARE"])]
+    for check in document["checks"]:
+        lines.append(_columns([check["check"], str(check["evaluations"]), str(check["failed"]), f"{check['share']:.2%}"]))
+    if "falseAlarms" in document:
+        alarms = document["falseAlarms"]
+        lines += ["", f"healthy until {document['goodUntil']} ({alarms['days']:.2f} days, {alarms['evaluations']} evaluations): "
+                      f"{alarms['failingEvaluations']} failing evaluations ({alarms['perEvaluation']:.2%} per evaluation), "
+                      f"{alarms['breaches']} false alarms ({alarms['perDay']:.3g} per day)"]
+        if document["thresholds"]:
+            lines += ["", _columns(["CHECK", "FIELD", "CURRENT", "SUGGESTED", "NOTE"])]
+            for s in document["thresholds"]:
+                lines.append(_columns([s["check"], s["field"], _fmt(s["current"]), _fmt(s["suggested"]),
+                                       s.get("note", "") + f" (≤ {s['allowedBreaches']} false alarms; "
+                                       f"{s['breachesAtCurrent']} at the current value)"]))
+    return "\n".join(lines)
+
+
+def _columns(cells: list[str]) -> str:
+    widths = (28, 30, 12, 12, 0)
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+

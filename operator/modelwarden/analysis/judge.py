@@ -18,16 +18,20 @@ from typing import Any
 import numpy as np
 
 from modelwarden.analysis import drift as drift_analysis
+from modelwarden.analysis.estimated import EdgeMismatch, ScoreCalibration, Uncalibrated
 from modelwarden.analysis.histograms import BucketMatrix, align, bin_counts, select_names
 from modelwarden.analysis.quality import ConfusionMatrix, RegressionErrors, histogram_quantile, rate, two_proportion_test
 from modelwarden.analysis.verdicts import aggregate, bounded, result
 from modelwarden.api.checks import ComparisonSpec, Correction, PerformanceCheck, PerformanceMetric
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicySpec, Evaluation, Verdict
 from modelwarden.contract.metrics import PREDICTION_OUTLIERS as OUTLIER_SERIES
+from modelwarden.contract.profile import Profile
 
 CLASSIFICATION_METRICS = {PerformanceMetric.ACCURACY, PerformanceMetric.PRECISION, PerformanceMetric.RECALL, PerformanceMetric.F1}
 REGRESSION_METRICS = {PerformanceMetric.MSE, PerformanceMetric.MAE, PerformanceMetric.RMSE}
 LATENCY_QUANTILES = {PerformanceMetric.LATENCY_P50: 0.5, PerformanceMetric.LATENCY_P95: 0.95, PerformanceMetric.LATENCY_P99: 0.99}
+ESTIMATED_METRICS = {PerformanceMetric.ESTIMATED_ACCURACY, PerformanceMetric.ESTIMATED_PRECISION,
+                     PerformanceMetric.ESTIMATED_RECALL, PerformanceMetric.ESTIMATED_F1}
 
 
 class Side(Enum):
@@ -83,12 +87,14 @@ class TrackWindow:
 
 @dataclass(frozen=True)
 class Reference:
-    """The baseline distributions for drift: another window, or a profile."""
+    """The baseline distributions for drift: another window, or a profile (kept whole for the
+    estimated_* checks, which read its calibration)."""
 
     description: str
     features: BucketMatrix
     prediction: BucketMatrix
     categorical: frozenset[str] = frozenset()
+    profile: Profile | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,8 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
     metric = check.metric
     name = f"performance/{metric.value}" + (f"/{check.class_label}" if check.class_label else "")
     what = metric.value.replace("_", " ") + (f" of class {check.class_label}" if check.class_label else "")
+    if metric in ESTIMATED_METRICS:
+        return _estimated_check(check, name, what, min_samples, observations)
     if metric in CLASSIFICATION_METRICS:
         pairs, failure = _part(observations, Side.CURRENT, Kind.CONFUSION)
         if failure:
@@ -198,6 +206,45 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
     # error rate: failed requests over all requests (successful requests are the timed ones)
     requests = counters.get("requests", 0.0) + counters.get("errors", 0.0)
     return bounded(name, rate(counters.get("errors", 0.0), requests), check.min, check.max, requests, min_samples, what)
+
+
+def _estimated_check(check: PerformanceCheck, name: str, what: str, min_samples: int, observations: Observations) -> CheckResult:
+    """A metric estimated from the current score histogram and the profile's calibration
+    (analysis.estimated). Error, never a verdict, when the profile cannot back an estimate: no
+    profile, no calibration, scores not calibrated enough on the profile's own rows (the metric,
+    precision or the negative predictive value off by more than maxCalibrationError), or live
+    buckets that are not the profile's. Fewer than ``min_samples`` predictions: InsufficientData."""
+    reference = observations.reference
+    if reference is None or reference.profile is None:
+        return _failed(name, f"{what}: the reference profile was not provided (estimated metrics need the profile of "
+                             "spec.reference.profileRef, or `modelwarden evaluate --profile`)")
+    try:
+        calibration = ScoreCalibration.from_profile(reference.profile)
+    except Uncalibrated as exc:
+        return _failed(name, f"{what}: {exc}")
+    base = check.metric.value.removeprefix("estimated_")
+    tolerance = check.calibration_tolerance
+    refusals = calibration.refusals(base, tolerance)
+    if refusals:
+        gaps = "; ".join(
+            f"{gap.metric} is undefined on them" if gap.difference is None else
+            f"{gap.metric} {gap.expected:.4f} from the scores, {gap.realised:.4f} from the labels "
+            f"(|difference| {gap.difference:.4f} > maxCalibrationError {tolerance:g})"
+            for gap in refusals
+        )
+        return _failed(name, f"{what}: refused, the model's scores are not calibrated enough on the profile's "
+                             f"{calibration.reference_rows} rows: {gaps}")
+    prediction, failure = _part(observations, Side.CURRENT, Kind.PREDICTION)
+    if failure:
+        return _failed(name, failure)
+    le, counts = _single_histogram(prediction)
+    if counts.size:
+        try:
+            calibration.check_edges(le)
+        except EdgeMismatch as exc:
+            return _failed(name, f"{what}: {exc}")
+    value = calibration.estimate(counts).metric(base) if counts.size else None
+    return bounded(name, value, check.min, check.max, float(counts.sum()), min_samples, what)
 
 
 def _outlier_check(max_rate: float, min_samples: int, observations: Observations) -> CheckResult:

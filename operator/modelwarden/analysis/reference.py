@@ -14,7 +14,8 @@ def reference_from_profile(profile: Profile | dict[str, Any] | str | bytes, desc
 
     Profile counts are per bin over finite edges with a final +Inf bin — the same edges the
     model server exports as ``le``, so they align with live histograms exactly. Categorical
-    features are flagged so that ks tests them with χ² (their code order means nothing).
+    features are flagged so that ks tests them with χ² (their code order means nothing). The
+    profile itself rides along for the estimated_* checks (they read its score calibration).
     """
     if isinstance(profile, (str, bytes)):
         profile = Profile.from_json(profile)
@@ -26,4 +27,4 @@ def reference_from_profile(profile: Profile | dict[str, Any] | str | bytes, desc
     value = profile.prediction.value_distribution()
     prediction = BucketMatrix.from_bins(["prediction"], [value.edges], [value.counts]) if value else BucketMatrix.empty()
     categorical = frozenset(f.name for f in profile.features if f.kind == "categorical")
-    return Reference(f"{description} ({profile.rows} training rows)", features, prediction, categorical)
+    return Reference(f"{description} ({profile.rows} training rows)", features, prediction, categorical, profile)

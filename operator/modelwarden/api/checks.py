@@ -132,12 +132,20 @@ class PerformanceMetric(str, Enum):
     LATENCY_P95 = "latency_p95"
     LATENCY_P99 = "latency_p99"
     ERROR_RATE = "error_rate"
+    # Without labels: a binary classifier's metrics at its decision threshold, estimated from the
+    # prediction_value histogram and the profile's calibration (docs/statistics.md).
+    ESTIMATED_ACCURACY = "estimated_accuracy"
+    ESTIMATED_PRECISION = "estimated_precision"
+    ESTIMATED_RECALL = "estimated_recall"
+    ESTIMATED_F1 = "estimated_f1"
 
 
+ESTIMATED_METRICS = ("estimated_accuracy", "estimated_precision", "estimated_recall", "estimated_f1")
 # Metrics that are shares, in [0, 1]; every metric is at least 0, latencies more than 0.
-RATIO_METRICS = ("accuracy", "precision", "recall", "f1", "error_rate")
+RATIO_METRICS = ("accuracy", "precision", "recall", "f1", "error_rate", *ESTIMATED_METRICS)
 PER_CLASS_METRICS = ("precision", "recall", "f1")
 LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99")
+DEFAULT_MAX_CALIBRATION_ERROR = 0.02
 
 
 def _cel_list(values: tuple[str, ...]) -> str:
@@ -153,16 +161,18 @@ class PerformanceCheck(ApiModel):
         ("!has(self.min) || self.min > 0.0",
          "min must be greater than 0: the metric is never negative, so a lower bound of 0 or less never fails", ".min"),
         (f"!has(self.min) || !(self.metric in {_cel_list(RATIO_METRICS)}) || self.min <= 1.0",
-         "min must be at most 1 for accuracy, precision, recall, f1 and error_rate: they never exceed 1, so a "
-         "larger min always fails", ".min"),
+         "min must be at most 1 for accuracy, precision, recall, f1, error_rate and the estimated_ metrics: they never "
+         "exceed 1, so a larger min always fails", ".min"),
         (f"!has(self.max) || (self.metric in {_cel_list(LATENCY_METRICS)} ? self.max > 0.0 : self.max >= 0.0)",
          "max must not be negative (and must be greater than 0 for latencies): a bound below every possible "
          "value always fails", ".max"),
         (f"!has(self.max) || !(self.metric in {_cel_list(RATIO_METRICS)}) || self.max < 1.0",
-         "max must be less than 1 for accuracy, precision, recall, f1 and error_rate: they never exceed 1, so a "
-         "max of 1 or more never fails", ".max"),
+         "max must be less than 1 for accuracy, precision, recall, f1, error_rate and the estimated_ metrics: they "
+         "never exceed 1, so a max of 1 or more never fails", ".max"),
         (f"!has(self.class) || self.metric in {_cel_list(PER_CLASS_METRICS)}",
          "class applies to precision, recall and f1 only", ".class"),
+        (f"!has(self.maxCalibrationError) || self.metric in {_cel_list(ESTIMATED_METRICS)}",
+         "maxCalibrationError applies to the estimated_ metrics only", ".maxCalibrationError"),
     )
 
     metric: PerformanceMetric
@@ -173,6 +183,15 @@ class PerformanceCheck(ApiModel):
     """Fail below this value (greater than 0; at most 1 for ratios)."""
     max: float | None = None
     """Fail above this value (at least 0, more than 0 for latencies; less than 1 for ratios)."""
+    max_calibration_error: float | None = Field(default=None, gt=0, le=1)
+    """For estimated_* metrics: how far the estimate from scores may be from the labelled value
+    of the same metric on the profile's own rows before the check refuses to estimate (an Error
+    verdict: the model's scores are not calibrated enough); default 0.02, greater than 0, at most 1."""
+
+    @property
+    def calibration_tolerance(self) -> float:
+        """maxCalibrationError, or its default."""
+        return DEFAULT_MAX_CALIBRATION_ERROR if self.max_calibration_error is None else self.max_calibration_error
 
     @model_validator(mode="after")
     def _bounds(self) -> "PerformanceCheck":
@@ -188,6 +207,8 @@ class PerformanceCheck(ApiModel):
             raise ValueError(f"max: {self.max:g} can never change the verdict of {metric}")
         if self.class_label is not None and metric not in PER_CLASS_METRICS:
             raise ValueError(f"class applies to precision, recall and f1 only, not {metric}")
+        if self.max_calibration_error is not None and metric not in ESTIMATED_METRICS:
+            raise ValueError(f"maxCalibrationError applies to the estimated_ metrics only, not {metric}")
         return self
 
 

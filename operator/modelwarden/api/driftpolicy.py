@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from modelwarden.contract.kubernetes import API_VERSION
-from modelwarden.api.checks import ComparisonSpec, CustomCheck, DriftSpec, OutlierSpec, PerformanceCheck
+from modelwarden.api.checks import ESTIMATED_METRICS, ComparisonSpec, CustomCheck, DriftSpec, OutlierSpec, PerformanceCheck
 from modelwarden.api.common import (
     DATA_KEY_PATTERN,
     MODEL_DEPLOYMENT_NAME_MAX,
@@ -274,6 +274,12 @@ class DriftPolicySpec(ApiModel):
             ".reference",
         ),
         (
+            "!has(self.performance) || !self.performance.exists(p, p.metric in ["
+            + ", ".join(f"'{m}'" for m in ESTIMATED_METRICS) + "]) || (has(self.reference) && has(self.reference.profileRef))",
+            "spec.reference.profileRef is required for the estimated_ performance metrics: their calibration comes from the profile",
+            ".reference",
+        ),
+        (
             "!has(self.comparison) || self.comparison.track != self.track",
             "spec.comparison.track must differ from spec.track",
             ".comparison.track",
@@ -335,7 +341,8 @@ class DriftPolicySpec(ApiModel):
     failure_threshold: int = Field(default=3, ge=1, le=100)
     """Consecutive failing evaluations before any action."""
     reference: ReferenceSpec | None = None
-    """Baseline for drift; required when drift is set."""
+    """Baseline for drift; required when drift is set. The estimated_* performance metrics need a
+    profileRef (the profile's calibration)."""
     drift: DriftSpec | None = None
     """Data drift checks."""
     performance: list[PerformanceCheck] = Field(default_factory=list, max_length=32)
@@ -368,6 +375,11 @@ class DriftPolicySpec(ApiModel):
         names = [check.name for check in self.checks]
         if len(set(names)) != len(names):
             raise ValueError("spec.checks: names must be unique")
+        if any(check.metric.value in ESTIMATED_METRICS for check in self.performance) and (
+            self.reference is None or self.reference.profile_ref is None
+        ):
+            raise ValueError("spec.reference.profileRef is required for the estimated_ performance metrics: their "
+                             "calibration comes from the profile")
         keys = [(check.metric, check.class_label) for check in self.performance]
         if len(set(keys)) != len(keys):
             raise ValueError("spec.performance: each metric (and class) may appear once")

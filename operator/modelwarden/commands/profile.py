@@ -6,7 +6,10 @@ error rather than silently dropped, because the model would never have been trai
 The profile is built by :func:`modelwarden.serving.profile.build_profile_from_csv`.
 
 It also reports on stderr (stdout may carry the profile) how many Prometheus series one
-`modelwarden serve` process will export for the profile: features × buckets is what grows.
+`modelwarden serve` process will export for the profile: features × buckets is what grows. For a
+binary classifier with scores it warns when the label-free estimated_* checks of a DriftPolicy
+would refuse the profile: no calibration could be recorded (the target column does not hold the
+model's classes), or the scores are not calibrated within the default maxCalibrationError.
 
 With ``--mlflow-run RUN_ID`` the profile is also logged as the ``profile.json`` artifact of that
 MLflow run, where `modelwarden fetch-model` finds it beside the run's registered model versions
@@ -21,9 +24,18 @@ import os
 import sys
 from pathlib import Path
 
+from modelwarden.analysis.estimated import METRICS, ScoreCalibration
+from modelwarden.api.checks import DEFAULT_MAX_CALIBRATION_ERROR
 from modelwarden.serving.model import ModelLoadError, PROFILE_FILE
 from modelwarden.contract.profile import DEFAULT_Z_SCORE, Profile
-from modelwarden.serving.profile import build_profile_from_csv, DEFAULT_BINS, DEFAULT_MAX_SERIES, ProfileError, series_count
+from modelwarden.serving.profile import (
+    DEFAULT_BINS,
+    DEFAULT_MAX_SERIES,
+    DEFAULT_THRESHOLD,
+    ProfileError,
+    build_profile_from_csv,
+    series_count,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +58,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=("classification", "regression"), help="override the inferred task")
     parser.add_argument(
         "--z-score", type=float, default=DEFAULT_Z_SCORE, help="outlier threshold stored in the profile"
+    )
+    parser.add_argument(
+        "--decision-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="SCORE",
+        help="binary classifiers: the score above which positiveClass is predicted (default 0.5, what "
+        "`modelwarden serve` predicts with); made a score edge, and the calibration is computed at it",
     )
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     parser.add_argument("--mlflow-run", metavar="RUN_ID", help=f"also log the profile as the {PROFILE_FILE} artifact of this MLflow run")
@@ -70,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             task=args.task,
             z_score=args.z_score,
             trusted_skops_types=trusted_types(args.trust_skops_types),
+            threshold=args.decision_threshold,
         )
     except (ProfileError, ModelLoadError, OSError, ValueError) as exc:
         print(f"modelwarden profile: error: {exc}", file=sys.stderr)
@@ -79,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         args.output.write_text(profile.to_json() + "\n")
     print(_series_line(profile), file=sys.stderr)
+    warning = calibration_warning(profile)
+    if warning:
+        print(f"modelwarden profile: warning: {warning}", file=sys.stderr)
     if args.mlflow_run:
         error = _log_to_mlflow(profile, args.mlflow_run, args.mlflow_tracking_uri)
         if error:
@@ -119,3 +140,29 @@ def _series_line(profile: Profile) -> str:
             "use fewer --bins (or train on fewer features), or raise --max-series"
         )
     return line
+
+
+def calibration_warning(profile: Profile) -> str | None:
+    """For a binary classifier with scores: why the estimated_* checks would refuse the profile
+    at the default maxCalibrationError, or None when they would not."""
+    prediction = profile.prediction
+    if prediction.score is None or prediction.positive_class is None:
+        return None
+    if prediction.calibration is None:
+        return (
+            f"no calibration recorded: the target column {profile.target!r} holds values that are not the model's "
+            f"classes {prediction.levels}, so the estimated_* checks of a DriftPolicy will refuse this profile"
+        )
+    calibration = ScoreCalibration.from_profile(profile)
+    refusals = {gap.metric: gap for metric in METRICS for gap in calibration.refusals(metric, DEFAULT_MAX_CALIBRATION_ERROR)}
+    if not refusals:
+        return None
+    gaps = ", ".join(
+        f"{gap.metric} undefined" if gap.expected is None or gap.realised is None
+        else f"{gap.metric} {gap.expected:.4f} from the scores vs {gap.realised:.4f} from the labels"
+        for gap in refusals.values()
+    )
+    return (
+        f"the scores are not calibrated within {DEFAULT_MAX_CALIBRATION_ERROR:g} on these {calibration.reference_rows} rows "
+        f"({gaps}): the estimated_* checks of a DriftPolicy will refuse them unless maxCalibrationError allows it"
+    )

@@ -16,6 +16,9 @@ Conventions shared with the metrics contract:
 * A categorical column is coded by the index of its level in ``levels`` (sorted, spelled by
   ``contract.metrics.level_key``), so its edges are ``0.0, 1.0, …, k-1`` and the ``+Inf`` bucket
   counts levels never seen in training.
+* A binary classifier's score histogram has its decision threshold among its edges, so each
+  bucket lies wholly on one side of it; with labels, ``prediction.calibration`` records how well
+  the scores predicted them (what the label-free estimated_* checks rely on).
 """
 
 from __future__ import annotations
@@ -66,6 +69,39 @@ class Distribution(_Model):
         return self
 
 
+class Calibration(_Model):
+    """How well a binary classifier's scores matched the labels on the profiled rows.
+
+    Per score bucket (the buckets of ``prediction.score``, ``+Inf`` last): the mean score of the
+    rows in it and how many of them were labelled ``positiveClass``. A row is predicted positive
+    when its score is above ``threshold`` (one of the score edges, so a bucket is wholly on one
+    side). ``expectedAccuracy`` is the accuracy the scores promise (the mean over rows of s where
+    the score s is above the threshold, of 1 − s elsewhere); ``realisedAccuracy`` is the accuracy
+    the labels give. A calibrated model has them close.
+    """
+
+    threshold: float = Field(description="decision threshold: scores above it are predicted positiveClass")
+    mean_scores: list[float | None] = Field(description="mean score per score bucket; null where no row fell")
+    positives: list[int] = Field(description="rows labelled positiveClass per score bucket")
+    expected_accuracy: float = Field(description="accuracy promised by the scores alone")
+    realised_accuracy: float = Field(description="accuracy against the labels")
+    rows: int = Field(description="labelled rows behind these numbers")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Calibration":
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError("calibration: threshold must be between 0 and 1")
+        if len(self.positives) != len(self.mean_scores):
+            raise ValueError("calibration: meanScores and positives need one entry per score bucket")
+        if any(p < 0 for p in self.positives) or sum(self.positives) > self.rows:
+            raise ValueError("calibration: positives must be counts of the labelled rows")
+        if any(m is not None and not 0.0 <= m <= 1.0 for m in self.mean_scores):
+            raise ValueError("calibration: mean scores are probabilities, between 0 and 1")
+        if not (0.0 <= self.expected_accuracy <= 1.0 and 0.0 <= self.realised_accuracy <= 1.0):
+            raise ValueError("calibration: accuracies must be between 0 and 1")
+        return self
+
+
 class PredictionProfile(Distribution):
     """The model's output on the training data (or the target column when no model was given).
 
@@ -73,6 +109,8 @@ class PredictionProfile(Distribution):
     behind ``modelwarden_prediction_value`` (probability of ``positiveClass`` for a binary
     classifier, probability of the predicted class otherwise; absent without predict_proba).
     Regression: ``kind`` is numeric and the distribution itself is the prediction_value one.
+    ``calibration`` (binary classifiers profiled with the model and labels) backs the
+    label-free performance estimate.
     """
 
     task: Task
@@ -80,6 +118,24 @@ class PredictionProfile(Distribution):
     score: Distribution | None = None
     score_meaning: str | None = None
     positive_class: str | None = None
+    calibration: Calibration | None = None
+
+    @model_validator(mode="after")
+    def _calibration(self) -> "PredictionProfile":
+        calibration = self.calibration
+        if calibration is None:
+            return self
+        if self.task != "classification" or self.score is None or self.positive_class is None:
+            raise ValueError("calibration: only a binary classifier's scores (score and positiveClass) have one")
+        if calibration.threshold not in self.score.edges:
+            raise ValueError("calibration: threshold must be one of the score edges")
+        if len(calibration.mean_scores) != len(self.score.counts) or calibration.rows != self.score.count:
+            raise ValueError("calibration: needs one entry per score bucket and the score's row count")
+        if any(p > n for p, n in zip(calibration.positives, self.score.counts)):
+            raise ValueError("calibration: a bucket cannot hold more positives than rows")
+        if any((m is None) != (n == 0) for m, n in zip(calibration.mean_scores, self.score.counts)):
+            raise ValueError("calibration: a mean score is null exactly where its bucket is empty")
+        return self
 
     def value_distribution(self) -> Distribution | None:
         """The distribution exported as ``modelwarden_prediction_value``."""

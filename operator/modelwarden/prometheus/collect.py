@@ -18,6 +18,7 @@ import numpy as np
 
 from modelwarden.analysis.judge import (
     CLASSIFICATION_METRICS,
+    ESTIMATED_METRICS,
     LATENCY_QUANTILES,
     REGRESSION_METRICS,
     CustomPart,
@@ -98,6 +99,8 @@ def plan_queries(spec: DriftPolicySpec, target: Target) -> dict[Part, str]:
         planned[WindowPart(Side.CURRENT, Kind.CONFUSION)] = queries.confusion(current, feedback_window)
     if metrics & set(LATENCY_QUANTILES):
         planned[WindowPart(Side.CURRENT, Kind.LATENCY)] = queries.latency_buckets(current, window)
+    if metrics & ESTIMATED_METRICS:  # the score histogram over the window (the same query drift's predictions use)
+        planned[WindowPart(Side.CURRENT, Kind.PREDICTION)] = queries.prediction_buckets(current, window)
 
     if spec.drift is not None and spec.reference is not None:
         reference = spec.reference
@@ -218,9 +221,13 @@ def evaluate(
 
 
 def _reference(spec: DriftPolicySpec, fetched: dict[Part, Any], failures: dict[Part, str], profile: Reference | None) -> Reference | None:
+    """Drift's reference; a profileRef's profile also without drift when an estimated_* check reads its calibration."""
     reference = spec.reference
-    if spec.drift is None or reference is None:
+    if reference is None:
         return None
+    if spec.drift is None:
+        estimated = any(check.metric in ESTIMATED_METRICS for check in spec.performance)
+        return profile if estimated and reference.profile_ref is not None else None
     if reference.profile_ref is not None:
         if profile is None:
             failures[WindowPart(Side.REFERENCE, Kind.FEATURES)] = failures[WindowPart(Side.REFERENCE, Kind.PREDICTION)] = \

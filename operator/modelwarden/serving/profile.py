@@ -8,6 +8,8 @@ optionally the model (``build_profile_from_csv``: every column except the target
 file order; columns are numeric unless listed as categorical; empty or non-finite cells are an
 error rather than silently dropped, because the model would never have been trained on them), and
 counts the series a profile makes a server export (``series_count``, the ``--max-series`` check).
+For a binary classifier with scores, the decision threshold is made one of the score edges and,
+given labels, the scores' calibration is recorded (``score_calibration``).
 The format is documented in docs/profile.md.
 """
 
@@ -26,6 +28,7 @@ from modelwarden.contract import metrics
 from modelwarden.contract.metrics import LATENCY_BUCKETS, level_key
 from modelwarden.contract.profile import (
     DEFAULT_Z_SCORE,
+    Calibration,
     Distribution,
     Kind,
     PredictionProfile,
@@ -41,6 +44,7 @@ from modelwarden.contract.reasons import (
 from modelwarden.serving.model import ModelRunner, load_runner
 
 DEFAULT_BINS = 20
+DEFAULT_THRESHOLD = 0.5  # a binary predict_proba model predicts positiveClass when its score is above it (argmax)
 EDGE_SIGNIFICANT_DIGITS = 6
 DEFAULT_MAX_SERIES = 20_000  # `modelwarden serve --max-series`: a profile above it is refused at startup
 
@@ -60,7 +64,10 @@ def quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
     return np.unique([round_edge(q) for q in quantiles])
 
 
-def numeric_distribution(name: str, values: Sequence[float] | np.ndarray, bins: int = DEFAULT_BINS) -> Distribution:
+def numeric_distribution(
+    name: str, values: Sequence[float] | np.ndarray, bins: int = DEFAULT_BINS, extra_edge: float | None = None
+) -> Distribution:
+    """Quantile buckets; ``extra_edge`` (rounded as every edge) is added to the edges, e.g. a decision threshold."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         raise ProfileError(f"{name}: no values to profile")
@@ -69,6 +76,8 @@ def numeric_distribution(name: str, values: Sequence[float] | np.ndarray, bins: 
     if bins < 2:
         raise ProfileError("bins must be at least 2")
     edges = quantile_edges(x, bins)
+    if extra_edge is not None:
+        edges = np.unique([*edges.tolist(), round_edge(extra_edge)])
     counts = np.bincount(np.searchsorted(edges, x, side="left"), minlength=edges.size + 1)
     return Distribution(
         name=name,
@@ -110,8 +119,15 @@ def prediction_profile(
     scores: np.ndarray | None = None,
     score_meaning: str | None = None,
     positive_class: Any = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    labels: Sequence[Any] | np.ndarray | None = None,
 ) -> PredictionProfile:
-    """The prediction's distribution; ``classes`` lists every class, even ones never predicted."""
+    """The prediction's distribution; ``classes`` lists every class, even ones never predicted.
+
+    A binary classifier's scores (``positive_class`` set) get ``threshold`` among their edges;
+    with ``labels`` (one per row, all among ``classes``) their calibration is recorded too.
+    Labels outside the classes record none (they are not what the model was trained on).
+    """
     if task == "regression":
         base = numeric_distribution("prediction", outputs, bins)
         return PredictionProfile(**base.model_dump(), task=task, source=source)
@@ -121,6 +137,19 @@ def prediction_profile(
     counts = [0] * (len(levels) + 1)
     for key in keys:
         counts[index.get(key, len(levels))] += 1
+    binary = scores is not None and positive_class is not None
+    if binary and not 0.0 < round_edge(threshold) < 1.0:
+        raise ProfileError(f"the decision threshold must be between 0 and 1, not {threshold:g}")
+    score = None if scores is None else numeric_distribution("score", scores, bins, round_edge(threshold) if binary else None)
+    calibration = None
+    if binary and labels is not None:
+        assert scores is not None and score is not None
+        label_keys = [level_key(label) for label in labels]
+        if len(label_keys) != len(scores):
+            raise ProfileError(f"{len(label_keys)} labels for {len(scores)} scores")
+        if set(label_keys) <= set(levels):
+            positive = np.asarray([key == level_key(positive_class) for key in label_keys], dtype=bool)
+            calibration = score_calibration(np.asarray(scores, dtype=float), positive, score.edges, round_edge(threshold))
     return PredictionProfile(
         name="prediction",
         kind="categorical",
@@ -130,9 +159,31 @@ def prediction_profile(
         levels=levels,
         task=task,
         source=source,
-        score=None if scores is None else numeric_distribution("score", scores, bins),
+        score=score,
         score_meaning=score_meaning if scores is not None else None,
         positive_class=None if positive_class is None else level_key(positive_class),
+        calibration=calibration,
+    )
+
+
+def score_calibration(scores: np.ndarray, positive: np.ndarray, edges: Sequence[float], threshold: float) -> Calibration:
+    """Per score bucket (``edges`` with ``threshold`` among them): mean score and labelled positives;
+    the accuracy the scores promise and the one the labels give (positive when score > threshold)."""
+    if threshold not in edges:
+        raise ProfileError("the decision threshold must be one of the score edges")
+    bucket = np.searchsorted(np.asarray(edges, dtype=float), scores, side="left")
+    buckets = len(edges) + 1
+    rows = np.bincount(bucket, minlength=buckets)
+    sums = np.bincount(bucket, weights=scores, minlength=buckets)
+    positives = np.bincount(bucket, weights=positive.astype(float), minlength=buckets)
+    predicted = scores > threshold
+    return Calibration(
+        threshold=threshold,
+        mean_scores=[float(np.clip(total / n, 0.0, 1.0)) if n else None for total, n in zip(sums, rows)],
+        positives=[int(round(p)) for p in positives],
+        expected_accuracy=float(np.where(predicted, scores, 1.0 - scores).mean()),
+        realised_accuracy=float((predicted == positive).mean()),
+        rows=int(scores.size),
     )
 
 
@@ -292,6 +343,7 @@ def build_profile_from_csv(
     task: Task | None = None,
     z_score: float = DEFAULT_Z_SCORE,
     trusted_skops_types: Sequence[str] = (),
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> Profile:
     raw = read_csv(data)
     if target not in raw:
@@ -313,13 +365,15 @@ def build_profile_from_csv(
         prediction = prediction_profile(chosen, "target", target_values, bins)
     else:
         runner, _ = load_runner(model, trusted_skops_types)
-        prediction = _model_prediction(runner, model_input(columns), bins, task)
+        prediction = _model_prediction(runner, model_input(columns), bins, task, target_values, threshold)
     return Profile(
         target=target, rows=len(raw[target]), bins=bins, z_score=z_score, features=features, prediction=prediction
     )
 
 
-def _model_prediction(runner: ModelRunner, x: np.ndarray, bins: int, task: Task | None) -> Any:
+def _model_prediction(
+    runner: ModelRunner, x: np.ndarray, bins: int, task: Task | None, labels: np.ndarray, threshold: float
+) -> Any:
     if task is not None and task != runner.task:
         raise ProfileError(f"--task {task} contradicts the model, which is a {runner.task} model")
     try:
@@ -335,4 +389,6 @@ def _model_prediction(runner: ModelRunner, x: np.ndarray, bins: int, task: Task 
         scores=outputs.scores,
         score_meaning=runner.score_meaning,
         positive_class=runner.positive_class,
+        threshold=threshold,
+        labels=labels,
     )

@@ -223,5 +223,6 @@ def test_an_unreachable_prometheus_is_error_verdicts_never_an_action(tmp_path):
                       "--from", "2026-11-02T10:00:00Z", "--to", "2026-11-02T12:00:00Z", "--timeout", "0.5")
     assert report["verdicts"]["Error"] == report["evaluations"] == 5
     assert report["actions"] == [] and report["breaches"] == []
+    assert report["errors"] and all("Unreachable" in e["error"] for e in report["errors"])
 
 

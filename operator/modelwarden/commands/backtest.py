@@ -35,7 +35,7 @@ from modelwarden.commands.evaluate import load_policy, parse_time
 from modelwarden.planning import backtest
 from modelwarden.planning.notification import AlertContext
 from modelwarden.planning.policy import PolicyContext
-from modelwarden.prometheus.client import PrometheusConfig, PrometheusProvider
+from modelwarden.prometheus.client import MAX_RESPONSE_BYTES, PrometheusConfig, PrometheusProvider
 from modelwarden.prometheus.collect import Target, evaluate
 from modelwarden.prometheus.replay import DEFAULT_POINTS_PER_QUERY, Grid, RangeReplay, grid_step
 
@@ -74,6 +74,7 @@ class Trace:
     values: dict[str, list[float]] = field(default_factory=dict)  # check -> value per evaluation (NaN: none)
     thresholds: dict[str, float] = field(default_factory=dict)
     criticals: dict[str, list[backtest.Critical]] = field(default_factory=dict)  # tunable checks only
+    errors: dict[str, int] = field(default_factory=dict)  # "check: message" of Error results -> how many (first 10 kinds)
 
     def add(self, evaluation: Evaluation, drift: Iterable[FeatureDrift], tunable: dict[str, tuple[str, float, bool]],
             drift_share: float | None) -> None:
@@ -86,6 +87,10 @@ class Trace:
             if result.threshold is not None:
                 self.thresholds.setdefault(result.check, result.threshold)
             decided = result.verdict in (Verdict.PASS, Verdict.FAIL)
+            if result.verdict == Verdict.ERROR:
+                problem = f"{result.check}: {result.message}"[:300]
+                if problem in self.errors or len(self.errors) < 10:
+                    self.errors[problem] = self.errors.get(problem, 0) + 1
             if result.check in reports:
                 critical = _drift_critical(reports[result.check], drift_share if result.check == "drift/features" else None)
                 self.criticals.setdefault(result.check, []).append(critical)
@@ -138,8 +143,10 @@ def run(args: argparse.Namespace) -> int:
     if not url:
         print("modelwarden backtest: --prometheus is required (the policy has no spec.prometheus)", file=sys.stderr)
         return EXIT_ERROR
+    # A chunk's answer is about 25 bytes per point: allow the chunk size --max-points asks for.
     config = PrometheusConfig(url=url, headers=dict(source.headers) if source else {},
-                              timeout_seconds=args.timeout or 60.0)
+                              timeout_seconds=args.timeout or 60.0,
+                              max_response_bytes=max(MAX_RESPONSE_BYTES, 64 * args.max_points))
     namespace = args.namespace or policy.metadata.get("namespace") or "default"
     target = Target(
         model=args.model or spec.target_ref.name,
@@ -202,6 +209,7 @@ def _report(policy: DriftPolicy, grid: Grid, replay: backtest.Replay, trace: Tra
         "breaches": [_rfc3339(t) for t in replay.breaches],
         "checks": [share.to_wire() for share in backtest.check_shares(replay)],
         "queries": {"range": replayed.range_queries, "count": replayed.count_queries},
+        "errors": [{"error": problem, "evaluations": count} for problem, count in trace.errors.items()],
         "seconds": round(seconds, 3),
     }
     if good_until is not None:
@@ -247,6 +255,8 @@ def _table(document: dict[str, Any]) -> str:
             lines.append(_columns([action["time"], action["action"] + detail, ", ".join(action["checks"]) or "-"]))
     else:
         lines.append("no action: the policy would never have alerted, rolled back or retrained in this range")
+    for error in document["errors"]:
+        lines.append(f"Error in {error['evaluations']} evaluations: {error['error']}")
     lines += ["", _columns(["CHECK", "EVALUATIONS", "FAILED", "SHARE"])]
     for check in document["checks"]:
         lines.append(_columns([check["check"], str(check["evaluations"]), str(check["failed"]), f"{check['share']:.2%}"]))

@@ -76,6 +76,10 @@ class Replay:
             new.append(Action(now, "retrain", failing, decided.retrain.job_name))
         if _breached(decided.status) and not _breached(self.status):
             self.breaches.append(now)
+        # The status's ring buffer of past evaluations is for people and the ModelDeployment's gates;
+        # no DriftPolicy decision reads it, and copying 50 entries at every step of a month is most
+        # of a replay's decision time, so the replay keeps it empty.
+        decided.status.evaluations = []
         self.status = decided.status
         self.timeline.append((now, evaluation.verdict))
         for result in evaluation.results:

@@ -46,25 +46,7 @@ class BucketMatrix:
         """
         if len(names) == 0:
             return cls.empty()
-        unique_names, row = np.unique(np.asarray(names, dtype=object).astype(str), return_inverse=True)
-        le_values = np.asarray(le, dtype=float)
-        values_arr = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0, posinf=0.0, neginf=0.0)
-        order = np.lexsort((le_values, row))
-        row, le_values, values_arr = row[order], le_values[order], values_arr[order]
-        new_pair = np.ones(row.size, dtype=bool)
-        new_pair[1:] = (row[1:] != row[:-1]) | (le_values[1:] != le_values[:-1])
-        pair_index = np.cumsum(new_pair) - 1
-        summed = np.bincount(pair_index, weights=values_arr)
-        row, le_values = row[new_pair], le_values[new_pair]
-        per_row = np.bincount(row, minlength=unique_names.size)
-        starts = np.concatenate(([0], np.cumsum(per_row)[:-1]))
-        column = np.arange(row.size) - starts[row]
-        width = int(per_row.max())
-        le_matrix = np.full((unique_names.size, width), np.nan)
-        cumulative = np.zeros((unique_names.size, width))
-        le_matrix[row, column] = le_values
-        cumulative[row, column] = summed
-        return cls(tuple(unique_names.tolist()), le_matrix, cumulative)
+        return SampleLayout(names, le).matrix(values)
 
     @classmethod
     def from_bins(cls, names: Sequence[str], edges: Sequence[Sequence[float]], counts: Sequence[Sequence[float]]) -> "BucketMatrix":
@@ -190,3 +172,32 @@ def _pad(le: np.ndarray, cumulative: np.ndarray, width: int) -> tuple[np.ndarray
         np.hstack([cumulative, np.zeros((rows, missing))]),
     )
 
+
+
+class SampleLayout:
+    """Where each of a vector's (name, le) samples lands in a BucketMatrix: computed once for a
+    label list, reused for every vector with the same labels in the same order (a backtest's
+    instants of one range answer), so only the values move."""
+
+    def __init__(self, names: Sequence[str], le: Sequence[float]) -> None:
+        unique_names, row = np.unique(np.asarray(names, dtype=object).astype(str), return_inverse=True)
+        le_values = np.asarray(le, dtype=float)
+        self.order = np.lexsort((le_values, row))
+        row, le_values = row[self.order], le_values[self.order]
+        new_pair = np.ones(row.size, dtype=bool)
+        new_pair[1:] = (row[1:] != row[:-1]) | (le_values[1:] != le_values[:-1])
+        self.pair_index = np.cumsum(new_pair) - 1
+        row, le_values = row[new_pair], le_values[new_pair]
+        per_row = np.bincount(row, minlength=unique_names.size)
+        starts = np.concatenate(([0], np.cumsum(per_row)[:-1]))
+        self.row, self.column = row, np.arange(row.size) - starts[row]
+        self.names = tuple(unique_names.tolist())
+        self.le = np.full((unique_names.size, int(per_row.max())), np.nan)
+        self.le[row, self.column] = le_values
+
+    def matrix(self, values: Sequence[float]) -> BucketMatrix:
+        values_arr = np.nan_to_num(np.asarray(values, dtype=float), nan=0.0, posinf=0.0, neginf=0.0)[self.order]
+        summed = np.bincount(self.pair_index, weights=values_arr, minlength=self.row.size)
+        cumulative = np.zeros(self.le.shape)
+        cumulative[self.row, self.column] = summed
+        return BucketMatrix(self.names, self.le.copy(), cumulative)

@@ -9,6 +9,7 @@ into :class:`modelwarden.analysis.judge.Observations`; ``evaluate`` = collect +
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -32,7 +33,7 @@ from modelwarden.analysis.judge import (
     WindowPart,
     judge,
 )
-from modelwarden.analysis.histograms import BucketMatrix
+from modelwarden.analysis.histograms import BucketMatrix, SampleLayout
 from modelwarden.api.checks import PerformanceMetric
 from modelwarden.api.driftpolicy import DriftPolicySpec
 from modelwarden.api.duration import format_duration
@@ -264,6 +265,39 @@ def _counts(vector: InstantVector) -> np.ndarray:
     return values
 
 
+@dataclass(frozen=True)
+class _HistogramLayout:
+    """What a histogram vector's labels alone decide: its BucketMatrix layout and the sort by
+    (name, le) that the cumulative check walks."""
+
+    samples: SampleLayout
+    order: np.ndarray
+    same: np.ndarray  # order[i] and order[i + 1] belong to the same histogram
+
+    @classmethod
+    def of(cls, vector: InstantVector, name_label: str | None, name: str) -> "_HistogramLayout":
+        names = [labels.get(name_label, "") for labels in vector.labels] if name_label else [name] * len(vector.labels)
+        le = np.array([float(labels[LE]) for labels in vector.labels])
+        _, groups = np.unique(np.asarray(names, dtype=object), return_inverse=True)
+        order = np.lexsort((le, groups))
+        return cls(SampleLayout(names, le), order, groups[order][1:] == groups[order][:-1])
+
+
+# Layouts of label lists marked as shared (InstantVector.layout: a backtest's range answer), kept
+# while that answer is.
+_LAYOUTS: weakref.WeakKeyDictionary[object, dict[tuple[str | None, str], _HistogramLayout]] = weakref.WeakKeyDictionary()
+
+
+def _layout(vector: InstantVector, name_label: str | None, name: str) -> _HistogramLayout:
+    if vector.layout is None:
+        return _HistogramLayout.of(vector, name_label, name)
+    known = _LAYOUTS.setdefault(vector.layout, {})
+    key = (name_label, name)
+    if key not in known:
+        known[key] = _HistogramLayout.of(vector, name_label, name)
+    return known[key]
+
+
 def _histograms(vector: InstantVector, name_label: str | None = None, name: str = "") -> BucketMatrix:
     """One row per value of ``name_label`` (features), or a single row called ``name``.
 
@@ -271,19 +305,17 @@ def _histograms(vector: InstantVector, name_label: str | None = None, name: str 
     observation) means the data is inconsistent, not that the distribution changed.
     """
     values = _counts(vector)
-    names = [labels.get(name_label, "") for labels in vector.labels] if name_label else [name] * len(vector.labels)
-    le = np.array([float(labels[LE]) for labels in vector.labels])
+    if not len(values):
+        return BucketMatrix.empty()
+    layout = _layout(vector, name_label, name)
     if len(values) > 1:
-        _, groups = np.unique(np.asarray(names, dtype=object), return_inverse=True)
-        order = np.lexsort((le, groups))
-        same = groups[order][1:] == groups[order][:-1]
-        before, after = values[order][:-1], values[order][1:]
-        falls = same & (before - after > np.maximum(1.0, 1e-3 * before))
+        before, after = values[layout.order][:-1], values[layout.order][1:]
+        falls = layout.same & (before - after > np.maximum(1.0, 1e-3 * before))
         if falls.any():
             at = int(np.argmax(falls))
-            lower, upper = vector.labels[order[at]], vector.labels[order[at + 1]]
+            lower, upper = vector.labels[layout.order[at]], vector.labels[layout.order[at + 1]]
             raise InvalidData(f"cumulative bucket {_series(upper)} = {after[at]:g} is below {_series(lower)} = {before[at]:g}")
-    return BucketMatrix.from_samples(names, le, values)
+    return layout.samples.matrix(values)
 
 
 def _quantities(vector: InstantVector, key: Callable[[dict[str, str]], Any]) -> dict[Any, float]:

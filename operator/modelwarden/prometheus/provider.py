@@ -21,6 +21,9 @@ class InstantVector:
     values: np.ndarray
     fetch_seconds: float = 0.0
     decode_seconds: float = 0.0
+    # Set when other vectors share these very labels in this order (a backtest's instants of one
+    # range answer): decoders may reuse what they derived from the labels, keyed on this object.
+    layout: object | None = None
 
 
 @dataclass(frozen=True)

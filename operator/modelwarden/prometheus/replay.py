@@ -54,7 +54,7 @@ class Grid:
         return index
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: decoders key what they derive from its labels on it
 class _Chunk:
     """One expression's answers for grid instants [first, first + length): values[series, instant],
     present[series, instant] (a series has no point where the expression had no value)."""
@@ -96,7 +96,7 @@ class RangeReplay:
         if not present.any():
             raise NoData(f"no series for {promql!r} at {at.isoformat()}")
         if present.all():  # the usual case: every series has a point here
-            return InstantVector(chunk.labels, chunk.values[:, column])
+            return InstantVector(chunk.labels, chunk.values[:, column], layout=chunk)
         rows = np.flatnonzero(present)
         return InstantVector([chunk.labels[i] for i in rows], chunk.values[rows, column])
 

@@ -210,19 +210,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     done = subprocess.run([MODELWARDEN, "backtest", "-f", str(manifest), "--prometheus", "http://127.0.0.1:1",
                            "--from", "2026-11-03T10:00:00Z", "--to", "2026-11-02T10:00:00Z"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "before its start" in done.stderr
+    done = subprocess.run([MODELWARDEN, "backtest", "-f", str(manifest), "--prometheus", "http://127.0.0.1:1",
+                           "--from", "2026-11-02T10:00:00Z", "--to", "2026-11-03T10:00:00Z"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--profile" in done.stderr  # a profileRef policy needs the profile
 
 
-def test_an_unreachable_prometheus_is_error_verdicts_never_an_action(tmp_path):
-    """Every evaluation is an Error (the range queries fail), and an Error never acts."""
+def test_an_unreachable_prometheus_is_error_verdicts_never_an_action_and_exit_2(tmp_path):
+    """Every evaluation is an Error (the range queries fail), an Error never acts, and the
+    incomplete replay says so: the report is printed and the exit status is 2."""
     from modelwarden.sandbox.prometheus import free_port
 
-    class Nowhere:
-        url = f"http://127.0.0.1:{free_port()}"
-
-    report = backtest(Nowhere, PROFILE_POLICY.replace("profileRef: {configMap: {name: fraud-profile, key: profile.json}}", "offset: 1d"), tmp_path,
-                      "--from", "2026-11-02T10:00:00Z", "--to", "2026-11-02T12:00:00Z", "--timeout", "0.5")
+    manifest = tmp_path / "policy.yaml"
+    manifest.write_text(PROFILE_POLICY.replace("profileRef: {configMap: {name: fraud-profile, key: profile.json}}", "offset: 1d"))
+    done = subprocess.run([MODELWARDEN, "backtest", "-f", str(manifest), "--prometheus", f"http://127.0.0.1:{free_port()}",
+                           "--from", "2026-11-02T10:00:00Z", "--to", "2026-11-02T12:00:00Z", "--timeout", "0.5", "-o", "json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "incomplete" in done.stderr
+    report = json.loads(done.stdout)
     assert report["verdicts"]["Error"] == report["evaluations"] == 5
     assert report["actions"] == [] and report["breaches"] == []
-    assert report["errors"] and all("Unreachable" in e["error"] for e in report["errors"])
-
-
+    assert report["failedRangeQueries"] and all("Unreachable" in e["error"] for e in report["errors"])

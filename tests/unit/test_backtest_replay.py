@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+import numpy as np
 import pytest
 
 from modelwarden.api.driftpolicy import Verdict
@@ -50,11 +51,11 @@ def test_shares_and_false_alarms_over_the_healthy_period():
     replayed = replay([F, F, P, P, F, F, F, P])
     shares = {s.check: s for s in backtest.check_shares(replayed)}
     assert (shares["drift/features"].evaluations, shares["drift/features"].failed) == (8, 5)
-    alarms = backtest.false_alarms(replayed, T0 + 3 * MINUTE)
+    alarms = backtest.false_alarms(replayed, T0 + 3 * MINUTE, MINUTE)
     assert (alarms.evaluations, alarms.failing, alarms.breaches) == (4, 2, 1)
     assert alarms.days == pytest.approx(4 / 1440) and alarms.per_day == pytest.approx(360.0)
     assert alarms.per_evaluation == 0.5
-    assert backtest.false_alarms(replayed, T0 - MINUTE).evaluations == 0
+    assert backtest.false_alarms(replayed, T0 - MINUTE, MINUTE).evaluations == 0
 
 
 def test_breaches_of_follows_the_streak_rules():
@@ -105,6 +106,60 @@ def test_allowed_breaches_and_lenient_rounding():
 def test_threshold_fields_name_the_spec_field():
     fields = backtest.threshold_fields(ctx(performance=[{"metric": "accuracy", "min": 0.8}, {"metric": "latency_p99", "max": 0.2}],
                                            outliers={"maxRate": 0.05}).spec)
-    assert fields == {"performance/accuracy": ("spec.performance[0].min", 0.8, False),
-                      "performance/latency_p99": ("spec.performance[1].max", 0.2, True),
-                      "outliers/rate": ("spec.outliers.maxRate", 0.05, True)}
+    assert {name: [(b.field, b.current, b.fails_above) for b in bounds] for name, bounds in fields.items()} == {
+        "performance/accuracy": [("spec.performance[0].min", 0.8, False)],
+        "performance/latency_p99": [("spec.performance[1].max", 0.2, True)],
+        "outliers/rate": [("spec.outliers.maxRate", 0.05, True)]}
+    both = backtest.threshold_fields(ctx(performance=[], checks=[{"name": "volume", "query": "sum(up)", "min": 10, "max": 500}]).spec)
+    assert [(b.field, b.fails_above) for b in both["custom/volume"]] == [("spec.checks[0].min", False), ("spec.checks[0].max", True)]
+
+
+def test_a_suggestion_the_spec_would_refuse_is_none_with_a_reason():
+    zero_p = [Critical(0.0, True), Critical(0.0, True)]  # adjusted p-values of 0: only alpha 0 would pass them
+    s = backtest.suggest("drift/features", "spec.drift.threshold", 0.01, zero_p, False, 1, 0, valid=(0.0, 0.99))
+    assert s.suggested is None and "not one the spec accepts" in s.note
+
+
+def test_breaches_scale_to_a_month_of_evaluations():
+    rng = np.random.default_rng(3)
+    criticals = [Critical(float(v), True) for v in rng.normal(size=43_200)]
+    s = backtest.suggest("custom/x", "spec.checks[0].max", 1.0, criticals, True, 3, 1)
+    values = np.array([c.value for c in criticals])
+    assert backtest.breaches_of(list(values > s.suggested), 3) <= 1
+
+
+def _drift(statistic, p_value=None, method="psi"):
+    from modelwarden.analysis.drift import FeatureDrift
+    from modelwarden.api.checks import DriftMethod
+
+    n = len(statistic)
+    return FeatureDrift(check="drift/features", method=DriftMethod(method), threshold=0.1, names=tuple(f"f{i}" for i in range(n)),
+                        statistic=np.asarray(statistic, dtype=float), p_value=None if p_value is None else np.asarray(p_value),
+                        adjusted_p_value=None if p_value is None else np.asarray(p_value, dtype=float),
+                        reference_samples=np.full(n, 1e4), current_samples=np.full(n, 1e4), tested=np.ones(n, bool),
+                        drifted=np.zeros(n, bool), mismatched=np.zeros(n, bool))
+
+
+@pytest.mark.parametrize("share", [None, 0.3, 0.55, 1.0])
+def test_a_drift_critical_value_is_where_the_drift_verdict_flips(share):
+    """The critical value agrees with analysis.drift.verdict on either side of it, for distances and p-values."""
+    from dataclasses import replace
+
+    from modelwarden.analysis import drift as drift_analysis
+    from modelwarden.api.checks import Correction
+    from modelwarden.commands.backtest import _drift_critical
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        statistic = rng.uniform(0, 0.5, size=20)
+        report = _drift(statistic)
+        c = _drift_critical(report, share).value
+        for theta in (float(np.nextafter(c, 0.0)), c):  # fails iff θ < c (c is just above the k-th largest statistic)
+            at = replace(report, threshold=theta, drifted=statistic >= theta)
+            assert (drift_analysis.verdict(at, share, 100, Correction.NONE).verdict.value == "Fail") == (theta < c)
+        p = rng.uniform(0, 0.2, size=20)
+        report = _drift(statistic, p, "ks")
+        c = _drift_critical(report, share).value
+        for theta in (c, float(np.nextafter(c, 1.0))):  # fails iff θ > c
+            at = replace(report, threshold=theta, drifted=p < theta)
+            assert (drift_analysis.verdict(at, share, 100, Correction.NONE).verdict.value == "Fail") == (theta > c)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from modelwarden.analysis.drift import DEFAULT_THRESHOLDS, P_VALUE_METHODS, FeatureDrift
+from modelwarden.api.checks import DISTANCE_MAXIMA
 from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.api.driftpolicy import DriftPolicy, Evaluation, Verdict
 from modelwarden.api.duration import format_duration, parse_duration
@@ -68,49 +69,59 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class Trace:
-    """What the report needs of every evaluation, kept compact (a month at 1m is 43 200 of them)."""
+    """What the report needs of every evaluation, kept compact (a month at 1m is 43 200 of them).
 
+    ``criticals`` has one entry per evaluation for every check a threshold is suggested for, in
+    order (None where the check had no value), so the healthy period is always the first entries."""
+
+    suggested: tuple[str, ...]  # the checks thresholds are suggested for
+    drift_share: float | None
     times: list[datetime] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)  # check -> value per evaluation (NaN: none)
     thresholds: dict[str, float] = field(default_factory=dict)
-    criticals: dict[str, list[backtest.Critical]] = field(default_factory=dict)  # tunable checks only
+    criticals: dict[str, list[backtest.Critical]] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)  # "check: message" of Error results -> how many (first 10 kinds)
 
-    def add(self, evaluation: Evaluation, drift: Iterable[FeatureDrift], tunable: dict[str, tuple[str, float, bool]],
-            drift_share: float | None) -> None:
+    def add(self, evaluation: Evaluation, drift: Iterable[FeatureDrift]) -> None:
         index = len(self.times)
         self.times.append(evaluation.time)
         reports = {report.check: report for report in drift}
+        results = {result.check: result for result in evaluation.results}
         for result in evaluation.results:
             series = self.values.setdefault(result.check, [math.nan] * index)
             series.append(math.nan if result.value is None else result.value)
             if result.threshold is not None:
                 self.thresholds.setdefault(result.check, result.threshold)
-            decided = result.verdict in (Verdict.PASS, Verdict.FAIL)
             if result.verdict == Verdict.ERROR:
                 problem = f"{result.check}: {result.message}"[:300]
                 if problem in self.errors or len(self.errors) < 10:
                     self.errors[problem] = self.errors.get(problem, 0) + 1
-            if result.check in reports:
-                critical = _drift_critical(reports[result.check], drift_share if result.check == "drift/features" else None)
-                self.criticals.setdefault(result.check, []).append(critical)
-            elif result.check in tunable:
-                value = result.value if decided else None
-                self.criticals.setdefault(result.check, []).append(backtest.Critical(value, decided))
         for series in self.values.values():  # a check absent from this evaluation
             if len(series) == index:
                 series.append(math.nan)
+        for check in self.suggested:
+            result = results.get(check)
+            if result is None or result.verdict not in (Verdict.PASS, Verdict.FAIL):
+                critical = backtest.Critical(None, False)  # no value, InsufficientData or Error: neither fails nor resets
+            elif check in reports:
+                critical = _drift_critical(reports[check], self.drift_share if check == "drift/features" else None)
+            else:
+                critical = backtest.Critical(result.value, True)
+            self.criticals.setdefault(check, []).append(critical)
 
 
 def _drift_critical(report: FeatureDrift, drift_share: float | None) -> backtest.Critical:
-    """The threshold at which this drift check flips: the k-th most extreme feature (k drifted
-    features fail it: 1, or driftShare of those tested)."""
+    """The threshold at which this drift check flips: the k-th most extreme tested feature (k
+    drifted features fail it: 1, or the fewest whose share reaches driftShare, by the verdict's own
+    comparison)."""
     tested = report.tested
     count = int(tested.sum())
     if not count:
         return backtest.Critical(None, False)
-    k = max(1, math.ceil((drift_share or 0) * count)) if drift_share else 1
-    clean = not (~tested).any()
+    k = 1
+    if drift_share:
+        k = next(n for n in range(1, count + 1) if n / count >= drift_share) if drift_share <= 1 else count
+    clean = not (~tested).any()  # with untested features a non-failing verdict is InsufficientData, not a Pass
     if report.adjusted_p_value is not None:  # drifted iff adjusted p < θ: fails iff θ > the k-th smallest
         ordered = np.sort(report.adjusted_p_value[tested])
         return backtest.Critical(float(ordered[k - 1]), clean)
@@ -128,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
         profile = reference_from_profile(args.profile.read_bytes(), f"profile {args.profile.name}") if args.profile else None
         if args.max_points < 1:
             raise ValueError("--max-points must be at least 1")
+        reference = policy.spec.reference
+        if reference is not None and reference.profile_ref is not None and profile is None:
+            raise ValueError("the policy's reference is a profileRef: give the profile with --profile")
     except (OSError, ValueError) as exc:
         print(f"modelwarden backtest: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -162,9 +176,9 @@ def run(args: argparse.Namespace) -> int:
                            track=spec.track.value, version=args.track_version, prometheus_url=url),
     )
     replay = backtest.Replay(ctx)
-    trace = Trace()
     tunable = backtest.threshold_fields(spec)
-    drift_share = spec.drift.drift_share if spec.drift else None
+    drift_checks = (["drift/features"] + (["drift/prediction"] if spec.drift.predictions else [])) if spec.drift else []
+    trace = Trace(tuple(drift_checks) + tuple(tunable), spec.drift.drift_share if spec.drift else None)
     started = time.perf_counter()
     with PrometheusProvider(config) as provider:
         replayed = RangeReplay(provider, grid, args.max_points)
@@ -172,17 +186,25 @@ def run(args: argparse.Namespace) -> int:
             for index in _progress(range(grid.steps), args.progress):
                 report = evaluate(spec, target, replayed, grid.at(index), profile).report
                 replay.observe(report.evaluation)
-                trace.add(report.evaluation, report.drift, tunable, drift_share)
+                trace.add(report.evaluation, report.drift)
         except Exception as exc:  # noqa: BLE001 - one line, never a traceback
             print(f"modelwarden backtest: the replay failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return EXIT_ERROR
     document = _report(policy, grid, replay, trace, tunable, good_until, replayed, time.perf_counter() - started)
+    if grid.step != spec.interval:
+        document["note"] = (f"evaluated every {format_duration(grid.step)}, the policy every {format_duration(spec.interval)}: "
+                            "failureThreshold counts these evaluations")
     if args.plot is not None:
         from modelwarden.commands.backtest_plot import plot
 
         plot(args.plot, trace, replay.actions, name)
         document["plot"] = str(args.plot)
     print(json.dumps(document, indent=2) if args.output == "json" else _table(document))
+    if replayed.failed:
+        first = replayed.failed[0]
+        print(f"modelwarden backtest: incomplete: {len(replayed.failed)} range queries failed (their evaluations are "
+              f"Errors), the first for {_rfc3339(first[0])}..{_rfc3339(first[1])}: {first[2]}", file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 
@@ -195,7 +217,7 @@ def _progress(steps: range, mode: str) -> Iterable[int]:
 
 
 def _report(policy: DriftPolicy, grid: Grid, replay: backtest.Replay, trace: Trace,
-            tunable: dict[str, tuple[str, float, bool]], good_until: datetime | None, replayed: RangeReplay,
+            tunable: dict[str, list[backtest.Bound]], good_until: datetime | None, replayed: RangeReplay,
             seconds: float) -> dict[str, Any]:
     spec = policy.spec
     document: dict[str, Any] = {
@@ -209,11 +231,12 @@ def _report(policy: DriftPolicy, grid: Grid, replay: backtest.Replay, trace: Tra
         "breaches": [_rfc3339(t) for t in replay.breaches],
         "checks": [share.to_wire() for share in backtest.check_shares(replay)],
         "queries": {"range": replayed.range_queries, "count": replayed.count_queries},
+        "failedRangeQueries": [{"from": _rfc3339(a), "to": _rfc3339(b), "error": why} for a, b, why in replayed.failed],
         "errors": [{"error": problem, "evaluations": count} for problem, count in trace.errors.items()],
         "seconds": round(seconds, 3),
     }
     if good_until is not None:
-        alarms = backtest.false_alarms(replay, good_until)
+        alarms = backtest.false_alarms(replay, good_until, grid.step)
         document["goodUntil"] = _rfc3339(good_until)
         document["falseAlarms"] = alarms.to_wire()
         document["thresholds"] = [s.to_wire() for s in _suggestions(spec, trace, good_until, alarms.days)]
@@ -232,11 +255,12 @@ def _suggestions(spec: Any, trace: Trace, good_until: datetime, days: float) -> 
             p_value = method in P_VALUE_METHODS
             current = spec.drift.threshold if spec.drift.threshold is not None else DEFAULT_THRESHOLDS[method]
             note = "a significance level (adjusted p)" if p_value else f"a {method.value} distance"
+            valid = (0.0, math.nextafter(1.0, 0.0)) if p_value else (0.0, DISTANCE_MAXIMA.get(method.value, math.inf))
             found.append(backtest.suggest(check, "spec.drift.threshold", current, window, fails_above=not p_value,
-                                          failure_threshold=spec.failure_threshold, allowed=allowed, note=note))
-        elif check in fields:
-            field_path, current, fails_above = fields[check]
-            found.append(backtest.suggest(check, field_path, current, window, fails_above, spec.failure_threshold, allowed))
+                                          failure_threshold=spec.failure_threshold, allowed=allowed, note=note, valid=valid))
+        for bound in fields.get(check, []):
+            found.append(backtest.suggest(check, bound.field, bound.current, window, bound.fails_above,
+                                          spec.failure_threshold, allowed, valid=bound.valid))
     return found
 
 
@@ -255,6 +279,10 @@ def _table(document: dict[str, Any]) -> str:
             lines.append(_columns([action["time"], action["action"] + detail, ", ".join(action["checks"]) or "-"]))
     else:
         lines.append("no action: the policy would never have alerted, rolled back or retrained in this range")
+    if "note" in document:
+        lines.append(f"note: {document['note']}")
+    for failed in document["failedRangeQueries"]:
+        lines.append(f"range query failed for {failed['from']}..{failed['to']}: {failed['error']}")
     for error in document["errors"]:
         lines.append(f"Error in {error['evaluations']} evaluations: {error['error']}")
     lines += ["", _columns(["CHECK", "EVALUATIONS", "FAILED", "SHARE"])]

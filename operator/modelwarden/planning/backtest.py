@@ -19,12 +19,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from modelwarden.api.driftpolicy import DriftPolicySpec, DriftPolicyStatus, Evaluation, Verdict
 from modelwarden.planning import tick
 from modelwarden.planning.policy import PolicyContext
 from modelwarden.planning.retraining import JobOutcome, JobState
 
 FALSE_ALARM_BUDGET_DAYS = 30  # the suggested thresholds allow at most one false alarm per this many days
+_BELOW_ONE = math.nextafter(1.0, 0.0)  # the largest value of a bound that must stay below 1
 
 
 @dataclass(frozen=True)
@@ -175,68 +178,81 @@ def check_shares(replay: Replay) -> list[CheckShare]:
     return [CheckShare(check, n, failed) for check, (n, failed) in replay.shares.items()]
 
 
-def false_alarms(replay: Replay, until: datetime.datetime) -> FalseAlarms:
+def false_alarms(replay: Replay, until: datetime.datetime, step: datetime.timedelta) -> FalseAlarms:
+    """Over the evaluations up to ``until``; a day is evaluations x ``step`` (the time they cover)."""
     healthy = [(t, verdict) for t, verdict in replay.timeline if t <= until]
     if not healthy:
         return FalseAlarms(0, 0, 0, 0.0)
-    days = (healthy[-1][0] - healthy[0][0] + replay.ctx.spec.interval).total_seconds() / 86400
+    days = (healthy[-1][0] - healthy[0][0] + step).total_seconds() / 86400
     return FalseAlarms(len(healthy), sum(verdict == Verdict.FAIL for _, verdict in healthy),
                        sum(1 for t in replay.breaches if t <= until), days)
 
 
 def breaches_of(failing: Sequence[bool | None], failure_threshold: int) -> int:
     """Breaches of a verdict sequence under the operator's rules: a Fail counts, a Pass (False)
-    resets the streak and re-arms, anything else (None: InsufficientData, Error) does neither."""
-    count, breached, breaches = 0, False, 0
-    for fails in failing:
-        if fails is True:
-            count += 1
-            if count >= failure_threshold and not breached:
-                breaches, breached = breaches + 1, True
-        elif fails is False:
-            count, breached = 0, False
-    return breaches
+    resets the streak and re-arms, anything else (None: InsufficientData, Error) does neither —
+    so a breach is a run of at least failure_threshold Fails between Passes, undecided ones left out."""
+    decided = np.array([f for f in failing if f is not None], dtype=bool)
+    return _breaches(decided, failure_threshold)
+
+
+def _breaches(decided: np.ndarray, failure_threshold: int) -> int:
+    if not decided.any():
+        return 0
+    edges = np.diff(np.concatenate(([0], decided.astype(np.int8), [0])))
+    runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    return int((runs >= failure_threshold).sum())
 
 
 def suggest(check: str, field_path: str, current: float | None, criticals: Sequence[Critical], fails_above: bool,
-            failure_threshold: int, allowed: int, note: str = "") -> Suggestion:
+            failure_threshold: int, allowed: int, note: str = "",
+            valid: tuple[float, float] = (-math.inf, math.inf)) -> Suggestion:
     """Scan the candidate thresholds from the most lenient to the most sensitive and stop before
-    the first at which the healthy period would have breached more than ``allowed`` times."""
+    the first at which the healthy period would have breached more than ``allowed`` times.
 
-    def outcomes(theta: float) -> list[bool | None]:
-        seen: list[bool | None] = []
-        for critical in criticals:
-            if critical.value is None:
-                seen.append(None)
-            elif (theta < critical.value) if fails_above else (theta > critical.value):
-                seen.append(True)
-            else:
-                seen.append(False if critical.passes_otherwise else None)
-        return seen
+    Candidates are the values seen, rounded towards leniency to three significant digits (the
+    suggestion is printed so); ``valid`` is the open-closed range the spec accepts."""
+    known = np.array([c.value is not None for c in criticals], dtype=bool)
+    values = np.array([c.value if c.value is not None else np.nan for c in criticals], dtype=float)
+    resets = np.array([c.passes_otherwise for c in criticals], dtype=bool)
 
-    values = sorted({c.value for c in criticals if c.value is not None and math.isfinite(c.value)})
-    at_current = breaches_of(outcomes(current), failure_threshold) if current is not None else 0
-    if not values:
+    def breaches_at(theta: float) -> int:
+        fails = known & ((theta < values) if fails_above else (theta > values))
+        decided = fails | (known & resets)  # a Fail, or a Pass that resets; the rest neither
+        return _breaches(fails[decided], failure_threshold)
+
+    finite = values[known & np.isfinite(values)]
+    at_current = breaches_at(current) if current is not None else 0
+    if not finite.size:
         return Suggestion(check, field_path, current, None, at_current, allowed, note or "the check had no value in the period")
-    # A maximum passes at θ = value, so each observed value is a candidate; the most lenient is the largest.
-    candidates = list(reversed(values)) if fails_above else values
+    # At θ = a value's own (lenient-rounded) figure that evaluation passes, so each is a candidate.
+    rounded = np.unique([_round_lenient(float(v), fails_above) for v in np.unique(finite)])
+    candidates = rounded[::-1] if fails_above else rounded  # the most lenient first
     best: float | None = None
     for theta in candidates:
-        if breaches_of(outcomes(theta), failure_threshold) > allowed:
+        if breaches_at(float(theta)) > allowed:
             break
-        best = theta
+        best = float(theta)
     if best is None:
         return Suggestion(check, field_path, current, None, at_current, allowed,
                           note or "even the most lenient value seen would have breached too often")
-    return Suggestion(check, field_path, current, _round_lenient(best, fails_above), at_current, allowed, note)
+    if not valid[0] < best <= valid[1]:
+        return Suggestion(check, field_path, current, None, at_current, allowed,
+                          f"{note + '; ' if note else ''}the value it would take ({best:g}) is not one the spec accepts")
+    return Suggestion(check, field_path, current, best, at_current, allowed, note)
 
 
 def _round_lenient(value: float, fails_above: bool) -> float:
-    """Three significant digits, rounded towards leniency so the suggestion still holds."""
-    if value == 0:
-        return 0.0
-    scale = 10 ** (math.floor(math.log10(abs(value))) - 2)
-    return (math.ceil(value / scale) if fails_above else math.floor(value / scale)) * scale
+    """Three significant digits, rounded towards leniency (up for a maximum, down otherwise) so the
+    evaluation the value came from still passes."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    rounded = float(f"{value:.3g}")
+    if fails_above and rounded < value:
+        rounded = float(f"{math.nextafter(rounded, math.inf) + 10 ** (math.floor(math.log10(abs(value))) - 2):.3g}")
+    elif not fails_above and rounded > value:
+        rounded = float(f"{rounded - 10 ** (math.floor(math.log10(abs(value))) - 2):.3g}")
+    return rounded
 
 
 def allowed_breaches(days: float) -> int:
@@ -244,27 +260,40 @@ def allowed_breaches(days: float) -> int:
     return int(days // FALSE_ALARM_BUDGET_DAYS)
 
 
-def threshold_fields(spec: DriftPolicySpec) -> dict[str, tuple[str, float, bool]]:
-    """check name -> (spec field, current value, fails_above) for every bound a user sets as a
-    value compared with one number per evaluation (the drift checks are handled per feature)."""
-    fields: dict[str, tuple[str, float, bool]] = {}
+@dataclass(frozen=True)
+class Bound:
+    """One threshold of the spec compared with one number per evaluation."""
+
+    field: str  # where it is set, e.g. spec.performance[0].min
+    current: float
+    fails_above: bool  # a maximum (fails above it); otherwise a minimum or a significance level
+    valid: tuple[float, float] = (-math.inf, math.inf)  # (exclusive lower, inclusive upper) the spec accepts
+
+
+def threshold_fields(spec: DriftPolicySpec) -> dict[str, list[Bound]]:
+    """check name -> its bounds (a check with both min and max has two), for every threshold a user
+    sets as a value compared with one number per evaluation (drift is handled per feature)."""
+    fields: dict[str, list[Bound]] = {}
     for i, check in enumerate(spec.performance):
         name = f"performance/{check.metric.value}" + (f"/{check.class_label}" if check.class_label else "")
-        if check.max is not None:
-            fields[name] = (f"spec.performance[{i}].max", check.max, True)
-        elif check.min is not None:
-            fields[name] = (f"spec.performance[{i}].min", check.min, False)
+        fields[name] = _bounds(f"spec.performance[{i}]", check.min, check.max, lower=0.0)
     for i, custom in enumerate(spec.checks):
-        if custom.max is not None:
-            fields[f"custom/{custom.name}"] = (f"spec.checks[{i}].max", custom.max, True)
-        elif custom.min is not None:
-            fields[f"custom/{custom.name}"] = (f"spec.checks[{i}].min", custom.min, False)
+        fields[f"custom/{custom.name}"] = _bounds(f"spec.checks[{i}]", custom.min, custom.max)
     if spec.outliers is not None:
-        fields["outliers/rate"] = ("spec.outliers.maxRate", spec.outliers.max_rate, True)
+        fields["outliers/rate"] = [Bound("spec.outliers.maxRate", spec.outliers.max_rate, True, (-math.ulp(0.0), _BELOW_ONE))]
     if spec.comparison is not None:
         for metric in spec.comparison.metrics:
-            fields[f"comparison/{metric}"] = ("spec.comparison.alpha", spec.comparison.alpha, False)
-    return fields
+            fields[f"comparison/{metric}"] = [Bound("spec.comparison.alpha", spec.comparison.alpha, False, (0.0, _BELOW_ONE))]
+    return {name: bounds for name, bounds in fields.items() if bounds}
+
+
+def _bounds(path: str, minimum: float | None, maximum: float | None, lower: float = -math.inf) -> list[Bound]:
+    found = []
+    if minimum is not None:
+        found.append(Bound(f"{path}.min", minimum, False, (lower, math.inf)))
+    if maximum is not None:
+        found.append(Bound(f"{path}.max", maximum, True))
+    return found
 
 
 def _rfc3339(moment: datetime.datetime) -> str:

@@ -8,8 +8,8 @@ expression for the whole range instead of one per evaluation. The decision code 
 
 Prometheus refuses more than 11,000 points per series in one answer, and a 30-day answer of
 thousands of bucket series would not fit in memory, so the grid is cut into chunks: each
-expression is fetched once per chunk (one ``count()`` instant query first sizes the chunk), and
-only the chunk in use is kept.
+expression is fetched once per chunk (``count()`` instant queries at the chunk's start and end
+size it to a points budget), and only the chunk in use is kept.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from modelwarden.prometheus.errors import MetricsError, NoData
+from modelwarden.prometheus.errors import MalformedAnswer, MetricsError, NoData
 from modelwarden.prometheus.provider import InstantVector, MetricProvider, RangeMatrix
 
 MAX_POINTS_PER_SERIES = 11_000  # Prometheus's own limit for one range query
+RETRIES_BY_HALVING = 3  # a range query that fails is tried again over half the span, this many times
+GRID_TOLERANCE_SECONDS = 0.001  # Prometheus answers at exactly the instants asked for (millisecond timestamps)
 DEFAULT_POINTS_PER_QUERY = 1_000_000  # ≈ 25 MB of JSON per answer, ≈ 250 MB while it is decoded
 
 
@@ -71,8 +73,10 @@ class RangeReplay:
     """A MetricProvider answering instant queries at grid instants from chunked range queries.
 
     ``range_queries`` and ``count_queries`` count the round trips, for the backtest's report (and
-    its tests). A failed range query fails every instant of that chunk the same way, as the
-    instant queries would have failed.
+    its tests). A range query that fails is tried again over half the span (a smaller answer, a
+    shorter wait) a few times; one that still fails fails every instant of its chunk (an Error
+    verdict there, never an action) and is listed in ``failed``, so the backtest can say its
+    replay is incomplete.
     """
 
     def __init__(self, inner: MetricProvider, grid: Grid, points_per_query: int = DEFAULT_POINTS_PER_QUERY) -> None:
@@ -82,7 +86,7 @@ class RangeReplay:
         self.range_queries = 0
         self.count_queries = 0
         self._chunks: dict[str, _Chunk] = {}
-        self._chunk_steps: dict[str, int] = {}
+        self.failed: list[tuple[datetime, datetime, str]] = []  # (first, last instant, why) of chunks that stayed failed
 
     def query(self, promql: str, at: datetime | None = None) -> InstantVector:
         if at is None:
@@ -107,31 +111,39 @@ class RangeReplay:
         cached = self._chunks.get(promql)
         if cached is not None and cached.first <= index < cached.first + cached.length:
             return cached
-        steps = self._chunk_steps.get(promql)
-        if steps is None:
-            steps = self._chunk_steps[promql] = self._size(promql, index)
-        length = min(steps, self.grid.steps - index)  # the grid is walked forwards: a chunk starts where first needed
-        try:
-            chunk = self._fetch(promql, index, length)
-        except NoData:
-            chunk = _Chunk(index, length, [], np.zeros((0, length)), np.zeros((0, length), dtype=bool))
-        except MetricsError as exc:  # QueryError, Unreachable, MalformedAnswer: every instant of the chunk sees it
-            chunk = _Chunk(index, length, [], np.zeros((0, length)), np.zeros((0, length), dtype=bool), exc)
+        # The grid is walked forwards: a chunk starts where it is first needed, sized for the
+        # series at its own start and end (a model deployed or retired mid-range changes them).
+        length = min(MAX_POINTS_PER_SERIES, self.grid.steps - index)
+        length = min(length, self._size(promql, index, index + length - 1))
+        for attempt in range(RETRIES_BY_HALVING + 1):
+            try:
+                chunk = self._fetch(promql, index, length)
+                break
+            except NoData:
+                chunk = _Chunk(index, length, [], np.zeros((0, length)), np.zeros((0, length), dtype=bool))
+                break
+            except MetricsError as exc:  # too large or too slow an answer: try half; then every instant sees it
+                if attempt < RETRIES_BY_HALVING and length > 1 and not isinstance(exc, MalformedAnswer):
+                    length = max(1, length // 2)
+                    continue
+                chunk = _Chunk(index, length, [], np.zeros((0, length)), np.zeros((0, length), dtype=bool), exc)
+                self.failed.append((self.grid.at(index), self.grid.at(index + length - 1), f"{type(exc).__name__}: {exc}"))
+                break
         self._chunks[promql] = chunk
         return chunk
 
-    def _size(self, promql: str, index: int) -> int:
-        """Instants per range query: Prometheus's limit, and a points budget over the series count
-        at the range's start and end (one cheap ``count()`` instant query each)."""
+    def _size(self, promql: str, first: int, last: int) -> int:
+        """Instants for a points budget over the series count at the chunk's start and end (one
+        cheap ``count()`` instant query each)."""
         series = 1
-        for moment in {self.grid.at(index), self.grid.at(self.grid.steps - 1)}:
+        for moment in {self.grid.at(first), self.grid.at(last)}:
             self.count_queries += 1
             try:
                 counted = self.inner.query(f"count({promql})", at=moment)
                 series = max(series, int(np.nan_to_num(counted.values, nan=1.0).max(initial=1.0)))
             except MetricsError:  # sizing only: the range query reports the real error
                 continue
-        return max(1, min(MAX_POINTS_PER_SERIES, self.points_per_query // series))
+        return max(1, self.points_per_query // series)
 
     def _fetch(self, promql: str, first: int, length: int) -> _Chunk:
         start = self.grid.at(first)
@@ -143,10 +155,13 @@ class RangeReplay:
         step = self.grid.step.total_seconds()
         origin = start.timestamp()
         for row, (stamps, points) in enumerate(zip(matrix.timestamps, matrix.values)):
-            columns = np.rint((np.asarray(stamps, dtype=float) - origin) / step).astype(np.int64)
-            inside = (columns >= 0) & (columns < length)
-            values[row, columns[inside]] = np.asarray(points, dtype=float)[inside]
-            present[row, columns[inside]] = True
+            offsets = (np.asarray(stamps, dtype=float) - origin) / step
+            columns = np.rint(offsets).astype(np.int64)
+            if np.any(np.abs(offsets - columns) * step > GRID_TOLERANCE_SECONDS) or np.any((columns < 0) | (columns >= length)):
+                raise MalformedAnswer(f"the answer to {promql!r} has points off the requested instants (a query frontend "
+                                      "that aligns ranges to their step?); the backtest needs the instants it asked for")
+            values[row, columns] = np.asarray(points, dtype=float)
+            present[row, columns] = True
         return _Chunk(first, length, matrix.labels, values, present)
 
 

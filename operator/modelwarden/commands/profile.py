@@ -62,7 +62,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--decision-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="SCORE",
         help="binary classifiers: the score above which positiveClass is predicted (default 0.5, what "
-        "`modelwarden serve` predicts with); made a score edge, and the calibration is computed at it",
+        "`modelwarden serve` predicts with; another value only describes a server that applies it itself); "
+        "made a score edge, and the calibration is computed at it",
     )
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     parser.add_argument("--mlflow-run", metavar="RUN_ID", help=f"also log the profile as the {PROFILE_FILE} artifact of this MLflow run")

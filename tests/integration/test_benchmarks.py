@@ -79,3 +79,9 @@ def test_operator_scale_prints_every_field_and_an_idle_reconcile_sends_nothing()
     assert result["queries_shared"] > 0 and result["prometheus_requests"] < result["queries_asked"], result
     assert result["reconciles_per_second"] > 0, result
     assert result["api_requests_per_idle_reconcile"] == 0, result  # watch-fed: nothing to change, nothing sent
+
+
+def test_backtest_bench_prints_its_numbers():
+    out = _bench("backtest_bench.py", "--days", "0.05", "--features", "5")
+    assert re.search(r"evaluations: 73; range queries: 2; count queries: 4", out), out
+    assert "'Error': 0" in out and re.search(r"peak memory \(max RSS of the backtest process\): \d+ MB", out), out

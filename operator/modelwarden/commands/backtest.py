@@ -32,12 +32,12 @@ from modelwarden.api.checks import DISTANCE_MAXIMA
 from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.api.driftpolicy import DriftPolicy, Evaluation, Verdict
 from modelwarden.api.duration import format_duration, parse_duration
-from modelwarden.commands.evaluate import load_policy, parse_time
+from modelwarden.commands.evaluate import add_source_arguments, load_policy, parse_time, source
 from modelwarden.planning import backtest
 from modelwarden.planning.notification import AlertContext
 from modelwarden.planning.policy import PolicyContext
-from modelwarden.prometheus.client import MAX_RESPONSE_BYTES, PrometheusConfig, PrometheusProvider
-from modelwarden.prometheus.collect import Target, evaluate
+from modelwarden.prometheus.client import MAX_RESPONSE_BYTES, PrometheusProvider
+from modelwarden.prometheus.collect import evaluate
 from modelwarden.prometheus.replay import DEFAULT_POINTS_PER_QUERY, Grid, RangeReplay, grid_step
 
 EXIT_ERROR = 2
@@ -45,7 +45,6 @@ EXIT_ERROR = 2
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--filename", required=True, type=Path, help="DriftPolicy manifest (YAML or JSON)")
-    parser.add_argument("--prometheus", help="Prometheus-API base URL (default: the policy's spec.prometheus.url)")
     parser.add_argument("--from", dest="start", required=True, help="first evaluation, RFC3339")
     parser.add_argument("--to", dest="end", required=True, help="last evaluation at or before this, RFC3339")
     parser.add_argument("--step", help="time between evaluations, e.g. 1m (default: the policy's interval)")
@@ -53,14 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                               "and the thresholds that would have kept them to one per 30 days")
     parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
     parser.add_argument("--plot", type=Path, help="write a PNG: each check's value against its threshold, actions marked")
-    parser.add_argument("--profile", type=Path, help="profile.json for a profileRef reference")
-    parser.add_argument("--model", help="model label (default: the policy's targetRef.name)")
-    parser.add_argument("--namespace", help="value of {{ namespace }} (default: the manifest's namespace or 'default')")
-    parser.add_argument("--namespace-label", default=None,
-                        help="match the namespace on this Prometheus label (default: the policy's "
-                             "spec.prometheus.namespaceLabel, else none)")
-    parser.add_argument("--version", dest="track_version", help="version label of the judged track (default: any version)")
-    parser.add_argument("--timeout", type=float, help="seconds per query (default: 60)")
+    add_source_arguments(parser, default_timeout="60")
     parser.add_argument("--max-points", type=int, default=DEFAULT_POINTS_PER_QUERY,
                         help="points per range query at most (series x steps); longer ranges are fetched in chunks")
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
@@ -152,23 +144,13 @@ def run(args: argparse.Namespace) -> int:
             print("modelwarden backtest: --plot needs matplotlib (pip install 'modelwarden[plot]')", file=sys.stderr)
             return EXIT_ERROR
     spec = policy.spec
-    source = spec.prometheus
-    url = args.prometheus or (source.url if source else None)
-    if not url:
-        print("modelwarden backtest: --prometheus is required (the policy has no spec.prometheus)", file=sys.stderr)
+    try:
+        # A chunk's answer is about 25 bytes per point: allow the chunk size --max-points asks for.
+        config, target = source(policy, args, 60.0, max_response_bytes=max(MAX_RESPONSE_BYTES, 64 * args.max_points))
+    except ValueError as exc:
+        print(f"modelwarden backtest: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    # A chunk's answer is about 25 bytes per point: allow the chunk size --max-points asks for.
-    config = PrometheusConfig(url=url, headers=dict(source.headers) if source else {},
-                              timeout_seconds=args.timeout or 60.0,
-                              max_response_bytes=max(MAX_RESPONSE_BYTES, 64 * args.max_points))
-    namespace = args.namespace or policy.metadata.get("namespace") or "default"
-    target = Target(
-        model=args.model or spec.target_ref.name,
-        namespace=namespace,
-        versions={spec.track.value: args.track_version} if args.track_version else {},
-        namespace_label=(args.namespace_label if args.namespace_label is not None
-                         else (source.namespace_label if source else None)) or None,
-    )
+    namespace, url = target.namespace, config.url
     name = policy.metadata.get("name") or "backtest"
     ctx = PolicyContext(
         name=name, namespace=namespace, uid="backtest", spec=spec, generation=1, created=None,

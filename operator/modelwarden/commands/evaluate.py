@@ -57,9 +57,15 @@ class MalformedAnswers:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--filename", required=True, type=Path, help="DriftPolicy manifest (YAML or JSON)")
-    parser.add_argument("--prometheus", help="Prometheus-API base URL (default: the policy's spec.prometheus.url)")
     parser.add_argument("--at", help="evaluation time, RFC3339 (default: now)")
     parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    add_source_arguments(parser, default_timeout="the policy's, else 10")
+    parser.add_argument("--all-features", action="store_true", help="table output: list every feature, not only notable ones")
+
+
+def add_source_arguments(parser: argparse.ArgumentParser, default_timeout: str) -> None:
+    """Where the policy's data comes from and which series are the judged model's (shared with backtest)."""
+    parser.add_argument("--prometheus", help="Prometheus-API base URL (default: the policy's spec.prometheus.url)")
     parser.add_argument("--profile", type=Path, help="profile.json for a profileRef reference")
     parser.add_argument("--model", help="model label (default: the policy's targetRef.name)")
     parser.add_argument("--namespace", help="value of {{ namespace }} (default: the manifest's namespace or 'default')")
@@ -68,8 +74,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "policy's spec.prometheus.namespaceLabel, else none: backfilled or ad-hoc data often has no "
                              "namespace label; the operator itself defaults to 'namespace')")
     parser.add_argument("--version", dest="track_version", help="version label of the judged track (default: any version)")
-    parser.add_argument("--timeout", type=float, help="seconds per query (default: the policy's, else 10)")
-    parser.add_argument("--all-features", action="store_true", help="table output: list every feature, not only notable ones")
+    parser.add_argument("--timeout", type=float, help=f"seconds per query (default: {default_timeout})")
+
+
+def source(policy: DriftPolicy, args: argparse.Namespace, timeout: float, **config: Any) -> tuple[PrometheusConfig, Target]:
+    """The Prometheus to query and the judged model's series, from the flags and the policy
+    (ValueError when no Prometheus URL is known)."""
+    spec = policy.spec
+    prometheus = spec.prometheus
+    url = args.prometheus or (prometheus.url if prometheus else None)
+    if not url:
+        raise ValueError("--prometheus is required (the policy has no spec.prometheus)")
+    settings = PrometheusConfig(url=url, headers=dict(prometheus.headers) if prometheus else {},
+                                timeout_seconds=args.timeout or timeout, **config)
+    target = Target(
+        model=args.model or spec.target_ref.name,
+        namespace=args.namespace or policy.metadata.get("namespace") or "default",
+        versions={spec.track.value: args.track_version} if args.track_version else {},
+        namespace_label=(args.namespace_label if args.namespace_label is not None
+                         else (prometheus.namespace_label if prometheus else None)) or None,
+    )
+    return settings, target
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,23 +106,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"modelwarden evaluate: {exc}", file=sys.stderr)
         return 2
     spec = policy.spec
-    source = spec.prometheus
-    url = args.prometheus or (source.url if source else None)
-    if not url:
-        print("modelwarden evaluate: --prometheus is required (the policy has no spec.prometheus)", file=sys.stderr)
+    try:
+        config, target = source(policy, args, spec.prometheus.timeout.total_seconds() if spec.prometheus else 10.0)
+    except ValueError as exc:
+        print(f"modelwarden evaluate: {exc}", file=sys.stderr)
         return 2
-    config = PrometheusConfig(
-        url=url,
-        headers=dict(source.headers) if source else {},
-        timeout_seconds=args.timeout or (source.timeout.total_seconds() if source else 10.0),
-    )
-    target = Target(
-        model=args.model or spec.target_ref.name,
-        namespace=args.namespace or policy.metadata.get("namespace") or "default",
-        versions={spec.track.value: args.track_version} if args.track_version else {},
-        namespace_label=(args.namespace_label if args.namespace_label is not None
-                         else (source.namespace_label if source else None)) or None,
-    )
     with PrometheusProvider(config) as provider:
         guarded = MalformedAnswers(provider)
         try:

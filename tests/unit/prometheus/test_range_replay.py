@@ -92,3 +92,23 @@ def test_no_data_is_no_data_at_each_instant_and_off_grid_answers_are_refused():
         skewed.query("q", T0)
     with pytest.raises(ValueError, match="not an instant"):
         RangeReplay(Scripted(), Grid(T0, STEP, 3)).query("q", T0 + STEP / 2)
+
+
+def test_nan_points_reach_the_decoders_as_nan_which_makes_the_check_an_error():
+    """A NaN sample is passed on as it is (an instant query would return it too); collect then
+    refuses it as InvalidData, an Error of that check, never a count."""
+    from modelwarden.prometheus.collect import InvalidData, _histograms
+
+    class WithNaN(Scripted):
+        def query_range(self, promql, start, end, step_seconds):
+            matrix = super().query_range(promql, start, end, step_seconds)
+            values = [v.copy() for v in matrix.values]
+            values[0][1] = np.nan
+            return RangeMatrix([{"feature": "f", "le": "1.0"}, {"feature": "f", "le": "+Inf"}], matrix.timestamps, values)
+
+    replay = RangeReplay(WithNaN(), Grid(T0, STEP, 4))
+    assert not np.isnan(replay.query("q", T0).values).any()  # the chunk starts at T0: its second point is T0 + STEP
+    vector = replay.query("q", T0 + STEP)
+    assert vector.labels == [{"feature": "f", "le": "1.0"}] and np.isnan(vector.values[0])
+    with pytest.raises(InvalidData, match="nan"):
+        _histograms(vector, name_label="feature")

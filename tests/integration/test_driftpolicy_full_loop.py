@@ -160,7 +160,7 @@ def test_drifted_canary_is_rolled_back_retrained_and_alerted(
     # Events are posted after the deliveries they report: wait for the last of them.
     expected_events = {"DriftDetected", "RollbackRequested", "RetrainLaunched", "AlertSent"}
     def policy_events() -> list[str]:
-        found = [e["reason"] for e in kube.list("events") if e["involvedObject"]["name"] == "fraud-canary"]
+        found = [e["reason"] for e in kube.list("events") if e["involvedObject"].get("name") == "fraud-canary"]
         return found if expected_events <= set(found) else []
 
     events = wait_until(policy_events, 20, "the breach's Events")

@@ -20,7 +20,7 @@ import numpy as np
 from modelwarden.analysis import drift as drift_analysis
 from modelwarden.analysis.estimated import EdgeMismatch, ScoreCalibration, Uncalibrated
 from modelwarden.analysis.histograms import BucketMatrix, align, bin_counts, select_names
-from modelwarden.analysis.quality import ConfusionMatrix, RegressionErrors, histogram_quantile, rate, two_proportion_test
+from modelwarden.analysis.quality import ConfusionMatrix, RegressionErrors, averaging, histogram_quantile, rate, two_proportion_test
 from modelwarden.analysis.verdicts import aggregate, bounded, result
 from modelwarden.api.checks import ComparisonSpec, Correction, PerformanceCheck, PerformanceMetric
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicySpec, Evaluation, Verdict
@@ -185,8 +185,16 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
         if failure:
             return _failed(name, failure)
         matrix = ConfusionMatrix.from_pairs(pairs or {})
-        value = matrix.accuracy() if metric is PerformanceMetric.ACCURACY else matrix.score(metric.value, check.class_label)
-        return bounded(name, value, check.min, check.max, matrix.total, min_samples, what)
+        if metric is PerformanceMetric.ACCURACY:
+            return bounded(name, matrix.accuracy(), check.min, check.max, matrix.total, min_samples, what)
+        if check.class_label is None:
+            try:
+                how = averaging(matrix.classes, *_profile_classes(observations.reference))
+            except ValueError as exc:
+                return _failed(name, f"{what}: {exc}")
+            what += f" of class {how.positive} (the positive class)" if how.positive is not None else f" ({how.why})"
+            return bounded(name, matrix.score(metric.value, how.positive), check.min, check.max, matrix.total, min_samples, what)
+        return bounded(name, matrix.score(metric.value, check.class_label), check.min, check.max, matrix.total, min_samples, what)
     if metric in LATENCY_QUANTILES:
         latency, failure = _part(observations, Side.CURRENT, Kind.LATENCY)
         if failure:
@@ -206,6 +214,14 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
     # error rate: failed requests over all requests (successful requests are the timed ones)
     requests = counters.get("requests", 0.0) + counters.get("errors", 0.0)
     return bounded(name, rate(counters.get("errors", 0.0), requests), check.min, check.max, requests, min_samples, what)
+
+
+def _profile_classes(reference: Reference | None) -> tuple[list[str] | None, str | None]:
+    """A classifier profile's classes and positive class, when the policy's reference has one."""
+    prediction = reference.profile.prediction if reference is not None and reference.profile is not None else None
+    if prediction is None or prediction.task != "classification" or not prediction.levels:
+        return None, None
+    return list(prediction.levels), prediction.positive_class
 
 
 def _estimated_check(check: PerformanceCheck, name: str, what: str, min_samples: int, observations: Observations) -> CheckResult:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +46,8 @@ class ConfusionMatrix:
         return {label: (float(precision[i]), float(recall[i]), float(f1[i])) for i, label in enumerate(self.classes)}
 
     def score(self, metric: str, class_label: str | None) -> float | None:
-        """precision/recall/f1 of one class, or their macro average over every class seen."""
+        """precision/recall/f1 of one class (0 when never seen, as scikit-learn), or with
+        ``class_label`` None their macro average over every class seen."""
         position = ("precision", "recall", "f1").index(metric)
         per_class = self.per_class()
         if self.total <= 0 or not per_class:
@@ -54,6 +55,46 @@ class ConfusionMatrix:
         if class_label is not None:
             return per_class[class_label][position] if class_label in per_class else 0.0
         return float(np.mean([scores[position] for scores in per_class.values()]))
+
+
+# Binary labels whose positive class needs no naming: scikit-learn's pos_label=1 (and true).
+IMPLIED_POSITIVES = (({"0", "1"}, "1"), ({"false", "true"}, "true"))
+
+
+@dataclass(frozen=True)
+class Averaging:
+    """How precision/recall/F1 without ``class`` are taken: of ``positive`` (binary, as
+    scikit-learn's ``average='binary'``), or the macro average (``positive`` None, multiclass)."""
+
+    positive: str | None
+    why: str
+
+
+def implied_positive(labels: Iterable[str]) -> str | None:
+    """The positive class of 0/1 (or false/true) labels, spelled as they are; None otherwise."""
+    spelled = {label.lower(): label for label in labels}
+    for binary, positive in IMPLIED_POSITIVES:
+        if spelled.keys() <= binary:
+            return spelled.get(positive, positive)
+    return None
+
+
+def averaging(seen: Iterable[str], profile_classes: list[str] | None, profile_positive: str | None) -> Averaging:
+    """Binary models are judged on their positive class, multiclass ones on the macro average.
+
+    The profile's classes decide when there is a profile (its positiveClass, else 1/true);
+    without one the labels seen do: only 0/1 (or false/true) is binary, more than two labels is
+    multiclass. Raises ValueError when two labels leave the positive class unnamed.
+    """
+    classes = list(profile_classes) if profile_classes is not None else sorted(set(seen))
+    source = "the profile's" if profile_classes is not None else "the"
+    if len(classes) > 2:
+        return Averaging(None, f"macro average over {source} {len(classes)} classes" + ("" if profile_classes is not None else " seen"))
+    positive = (profile_positive if profile_classes is not None else None) or implied_positive(classes)
+    if positive is None:
+        raise ValueError(f"{source} labels {classes} may be a binary model's: set class (or spec.reference.profileRef) "
+                         "to name the positive class")
+    return Averaging(positive, "the positive class")
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,8 @@ class PerformanceCheck(ApiModel):
     metric: PerformanceMetric
     """Which metric."""
     class_label: str | None = Field(default=None, alias="class", min_length=1, max_length=253)
-    """For precision/recall/f1: one class; omitted means the macro average over classes."""
+    """For precision/recall/f1: one class. Omitted: a binary model's positive class (the profile's
+    positiveClass, else 1 or true, as scikit-learn), a multiclass model's macro average."""
     min: float | None = None
     """Fail below this value (greater than 0; at most 1 for ratios)."""
     max: float | None = None

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics
 
-from modelwarden.analysis.quality import ConfusionMatrix, RegressionErrors, histogram_quantile, rate, two_proportion_test
+from modelwarden.analysis.quality import Averaging, ConfusionMatrix, RegressionErrors, averaging, histogram_quantile, rate, two_proportion_test
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -71,3 +71,38 @@ def test_two_proportion_test_matches_the_textbook_z():
     errors = two_proportion_test(50, 1000, 10, 1000, higher_is_worse=True)
     assert errors.p_value < 1e-6
     assert two_proportion_test(0, 100, 0, 100, higher_is_worse=True).p_value == 0.5
+
+
+def _matrix(actual, predicted) -> ConfusionMatrix:
+    pairs: dict[tuple[str, str], float] = {}
+    for p, a in zip(predicted, actual):
+        pairs[(str(p), str(a))] = pairs.get((str(p), str(a)), 0) + 1
+    return ConfusionMatrix.from_pairs(pairs)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_binary_model_is_judged_on_its_positive_class_as_scikit_learn(seed):
+    # 3 % positives: the macro average would hide how poorly the rare class is found.
+    rng = np.random.default_rng(seed)
+    actual = (rng.uniform(size=4000) < 0.03).astype(int)
+    predicted = np.where(rng.uniform(size=4000) < 0.6, actual, rng.integers(0, 2, 4000))
+    matrix = _matrix(actual, predicted)
+    how = averaging(matrix.classes, None, None)
+    assert how.positive == "1"
+    for name, function in (("precision", metrics.precision_score), ("recall", metrics.recall_score), ("f1", metrics.f1_score)):
+        assert matrix.score(name, how.positive) == pytest.approx(function(actual, predicted, zero_division=0))
+        assert matrix.score(name, how.positive) != pytest.approx(matrix.score(name, None))
+
+
+def test_which_class_is_positive():
+    assert averaging(["0"], None, None).positive == "1"  # a window without a positive is still binary
+    assert averaging(["False", "True"], None, None).positive == "True"
+    assert averaging(["cat", "dog", "eel"], None, None) == Averaging(None, "macro average over the 3 classes seen")
+    # the profile knows the classes a window may not show, and names the positive one
+    assert averaging(["fraud"], ["fraud", "legit"], "fraud").positive == "fraud"
+    assert averaging(["0", "1"], ["0", "1", "2"], None).positive is None
+    assert averaging(["1"], ["0", "1"], None).positive == "1"
+    with pytest.raises(ValueError, match=r"labels \['fraud', 'legit'\] may be a binary model's: set class"):
+        averaging(["legit", "fraud"], None, None)
+    with pytest.raises(ValueError, match="the profile's labels"):
+        averaging(["legit"], ["fraud", "legit"], None)

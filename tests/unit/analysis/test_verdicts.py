@@ -151,3 +151,15 @@ def test_features_missing_from_a_window_are_insufficient_data_never_a_pass_by_om
     # Evidence of drift on what is there still counts: a Fail is not hidden by the missing features.
     drifted = judge(spec, Observations(TrackWindow(features=_matrix({"a": [3000, 500, 300, 200]})), reference), NOW)
     assert drifted.evaluation.verdict is F
+
+
+def test_precision_without_class_names_the_positive_class_or_says_it_cannot():
+    spec = _spec(performance=[{"metric": "precision", "min": 0.5}, {"metric": "recall", "min": 0.5, "class": "legit"}])
+    binary = {("1", "1"): 40.0, ("1", "0"): 60.0, ("0", "0"): 1900.0}
+    precision, _ = judge(spec, Observations(TrackWindow(confusion=binary)), NOW).evaluation.results
+    assert (precision.verdict, precision.value) == (F, pytest.approx(0.4))
+    assert precision.message == "precision of class 1 (the positive class) 0.4 is below the minimum 0.5"
+    named = {("fraud", "fraud"): 40.0, ("fraud", "legit"): 60.0, ("legit", "legit"): 1900.0}
+    unnamed, recall = judge(spec, Observations(TrackWindow(confusion=named)), NOW).evaluation.results
+    assert unnamed.verdict is E and "labels ['fraud', 'legit'] may be a binary model's: set class" in unnamed.message
+    assert recall.verdict is P  # a named class needs no guess

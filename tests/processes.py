@@ -32,7 +32,10 @@ class OperatorProcess:
     def start(self, timeout: float = 30.0) -> None:
         # The tests' Prometheus fakes listen on loopback ports of their own: allow any URL unless a
         # test sets the rule it is about (tests/component/test_egress.py keeps the default).
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "MODELWARDEN_ALLOWED_PROMETHEUS_URLS": "*", **self.env}
+        # The fakes answer any window, and the tests' real Prometheus scrapes every second: a window
+        # of a second is fine for the first, of 4 s and more for the second.
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "MODELWARDEN_ALLOWED_PROMETHEUS_URLS": "*",
+               "MODELWARDEN_SCRAPE_INTERVAL": "250ms", **self.env}
         self.process = subprocess.Popen(
             [str(BIN), "run", "--verbose", "--liveness", self.liveness_url, *self.extra_args],
             env=env,

@@ -81,3 +81,18 @@ def test_namespaced_operator_ignores_other_namespaces(kube, operator_factory):
     kube.create("modeldeployments", {**MD, "metadata": {"name": "fraud", "namespace": "ml"}})
     kube.wait_for("modeldeployments", "fraud", lambda o: "status" in o, namespace="ml")
     assert "status" not in kube.get("modeldeployments", "fraud", "default")
+
+
+def test_a_window_shorter_than_four_scrapes_is_invalidspec_until_it_is_long_enough(kube, operator_factory):
+    operator_factory("-A", "--scrape-interval", "30s")
+    kube.create("driftpolicies", {**DP, "spec": {**DP["spec"], "interval": "30s", "window": "1m"}})
+    invalid = kube.wait_for("driftpolicies", "fraud-gate", lambda o: o.get("status", {}).get("phase") == "Error")
+    condition = next(c for c in invalid["status"]["conditions"] if c["type"] == "InvalidSpec")
+    assert condition["status"] == "True"
+    assert "spec.window: 1m is shorter than 4 scrape intervals (4 × 30s, the operator's --scrape-interval)" in condition["message"]
+    assert "lastEvaluation" not in invalid["status"]
+    # The policy loop took it back once the window spans four scrapes: its own status, InvalidSpec cleared.
+    kube.patch("driftpolicies", "fraud-gate", {"spec": {"window": "2m"}})
+    valid = kube.wait_for("driftpolicies", "fraud-gate", lambda o: o["status"].get("observedGeneration") == 2)
+    conditions = {c["type"]: c for c in valid["status"]["conditions"]}
+    assert conditions["InvalidSpec"]["status"] == "False" and conditions["Ready"]["reason"] == "TargetNotFound"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelwarden.api.driftpolicy import AlertSpec
+from modelwarden.api.actions import AlertSpec
 from modelwarden.notifiers import factory
 from modelwarden.notifiers.base import NotifyError
 from modelwarden.planning.egress import EgressRules

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from modelwarden.api.driftpolicy import AlertSpec, CheckResult, Evaluation, JobTemplate, Verdict
+from modelwarden.api.actions import AlertSpec, JobTemplate
+from modelwarden.api.driftpolicy import CheckResult, Evaluation, Verdict
 from modelwarden.builders.jobs import PolicyOwner, RetrainContext, retrain_cronjob, retrain_job
 from modelwarden.planning.retraining import job_state
 from modelwarden.notifiers import factory

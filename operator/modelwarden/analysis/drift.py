@@ -150,8 +150,9 @@ def verdict(drift: FeatureDrift, drift_share: float | None, min_samples: int, co
         )
         return result(drift.check, Verdict.ERROR, message, share, share_threshold, samples)
     if not tested:
-        fewest = min(drift.reference_samples.min(initial=0.0), drift.current_samples.min(initial=0.0))
-        message = f"too few observations to test ({int(fewest)} on the smaller side, need {min_samples})"
+        # Every row observes every feature: the most-observed feature tells how many rows a side had.
+        message = (f"too few observations to test: the current window has {_count(drift.current_samples)}, the reference "
+                   f"{_count(drift.reference_samples)} (need {min_samples} on each side)")
         if not drift.names:
             message = "no histograms to test"
         return result(drift.check, Verdict.INSUFFICIENT_DATA, message, None, share_threshold, samples)
@@ -175,6 +176,10 @@ def _detail(drift: FeatureDrift, index: int) -> str:
     if drift.adjusted_p_value is not None:
         return f"{drift.method.value}={drift.statistic[index]:.3g}, p={drift.adjusted_p_value[index]:.2g}"
     return f"{drift.method.value}={drift.statistic[index]:.3g}"
+
+
+def _count(samples: np.ndarray) -> int:
+    return int(np.nan_to_num(samples, nan=0.0).max(initial=0.0))
 
 
 def _skipped(drift: FeatureDrift, min_samples: int) -> str:

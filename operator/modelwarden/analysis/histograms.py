@@ -80,9 +80,9 @@ class BucketMatrix:
 def bin_counts(cumulative: np.ndarray, le: np.ndarray) -> np.ndarray:
     """Per-bin counts from cumulative ``le`` buckets, repaired so that they can be trusted.
 
-    ``increase()`` is computed per bucket series, so extrapolation and a counter reset that hits
-    buckets at different scrapes can leave a cumulative row that decreases along ``le`` or goes
-    negative. We clamp negatives to zero and take the running maximum along ``le`` (a bucket can
+    Counts are read per bucket series, so an ``increase()`` fallback (queries._window) or a
+    counter reset that hits buckets at different scrapes can leave a cumulative row that
+    decreases along ``le`` or goes negative. We clamp negatives to zero and take the running maximum along ``le`` (a bucket can
     never hold fewer observations than a narrower one), then difference. Non-finite values count
     as zero. The result is non-negative and sums to the row's total.
     """

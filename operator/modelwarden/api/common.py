@@ -139,3 +139,14 @@ PodTemplateSpec = Annotated[
     dict[str, Any],
     WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
 ]
+
+
+class BasicAuth(ApiModel):
+    """HTTP basic auth from one Secret."""
+
+    secret_name: str = Field(pattern=NAME_PATTERN, max_length=253)
+    """Secret holding the credentials."""
+    username_key: str = Field(default="username", max_length=253, pattern=DATA_KEY_PATTERN)
+    """Key of the user name."""
+    password_key: str = Field(default="password", max_length=253, pattern=DATA_KEY_PATTERN)
+    """Key of the password."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Any
 
@@ -11,31 +10,18 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from modelwarden.contract.kubernetes import API_VERSION
 from modelwarden.api.checks import ESTIMATED_METRICS, ComparisonSpec, CustomCheck, DriftSpec, OutlierSpec, PerformanceCheck
 from modelwarden.api.common import (
-    DATA_KEY_PATTERN,
     MODEL_DEPLOYMENT_NAME_MAX,
     MODEL_DEPLOYMENT_NAME_PATTERN,
-    NAME_PATTERN,
-    PROMETHEUS_LABEL_NAME_PATTERN,
     ApiModel,
+    BasicAuth,
     ConfigMapKeyRef,
     SecretKeyRef,
     Track,
     cel_rules,
-    cel_string,
 )
-from modelwarden.api.duration import Duration, PositiveDuration, cel_seconds
-from modelwarden.api.fields import (
-    CRON_MESSAGE,
-    CRON_PATTERN,
-    URL_PATTERN,
-    EmailAddress,
-    HeaderValue,
-    JobMetadata,
-    JobPodTemplate,
-    check_cron,
-    check_headers,
-    header_rules,
-)
+from modelwarden.api.duration import PositiveDuration, cel_seconds, format_duration
+from modelwarden.api.actions import ActionsSpec
+from modelwarden.api.fields import URL_PATTERN, HeaderValue, check_headers, header_rules
 from modelwarden.api.policystatus import (  # noqa: F401  (re-exported: the status types live beside the spec)
     ActionRecord,
     CheckResult,
@@ -52,17 +38,6 @@ class TargetRef(ApiModel):
 
     name: str = Field(pattern=MODEL_DEPLOYMENT_NAME_PATTERN, max_length=MODEL_DEPLOYMENT_NAME_MAX)
     """Name of the ModelDeployment."""
-
-
-class BasicAuth(ApiModel):
-    """HTTP basic auth from one Secret."""
-
-    secret_name: str = Field(pattern=NAME_PATTERN, max_length=253)
-    """Secret holding the credentials."""
-    username_key: str = Field(default="username", max_length=253, pattern=DATA_KEY_PATTERN)
-    """Key of the user name."""
-    password_key: str = Field(default="password", max_length=253, pattern=DATA_KEY_PATTERN)
-    """Key of the password."""
 
 
 class PrometheusSource(ApiModel):
@@ -129,139 +104,8 @@ class ReferenceSpec(ApiModel):
     """A training-data profile stored in a ConfigMap."""
 
 
-class SlackAlert(ApiModel):
-    """A Slack incoming webhook."""
-
-    webhook_secret_ref: SecretKeyRef
-    """Secret key holding the webhook URL."""
-    channel: str | None = Field(default=None, max_length=80)
-    """Override the webhook's channel."""
-
-
-class WebhookAlert(ApiModel):
-    """A generic JSON webhook, optionally HMAC-SHA256 signed."""
-
-    url: str = Field(pattern=URL_PATTERN, max_length=2048)
-    """Receiver URL (no credentials in it)."""
-    hmac_secret_ref: SecretKeyRef | None = None
-    """Secret key used to sign each request (header X-Modelwarden-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">; receivers should reject old timestamps)."""
-    headers: dict[str, HeaderValue] = Field(default_factory=dict, max_length=16, json_schema_extra=header_rules(True))
-    """Extra headers (no secrets here: use hmacSecretRef)."""
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        return check_headers(headers, allow_authorization=True)
-
-
-class AlertmanagerAlert(ApiModel):
-    """An Alertmanager v2 API endpoint."""
-
-    url: str = Field(pattern=URL_PATTERN, max_length=2048)
-    """Base URL, e.g. http://alertmanager.monitoring:9093 (no credentials in it)."""
-    labels: dict[str, str] = Field(default_factory=dict, max_length=16, json_schema_extra={"x-kubernetes-validations": [
-        {"rule": f"self.all(k, k.matches({cel_string(PROMETHEUS_LABEL_NAME_PATTERN)}))",
-         "message": "labels: names must match [a-zA-Z_][a-zA-Z0-9_]* (Alertmanager refuses others)"}]})
-    """Extra alert labels."""
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
-        bad = [name for name in labels if not re.fullmatch(PROMETHEUS_LABEL_NAME_PATTERN, name)]
-        if bad:
-            raise ValueError(f"label name {bad[0]!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
-        return labels
-
-
-class EmailAlert(ApiModel):
-    """Email over SMTP; credentials are never sent in plaintext unless allowPlaintextAuth says so."""
-
-    model_config = cel_rules((  # unset booleans read as their defaults (starttls: true)
-        "!has(self.authSecretRef) || !has(self.starttls) || self.starttls || (has(self.implicitTLS) && self.implicitTLS)"
-        " || (has(self.allowPlaintextAuth) && self.allowPlaintextAuth)", "spec.actions.alert.email.authSecretRef: credentials "
-        "need TLS (starttls or implicitTLS); set allowPlaintextAuth: true to send them in plaintext anyway", ".authSecretRef"))
-
-    host: str = Field(min_length=1, max_length=253)
-    """SMTP server host."""
-    port: int = Field(default=587, ge=1, le=65535)
-    """SMTP server port (465 for implicitTLS)."""
-    starttls: bool = True
-    """Upgrade a plaintext connection with STARTTLS (refused if the server does not offer it). No effect with implicitTLS."""
-    implicit_tls: bool = Field(default=False, alias="implicitTLS")
-    """Speak TLS from the first byte (SMTPS, usually port 465) instead of STARTTLS."""
-    allow_plaintext_auth: bool = False
-    """Send authSecretRef's credentials even when neither starttls nor implicitTLS protects them."""
-    auth_secret_ref: BasicAuth | None = None
-    """SMTP credentials from a Secret (sent only over TLS unless allowPlaintextAuth)."""
-    from_address: str = Field(alias="from", pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
-    """Sender address."""
-    to: list[EmailAddress] = Field(min_length=1, max_length=32)
-    """Recipient addresses."""
-
-
-class AlertSpec(ApiModel):
-    """Where alerts go (a Kubernetes Event is always emitted)."""
-
-    slack: SlackAlert | None = None
-    """Slack incoming webhook."""
-    webhook: WebhookAlert | None = None
-    """Generic JSON webhook."""
-    alertmanager: AlertmanagerAlert | None = None
-    """Alertmanager v2 API."""
-    email: EmailAlert | None = None
-    """Email."""
-    repeat_interval: Duration = timedelta(hours=1)
-    """Minimum time between repeats of the same alert."""
-    on_insufficient_data: bool = False
-    """Also alert when the verdict is InsufficientData."""
-    on_error: bool = False
-    """Also alert when an evaluation errors."""
-
-
-class JobTemplate(ApiModel):
-    """A batch/v1 Job template for retraining."""
-
-    metadata: JobMetadata = Field(default_factory=dict)
-    """Labels and annotations for the Job (its name is the operator's)."""
-    backoff_limit: int | None = Field(default=None, ge=0, le=100)
-    """Retries before the Job fails."""
-    active_deadline_seconds: int | None = Field(default=None, ge=1)
-    """Maximum run time."""
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
-    """Clean-up delay after the Job finishes."""
-    template: JobPodTemplate
-    """The Job's pod template: at least one container with a name and an image; restartPolicy
-    Never (the default) or OnFailure."""
-
-
-class RetrainSpec(ApiModel):
-    """Launch a retraining Job on a breach and/or on a schedule."""
-
-    job_template: JobTemplate
-    """The Job to run; context arrives as MODELWARDEN_* environment variables."""
-    cooldown: Duration = timedelta(hours=24)
-    """Minimum time between breach-triggered Jobs."""
-    schedule: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra={
-        "x-kubernetes-validations": [{"rule": f"self.matches({cel_string(CRON_PATTERN)})", "message": CRON_MESSAGE}]})
-    """Cron expression (five fields, as a CronJob takes it) or @hourly/@daily/@weekly/@monthly/@yearly for a CronJob owned by the policy."""
-    on_breach: bool = True
-    """Launch a Job when the policy breaches (after failureThreshold)."""
-
-    @field_validator("schedule")
-    @classmethod
-    def _schedule(cls, schedule: str | None) -> str | None:
-        return None if schedule is None else check_cron(schedule)
-
-
-class ActionsSpec(ApiModel):
-    """What happens on a breach."""
-
-    alert: AlertSpec | None = None
-    """Notifications."""
-    rollback: bool = False
-    """Roll back the target track (abort a canary; revert stable to the previous version)."""
-    retrain: RetrainSpec | None = None
-    """Retraining Jobs."""
+DEFAULT_WINDOW = timedelta(minutes=30)
+SCRAPES_PER_WINDOW = 4  # the fewest scrape intervals a window may span (DriftPolicySpec.scrape_problems)
 
 
 class DriftPolicySpec(ApiModel):
@@ -311,8 +155,8 @@ class DriftPolicySpec(ApiModel):
             ".feedbackWindow",
         ),
         (
-            "!has(self.reference) || !has(self.reference.offset) || !has(self.window)"
-            f" || {cel_seconds('self.reference.offset')} >= {cel_seconds('self.window')}",
+            "!has(self.reference) || !has(self.reference.offset)"
+            f" || {cel_seconds('self.reference.offset')} >= (has(self.window) ? {cel_seconds('self.window')} : {DEFAULT_WINDOW.total_seconds()})",
             "spec.reference.offset must be at least spec.window: a shorter offset makes the reference window overlap the current one",
             ".reference.offset",
         ),
@@ -330,7 +174,7 @@ class DriftPolicySpec(ApiModel):
     """The track judged; a policy on the canary track gates its progress."""
     interval: PositiveDuration = timedelta(minutes=1)
     """How often to evaluate."""
-    window: PositiveDuration = timedelta(minutes=30)
+    window: PositiveDuration = DEFAULT_WINDOW
     """The look-back window of each evaluation (at least interval)."""
     feedback_window: PositiveDuration | None = None
     """The look-back window for ground-truth feedback (accuracy, precision, recall, F1, MSE, MAE,
@@ -384,6 +228,17 @@ class DriftPolicySpec(ApiModel):
         if len(set(keys)) != len(keys):
             raise ValueError("spec.performance: each metric (and class) may appear once")
         return self
+
+    def scrape_problems(self, scrape_interval: timedelta) -> list[str]:
+        """Windows too short for how often Prometheus scrapes (the operator's --scrape-interval,
+        not part of the spec, hence not a CEL rule). A window's counts are the growth between the
+        scrapes at its edges: a window of a scrape or two holds a handful of scrapes' worth of
+        observations and moves in jumps of a whole scrape."""
+        shortest = SCRAPES_PER_WINDOW * scrape_interval
+        windows = {"spec.window": self.window, "spec.feedbackWindow": self.feedback_window}
+        return [f"{field}: {format_duration(window)} is shorter than {SCRAPES_PER_WINDOW} scrape intervals "
+                f"({SCRAPES_PER_WINDOW} × {format_duration(scrape_interval)}, the operator's --scrape-interval)"
+                for field, window in windows.items() if window is not None and window < shortest]
 
 
 class DriftPolicy(ApiModel):

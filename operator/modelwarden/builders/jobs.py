@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from modelwarden.api.driftpolicy import JobTemplate
+from modelwarden.api.actions import JobTemplate
 from modelwarden.api.duration import format_timestamp
 from modelwarden.builders.workloads import owner_reference
 from modelwarden.contract.kubernetes import MANAGED_BY, POLICY_LABEL, TRIGGER_LABEL

@@ -7,7 +7,10 @@ import ipaddress
 import logging
 import os
 import re
+from datetime import timedelta
 
+from modelwarden.api.driftpolicy import SCRAPES_PER_WINDOW
+from modelwarden.api.duration import parse_duration
 from modelwarden.contract.kubernetes import DEFAULT_IMAGE
 from modelwarden.controller.config import (
     ALLOWED_ALERT_HOSTS_ENV,
@@ -28,6 +31,7 @@ from modelwarden.controller.config import (
     POLICY_TICK_ENV,
     POLICY_WORKERS_ENV,
     RECONCILE_INTERVAL_ENV,
+    SCRAPE_INTERVAL_ENV,
     OperatorConfig,
     env_list,
 )
@@ -100,6 +104,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
              f"(default 30; env {POLICY_TICK_ENV})",
     )
     parser.add_argument(
+        "--scrape-interval", type=scrape_interval, default=os.environ.get(SCRAPE_INTERVAL_ENV, "30s"), metavar="DURATION",
+        help=f"how often Prometheus scrapes the model servers (default 30s, prometheus-operator's default); a "
+             f"DriftPolicy window shorter than {SCRAPES_PER_WINDOW} of them is InvalidSpec (env {SCRAPE_INTERVAL_ENV})",
+    )
+    parser.add_argument(
         "--policy-workers", type=int, default=int(os.environ.get(POLICY_WORKERS_ENV, "8")),
         help="DriftPolicy ticks at once; beyond them evaluations run late and say so (EvaluationLagging) "
              f"(default 8; env {POLICY_WORKERS_ENV})",
@@ -143,6 +152,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def url_list(value: str) -> tuple[str, ...]:
     """A comma-separated list (URLs or hosts), blanks dropped."""
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def scrape_interval(value: str | timedelta) -> timedelta:
+    try:
+        interval = parse_duration(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if interval <= timedelta():
+        raise argparse.ArgumentTypeError(f"{value!r}: the scrape interval must be positive")
+    return interval
 
 
 def shard_arg(value: str) -> str:
@@ -218,6 +237,7 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         reconcile_interval=args.reconcile_interval,
         policy_tick=args.policy_tick,
         policy_workers=args.policy_workers,
+        scrape_interval=args.scrape_interval,
         shard=parse_shard(args.shard),
         selector=args.selector,
         egress=EgressRules(prometheus_urls=args.allowed_prometheus_urls, alert_hosts=args.allowed_alert_hosts,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,8 @@ ALLOWED_PROMETHEUS_URLS_ENV = "MODELWARDEN_ALLOWED_PROMETHEUS_URLS"
 ALLOWED_ALERT_HOSTS_ENV = "MODELWARDEN_ALLOWED_ALERT_HOSTS"
 RESTRICT_CUSTOM_QUERIES_ENV = "MODELWARDEN_RESTRICT_CUSTOM_QUERIES"
 ALLOWED_REGISTRY_URLS_ENV = "MODELWARDEN_ALLOWED_REGISTRY_URLS"
+SCRAPE_INTERVAL_ENV = "MODELWARDEN_SCRAPE_INTERVAL"
+DEFAULT_SCRAPE_INTERVAL = timedelta(seconds=30)  # prometheus-operator's default for PodMonitors without an interval
 POD_MONITOR_MODES = ("auto", "off")  # auto: a PodMonitor per ModelDeployment when the cluster serves the kind
 
 
@@ -71,6 +74,7 @@ class OperatorConfig:
     pod_monitor_labels: dict[str, str] = field(default_factory=dict)  # extra labels on every PodMonitor
     reconcile_interval: float = 5.0  # seconds between level-triggered reconciles of a ModelDeployment
     policy_tick: float = 30.0  # the longest a DriftPolicy goes without a tick (watch events and due evaluations come sooner)
+    scrape_interval: timedelta = DEFAULT_SCRAPE_INTERVAL  # how often Prometheus scrapes the model servers (--scrape-interval)
     policy_workers: int = 8  # DriftPolicy ticks running at once (back-pressure: beyond it, evaluations run late)
     shard: tuple[int, int] | None = None  # (I, N): own only shard I of N (--shard); None: every object
     selector: dict[str, str | None] = field(default_factory=dict)  # own only objects with these labels (None: any value)

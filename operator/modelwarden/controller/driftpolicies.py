@@ -33,7 +33,8 @@ from pydantic import ValidationError
 
 from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.api.duration import parse_timestamp
-from modelwarden.api.driftpolicy import AlertSpec, CheckResult, DriftPolicy, DriftPolicyStatus, Evaluation, PrometheusSource, Verdict
+from modelwarden.api.actions import AlertSpec
+from modelwarden.api.driftpolicy import CheckResult, DriftPolicy, DriftPolicyStatus, Evaluation, PrometheusSource, Verdict
 from modelwarden.controller import policyloop, telemetry
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo
@@ -123,6 +124,8 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
         policy = DriftPolicy.model_validate({k: v for k, v in body.items() if k != "status"})
     except ValidationError:
         return None  # the spec handler records InvalidSpec; a new spec is a new event
+    if policy.spec.scrape_problems(memo.config.scrape_interval):
+        return None  # the same: windows too short for the scrape interval
     current = dict(body.get("status") or {})
     if memo.fence.is_stale(uid, meta.get("resourceVersion")):
         return memo.config.policy_tick  # our last write is on its way through the watch: its event wakes us

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -81,6 +82,7 @@ def liveness_time(**_: Any) -> str:
 
 def _validate(
     model: type, failed_phase: str, body: Any, generation: int | None, memo: Memo,
+    problems: Callable[[Any], list[str]] = lambda spec: [],
 ) -> None:
     """Record the spec's validity in status; an invalid spec is a permanent error, not a retry.
 
@@ -89,8 +91,7 @@ def _validate(
     write (a 409 retries the handler on a fresh view).
     """
     try:
-        model.model_validate(dict(body.get("spec") or {}))
-        error = None
+        error = "; ".join(problems(model.model_validate(dict(body.get("spec") or {})))) or None
     except ValidationError as exc:
         error = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     if not error:
@@ -110,7 +111,8 @@ def modeldeployment_spec(body: Any, meta: Any, memo: Memo, **_: Any) -> None:
 
 
 def driftpolicy_spec(body: Any, meta: Any, memo: Memo, **_: Any) -> None:
-    _validate(DriftPolicySpec, "Error", body, meta.get("generation"), memo)
+    _validate(DriftPolicySpec, "Error", body, meta.get("generation"), memo,
+              lambda spec: spec.scrape_problems(memo.config.scrape_interval))
 
 
 def forget_modeldeployment_metrics(namespace: str, name: str, uid: str, memo: Memo, **_: Any) -> None:

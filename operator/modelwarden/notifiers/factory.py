@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from modelwarden.api.driftpolicy import AlertSpec
+from modelwarden.api.actions import AlertSpec
 from modelwarden.notifiers.alertmanager import AlertmanagerNotifier
 from modelwarden.notifiers.base import Notifier, NotifyError, SecretReader
 from modelwarden.notifiers.email import EmailNotifier

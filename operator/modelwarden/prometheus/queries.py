@@ -1,8 +1,9 @@
 """PromQL for the metrics contract (pure string building, no I/O).
 
 Every histogram is fetched with ONE grouped query per window (``sum by (feature, le)``), never
-one query per feature: a 1000-feature policy costs one round trip per side. Windows are
-``increase(...[window])``, which handles counter resets inside the window. An earlier window is
+one query per feature: a 1000-feature policy costs one round trip per side. A window's count is
+the counter's difference between its edges (see ``_window``): exact integers, where
+``increase()`` would extrapolate to the window's edges and inflate every count. An earlier window is
 addressed with the PromQL ``offset`` modifier (not the ``time`` parameter), so that all queries
 of one evaluation share the same evaluation time and a reference offset is visible in the query
 text itself. Label values are always escaped: a resource name cannot inject PromQL.
@@ -79,9 +80,33 @@ class Selector:
         return ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs)
 
 
-def _window(metric: str, selector: Selector, window: timedelta, offset: timedelta | None) -> str:
-    shift = f" offset {format_duration(offset)}" if offset else ""
-    return f"increase({metric}{{{selector.matchers()}}}[{format_duration(window)}]{shift})"
+# How far back an instant selector finds a sample (Prometheus's default --query.lookback-delta):
+# a reset between that sample and the window's first one must be seen as well.
+LOOKBACK = timedelta(minutes=5)
+
+
+def _window(metric: str, selector: Selector, window: timedelta, offset: timedelta | None, extra: str = "") -> str:
+    """Per series, how much a counter grew over the window, without extrapolation.
+
+    ``increase()`` scales the growth it sees between the window's first and last samples up to
+    the whole window: counts become fractional and inflated (2-minute windows on 30 s scrapes:
+    by a third), and a chi-squared test on them finds drift that is not there. Instead, per series:
+
+    1. present at both edges with no reset near the window: the counter at the end minus the
+       counter at the start — exactly the observations scraped in between;
+    2. born inside the window (absent at its start, first sample 0 — the model server exports a
+       new series at 0 once, and has no reset): its value at the end;
+    3. anything else (a reset, a series that ended, a gap): ``increase()``, PromQL's estimate.
+    """
+    series = f"{metric}{{{selector.matchers()}{extra}}}"
+    end = f" offset {format_duration(offset)}" if offset else ""
+    start = f" offset {format_duration((offset or timedelta()) + window)}"
+    span = format_duration(window)
+    near = format_duration(window + LOOKBACK)
+    both_edges = f"(({series}{end} - {series}{start}) unless resets({series}[{near}]{end}) > 0)"
+    born = (f"((({series}{end} unless {series}{start}) and min_over_time({series}[{span}]{end}) == 0)"
+            f" unless resets({series}[{span}]{end}) > 0)")
+    return f"({both_edges} or {born} or increase({series}[{span}]{end}))"
 
 
 def feature_buckets(selector: Selector, window: timedelta, offset: timedelta | None = None) -> str:
@@ -123,7 +148,7 @@ def _sum_of(quantity: str, selector: Selector, span: timedelta) -> str:
     total = f"sum({_window(COUNTERS[quantity], selector, span, None)})"
     if quantity != "errors":
         return total
-    legacy = f'increase({ALL_ERRORS}{{{selector.matchers()},{metrics.REASON}=~"{SERVER_ERROR_REASONS}"}}[{format_duration(span)}])'
+    legacy = _window(ALL_ERRORS, selector, span, None, f',{metrics.REASON}=~"{SERVER_ERROR_REASONS}"')
     return f"({total} or sum({legacy}))"
 
 

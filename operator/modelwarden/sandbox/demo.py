@@ -142,7 +142,8 @@ class Demo:
         stack.callback(operator_log.close)
         self.operator = subprocess.Popen(
             [sys.executable, "-m", "modelwarden", "run", "-A", "--prometheus-url", self.prometheus.url,
-             "--liveness", liveness, "--reconcile-interval", "0.5", "--metrics-port", str(free_port())],
+             "--liveness", liveness, "--reconcile-interval", "0.5", "--metrics-port", str(free_port()),
+             "--scrape-interval", self.prometheus.scrape_interval],
             env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=operator_log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )

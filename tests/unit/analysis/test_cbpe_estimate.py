@@ -357,9 +357,8 @@ def test_estimated_metrics_need_a_profile_reference_and_take_a_tolerance():
 def test_the_score_histogram_is_fetched_and_the_profile_provided_without_drift(good_profile):
     policy = spec({"metric": "estimated_accuracy", "min": 0.5})
     planned = plan_queries(policy, Target("m", versions={"stable": "3"}))
-    assert planned[PREDICTION] == (
-        'sum by (le) (increase(modelwarden_prediction_value_bucket{model="m",track="stable",version="3"}[30m]))'
-    )
+    series = 'modelwarden_prediction_value_bucket{model="m",track="stable",version="3"}'
+    assert planned[PREDICTION].startswith(f"sum by (le) (((({series} - {series} offset 30m)")
     labelled = spec({"metric": "accuracy", "min": 0.5})
     assert PREDICTION not in plan_queries(labelled, Target("m"))
 

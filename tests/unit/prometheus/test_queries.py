@@ -16,15 +16,20 @@ CURRENT_FEATURES, REFERENCE_FEATURES = WindowPart(Side.CURRENT, Kind.FEATURES), 
 CURRENT_COUNTERS, CURRENT_CONFUSION = WindowPart(Side.CURRENT, Kind.COUNTERS), WindowPart(Side.CURRENT, Kind.CONFUSION)
 
 
-def test_feature_query_is_one_grouped_increase():
-    assert queries.feature_buckets(SELECTOR, timedelta(minutes=30)) == (
-        'sum by (feature, le) (increase(modelwarden_feature_value_bucket{model="fraud",track="canary",version="8"}[30m]))'
-    )
+def test_feature_query_is_one_grouped_query_of_counter_differences():
+    promql = queries.feature_buckets(SELECTOR, timedelta(minutes=30))
+    series = 'modelwarden_feature_value_bucket{model="fraud",track="canary",version="8"}'
+    assert promql.startswith(f"sum by (feature, le) (((({series} - {series} offset 30m) unless resets({series}[35m]) > 0)")
+    assert f"min_over_time({series}[30m]) == 0" in promql  # a series born inside the window
+    assert promql.endswith(f" or increase({series}[30m])))")  # resets and gaps: PromQL's estimate
+    assert promql.count("sum by") == 1
 
 
 def test_offset_reference_uses_the_offset_modifier_and_any_version():
     promql = queries.feature_buckets(queries.Selector("fraud", "stable"), timedelta(hours=1), timedelta(days=7))
-    assert promql.endswith('{model="fraud",track="stable"}[1h] offset 7d))')
+    series = 'modelwarden_feature_value_bucket{model="fraud",track="stable"}'
+    assert f"({series} offset 7d - {series} offset 7d1h)" in promql
+    assert promql.endswith(f"increase({series}[1h] offset 7d)))")
 
 
 def test_namespace_label_is_matched_only_when_configured():
@@ -62,7 +67,7 @@ def test_errors_are_server_errors_with_the_5xx_reasons_of_older_servers_as_fallb
     counter still have their 5xx reasons in the all-errors counter."""
     promql = queries.counters(SELECTOR, timedelta(minutes=5), ["errors"])
     errors = promql.removeprefix("label_replace(").rsplit(', "modelwarden_quantity"', 1)[0]
-    current, fallback = errors.strip("()").split(" or ")
+    current, fallback = errors.split(") or sum(")
     assert "modelwarden_server_errors_total{" in current and "reason" not in current
     assert 'modelwarden_prediction_errors_total{model="fraud",track="canary",version="8"' in fallback
     assert 'reason=~"model_error|internal_error"}' in fallback
@@ -93,9 +98,9 @@ def test_every_planned_query_matches_the_namespace_label_and_feedback_looks_back
     assert "[7d]" in planned[CURRENT_CONFUSION] and "[7d]" in planned[WindowPart(Side.BASELINE, Kind.CONFUSION)]
     counters = planned[CURRENT_COUNTERS]
     assert "modelwarden_feedback_squared_error_sum{" in counters
-    for part in counters.split(" or "):
-        span = "[7d]" if "feedback" in part else "[30m]"
-        assert span in part, part
+    for part in counters.split("label_replace(")[1:]:
+        span, other = ("[7d]", "[30m]") if "feedback" in part else ("[30m]", "[7d]")
+        assert span in part and other not in part, part
     assert "[30m]" in planned[CURRENT_FEATURES] and "[30m]" in planned[REFERENCE_FEATURES]
     # Without feedbackWindow, feedback looks back the window.
     plain = plan_queries(spec.model_copy(update={"feedback_window": None}), Target("fraud", "prod", {"canary": "8"}))

@@ -9,7 +9,7 @@ drifted feature, which is safe because p-values are corrected across features.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -47,6 +47,7 @@ class FeatureDrift:
     tested: np.ndarray  # bool
     drifted: np.ndarray  # bool
     mismatched: np.ndarray  # bool: bucket edges differ between reference and current
+    family: int | None = None  # how many tests the correction spanned (None: this check's tested features)
 
     def verdict_of(self, index: int) -> Verdict:
         if self.mismatched[index]:
@@ -125,6 +126,28 @@ def detect(
     )
 
 
+def adjust_together(reports: list[FeatureDrift], correction: Correction) -> list[FeatureDrift]:
+    """One multiple-testing family over every report's tested p-values: a policy's feature and
+    prediction checks share one error budget, so a prediction histogram is not an extra test at
+    the full level on top of the features' corrected ones. Reports without p-values (distances)
+    pass through."""
+    tested = [report for report in reports if report.p_value is not None]
+    pooled = np.concatenate([report.p_value[report.tested] for report in tested if report.p_value is not None]) if tested else np.empty(0)
+    adjusted = statistics.adjust_p_values(pooled, correction)
+    joint, start = [], 0
+    for report in reports:
+        if report.p_value is None:
+            joint.append(report)
+            continue
+        count = int(report.tested.sum())
+        mine = np.full(report.p_value.shape, np.nan)
+        mine[report.tested] = adjusted[start:start + count]
+        start += count
+        drifted = report.tested & (np.nan_to_num(mine, nan=1.0) < report.threshold)
+        joint.append(replace(report, adjusted_p_value=mine, drifted=drifted, family=int(pooled.size)))
+    return joint
+
+
 def verdict(drift: FeatureDrift, drift_share: float | None, min_samples: int, correction: Correction) -> CheckResult:
     """The check result of a drift detection: Fail > Error (edge mismatch) > InsufficientData > Pass.
 
@@ -167,7 +190,8 @@ def verdict(drift: FeatureDrift, drift_share: float | None, min_samples: int, co
 
 def _rule(drift: FeatureDrift, correction: Correction) -> str:
     if drift.method in P_VALUE_METHODS:
-        adjusted = "" if correction is Correction.NONE or drift.tested.sum() <= 1 else f"{correction.value}-adjusted "
+        family = drift.family if drift.family is not None else int(drift.tested.sum())
+        adjusted = "" if correction is Correction.NONE or family <= 1 else f"{correction.value}-adjusted over {family} tests "
         return f"{drift.method.value}, {adjusted}p < {drift.threshold:g}"
     return f"{drift.method.value} >= {drift.threshold:g}"
 

@@ -150,6 +150,7 @@ def _drift_checks(spec: DriftPolicySpec, observations: Observations) -> list[tup
     reference = observations.reference
     checks: list[tuple[CheckResult, drift_analysis.FeatureDrift | None]] = []
     parts = [("drift/features", Kind.FEATURES)] + ([("drift/prediction", Kind.PREDICTION)] if policy.predictions else [])
+    tested: list[tuple[drift_analysis.FeatureDrift, float | None]] = []
     for name, kind in parts:
         failure = observations.failures.get(WindowPart(Side.CURRENT, kind)) or observations.failures.get(WindowPart(Side.REFERENCE, kind))
         if failure or reference is None:
@@ -159,19 +160,23 @@ def _drift_checks(spec: DriftPolicySpec, observations: Observations) -> list[tup
         baseline: BucketMatrix = reference.features if kind is Kind.FEATURES else reference.prediction
         if kind is Kind.FEATURES and policy.features == ["*"] and current.names == baseline.names:
             names = list(current.names)  # the common case: no set/sort of a thousand names per evaluation
-            correction, share = policy.correction, policy.drift_share
+            share = policy.drift_share
         elif kind is Kind.FEATURES:
             names = select_names({*current.names, *baseline.names}, policy.features)
-            correction, share = policy.correction, policy.drift_share
+            share = policy.drift_share
         else:
             names = sorted({*current.names, *baseline.names})
-            correction, share = Correction.NONE, None  # a drifted prediction fails on its own
+            share = None  # a drifted prediction fails on its own
         histograms = align(baseline, current, names)
         categorical = np.fromiter((feature in reference.categorical for feature in names), bool, len(names)) if reference.categorical else None
-        report = drift_analysis.detect(name, histograms, policy.method, policy.threshold, correction, spec.min_samples, categorical)
-        check = drift_analysis.verdict(report, share, spec.min_samples, correction)
+        tested.append((drift_analysis.detect(name, histograms, policy.method, policy.threshold, Correction.NONE, spec.min_samples, categorical), share))
+    # Features and prediction are one family of tests: one correction over all of them.
+    joint = drift_analysis.adjust_together([report for report, _ in tested], policy.correction)
+    for report, (_, share) in zip(joint, tested):
+        check = drift_analysis.verdict(report, share, spec.min_samples, policy.correction)
         checks.append((check.model_copy(update={"message": f"{check.message} [vs {reference.description}]"}), report))
-    return checks
+    order = {name: i for i, (name, _) in enumerate(parts)}
+    return sorted(checks, key=lambda pair: order[pair[0].check])
 
 
 def _performance_check(check: PerformanceCheck, min_samples: int, observations: Observations) -> CheckResult:

@@ -163,3 +163,23 @@ def test_precision_without_class_names_the_positive_class_or_says_it_cannot():
     unnamed, recall = judge(spec, Observations(TrackWindow(confusion=named)), NOW).evaluation.results
     assert unnamed.verdict is E and "labels ['fraud', 'legit'] may be a binary model's: set class" in unnamed.message
     assert recall.verdict is P  # a named class needs no guess
+
+
+def test_the_prediction_histogram_shares_the_features_correction():
+    """50 unchanged features and a prediction histogram at raw p = 0.003: alone it would fail at
+    p < 0.01; as one test among 51 (fdr) it does not, and the message says over how many."""
+    features = {f"f{i}": [1250, 1250, 1250, 1250] for i in range(50)}
+    reference = Reference("r", _matrix(features), _matrix({"": [1250, 1250, 1250, 1250]}))
+    shifted = _matrix({"": [1430, 1250, 1250, 1070]})
+    observations = Observations(TrackWindow(features=_matrix(features), prediction=shifted), reference)
+    report = judge(_spec(reference={"track": "stable"}, drift={}), observations, NOW)
+    prediction = next(r for r in report.drift if r.check == "drift/prediction")
+    assert prediction.p_value[0] == pytest.approx(0.00307, abs=1e-5)
+    assert prediction.adjusted_p_value[0] == pytest.approx(0.00307 * 51, abs=1e-3)
+    results = {r.check: r for r in report.evaluation.results}
+    assert results["drift/prediction"].verdict is P
+    assert "ks, fdr-adjusted over 51 tests p < 0.01" in results["drift/prediction"].message
+    assert [r.check for r in report.evaluation.results] == ["drift/features", "drift/prediction"]
+    # Without the features' company (correction none) the same histogram fails, as before.
+    alone = judge(_spec(reference={"track": "stable"}, drift={"correction": "none"}), observations, NOW)
+    assert {r.check: r.verdict for r in alone.evaluation.results}["drift/prediction"] is F

@@ -12,8 +12,8 @@ from modelwarden.planning.notification import AlertContext
 from modelwarden.planning.retraining import JobOutcome, JobState, retrain_job_name
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
-P, F, I, E = Verdict.PASS, Verdict.FAIL, Verdict.INSUFFICIENT_DATA, Verdict.ERROR
-CHECK = {P: "drift/features", F: "drift/features", I: "performance/accuracy", E: "custom/errors"}
+P, F, I, E, W = Verdict.PASS, Verdict.FAIL, Verdict.INSUFFICIENT_DATA, Verdict.ERROR, Verdict.WARNING
+CHECK = {P: "drift/features", F: "drift/features", I: "performance/accuracy", E: "custom/errors", W: "drift/features"}
 
 
 def spec(**overrides) -> DriftPolicySpec:
@@ -63,7 +63,20 @@ CASES = {
                                    [["EvaluationError"], [], [], ["InsufficientData"], []]),
     "recovery resolves the alert": ([F, F, P], 0, "Passing", [None, "DriftDetected", "Recovered"], 1,
                                     [["DriftDetected"], ["RollbackRequested"], []]),
+    # A Warning passes: it resets the streak, is announced once per transition, and never acts.
+    "warnings never act": ([W, W, W, W], 0, "Warning", [None] * 4, 0, [["DriftWarning"], [], [], []]),
+    "a warning resets the streak": ([F, W, F, P, W], 0, "Warning", [None] * 5, 0,
+                                    [["DriftDetected"], ["DriftWarning"], ["DriftDetected"], ["Recovered"], ["DriftWarning"]]),
+    "a warning after a breach resolves it": ([F, F, W], 0, "Warning", [None, "DriftDetected", "Recovered"], 1,
+                                             [["DriftDetected"], ["RollbackRequested"], ["DriftWarning"]]),
 }
+
+
+def test_a_warning_alerts_only_when_asked_and_once_per_transition():
+    alerting = ctx(actions={"alert": {"onWarning": True, "webhook": {"url": "https://hooks.example/x"}}})
+    steps = run(alerting, [W, W, P, W])
+    assert [s.notification.reason if s.notification else None for s in steps] == ["DriftWarning", None, None, "DriftWarning"]
+    assert all(not s.events or s.events[0].reason != "DriftWarning" for s in steps)  # the alert's own Event replaces it
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

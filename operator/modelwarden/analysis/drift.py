@@ -16,16 +16,13 @@ import numpy as np
 from modelwarden.analysis import statistics
 from modelwarden.analysis.histograms import AlignedHistograms
 from modelwarden.analysis.verdicts import result
-from modelwarden.api.checks import Correction, DriftMethod
+from modelwarden.api.checks import DISTANCE_DEFAULTS, Correction, DriftMethod
 from modelwarden.api.driftpolicy import CheckResult, Verdict
 
 DEFAULT_THRESHOLDS: dict[DriftMethod, float] = {
     DriftMethod.KS: 0.01,
     DriftMethod.CHI2: 0.01,
-    DriftMethod.PSI: 0.25,
-    DriftMethod.JENSEN_SHANNON: 0.1,
-    DriftMethod.WASSERSTEIN: 0.1,
-    DriftMethod.HELLINGER: 0.1,
+    **{DriftMethod(method): default for method, default in DISTANCE_DEFAULTS.items()},
 }
 P_VALUE_METHODS = frozenset({DriftMethod.KS, DriftMethod.CHI2})
 NAMED_IN_MESSAGE = 5
@@ -48,6 +45,14 @@ class FeatureDrift:
     drifted: np.ndarray  # bool
     mismatched: np.ndarray  # bool: bucket edges differ between reference and current
     family: int | None = None  # how many tests the correction spanned (None: this check's tested features)
+    warn_threshold: float | None = None  # distances: the level of a Warning (below threshold)
+
+    @property
+    def warned(self) -> np.ndarray:
+        """Tested features whose distance reached the warning level but did not drift."""
+        if self.warn_threshold is None or self.p_value is not None:
+            return np.zeros(len(self.names), dtype=bool)
+        return self.tested & ~self.drifted & (self.statistic >= self.warn_threshold)
 
     def verdict_of(self, index: int) -> Verdict:
         if self.mismatched[index]:
@@ -96,8 +101,10 @@ def detect(
     correction: Correction,
     min_samples: int,
     categorical: np.ndarray | None = None,
+    warn_threshold: float | None = None,
 ) -> FeatureDrift:
-    """Decide, per feature, whether it is tested and whether it drifted."""
+    """Decide, per feature, whether it is tested and whether it drifted (or, for a distance, reached
+    the warning level)."""
     threshold = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
     reference_samples = histograms.reference_total
     current_samples = histograms.current_total
@@ -123,6 +130,7 @@ def detect(
         tested=tested,
         drifted=drifted,
         mismatched=histograms.mismatched,
+        warn_threshold=warn_threshold,
     )
 
 
@@ -185,6 +193,14 @@ def verdict(drift: FeatureDrift, drift_share: float | None, min_samples: int, co
                    f"{', '.join(untested[:NAMED_IN_MESSAGE])}" + (f" and {len(untested) - NAMED_IN_MESSAGE} more" if len(untested) > NAMED_IN_MESSAGE else "")
                    + f"; {drifted} of {tested} tested drifted ({rule})")
         return result(drift.check, Verdict.INSUFFICIENT_DATA, message, share, share_threshold, samples)
+    warned = drift.warned
+    if warned.any():  # shown and announced, never acted on
+        names = [drift.names[i] for i in np.flatnonzero(warned)]
+        listed = ", ".join(f"{name} ({_detail(drift, drift.names.index(name))})" for name in names[:NAMED_IN_MESSAGE])
+        more = f" and {len(names) - NAMED_IN_MESSAGE} more" if len(names) > NAMED_IN_MESSAGE else ""
+        message = (f"{len(names)} of {tested} at the warning level ({drift.method.value} >= {drift.warn_threshold:g}): "
+                   f"{listed}{more}; {drifted} of {tested} drifted ({rule})")
+        return result(drift.check, Verdict.WARNING, message, share, share_threshold, samples)
     return result(drift.check, Verdict.PASS, f"{drifted} of {tested} drifted ({rule})", share, share_threshold, samples)
 
 

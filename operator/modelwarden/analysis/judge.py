@@ -169,7 +169,9 @@ def _drift_checks(spec: DriftPolicySpec, observations: Observations) -> list[tup
             share = None  # a drifted prediction fails on its own
         histograms = align(baseline, current, names)
         categorical = np.fromiter((feature in reference.categorical for feature in names), bool, len(names)) if reference.categorical else None
-        tested.append((drift_analysis.detect(name, histograms, policy.method, policy.threshold, Correction.NONE, spec.min_samples, categorical), share))
+        report = drift_analysis.detect(name, histograms, policy.method, policy.threshold, Correction.NONE, spec.min_samples, categorical,
+                                       policy.warn_threshold)
+        tested.append((report, share))
     # Features and prediction are one family of tests: one correction over all of them.
     joint = drift_analysis.adjust_together([report for report, _ in tested], policy.correction)
     for report, (_, share) in zip(joint, tested):

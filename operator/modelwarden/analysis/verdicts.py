@@ -12,7 +12,7 @@ import math
 
 from modelwarden.api.driftpolicy import CheckResult, Verdict
 
-PRECEDENCE = (Verdict.FAIL, Verdict.ERROR, Verdict.INSUFFICIENT_DATA, Verdict.PASS)
+PRECEDENCE = (Verdict.FAIL, Verdict.ERROR, Verdict.INSUFFICIENT_DATA, Verdict.WARNING, Verdict.PASS)
 
 
 def aggregate(results: list[CheckResult]) -> Verdict:

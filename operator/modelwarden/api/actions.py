@@ -110,6 +110,8 @@ class AlertSpec(ApiModel):
     """Also alert when the verdict is InsufficientData."""
     on_error: bool = False
     """Also alert when an evaluation errors."""
+    on_warning: bool = False
+    """Also alert when the verdict is Warning (a distance at drift.warnThreshold); it never acts."""
 
 
 class JobTemplate(ApiModel):

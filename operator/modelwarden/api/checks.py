@@ -50,6 +50,16 @@ P_VALUE_METHODS = ("ks", "chi2")
 # The largest value each bounded distance takes (Jensen–Shannon with the natural log: √ln 2).
 DISTANCE_MAXIMA = {"jensenshannon": math.sqrt(math.log(2)), "hellinger": 1.0}
 _METHOD = "(has(self.method) ? self.method : 'ks')"
+# The distances' default thresholds (analysis.drift.DEFAULT_THRESHOLDS reads them from here).
+DISTANCE_DEFAULTS = {"psi": 0.25, "jensenshannon": 0.1, "wasserstein": 0.1, "hellinger": 0.1}
+
+
+def _default_threshold_cel() -> str:
+    """The default threshold of the policy's method, as CEL (p-value methods take no warnThreshold)."""
+    expression = "0.01"
+    for method, default in DISTANCE_DEFAULTS.items():
+        expression = f"({_METHOD} == '{method}' ? {default!r} : {expression})"
+    return expression
 
 
 def _threshold_rules() -> list[tuple[str, str, str]]:
@@ -74,6 +84,11 @@ class DriftSpec(ApiModel):
 
     model_config = cel_rules(
         *_threshold_rules(),
+        (f"!has(self.warnThreshold) || !({_METHOD} in [{', '.join(repr(m) for m in P_VALUE_METHODS)}])",
+         "warnThreshold applies to the distances (psi, jensenshannon, wasserstein, hellinger), not to ks or chi2",
+         ".warnThreshold"),
+        (f"!has(self.warnThreshold) || self.warnThreshold < (has(self.threshold) ? self.threshold : {_default_threshold_cel()})",
+         "warnThreshold must be below threshold: a distance that drifts is a Fail, not a warning", ".warnThreshold"),
         ("!has(self.features) || !('*' in self.features) || self.features.size() == 1",
          "features: \"*\" already means every feature; list names or \"*\", not both", ".features"),
     )
@@ -86,6 +101,8 @@ class DriftSpec(ApiModel):
     """ks (default: detects small shifts among many features, see docs/statistics.md), chi2, psi, jensenshannon, wasserstein or hellinger."""
     threshold: float | None = Field(default=None, ge=0)
     """For psi/jensenshannon/wasserstein/hellinger: a feature drifts when the distance reaches it (defaults 0.25/0.1/0.1/0.1; greater than 0, at most 0.8326 for jensenshannon and 1 for hellinger). For ks/chi2: the significance level alpha of the corrected p-values (default 0.01; between 0 and 1)."""
+    warn_threshold: float | None = Field(default=None, gt=0)
+    """For the distances: a feature whose distance reaches this but not threshold makes the check a Warning, which never acts (e.g. psi 0.1 to watch, 0.25 to act)."""
     correction: Correction = Correction.FDR
     """Multiple-testing correction for p-value methods."""
     drift_share: float | None = Field(default=None, gt=0, le=1)
@@ -107,6 +124,11 @@ class DriftSpec(ApiModel):
     @model_validator(mode="after")
     def _threshold(self) -> "DriftSpec":
         threshold, method = self.threshold, self.method.value
+        if self.warn_threshold is not None:
+            if method in P_VALUE_METHODS:
+                raise ValueError("warnThreshold applies to the distances (psi, jensenshannon, wasserstein, hellinger), not to ks or chi2")
+            if self.warn_threshold >= (threshold if threshold is not None else DISTANCE_DEFAULTS[method]):
+                raise ValueError("warnThreshold must be below threshold: a distance that drifts is a Fail, not a warning")
         if threshold is None:
             return self
         if method in P_VALUE_METHODS and not 0 < threshold < 1:

@@ -14,6 +14,7 @@ class DriftPolicyPhase(str, Enum):
 
     PENDING = "Pending"  # means: not evaluated yet
     PASSING = "Passing"  # means: the last evaluation passed every check
+    WARNING = "Warning"  # means: the last evaluation passed, with a drift distance at drift.warnThreshold; never acts
     FAILING = "Failing"  # means: the last evaluation failed at least one check
     INSUFFICIENT_DATA = "InsufficientData"  # means: too few samples to judge; never acts
     ERROR = "Error"  # means: the evaluation could not run (query failed); never acts
@@ -24,9 +25,13 @@ class Verdict(str, Enum):
     """The outcome of one check or one evaluation."""
 
     PASS = "Pass"
+    WARNING = "Warning"  # a pass with a distance at the drift's warnThreshold: shown, never acts
     FAIL = "Fail"
     INSUFFICIENT_DATA = "InsufficientData"
     ERROR = "Error"
+
+
+PASSING = frozenset({Verdict.PASS, Verdict.WARNING})  # a Warning passes: it is shown, never acted on
 
 
 class CheckResult(ApiModel):

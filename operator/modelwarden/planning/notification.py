@@ -15,6 +15,7 @@ KINDS = {
     "Breach": ("DriftPolicyBreached", "critical"),
     "EvaluationError": ("DriftPolicyEvaluationError", "warning"),
     "InsufficientData": ("DriftPolicyInsufficientData", "info"),
+    "DriftWarning": ("DriftPolicyWarning", "info"),
 }
 
 
@@ -90,7 +91,8 @@ def build_notification(
         subject = f"[resolved] {context.model}/{context.track}: DriftPolicy {context.policy} passes again"
         summary = f"{context.target()} passes every check of DriftPolicy {context.policy} again."
     else:
-        problem = {"Breach": "breached", "EvaluationError": "cannot evaluate", "InsufficientData": "has too little data"}[kind]
+        problem = {"Breach": "breached", "EvaluationError": "cannot evaluate", "InsufficientData": "has too little data",
+                   "DriftWarning": "warns of drift (no action)"}[kind]
         subject = f"{context.model}/{context.track}: DriftPolicy {context.policy} {problem}"
         summary = f"{context.target()}: {_describe(evaluation)}"
     fields = [("Verdict", verdict), ("Consecutive failures", consecutive)]

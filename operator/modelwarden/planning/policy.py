@@ -23,6 +23,7 @@ from modelwarden.api.driftpolicy import (
     RetrainStatus,
     Verdict,
 )
+from modelwarden.api.policystatus import PASSING
 from modelwarden.contract.kubernetes import RETRAIN_ANNOTATION
 from modelwarden.planning.notification import AlertContext, Notification, build_notification
 from modelwarden.planning.retraining import JobOutcome, JobState, RetrainRequest, Trigger, retrain_job_name
@@ -145,9 +146,9 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
     if verdict == Verdict.FAIL:
         status.consecutive_failures = previous.consecutive_failures + 1
         status.failing_since = previous.failing_since or evaluation.time
-    elif verdict == Verdict.PASS:
+    elif verdict in PASSING:
         status.consecutive_failures, status.failing_since = 0, None
-    status.phase = {Verdict.PASS: Phase.PASSING, Verdict.FAIL: Phase.FAILING,
+    status.phase = {Verdict.PASS: Phase.PASSING, Verdict.WARNING: Phase.WARNING, Verdict.FAIL: Phase.FAILING,
                     Verdict.INSUFFICIENT_DATA: Phase.INSUFFICIENT_DATA, Verdict.ERROR: Phase.ERROR}[verdict]
 
     was_breached = condition_true(previous.conditions, "Breached")
@@ -159,8 +160,8 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
          f"last evaluation: {verdict.value}", now, ctx.generation)
     if breached:
         _set(status, "Breached", True, kind, f"{counted} consecutive failing evaluations: {', '.join(failed)}", now, ctx.generation)
-    elif verdict == Verdict.PASS or not find_condition(previous.conditions, "Breached"):
-        _set(status, "Breached", False, "Passing" if verdict == Verdict.PASS else "BelowThreshold",
+    elif verdict in PASSING or not find_condition(previous.conditions, "Breached"):
+        _set(status, "Breached", False, "Passing" if verdict in PASSING else "BelowThreshold",
              "no breach", now, ctx.generation)
     _set_valid(status, ctx, now)
 
@@ -173,6 +174,8 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
     elif verdict == Verdict.INSUFFICIENT_DATA and previous.phase != Phase.INSUFFICIENT_DATA:
         step.events.append(Event("Normal", "InsufficientData", f"{ctx.target_text}: {_problems(evaluation)} "
                                                                f"(minSamples {spec.min_samples}); never acts"))
+    elif verdict == Verdict.WARNING and previous.phase != Phase.WARNING:
+        step.events.append(Event("Warning", "DriftWarning", f"{ctx.target_text}: {_problems(evaluation)}; never acts"))
     elif verdict == Verdict.PASS and (was_breached or previous.phase == Phase.FAILING):
         step.events.append(Event("Normal", "Recovered", f"{ctx.target_text} passes every check again"))
 
@@ -184,7 +187,7 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
         step.notification = _notify(ctx, alert_kind, reason, evaluation, counted, actions, now)
         status.last_alert_at = now
         status.last_action = ActionRecord(type="Alert", time=now, reason=step.notification.subject)
-    elif verdict == Verdict.PASS and was_breached:
+    elif verdict in PASSING and was_breached:
         step.notification = _notify(ctx, "Breach", "Recovered", evaluation, counted, [], now, resolved=True)
     if step.notification is not None:
         step.events = [e for e in step.events if e.reason != step.notification.reason]
@@ -326,6 +329,8 @@ def _alert_kind(spec: DriftPolicySpec, verdict: Verdict, breached: bool) -> str 
         return "EvaluationError"
     if verdict == Verdict.INSUFFICIENT_DATA and alert is not None and alert.on_insufficient_data:
         return "InsufficientData"
+    if verdict == Verdict.WARNING and alert is not None and alert.on_warning:
+        return "DriftWarning"
     return None
 
 
@@ -364,7 +369,7 @@ def _last_failed(status: DriftPolicyStatus) -> list[str]:
 
 
 def _problems(evaluation: Evaluation) -> str:
-    notable = [r for r in evaluation.results if r.verdict in (Verdict.ERROR, Verdict.INSUFFICIENT_DATA)]
+    notable = [r for r in evaluation.results if r.verdict in (Verdict.ERROR, Verdict.INSUFFICIENT_DATA, Verdict.WARNING)]
     return "; ".join(f"{r.check}: {r.message or r.verdict.value}" for r in notable[:5]) or evaluation.verdict.value
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelwarden.api.driftpolicy import DriftPolicySpec, DriftPolicyStatus, Verdict
+from modelwarden.api.policystatus import PASSING
 from modelwarden.routers.base import Split
 
 
@@ -132,7 +133,7 @@ class PolicyVerdict:
     def passed_since(self, moment: datetime.datetime | None) -> bool:
         """A Pass on fresh evidence only: the evaluation's whole window lies after `moment` and after
         the last Fail, so traffic of an earlier step (or a failing stretch) never counts."""
-        if self.verdict != Verdict.PASS or self.evaluated_at is None:
+        if self.verdict not in PASSING or self.evaluated_at is None:
             return False
         starts = [t for t in (moment, self.last_failure()) if t is not None]
         return not starts or self.evaluated_at - self.window >= max(starts)

@@ -183,3 +183,27 @@ def test_the_prediction_histogram_shares_the_features_correction():
     # Without the features' company (correction none) the same histogram fails, as before.
     alone = judge(_spec(reference={"track": "stable"}, drift={"correction": "none"}), observations, NOW)
     assert {r.check: r.verdict for r in alone.evaluation.results}["drift/prediction"] is F
+
+
+def test_a_distance_at_the_warning_level_is_a_warning_that_passes():
+    spec = _spec(reference={"track": "stable"}, drift={"method": "psi", "warnThreshold": 0.1, "predictions": False})
+    reference = _matrix({"calm": [2500, 2500, 2500, 2500], "watch": [2500, 2500, 2500, 2500]})
+    current = _matrix({"calm": [2500, 2500, 2500, 2500], "watch": [3700, 2500, 2500, 1300]})  # psi ≈ 0.125
+    evaluation = judge(spec, Observations(TrackWindow(features=current), Reference("r", reference, BucketMatrix.empty())), NOW).evaluation
+    (check,) = evaluation.results
+    assert evaluation.verdict is Verdict.WARNING and check.verdict is Verdict.WARNING
+    assert check.message.startswith("1 of 2 at the warning level (psi >= 0.1): watch (psi=0.126); 0 of 2 drifted (psi >= 0.25)")
+    # Past threshold it is a Fail, not a warning.
+    drifted = _matrix({"calm": [2500, 2500, 2500, 2500], "watch": [5000, 2500, 2000, 500]})
+    failed = judge(spec, Observations(TrackWindow(features=drifted), Reference("r", reference, BucketMatrix.empty())), NOW).evaluation
+    assert failed.verdict is F
+
+
+@pytest.mark.parametrize(("drift", "message"), [
+    ({"method": "ks", "warnThreshold": 0.1}, "warnThreshold applies to the distances"),
+    ({"method": "psi", "warnThreshold": 0.25}, "warnThreshold must be below threshold"),
+    ({"method": "psi", "threshold": 0.2, "warnThreshold": 0.2}, "warnThreshold must be below threshold"),
+])
+def test_warn_threshold_is_for_distances_below_their_threshold(drift, message):
+    with pytest.raises(ValueError, match=message):
+        _spec(reference={"track": "stable"}, drift=drift)

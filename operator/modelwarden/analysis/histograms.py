@@ -9,7 +9,7 @@ matrix is one feature, column ``j`` one bucket, rows padded to the widest histog
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,3 +201,18 @@ class SampleLayout:
         cumulative = np.zeros(self.le.shape)
         cumulative[self.row, self.column] = summed
         return BucketMatrix(self.names, self.le.copy(), cumulative)
+
+
+PREDICTED_CLASS_ROW = "predicted class"
+
+
+def class_histograms(reference: Mapping[str, float], current: Mapping[str, float]) -> tuple[BucketMatrix, BucketMatrix]:
+    """Predicted-class counts of both sides as one categorical histogram each, over the classes
+    either side has (level i coded as i, as a profile codes categorical features)."""
+    levels = sorted({*reference, *current})
+    edges = [float(i) for i in range(len(levels))]
+
+    def matrix(counts: Mapping[str, float]) -> BucketMatrix:
+        return BucketMatrix.from_bins([PREDICTED_CLASS_ROW], [edges], [[counts.get(level, 0.0) for level in levels] + [0.0]])
+
+    return matrix(reference), matrix(current)

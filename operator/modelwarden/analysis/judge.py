@@ -19,7 +19,7 @@ import numpy as np
 
 from modelwarden.analysis import drift as drift_analysis
 from modelwarden.analysis.estimated import EdgeMismatch, ScoreCalibration, Uncalibrated
-from modelwarden.analysis.histograms import BucketMatrix, align, bin_counts, select_names
+from modelwarden.analysis.histograms import BucketMatrix, align, bin_counts, class_histograms, select_names
 from modelwarden.analysis.quality import ConfusionMatrix, RegressionErrors, averaging, histogram_quantile, rate, two_proportion_test
 from modelwarden.analysis.verdicts import aggregate, bounded, result
 from modelwarden.api.checks import ComparisonSpec, Correction, PerformanceCheck, PerformanceMetric
@@ -50,6 +50,7 @@ class Kind(Enum):
     LATENCY = "latency"
     CONFUSION = "confusion"
     COUNTERS = "counters"
+    CLASSES = "classes"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class TrackWindow:
     latency: BucketMatrix | None = None  # one row
     confusion: Mapping[tuple[str, str], float] | None = None  # (predicted, actual) -> count
     counters: Mapping[str, float] | None = None  # quantity (metrics.queries.COUNTERS) -> increase
+    classes: Mapping[str, float] | None = None  # predicted class -> predictions
 
     def part(self, kind: Kind) -> Any:
         return getattr(self, kind.value)
@@ -95,6 +97,7 @@ class Reference:
     prediction: BucketMatrix
     categorical: frozenset[str] = frozenset()
     profile: Profile | None = None
+    classes: Mapping[str, float] | None = None  # predicted class -> predictions (a classifier's prediction check without scores)
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,19 @@ def _drift_checks(spec: DriftPolicySpec, observations: Observations) -> list[tup
             continue
         current: BucketMatrix = observations.current.part(kind) or BucketMatrix.empty()
         baseline: BucketMatrix = reference.features if kind is Kind.FEATURES else reference.prediction
+        if kind is Kind.PREDICTION and not current.names and not baseline.names and (observations.current.classes or reference.classes):
+            # A classifier without scores: its predicted classes are the prediction histogram.
+            failure = observations.failures.get(WindowPart(Side.CURRENT, Kind.CLASSES)) or observations.failures.get(
+                WindowPart(Side.REFERENCE, Kind.CLASSES))
+            if failure:
+                checks.append((_failed(name, failure), None))
+                continue
+            baseline, current = class_histograms(reference.classes or {}, observations.current.classes or {})
+            histograms = align(baseline, current, list(current.names))
+            report = drift_analysis.detect(name, histograms, policy.method, policy.threshold, Correction.NONE, spec.min_samples,
+                                           np.ones(1, dtype=bool), policy.warn_threshold)
+            tested.append((report, None))
+            continue
         if kind is Kind.FEATURES and policy.features == ["*"] and current.names == baseline.names:
             names = list(current.names)  # the common case: no set/sort of a thousand names per evaluation
             share = policy.drift_share

@@ -27,4 +27,6 @@ def reference_from_profile(profile: Profile | dict[str, Any] | str | bytes, desc
     value = profile.prediction.value_distribution()
     prediction = BucketMatrix.from_bins(["prediction"], [value.edges], [value.counts]) if value else BucketMatrix.empty()
     categorical = frozenset(f.name for f in profile.features if f.kind == "categorical")
-    return Reference(f"{description} ({profile.rows} training rows)", features, prediction, categorical, profile)
+    predicted = profile.prediction
+    classes = dict(zip(predicted.levels, map(float, predicted.counts))) if predicted.task == "classification" and predicted.levels else None
+    return Reference(f"{description} ({profile.rows} training rows)", features, prediction, categorical, profile, classes)

@@ -37,7 +37,7 @@ from modelwarden.analysis.histograms import BucketMatrix, SampleLayout
 from modelwarden.api.checks import PerformanceMetric
 from modelwarden.api.driftpolicy import DriftPolicySpec
 from modelwarden.api.duration import format_duration
-from modelwarden.contract.metrics import ACTUAL, FEATURE, LE, PREDICTED
+from modelwarden.contract.metrics import ACTUAL, CLASS, FEATURE, LE, PREDICTED
 from modelwarden.prometheus import queries
 from modelwarden.prometheus.errors import MetricsError, NoData
 from modelwarden.prometheus.provider import InstantVector, MetricProvider
@@ -106,8 +106,8 @@ def plan_queries(spec: DriftPolicySpec, target: Target) -> dict[Part, str]:
     if spec.drift is not None and spec.reference is not None:
         reference = spec.reference
         parts = [(Kind.FEATURES, queries.feature_buckets)]
-        if spec.drift.predictions:
-            parts.append((Kind.PREDICTION, queries.prediction_buckets))
+        if spec.drift.predictions:  # scores, and the predicted classes for a classifier without scores
+            parts += [(Kind.PREDICTION, queries.prediction_buckets), (Kind.CLASSES, queries.predicted_classes)]
         for kind, build in parts:
             planned[WindowPart(Side.CURRENT, kind)] = build(current, window)
             if reference.track is not None:
@@ -194,6 +194,7 @@ def collect(
             latency=fetched.get(WindowPart(side, Kind.LATENCY)),
             confusion=fetched.get(WindowPart(side, Kind.CONFUSION)),
             counters=fetched.get(WindowPart(side, Kind.COUNTERS)),
+            classes=fetched.get(WindowPart(side, Kind.CLASSES)),
         )
 
     observations = Observations(
@@ -243,6 +244,7 @@ def _reference(spec: DriftPolicySpec, fetched: dict[Part, Any], failures: dict[P
         description,
         fetched.get(WindowPart(Side.REFERENCE, Kind.FEATURES)) or BucketMatrix.empty(),
         fetched.get(WindowPart(Side.REFERENCE, Kind.PREDICTION)) or BucketMatrix.empty(),
+        classes=fetched.get(WindowPart(Side.REFERENCE, Kind.CLASSES)),
     )
 
 
@@ -334,4 +336,5 @@ _DECODERS: dict[Kind, Callable[[InstantVector], Any]] = {
     Kind.LATENCY: lambda vector: _histograms(vector, name="latency"),
     Kind.COUNTERS: lambda vector: _quantities(vector, lambda labels: labels[queries.QUANTITY_LABEL]),
     Kind.CONFUSION: lambda vector: _quantities(vector, lambda labels: (labels[PREDICTED], labels[ACTUAL])),
+    Kind.CLASSES: lambda vector: _quantities(vector, lambda labels: labels[CLASS]),
 }

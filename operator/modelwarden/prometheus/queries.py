@@ -22,6 +22,7 @@ from modelwarden.contract import metrics, reasons
 # The series these queries read, as the model server writes them (modelwarden.contract.metrics).
 FEATURE_BUCKETS = metrics.FEATURE_VALUE + metrics.BUCKET
 PREDICTION_BUCKETS = metrics.PREDICTION_VALUE + metrics.BUCKET
+PREDICTED_CLASSES = metrics.PREDICTED_CLASS
 LATENCY_BUCKETS = metrics.INFERENCE_LATENCY + metrics.BUCKET
 LATENCY_COUNT = metrics.INFERENCE_LATENCY + metrics.COUNT
 FEEDBACK = metrics.FEEDBACK
@@ -116,6 +117,11 @@ def feature_buckets(selector: Selector, window: timedelta, offset: timedelta | N
 
 def prediction_buckets(selector: Selector, window: timedelta, offset: timedelta | None = None) -> str:
     return f"sum by ({metrics.LE}) ({_window(PREDICTION_BUCKETS, selector, window, offset)})"
+
+
+def predicted_classes(selector: Selector, window: timedelta, offset: timedelta | None = None) -> str:
+    """Predictions per predicted class: the prediction check of a classifier without scores."""
+    return f"sum by ({metrics.CLASS}) ({_window(PREDICTED_CLASSES, selector, window, offset)})"
 
 
 def latency_buckets(selector: Selector, window: timedelta) -> str:

@@ -207,3 +207,15 @@ def test_a_distance_at_the_warning_level_is_a_warning_that_passes():
 def test_warn_threshold_is_for_distances_below_their_threshold(drift, message):
     with pytest.raises(ValueError, match=message):
         _spec(reference={"track": "stable"}, drift=drift)
+
+
+def test_without_scores_the_predicted_classes_are_the_prediction_check():
+    spec = _spec(reference={"track": "stable"}, drift={"features": ["a"]})
+    features = _matrix({"a": [500, 500, 500, 500]})
+    reference = Reference("r", features, BucketMatrix.empty(), classes={"0": 1500.0, "1": 500.0})
+    same = judge(spec, Observations(TrackWindow(features=features, classes={"0": 1510.0, "1": 490.0}), reference), NOW).evaluation
+    moved = judge(spec, Observations(TrackWindow(features=features, classes={"0": 1000.0, "1": 900.0, "2": 100.0}), reference), NOW).evaluation
+    assert [(r.check, r.verdict, r.samples) for r in same.results] == [("drift/features", P, 2000), ("drift/prediction", P, 2000)]
+    assert [(r.check, r.verdict) for r in moved.results][1] == ("drift/prediction", F)  # a class the reference never predicted
+    failed = Observations(TrackWindow(features=features), reference, failures={WindowPart(Side.CURRENT, Kind.CLASSES): "Unreachable: refused"})
+    assert {r.check: r.verdict for r in judge(spec, failed, NOW).evaluation.results}["drift/prediction"] is E

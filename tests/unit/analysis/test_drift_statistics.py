@@ -92,11 +92,34 @@ def test_chi2_equals_scipy_contingency(seed):
     reference = rng.integers(0, 200, bins).astype(float)
     current = rng.integers(0, 200, bins).astype(float)
     reference[rng.integers(0, bins)] = current[rng.integers(0, bins)] = 0  # some empty cells
+    reference[rng.integers(0, bins)] = rng.integers(1, 4)  # and, often, a sparse one
     statistic, p_value = statistics.chi2(reference[None], current[None])
-    keep = (reference + current) > 0  # scipy cannot take an all-empty column
-    expected = stats.chi2_contingency(np.vstack([reference[keep], current[keep]]), correction=False)
+    table = np.vstack([reference, current])
+    table = table[:, table.sum(axis=0) > 0]  # scipy cannot take an all-empty column
+    expected_counts = stats.contingency.expected_freq(table)
+    sparse = expected_counts.min(axis=0) < statistics.MIN_EXPECTED  # pooled into one column, as documented
+    if sparse.any():
+        table = np.column_stack([table[:, ~sparse], table[:, sparse].sum(axis=1)])
+    expected = stats.chi2_contingency(table, correction=False)
     assert statistic[0] == pytest.approx(expected.statistic, rel=1e-10, abs=1e-12)
     assert p_value[0] == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-15)
+
+
+def test_chi2_on_a_sparse_categorical_against_a_large_profile_keeps_its_level():
+    """200 Zipf levels, a 1e6-row profile, 1000 current rows of the same distribution: without
+    pooling, p < 0.001 came out 3.5 times too often; with it, within 2x of the nominal rate (1.35x measured
+    over 100 000 runs)."""
+    rng = np.random.default_rng(11)
+    levels = np.arange(1, 201)
+    probabilities = (1 / levels) / (1 / levels).sum()
+    runs = 20000
+    reference = np.tile(rng.multinomial(1_000_000, probabilities).astype(float), (runs, 1))
+    current = rng.multinomial(1000, probabilities, size=runs).astype(float)
+    _, pooled = statistics.chi2(reference, current)
+    _, raw = statistics._pearson(reference, current)
+    for alpha in (0.01, 0.001):
+        assert (pooled < alpha).mean() <= 2 * alpha, alpha
+    assert (raw < 0.001).mean() > 3 * 0.001  # what the pooling repairs
 
 
 @pytest.mark.parametrize("seed", range(20))

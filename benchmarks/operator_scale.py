@@ -134,6 +134,7 @@ def run_round(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         operator = subprocess.Popen(
             [str(Path(sys.executable).parent / "modelwarden"), "run", "-A", "--metrics-port", str(metrics_port),
              "--allowed-prometheus-urls", prometheus.url,
+             "--scrape-interval", "0.5s",  # the fake answers any window; the policies' windows are 2 s
              "--liveness", f"http://127.0.0.1:{liveness_port}/healthz"],
             env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         stack.callback(terminate, operator)

@@ -85,3 +85,13 @@ def test_backtest_bench_prints_its_numbers():
     out = _bench("backtest_bench.py", "--days", "0.05", "--features", "5")
     assert re.search(r"evaluations: 73; range queries: 2; count queries: 4", out), out
     assert "'Error': 0" in out and re.search(r"peak memory \(max RSS of the backtest process\): \d+ MB", out), out
+
+
+def test_calibration_prints_how_often_each_setting_acts():
+    table = json.loads(_bench("calibration.py", "--runs", "2", "--hours", "0.5", "--scenarios", "null,shift", "--json"))
+    assert [(row["setting"], row["scenario"]) for row in table] == [
+        ("canary-gate example", "null"), ("canary-gate example", "shift"), ("defaults (drift only)", "null"), ("defaults (drift only)", "shift")]
+    for row in table:
+        assert row["runs"] == 2 and 0 <= row["actedWithin30m"] <= row["actedWithin0.5h"] <= 1
+    # A 0.2σ shift of one feature among 20 at 5000 observations per window is found in every run.
+    assert all(row["actedWithin30m"] == 1 for row in table if row["scenario"] == "shift")

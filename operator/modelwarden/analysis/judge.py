@@ -9,108 +9,36 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
-from typing import Any
 
 import numpy as np
 
 from modelwarden.analysis import drift as drift_analysis
 from modelwarden.analysis.estimated import EdgeMismatch, ScoreCalibration, Uncalibrated
-from modelwarden.analysis.histograms import BucketMatrix, align, bin_counts, class_histograms, select_names
+from modelwarden.analysis.histograms import BucketMatrix, align, class_histograms, select_names
 from modelwarden.analysis.quality import ConfusionMatrix, RegressionErrors, averaging, histogram_quantile, rate, two_proportion_test
+from modelwarden.analysis.observations import (  # noqa: F401  (re-exported: collect and the tests build observations from here)
+    CLASSIFICATION_METRICS,
+    ESTIMATED_METRICS,
+    LATENCY_QUANTILES,
+    REGRESSION_METRICS,
+    CustomPart,
+    Kind,
+    Observations,
+    Part,
+    Reference,
+    Side,
+    TrackWindow,
+    WindowPart,
+    failed,
+    part_of,
+    single_histogram,
+)
 from modelwarden.analysis.verdicts import aggregate, bounded, result
 from modelwarden.api.checks import ComparisonSpec, Correction, PerformanceCheck, PerformanceMetric
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicySpec, Evaluation, Verdict
 from modelwarden.contract.metrics import PREDICTION_OUTLIERS as OUTLIER_SERIES
-from modelwarden.contract.profile import Profile
-
-CLASSIFICATION_METRICS = {PerformanceMetric.ACCURACY, PerformanceMetric.PRECISION, PerformanceMetric.RECALL, PerformanceMetric.F1}
-REGRESSION_METRICS = {PerformanceMetric.MSE, PerformanceMetric.MAE, PerformanceMetric.RMSE}
-LATENCY_QUANTILES = {PerformanceMetric.LATENCY_P50: 0.5, PerformanceMetric.LATENCY_P95: 0.95, PerformanceMetric.LATENCY_P99: 0.99}
-ESTIMATED_METRICS = {PerformanceMetric.ESTIMATED_ACCURACY, PerformanceMetric.ESTIMATED_PRECISION,
-                     PerformanceMetric.ESTIMATED_RECALL, PerformanceMetric.ESTIMATED_F1}
-
-
-class Side(Enum):
-    """Whose window a part of the observations describes."""
-
-    CURRENT = "current"  # the judged track over the policy's window
-    REFERENCE = "reference"  # the drift reference (another track, or the same track earlier)
-    BASELINE = "baseline"  # the comparison's track
-
-
-class Kind(Enum):
-    """What a part of a track window holds; the value is the TrackWindow field holding it."""
-
-    FEATURES = "features"
-    PREDICTION = "prediction"
-    LATENCY = "latency"
-    CONFUSION = "confusion"
-    COUNTERS = "counters"
-    CLASSES = "classes"
-
-
-@dataclass(frozen=True)
-class WindowPart:
-    """One fetched part of a side's window, e.g. the current track's feature histograms."""
-
-    side: Side
-    kind: Kind
-
-
-@dataclass(frozen=True)
-class CustomPart:
-    """The value of one custom check's query."""
-
-    name: str
-
-
-Part = WindowPart | CustomPart
-"""What one query fetches: the key of planned queries and of Observations.failures."""
-
-
-@dataclass(frozen=True)
-class TrackWindow:
-    """What one track showed over one window; None where not fetched."""
-
-    features: BucketMatrix | None = None
-    prediction: BucketMatrix | None = None  # one row
-    latency: BucketMatrix | None = None  # one row
-    confusion: Mapping[tuple[str, str], float] | None = None  # (predicted, actual) -> count
-    counters: Mapping[str, float] | None = None  # quantity (metrics.queries.COUNTERS) -> increase
-    classes: Mapping[str, float] | None = None  # predicted class -> predictions
-
-    def part(self, kind: Kind) -> Any:
-        return getattr(self, kind.value)
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The baseline distributions for drift: another window, or a profile (kept whole for the
-    estimated_* checks, which read its calibration)."""
-
-    description: str
-    features: BucketMatrix
-    prediction: BucketMatrix
-    categorical: frozenset[str] = frozenset()
-    profile: Profile | None = None
-    classes: Mapping[str, float] | None = None  # predicted class -> predictions (a classifier's prediction check without scores)
-
-
-@dataclass(frozen=True)
-class Observations:
-    """Everything an evaluation needs, fetched. ``failures`` maps a part (WindowPart(Side.CURRENT,
-    Kind.FEATURES), CustomPart("p99"), …) to why it could not be fetched."""
-
-    current: TrackWindow
-    reference: Reference | None = None
-    baseline: TrackWindow | None = None
-    custom: Mapping[str, float | None] = field(default_factory=dict)  # custom check name -> value
-    failures: Mapping[Part, str] = field(default_factory=dict)
-
 
 @dataclass(frozen=True)
 class EvaluationReport:
@@ -157,7 +85,7 @@ def _drift_checks(spec: DriftPolicySpec, observations: Observations) -> list[tup
     for name, kind in parts:
         failure = observations.failures.get(WindowPart(Side.CURRENT, kind)) or observations.failures.get(WindowPart(Side.REFERENCE, kind))
         if failure or reference is None:
-            checks.append((_failed(name, failure or "no reference"), None))
+            checks.append((failed(name, failure or "no reference"), None))
             continue
         current: BucketMatrix = observations.current.part(kind) or BucketMatrix.empty()
         baseline: BucketMatrix = reference.features if kind is Kind.FEATURES else reference.prediction
@@ -166,7 +94,7 @@ def _drift_checks(spec: DriftPolicySpec, observations: Observations) -> list[tup
             failure = observations.failures.get(WindowPart(Side.CURRENT, Kind.CLASSES)) or observations.failures.get(
                 WindowPart(Side.REFERENCE, Kind.CLASSES))
             if failure:
-                checks.append((_failed(name, failure), None))
+                checks.append((failed(name, failure), None))
                 continue
             baseline, current = class_histograms(reference.classes or {}, observations.current.classes or {})
             histograms = align(baseline, current, list(current.names))
@@ -204,9 +132,9 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
     if metric in ESTIMATED_METRICS:
         return _estimated_check(check, name, what, min_samples, observations)
     if metric in CLASSIFICATION_METRICS:
-        pairs, failure = _part(observations, Side.CURRENT, Kind.CONFUSION)
+        pairs, failure = part_of(observations, Side.CURRENT, Kind.CONFUSION)
         if failure:
-            return _failed(name, failure)
+            return failed(name, failure)
         matrix = ConfusionMatrix.from_pairs(pairs or {})
         if metric is PerformanceMetric.ACCURACY:
             return bounded(name, matrix.accuracy(), check.min, check.max, matrix.total, min_samples, what)
@@ -214,20 +142,20 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
             try:
                 how = averaging(matrix.classes, *_profile_classes(observations.reference))
             except ValueError as exc:
-                return _failed(name, f"{what}: {exc}")
+                return failed(name, f"{what}: {exc}")
             what += f" of class {how.positive} (the positive class)" if how.positive is not None else f" ({how.why})"
             return bounded(name, matrix.score(metric.value, how.positive), check.min, check.max, matrix.total, min_samples, what)
         return bounded(name, matrix.score(metric.value, check.class_label), check.min, check.max, matrix.total, min_samples, what)
     if metric in LATENCY_QUANTILES:
-        latency, failure = _part(observations, Side.CURRENT, Kind.LATENCY)
+        latency, failure = part_of(observations, Side.CURRENT, Kind.LATENCY)
         if failure:
-            return _failed(name, failure)
-        le, counts = _single_histogram(latency)
+            return failed(name, failure)
+        le, counts = single_histogram(latency)
         value = histogram_quantile(LATENCY_QUANTILES[metric], le, counts) if counts.size else None
         return bounded(name, value, check.min, check.max, float(counts.sum()), min_samples, what + " (seconds)")
-    counters, failure = _part(observations, Side.CURRENT, Kind.COUNTERS)
+    counters, failure = part_of(observations, Side.CURRENT, Kind.COUNTERS)
     if failure:
-        return _failed(name, failure)
+        return failed(name, failure)
     counters = counters or {}
     if metric in REGRESSION_METRICS:
         errors = RegressionErrors(
@@ -255,12 +183,12 @@ def _estimated_check(check: PerformanceCheck, name: str, what: str, min_samples:
     buckets that are not the profile's. Fewer than ``min_samples`` predictions: InsufficientData."""
     reference = observations.reference
     if reference is None or reference.profile is None:
-        return _failed(name, f"{what}: the reference profile was not provided (estimated metrics need the profile of "
+        return failed(name, f"{what}: the reference profile was not provided (estimated metrics need the profile of "
                              "spec.reference.profileRef, or `modelwarden evaluate --profile`)")
     try:
         calibration = ScoreCalibration.from_profile(reference.profile)
     except Uncalibrated as exc:
-        return _failed(name, f"{what}: {exc}")
+        return failed(name, f"{what}: {exc}")
     base = check.metric.value.removeprefix("estimated_")
     tolerance = check.calibration_tolerance
     refusals = calibration.refusals(base, tolerance)
@@ -271,17 +199,17 @@ def _estimated_check(check: PerformanceCheck, name: str, what: str, min_samples:
             f"(|difference| {gap.difference:.4f} > maxCalibrationError {tolerance:g})"
             for gap in refusals
         )
-        return _failed(name, f"{what}: refused, the model's scores are not calibrated enough on the profile's "
+        return failed(name, f"{what}: refused, the model's scores are not calibrated enough on the profile's "
                              f"{calibration.reference_rows} rows: {gaps}")
-    prediction, failure = _part(observations, Side.CURRENT, Kind.PREDICTION)
+    prediction, failure = part_of(observations, Side.CURRENT, Kind.PREDICTION)
     if failure:
-        return _failed(name, failure)
-    le, counts = _single_histogram(prediction)
+        return failed(name, failure)
+    le, counts = single_histogram(prediction)
     if counts.size:
         try:
             calibration.check_edges(le)
         except EdgeMismatch as exc:
-            return _failed(name, f"{what}: {exc}")
+            return failed(name, f"{what}: {exc}")
     value = calibration.estimate(counts).metric(base) if counts.size else None
     return bounded(name, value, check.min, check.max, float(counts.sum()), min_samples, what)
 
@@ -291,9 +219,9 @@ def _outlier_check(max_rate: float, min_samples: int, observations: Observations
     without a reference profile does not export the counter at all, while one with a profile
     exports it from the start (0 until an outlier), so only a present series is evidence."""
     name = "outliers/rate"
-    counters, failure = _part(observations, Side.CURRENT, Kind.COUNTERS)
+    counters, failure = part_of(observations, Side.CURRENT, Kind.COUNTERS)
     if failure:
-        return _failed(name, failure)
+        return failed(name, failure)
     counters = counters or {}
     predictions = counters.get("predictions")
     if "outliers" not in counters:
@@ -318,7 +246,7 @@ def _comparison_checks(comparison: ComparisonSpec, min_samples: int, observation
             candidate = _successes(metric, observations, Side.CURRENT)
             baseline = _successes(metric, observations, Side.BASELINE)
         except _Missing as missing:
-            checks.append(_failed(name, str(missing)))
+            checks.append(failed(name, str(missing)))
             continue
         fewest = min(candidate[1], baseline[1])
         if fewest < min_samples:
@@ -343,12 +271,12 @@ class _Missing(Exception):
 def _successes(metric: str, observations: Observations, side: Side) -> tuple[float, float]:
     """(events, trials) for a proportion: correct predictions for accuracy, failed requests for error_rate."""
     if metric == "accuracy":
-        pairs, failure = _part(observations, side, Kind.CONFUSION)
+        pairs, failure = part_of(observations, side, Kind.CONFUSION)
         if failure:
             raise _Missing(failure)
         matrix = ConfusionMatrix.from_pairs(pairs or {})
         return float(np.trace(matrix.counts)), matrix.total
-    counters, failure = _part(observations, side, Kind.COUNTERS)
+    counters, failure = part_of(observations, side, Kind.COUNTERS)
     if failure:
         raise _Missing(failure)
     counters = counters or {}
@@ -360,35 +288,12 @@ def _custom_check(name: str, minimum: float | None, maximum: float | None, obser
     check = f"custom/{name}"
     failure = observations.failures.get(CustomPart(name))
     if failure:
-        return _failed(check, failure)
+        return failed(check, failure)
     value = observations.custom.get(name)
     if value is None or not math.isfinite(value):
         threshold = maximum if maximum is not None else minimum
         return result(check, Verdict.INSUFFICIENT_DATA, f"{name}: the query returned no finite value", None, threshold)
     return bounded(check, value, minimum, maximum, None, None, name)
-
-
-def _part(observations: Observations, side: Side, kind: Kind) -> tuple[Any, str | None]:
-    """A fetched part of the current or baseline window (None if it had no series), or the reason it is missing."""
-    failure = observations.failures.get(WindowPart(side, kind))
-    window = observations.current if side is Side.CURRENT else observations.baseline
-    if failure:
-        return None, failure
-    if window is None:
-        return None, f"no {side.value} track data"
-    return window.part(kind), None
-
-
-def _single_histogram(matrix: BucketMatrix | None) -> tuple[np.ndarray, np.ndarray]:
-    if matrix is None or not matrix.names:
-        return np.empty(0), np.empty(0)
-    counts = bin_counts(matrix.cumulative, matrix.le)[0]
-    valid = ~np.isnan(matrix.le[0])
-    return matrix.le[0][valid], counts[valid]
-
-
-def _failed(check: str, message: str) -> CheckResult:
-    return result(check, Verdict.ERROR, message)
 
 
 def _count(value: float | None) -> int | None:

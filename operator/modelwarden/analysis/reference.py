@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelwarden.analysis.judge import Reference
+from modelwarden.analysis.observations import Reference
 from modelwarden.analysis.histograms import BucketMatrix
 from modelwarden.contract.profile import Profile
 

@@ -39,6 +39,7 @@ from modelwarden.analysis.histograms import BucketMatrix  # noqa: E402
 from modelwarden.analysis.judge import Observations, Reference, TrackWindow, judge  # noqa: E402
 from modelwarden.api.driftpolicy import DriftPolicySpec  # noqa: E402
 from modelwarden.planning.backtest import Replay  # noqa: E402
+from modelwarden.planning.budget import evaluation_level  # noqa: E402
 from modelwarden.planning.notification import AlertContext  # noqa: E402
 from modelwarden.planning.policy import PolicyContext  # noqa: E402
 
@@ -150,7 +151,8 @@ def rollout(rng: np.random.Generator, setting: Setting, change: np.ndarray, hour
         observations = Observations(current=current, reference=Reference("stable", reference.features, reference.prediction),
                                     baseline=reference)
         now = START + datetime.timedelta(seconds=at)
-        evaluation = judge(spec, observations, now).evaluation
+        level = evaluation_level(spec, replay.status, context.alert.version)  # as the operator spends spec.alpha
+        evaluation = judge(spec, observations, now, level).evaluation
         replay.observe(evaluation)
         if replay.breaches:  # the breach: the alert, and the rollback and retraining the policy asks for
             return datetime.timedelta(seconds=second)

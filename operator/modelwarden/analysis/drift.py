@@ -20,11 +20,12 @@ from modelwarden.api.checks import DISTANCE_DEFAULTS, Correction, DriftMethod
 from modelwarden.api.driftpolicy import CheckResult, Verdict
 
 DEFAULT_THRESHOLDS: dict[DriftMethod, float] = {
+    DriftMethod.COMBINED: 0.01,
     DriftMethod.KS: 0.01,
     DriftMethod.CHI2: 0.01,
     **{DriftMethod(method): default for method, default in DISTANCE_DEFAULTS.items()},
 }
-P_VALUE_METHODS = frozenset({DriftMethod.KS, DriftMethod.CHI2})
+P_VALUE_METHODS = frozenset({DriftMethod.COMBINED, DriftMethod.KS, DriftMethod.CHI2})
 NAMED_IN_MESSAGE = 5
 
 
@@ -46,6 +47,8 @@ class FeatureDrift:
     mismatched: np.ndarray  # bool: bucket edges differ between reference and current
     family: int | None = None  # how many tests the correction spanned (None: this check's tested features)
     warn_threshold: float | None = None  # distances: the level of a Warning (below threshold)
+    effect: np.ndarray | None = None  # p-value methods: W1/σ (numeric) or total variation (categorical)
+    min_effect: float = 0.0  # p-value methods: a drift needs an effect at least this large
 
     @property
     def warned(self) -> np.ndarray:
@@ -74,6 +77,17 @@ def scores(method: DriftMethod, histograms: AlignedHistograms, categorical: np.n
     """
     ref, cur = histograms.reference, histograms.current
     match method:
+        case DriftMethod.COMBINED:
+            # KS sees location, χ² on the same bins sees spread and shape (KS found a variance ×1.3
+            # in 2 % of evaluations, χ² in 95 %): a feature's p-value is twice the smaller one
+            # (Bonferroni over its two tests), reported with the statistic that gave it.
+            ks_statistic, ks_p = scores(DriftMethod.KS, histograms, categorical)
+            chi_statistic, chi_p = statistics.chi2(ref, cur)
+            statistic = np.where(chi_p < ks_p, chi_statistic, ks_statistic)
+            p_value = np.minimum(2 * np.minimum(ks_p, chi_p), 1.0)
+            if categorical is not None and categorical.any():  # ks already stood in χ² there: one test, not two
+                statistic[categorical], p_value[categorical] = chi_statistic[categorical], chi_p[categorical]
+            return statistic, p_value
         case DriftMethod.KS:
             statistic, p_value = statistics.ks(ref, cur)
             if categorical is not None and categorical.any():
@@ -102,6 +116,7 @@ def detect(
     min_samples: int,
     categorical: np.ndarray | None = None,
     warn_threshold: float | None = None,
+    min_effect: float = 0.0,
 ) -> FeatureDrift:
     """Decide, per feature, whether it is tested and whether it drifted (or, for a distance, reached
     the warning level)."""
@@ -111,10 +126,12 @@ def detect(
     tested = ~histograms.mismatched & (reference_samples >= min_samples) & (current_samples >= min_samples)
     statistic, p_value = scores(method, histograms, categorical)
     adjusted: np.ndarray | None = None
+    effect: np.ndarray | None = None
     if p_value is not None:
+        effect = effect_sizes(histograms, categorical)
         adjusted = np.full(p_value.shape, np.nan)
         adjusted[tested] = statistics.adjust_p_values(p_value[tested], correction)
-        drifted = tested & (np.nan_to_num(adjusted, nan=1.0) < threshold)
+        drifted = tested & (np.nan_to_num(adjusted, nan=1.0) < threshold) & (effect >= min_effect)
     else:
         drifted = tested & (statistic >= threshold)
     return FeatureDrift(
@@ -131,7 +148,19 @@ def detect(
         drifted=drifted,
         mismatched=histograms.mismatched,
         warn_threshold=warn_threshold,
+        effect=effect,
+        min_effect=min_effect if p_value is not None else 0.0,
     )
+
+
+def effect_sizes(histograms: AlignedHistograms, categorical: np.ndarray | None) -> np.ndarray:
+    """How large each feature's change is, whatever its significance: the Wasserstein distance
+    in reference standard deviations for numeric features, total variation for categorical ones."""
+    ref, cur = histograms.reference, histograms.current
+    effect = statistics.wasserstein(ref, cur, histograms.le)
+    if categorical is not None and categorical.any():
+        effect[categorical] = statistics.total_variation(ref[categorical], cur[categorical])
+    return effect
 
 
 def adjust_together(reports: list[FeatureDrift], correction: Correction) -> list[FeatureDrift]:
@@ -152,6 +181,8 @@ def adjust_together(reports: list[FeatureDrift], correction: Correction) -> list
         mine[report.tested] = adjusted[start:start + count]
         start += count
         drifted = report.tested & (np.nan_to_num(mine, nan=1.0) < report.threshold)
+        if report.effect is not None:
+            drifted &= report.effect >= report.min_effect
         joint.append(replace(report, adjusted_p_value=mine, drifted=drifted, family=int(pooled.size)))
     return joint
 
@@ -208,13 +239,15 @@ def _rule(drift: FeatureDrift, correction: Correction) -> str:
     if drift.method in P_VALUE_METHODS:
         family = drift.family if drift.family is not None else int(drift.tested.sum())
         adjusted = "" if correction is Correction.NONE or family <= 1 else f"{correction.value}-adjusted over {family} tests "
-        return f"{drift.method.value}, {adjusted}p < {drift.threshold:g}"
+        floor = f" and effect >= {drift.min_effect:g}" if drift.min_effect else ""
+        return f"{drift.method.value}, {adjusted}p < {drift.threshold:.3g}{floor}"
     return f"{drift.method.value} >= {drift.threshold:g}"
 
 
 def _detail(drift: FeatureDrift, index: int) -> str:
     if drift.adjusted_p_value is not None:
-        return f"{drift.method.value}={drift.statistic[index]:.3g}, p={drift.adjusted_p_value[index]:.2g}"
+        effect = f", effect={drift.effect[index]:.3g}" if drift.effect is not None else ""
+        return f"{drift.method.value}={drift.statistic[index]:.3g}, p={drift.adjusted_p_value[index]:.2g}{effect}"
     return f"{drift.method.value}={drift.statistic[index]:.3g}"
 
 

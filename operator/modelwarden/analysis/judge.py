@@ -15,9 +15,18 @@ from datetime import datetime
 import numpy as np
 
 from modelwarden.analysis import drift as drift_analysis
+from modelwarden.analysis.bounds import bounded_by_confidence, budgeted_checks, clopper_pearson, f1_of_jaccard
 from modelwarden.analysis.estimated import EdgeMismatch, ScoreCalibration, Uncalibrated
 from modelwarden.analysis.histograms import BucketMatrix, align, class_histograms, select_names
-from modelwarden.analysis.quality import ConfusionMatrix, RegressionErrors, averaging, histogram_quantile, rate, two_proportion_test
+from modelwarden.analysis.quality import (
+    ConfusionMatrix,
+    RegressionErrors,
+    averaging,
+    class_proportion,
+    histogram_quantile,
+    rate,
+    two_proportion_test,
+)
 from modelwarden.analysis.observations import (  # noqa: F401  (re-exported: collect and the tests build observations from here)
     CLASSIFICATION_METRICS,
     ESTIMATED_METRICS,
@@ -36,7 +45,7 @@ from modelwarden.analysis.observations import (  # noqa: F401  (re-exported: col
     single_histogram,
 )
 from modelwarden.analysis.verdicts import aggregate, bounded, result
-from modelwarden.api.checks import ComparisonSpec, Correction, PerformanceCheck, PerformanceMetric
+from modelwarden.api.checks import DEFAULT_MIN_EFFECT, P_VALUE_METHODS, ComparisonSpec, Correction, PerformanceCheck, PerformanceMetric
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicySpec, Evaluation, Verdict
 from modelwarden.contract.metrics import PREDICTION_OUTLIERS as OUTLIER_SERIES
 
@@ -49,21 +58,26 @@ class EvaluationReport:
     statistics_seconds: float
 
 
-def judge(spec: DriftPolicySpec, observations: Observations, now: datetime) -> EvaluationReport:
-    """Run every check of the policy on the observations and aggregate the verdict."""
+def judge(spec: DriftPolicySpec, observations: Observations, now: datetime, level: float | None = None) -> EvaluationReport:
+    """Run every check of the policy on the observations and aggregate the verdict.
+
+    ``level`` is this evaluation's share of ``spec.alpha`` (planning.budget.evaluation_level); its
+    statistical checks split it evenly (analysis.bounds.budgeted_checks). None: a single look,
+    the whole alpha."""
     started = time.perf_counter()
+    per_check = (spec.alpha if level is None else level) / budgeted_checks(spec)
     results: list[CheckResult] = []
     drifts: list[drift_analysis.FeatureDrift] = []
     if spec.drift is not None:
-        for check, report in _drift_checks(spec, observations):
+        for check, report in _drift_checks(spec, observations, per_check):
             results.append(check)
             if report is not None:
                 drifts.append(report)
-    results.extend(_performance_check(check, spec.min_samples, observations) for check in spec.performance)
+    results.extend(_performance_check(check, spec.min_samples, observations, per_check) for check in spec.performance)
     if spec.comparison is not None:
-        results.extend(_comparison_checks(spec.comparison, spec.min_samples, observations))
+        results.extend(_comparison_checks(spec.comparison, spec.min_samples, observations, per_check))
     if spec.outliers is not None:
-        results.append(_outlier_check(spec.outliers.max_rate, spec.min_samples, observations))
+        results.append(_outlier_check(spec.outliers.max_rate, spec.min_samples, observations, per_check))
     results.extend(_custom_check(check.name, check.min, check.max, observations) for check in spec.checks)
     current_counters = observations.current.counters or {}
     evaluation = Evaluation(
@@ -75,9 +89,15 @@ def judge(spec: DriftPolicySpec, observations: Observations, now: datetime) -> E
     return EvaluationReport(evaluation, drifts, time.perf_counter() - started)
 
 
-def _drift_checks(spec: DriftPolicySpec, observations: Observations) -> list[tuple[CheckResult, drift_analysis.FeatureDrift | None]]:
+def _drift_checks(spec: DriftPolicySpec, observations: Observations, level: float,
+                  ) -> list[tuple[CheckResult, drift_analysis.FeatureDrift | None]]:
+    """Features and prediction: one family of tests at ``level`` (a p-value method's threshold
+    can only lower it) with an effect floor; a distance method keeps its own threshold."""
     assert spec.drift is not None
     policy = spec.drift
+    p_values = policy.method.value in P_VALUE_METHODS
+    threshold = (min(policy.threshold, level) if policy.threshold is not None else level) if p_values else policy.threshold
+    floor = (policy.min_effect if policy.min_effect is not None else DEFAULT_MIN_EFFECT) if p_values else 0.0
     reference = observations.reference
     checks: list[tuple[CheckResult, drift_analysis.FeatureDrift | None]] = []
     parts = [("drift/features", Kind.FEATURES)] + ([("drift/prediction", Kind.PREDICTION)] if policy.predictions else [])
@@ -98,8 +118,8 @@ def _drift_checks(spec: DriftPolicySpec, observations: Observations) -> list[tup
                 continue
             baseline, current = class_histograms(reference.classes or {}, observations.current.classes or {})
             histograms = align(baseline, current, list(current.names))
-            report = drift_analysis.detect(name, histograms, policy.method, policy.threshold, Correction.NONE, spec.min_samples,
-                                           np.ones(1, dtype=bool), policy.warn_threshold)
+            report = drift_analysis.detect(name, histograms, policy.method, threshold, Correction.NONE, spec.min_samples,
+                                           np.ones(1, dtype=bool), policy.warn_threshold, floor)
             tested.append((report, None))
             continue
         if kind is Kind.FEATURES and policy.features == ["*"] and current.names == baseline.names:
@@ -113,8 +133,8 @@ def _drift_checks(spec: DriftPolicySpec, observations: Observations) -> list[tup
             share = None  # a drifted prediction fails on its own
         histograms = align(baseline, current, names)
         categorical = np.fromiter((feature in reference.categorical for feature in names), bool, len(names)) if reference.categorical else None
-        report = drift_analysis.detect(name, histograms, policy.method, policy.threshold, Correction.NONE, spec.min_samples, categorical,
-                                       policy.warn_threshold)
+        report = drift_analysis.detect(name, histograms, policy.method, threshold, Correction.NONE, spec.min_samples, categorical,
+                                       policy.warn_threshold, floor)
         tested.append((report, share))
     # Features and prediction are one family of tests: one correction over all of them.
     joint = drift_analysis.adjust_together([report for report, _ in tested], policy.correction)
@@ -125,7 +145,7 @@ def _drift_checks(spec: DriftPolicySpec, observations: Observations) -> list[tup
     return sorted(checks, key=lambda pair: order[pair[0].check])
 
 
-def _performance_check(check: PerformanceCheck, min_samples: int, observations: Observations) -> CheckResult:
+def _performance_check(check: PerformanceCheck, min_samples: int, observations: Observations, level: float) -> CheckResult:
     metric = check.metric
     name = f"performance/{metric.value}" + (f"/{check.class_label}" if check.class_label else "")
     what = metric.value.replace("_", " ") + (f" of class {check.class_label}" if check.class_label else "")
@@ -137,15 +157,22 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
             return failed(name, failure)
         matrix = ConfusionMatrix.from_pairs(pairs or {})
         if metric is PerformanceMetric.ACCURACY:
-            return bounded(name, matrix.accuracy(), check.min, check.max, matrix.total, min_samples, what)
+            lower, upper = clopper_pearson(float(np.trace(matrix.counts)), matrix.total, level)
+            return bounded_by_confidence(name, matrix.accuracy(), lower, upper, check.min, check.max, matrix.total, min_samples, what, level)
+        classes: list[str | None] = [check.class_label]
         if check.class_label is None:
             try:
                 how = averaging(matrix.classes, *_profile_classes(observations.reference))
             except ValueError as exc:
                 return failed(name, f"{what}: {exc}")
             what += f" of class {how.positive} (the positive class)" if how.positive is not None else f" ({how.why})"
-            return bounded(name, matrix.score(metric.value, how.positive), check.min, check.max, matrix.total, min_samples, what)
-        return bounded(name, matrix.score(metric.value, check.class_label), check.min, check.max, matrix.total, min_samples, what)
+            classes = [how.positive] if how.positive is not None else list(matrix.classes)
+        bounds = [clopper_pearson(*class_proportion(matrix, metric.value, label), level / len(classes)) for label in classes if label]
+        if metric is PerformanceMetric.F1:
+            bounds = [(f1_of_jaccard(low), f1_of_jaccard(high)) for low, high in bounds]
+        lower, upper = (float(np.mean(side)) for side in zip(*bounds)) if bounds else (0.0, 1.0)
+        value = matrix.score(metric.value, None if check.class_label is None and len(classes) > 1 else classes[0])
+        return bounded_by_confidence(name, value, lower, upper, check.min, check.max, matrix.total, min_samples, what, level)
     if metric in LATENCY_QUANTILES:
         latency, failure = part_of(observations, Side.CURRENT, Kind.LATENCY)
         if failure:
@@ -163,8 +190,10 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
         )
         return bounded(name, errors.metric(metric.value), check.min, check.max, errors.observations, min_samples, what)
     # error rate: failed requests over all requests (successful requests are the timed ones)
-    requests = counters.get("requests", 0.0) + counters.get("errors", 0.0)
-    return bounded(name, rate(counters.get("errors", 0.0), requests), check.min, check.max, requests, min_samples, what)
+    errors = max(counters.get("errors", 0.0), 0.0)
+    requests = counters.get("requests", 0.0) + errors
+    lower, upper = clopper_pearson(errors, requests, level)
+    return bounded_by_confidence(name, rate(errors, requests), lower, upper, check.min, check.max, requests, min_samples, what, level)
 
 
 def _profile_classes(reference: Reference | None) -> tuple[list[str] | None, str | None]:
@@ -214,7 +243,7 @@ def _estimated_check(check: PerformanceCheck, name: str, what: str, min_samples:
     return bounded(name, value, check.min, check.max, float(counts.sum()), min_samples, what)
 
 
-def _outlier_check(max_rate: float, min_samples: int, observations: Observations) -> CheckResult:
+def _outlier_check(max_rate: float, min_samples: int, observations: Observations, level: float) -> CheckResult:
     """The outlier rate. A missing outlier series is InsufficientData, never a rate of 0: a server
     without a reference profile does not export the counter at all, while one with a profile
     exports it from the start (0 until an outlier), so only a present series is evidence."""
@@ -233,12 +262,15 @@ def _outlier_check(max_rate: float, min_samples: int, observations: Observations
                 f"{int(predictions)} predictions; e.g. the model is served without a reference profile)"
             )
         return result(name, Verdict.INSUFFICIENT_DATA, message, None, max_rate, predictions)
-    return bounded(
-        name, rate(counters["outliers"], predictions or 0.0), None, max_rate, predictions, min_samples, "outlier rate"
+    lower, upper = clopper_pearson(max(counters["outliers"], 0.0), predictions or 0.0, level)
+    return bounded_by_confidence(
+        name, rate(counters["outliers"], predictions or 0.0), lower, upper, None, max_rate, predictions, min_samples, "outlier rate", level
     )
 
 
-def _comparison_checks(comparison: ComparisonSpec, min_samples: int, observations: Observations) -> list[CheckResult]:
+def _comparison_checks(comparison: ComparisonSpec, min_samples: int, observations: Observations, level: float) -> list[CheckResult]:
+    """One-sided two-proportion tests at the lower of comparison.alpha and the budget's level."""
+    alpha = min(comparison.alpha, level)
     checks = []
     for metric in comparison.metrics:
         name = f"comparison/{metric}"
@@ -251,16 +283,16 @@ def _comparison_checks(comparison: ComparisonSpec, min_samples: int, observation
         fewest = min(candidate[1], baseline[1])
         if fewest < min_samples:
             message = f"{metric}: {int(fewest)} observations on the smaller track, need {min_samples}"
-            checks.append(result(name, Verdict.INSUFFICIENT_DATA, message, None, comparison.alpha, fewest))
+            checks.append(result(name, Verdict.INSUFFICIENT_DATA, message, None, alpha, fewest))
             continue
         test = two_proportion_test(*candidate, *baseline, higher_is_worse=metric == "error_rate")
-        worse = test.p_value < comparison.alpha
+        worse = test.p_value < alpha
         message = (
             f"{metric} {test.candidate:.4g} vs {comparison.track.value} {test.baseline:.4g}: "
-            f"z={test.z:.3g}, one-sided p={test.p_value:.3g} {'<' if worse else '>='} {comparison.alpha:g}"
+            f"z={test.z:.3g}, one-sided p={test.p_value:.3g} {'<' if worse else '>='} {alpha:.3g}"
             + (" (significantly worse)" if worse else "")
         )
-        checks.append(result(name, Verdict.FAIL if worse else Verdict.PASS, message, test.p_value, comparison.alpha, fewest))
+        checks.append(result(name, Verdict.FAIL if worse else Verdict.PASS, message, test.p_value, alpha, fewest))
     return checks
 
 

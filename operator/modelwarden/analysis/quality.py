@@ -57,6 +57,18 @@ class ConfusionMatrix:
         return float(np.mean([scores[position] for scores in per_class.values()]))
 
 
+def class_proportion(matrix: ConfusionMatrix, metric: str, class_label: str) -> tuple[float, float]:
+    """(successes, trials) behind one class's metric: precision TP/predicted, recall TP/actual,
+    and for F1 the Jaccard index TP/(TP + FP + FN), from which F1 = 2J/(1 + J)."""
+    if class_label not in matrix.classes:
+        return 0.0, 0.0
+    i = matrix.classes.index(class_label)
+    true_positive = float(matrix.counts[i, i])
+    predicted, actual = float(matrix.counts[i].sum()), float(matrix.counts[:, i].sum())
+    trials = {"precision": predicted, "recall": actual, "f1": predicted + actual - true_positive}[metric]
+    return true_positive, trials
+
+
 # Binary labels whose positive class needs no naming: scikit-learn's pos_label=1 (and true).
 IMPLIED_POSITIVES = (({"0", "1"}, "1"), ({"false", "true"}, "true"))
 

@@ -163,6 +163,11 @@ def wasserstein(reference: np.ndarray, current: np.ndarray, le: np.ndarray) -> n
     return np.divide(distance, std, out=distance.copy(), where=std > 0)
 
 
+def total_variation(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """½ Σ |p − q|: the share of the distribution that moved, in [0, 1] (categorical effect size)."""
+    return 0.5 * np.abs(proportions(reference) - proportions(current)).sum(axis=-1)
+
+
 def adjust_p_values(p_values: np.ndarray, correction: Correction) -> np.ndarray:
     """Multiple-testing correction across features.
 

@@ -31,6 +31,7 @@ class DriftMethod(str, Enum):
     """Statistic used to compare histograms."""
 
     PSI = "psi"
+    COMBINED = "combined"  # ks and chi2 on the same bins (location, scale and shape)
     KS = "ks"
     CHI2 = "chi2"
     JENSEN_SHANNON = "jensenshannon"
@@ -46,10 +47,11 @@ class Correction(str, Enum):
     NONE = "none"
 
 
-P_VALUE_METHODS = ("ks", "chi2")
+P_VALUE_METHODS = ("combined", "ks", "chi2")
 # The largest value each bounded distance takes (Jensen–Shannon with the natural log: √ln 2).
 DISTANCE_MAXIMA = {"jensenshannon": math.sqrt(math.log(2)), "hellinger": 1.0}
-_METHOD = "(has(self.method) ? self.method : 'ks')"
+_METHOD = "(has(self.method) ? self.method : 'combined')"
+DEFAULT_MIN_EFFECT = 0.05  # DriftSpec.min_effect for ks and chi2
 # The distances' default thresholds (analysis.drift.DEFAULT_THRESHOLDS reads them from here).
 DISTANCE_DEFAULTS = {"psi": 0.25, "jensenshannon": 0.1, "wasserstein": 0.1, "hellinger": 0.1}
 
@@ -84,6 +86,8 @@ class DriftSpec(ApiModel):
 
     model_config = cel_rules(
         *_threshold_rules(),
+        (f"!has(self.minEffect) || {_METHOD} in [{', '.join(repr(m) for m in P_VALUE_METHODS)}]",
+         "minEffect applies to ks and chi2: a distance's threshold is already an effect size", ".minEffect"),
         (f"!has(self.warnThreshold) || !({_METHOD} in [{', '.join(repr(m) for m in P_VALUE_METHODS)}])",
          "warnThreshold applies to the distances (psi, jensenshannon, wasserstein, hellinger), not to ks or chi2",
          ".warnThreshold"),
@@ -97,10 +101,12 @@ class DriftSpec(ApiModel):
     features: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=10000,
                                 json_schema_extra={"x-kubernetes-list-type": "set"})
     """Feature names to test; "*" means every feature the model exports."""
-    method: DriftMethod = DriftMethod.KS
-    """ks (default: detects small shifts among many features, see docs/statistics.md), chi2, psi, jensenshannon, wasserstein or hellinger."""
+    method: DriftMethod = DriftMethod.COMBINED
+    """combined (default: ks and chi2 on the same bins, so shifts, spread and shape changes are all seen, see docs/statistics.md), ks, chi2, psi, jensenshannon, wasserstein or hellinger."""
     threshold: float | None = Field(default=None, ge=0)
     """For psi/jensenshannon/wasserstein/hellinger: a feature drifts when the distance reaches it (defaults 0.25/0.1/0.1/0.1; greater than 0, at most 0.8326 for jensenshannon and 1 for hellinger). For ks/chi2: the significance level alpha of the corrected p-values (default 0.01; between 0 and 1)."""
+    min_effect: float | None = Field(default=None, ge=0)
+    """For ks and chi2 (default 0.05): a feature drifts only when its change is also at least this large — the Wasserstein distance in units of the reference's standard deviation for a numeric feature, the total variation distance for a categorical one. Huge windows make irrelevant changes significant; this keeps them from acting."""
     warn_threshold: float | None = Field(default=None, gt=0)
     """For the distances: a feature whose distance reaches this but not threshold makes the check a Warning, which never acts (e.g. psi 0.1 to watch, 0.25 to act)."""
     correction: Correction = Correction.FDR
@@ -124,6 +130,8 @@ class DriftSpec(ApiModel):
     @model_validator(mode="after")
     def _threshold(self) -> "DriftSpec":
         threshold, method = self.threshold, self.method.value
+        if self.min_effect is not None and method not in P_VALUE_METHODS:
+            raise ValueError("minEffect applies to ks and chi2: a distance's threshold is already an effect size")
         if self.warn_threshold is not None:
             if method in P_VALUE_METHODS:
                 raise ValueError("warnThreshold applies to the distances (psi, jensenshannon, wasserstein, hellinger), not to ks or chi2")

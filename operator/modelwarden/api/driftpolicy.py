@@ -184,6 +184,8 @@ class DriftPolicySpec(ApiModel):
     """Below this many observations (current or reference) a check is InsufficientData, never Fail."""
     failure_threshold: int = Field(default=3, ge=1, le=100)
     """Consecutive failing evaluations before any action."""
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    """The chance the policy breaches when nothing changed, shared by all its statistical checks: per rollout of a version on the canary or shadow track, per day on the stable track (docs/statistics.md)."""
     reference: ReferenceSpec | None = None
     """Baseline for drift; required when drift is set. The estimated_* performance metrics need a
     profileRef (the profile's calibration)."""

@@ -116,6 +116,8 @@ class DriftPolicyStatus(ApiModel):
     """Failing evaluations in a row (InsufficientData and Error neither count nor reset)."""
     evaluated_version: str | None = None
     """The version of the judged track at the last evaluation; another version starts a new failure streak."""
+    looks: int = Field(default=0, ge=0)
+    """Evaluations of evaluatedVersion that judged anything: spec.alpha is spent over them."""
     failing_since: datetime | None = None
     """Time of the first Fail of the current streak: identifies the breach (retraining Job names derive from it)."""
     evaluations: list[EvaluationSummary] = Field(default_factory=list, max_length=50)

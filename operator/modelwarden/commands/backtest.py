@@ -34,6 +34,7 @@ from modelwarden.api.driftpolicy import DriftPolicy, Evaluation, Verdict
 from modelwarden.api.duration import format_duration, parse_duration
 from modelwarden.commands.evaluate import add_source_arguments, load_policy, parse_time, source
 from modelwarden.planning import backtest
+from modelwarden.planning.budget import evaluation_level
 from modelwarden.planning.notification import AlertContext
 from modelwarden.planning.policy import PolicyContext
 from modelwarden.prometheus.client import MAX_RESPONSE_BYTES, PrometheusProvider
@@ -166,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
         replayed = RangeReplay(provider, grid, args.max_points)
         try:
             for index in _progress(range(grid.steps), args.progress):
-                report = evaluate(spec, target, replayed, grid.at(index), profile).report
+                level = evaluation_level(spec, replay.status, args.track_version)  # as the operator spends spec.alpha
+                report = evaluate(spec, target, replayed, grid.at(index), profile, level).report
                 replay.observe(report.evaluation)
                 trace.add(report.evaluation, report.drift)
         except Exception as exc:  # noqa: BLE001 - one line, never a traceback

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.api.duration import parse_timestamp
 from modelwarden.api.actions import AlertSpec
+from modelwarden.planning.budget import evaluation_level
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicy, DriftPolicyStatus, Evaluation, PrometheusSource, Verdict
 from modelwarden.controller import policyloop, telemetry
 from modelwarden.controller.config import OperatorConfig
@@ -150,8 +151,9 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     evaluation = None
     if need.evaluation is not None:
         assert target is not None
+        level = evaluation_level(spec, previous, ctx.alert.version)  # this look's share of spec.alpha
         evaluation, drifts = await loop.run_in_executor(EVALUATIONS, _run_evaluation, memo.kube, memo.config, memo.prometheus,
-                                                        policy, namespace, target, need.evaluation)
+                                                        policy, namespace, target, need.evaluation, level)
         telemetry.record_evaluation(namespace, name, evaluation, drifts, evaluation.duration_seconds or 0.0)
     seen = tick.Observations(
         target_found=target is not None, cronjob=indexed_cronjob["metadata"]["name"] if indexed_cronjob else None,
@@ -250,7 +252,7 @@ def _create(kube: KubeApi, job: dict[str, Any]) -> str | None:
 
 
 def _run_evaluation(kube: KubeApi, config: OperatorConfig, prometheus: ProviderPool, policy: DriftPolicy, namespace: str, target: TargetInfo,
-              now: datetime.datetime) -> tuple[Evaluation, list[Any]]:
+              now: datetime.datetime, level: float) -> tuple[Evaluation, list[Any]]:
     """One evaluation; anything that prevents it (a missing Secret, a bad profile) is an Error verdict."""
     spec = policy.spec
     try:
@@ -270,7 +272,7 @@ def _run_evaluation(kube: KubeApi, config: OperatorConfig, prometheus: ProviderP
         budget = FailFastProvider(provider, budget_seconds=evaluation_budget(spec).total_seconds())
         judged = Target(target.model, namespace, target.versions, namespace_label=label or None,
                         restrict_custom_queries=config.restrict_custom_queries)
-        timed = evaluate(spec, judged, budget, now, profile)
+        timed = evaluate(spec, judged, budget, now, profile, level)
         return timed.report.evaluation, timed.report.drift
     except Exception as exc:
         unexpected = not isinstance(exc, LookupError)  # a missing Secret/ConfigMap needs no traceback

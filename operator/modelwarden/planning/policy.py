@@ -24,6 +24,7 @@ from modelwarden.api.driftpolicy import (
     Verdict,
 )
 from modelwarden.api.policystatus import PASSING
+from modelwarden.planning.budget import spent
 from modelwarden.contract.kubernetes import RETRAIN_ANNOTATION
 from modelwarden.planning.notification import AlertContext, Notification, build_notification
 from modelwarden.planning.retraining import JobOutcome, JobState, RetrainRequest, Trigger, retrain_job_name
@@ -138,6 +139,7 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
         previous = _new_streak(previous)
     status = previous.model_copy(deep=True)
     status.evaluated_version = ctx.alert.version
+    status.looks = previous.looks + spent(evaluation)
     verdict = evaluation.verdict
     failed = [r.check for r in evaluation.results if r.verdict == Verdict.FAIL]
     status.last_evaluation = evaluation
@@ -205,7 +207,7 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
 def _new_streak(status: DriftPolicyStatus) -> DriftPolicyStatus:
     """Failures of one version never count against another: the streak and breach start over."""
     return status.model_copy(update={
-        "consecutive_failures": 0, "failing_since": None, "phase": Phase.PENDING,
+        "consecutive_failures": 0, "failing_since": None, "phase": Phase.PENDING, "looks": 0,
         "conditions": [c for c in status.conditions if c.type != "Breached"],
     })
 

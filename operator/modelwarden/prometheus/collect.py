@@ -213,10 +213,11 @@ def evaluate(
     provider: MetricProvider,
     now: datetime,
     profile_reference: Reference | None = None,
+    level: float | None = None,
 ) -> TimedReport:
-    """Collect and evaluate once; the Evaluation's duration covers all three phases."""
+    """Collect and evaluate once (``level``: as for judge); the Evaluation's duration covers all three phases."""
     observations, query_seconds, parse_seconds = collect(spec, target, provider, now, profile_reference)
-    report = judge(spec, observations, now)
+    report = judge(spec, observations, now, level)
     timings = Timings(query_seconds, parse_seconds, report.statistics_seconds)
     evaluation = report.evaluation.model_copy(update={"duration_seconds": round(timings.total, 6)})
     return TimedReport(replace(report, evaluation=evaluation), timings)

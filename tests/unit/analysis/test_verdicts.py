@@ -155,11 +155,11 @@ def test_features_missing_from_a_window_are_insufficient_data_never_a_pass_by_om
 
 def test_precision_without_class_names_the_positive_class_or_says_it_cannot():
     spec = _spec(performance=[{"metric": "precision", "min": 0.5}, {"metric": "recall", "min": 0.5, "class": "legit"}])
-    binary = {("1", "1"): 40.0, ("1", "0"): 60.0, ("0", "0"): 1900.0}
+    binary = {("1", "1"): 400.0, ("1", "0"): 600.0, ("0", "0"): 19000.0}
     precision, _ = judge(spec, Observations(TrackWindow(confusion=binary)), NOW).evaluation.results
     assert (precision.verdict, precision.value) == (F, pytest.approx(0.4))
-    assert precision.message == "precision of class 1 (the positive class) 0.4 is below the minimum 0.5"
-    named = {("fraud", "fraud"): 40.0, ("fraud", "legit"): 60.0, ("legit", "legit"): 1900.0}
+    assert precision.message.startswith("precision of class 1 (the positive class) 0.4 is below the minimum 0.5 (at most 0.44")
+    named = {("fraud", "fraud"): 400.0, ("fraud", "legit"): 600.0, ("legit", "legit"): 19000.0}
     unnamed, recall = judge(spec, Observations(TrackWindow(confusion=named)), NOW).evaluation.results
     assert unnamed.verdict is E and "labels ['fraud', 'legit'] may be a binary model's: set class" in unnamed.message
     assert recall.verdict is P  # a named class needs no guess
@@ -172,7 +172,7 @@ def test_the_prediction_histogram_shares_the_features_correction():
     reference = Reference("r", _matrix(features), _matrix({"": [1250, 1250, 1250, 1250]}))
     shifted = _matrix({"": [1430, 1250, 1250, 1070]})
     observations = Observations(TrackWindow(features=_matrix(features), prediction=shifted), reference)
-    report = judge(_spec(reference={"track": "stable"}, drift={}), observations, NOW)
+    report = judge(_spec(reference={"track": "stable"}, drift={"method": "ks"}), observations, NOW)
     prediction = next(r for r in report.drift if r.check == "drift/prediction")
     assert prediction.p_value[0] == pytest.approx(0.00307, abs=1e-5)
     assert prediction.adjusted_p_value[0] == pytest.approx(0.00307 * 51, abs=1e-3)
@@ -181,7 +181,7 @@ def test_the_prediction_histogram_shares_the_features_correction():
     assert "ks, fdr-adjusted over 51 tests p < 0.01" in results["drift/prediction"].message
     assert [r.check for r in report.evaluation.results] == ["drift/features", "drift/prediction"]
     # Without the features' company (correction none) the same histogram fails, as before.
-    alone = judge(_spec(reference={"track": "stable"}, drift={"correction": "none"}), observations, NOW)
+    alone = judge(_spec(reference={"track": "stable"}, drift={"method": "ks", "correction": "none"}), observations, NOW)
     assert {r.check: r.verdict for r in alone.evaluation.results}["drift/prediction"] is F
 
 

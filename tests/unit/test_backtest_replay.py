@@ -153,13 +153,23 @@ def test_a_drift_critical_value_is_where_the_drift_verdict_flips(share):
     for _ in range(20):
         statistic = rng.uniform(0, 0.5, size=20)
         report = _drift(statistic)
-        c = _drift_critical(report, share).value
+        c = _drift_critical(report, share, None).value
         for theta in (float(np.nextafter(c, 0.0)), c):  # fails iff θ < c (c is just above the k-th largest statistic)
             at = replace(report, threshold=theta, drifted=statistic >= theta)
             assert (drift_analysis.verdict(at, share, 100, Correction.NONE).verdict.value == "Fail") == (theta < c)
         p = rng.uniform(0, 0.2, size=20)
         report = _drift(statistic, p, "ks")
-        c = _drift_critical(report, share).value
+        c = _drift_critical(report, share, None).value
         for theta in (c, float(np.nextafter(c, 1.0))):  # fails iff θ > c
             at = replace(report, threshold=theta, drifted=p < theta)
             assert (drift_analysis.verdict(at, share, 100, Correction.NONE).verdict.value == "Fail") == (theta > c)
+        # The look's level caps θ, and a feature below the effect floor never drifts.
+        level = float(np.sort(p)[len(p) // 2])
+        capped = _drift_critical(report, share, level).value
+        assert capped == (c if c < level else None)
+        effect = rng.uniform(0, 0.1, size=20)
+        floored = replace(report, effect=effect, min_effect=0.05)
+        f = _drift_critical(floored, share, None).value
+        for theta in ((f, float(np.nextafter(f, 1.0))) if f is not None else (0.5,)):
+            at = replace(floored, threshold=theta, drifted=(p < theta) & (effect >= 0.05))
+            assert (drift_analysis.verdict(at, share, 100, Correction.NONE).verdict.value == "Fail") == (f is not None and theta > f)

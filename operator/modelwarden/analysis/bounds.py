@@ -54,6 +54,7 @@ def bounded_by_confidence(
 ) -> CheckResult:
     """A Fail only when the bound, not just the estimate, is past a limit; InsufficientData below
     ``min_samples`` or without a value."""
+    bounds = (lower, upper)
     threshold = maximum if maximum is not None else minimum
     if samples is None or samples < min_samples:
         seen = 0 if samples is None else int(samples)
@@ -64,13 +65,13 @@ def bounded_by_confidence(
     if minimum is not None and value < minimum:
         if upper < minimum:
             return result(check, Verdict.FAIL, f"{what} {value:.4g} is below the minimum {minimum:g} (at most {upper:.4g}, "
-                                               f"{confidence})", value, minimum, samples)
+                                               f"{confidence})", value, minimum, samples, bounds)
         return result(check, Verdict.PASS, f"{what} {value:.4g} is below the minimum {minimum:g}, but not surely: it may be "
-                                           f"up to {upper:.4g} ({confidence})", value, minimum, samples)
+                                           f"up to {upper:.4g} ({confidence})", value, minimum, samples, bounds)
     if maximum is not None and value > maximum:
         if lower > maximum:
             return result(check, Verdict.FAIL, f"{what} {value:.4g} is above the maximum {maximum:g} (at least {lower:.4g}, "
-                                               f"{confidence})", value, maximum, samples)
+                                               f"{confidence})", value, maximum, samples, bounds)
         return result(check, Verdict.PASS, f"{what} {value:.4g} is above the maximum {maximum:g}, but not surely: it may be "
-                                           f"as low as {lower:.4g} ({confidence})", value, maximum, samples)
-    return result(check, Verdict.PASS, f"{what} {value:.4g} is within bounds", value, threshold, samples)
+                                           f"as low as {lower:.4g} ({confidence})", value, maximum, samples, bounds)
+    return result(check, Verdict.PASS, f"{what} {value:.4g} is within bounds", value, threshold, samples, bounds)

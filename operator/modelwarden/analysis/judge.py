@@ -83,6 +83,7 @@ def judge(spec: DriftPolicySpec, observations: Observations, now: datetime, leve
     evaluation = Evaluation(
         time=now,
         verdict=aggregate(results),
+        level=spec.alpha if level is None else level,
         samples=_count(current_counters.get("predictions")),
         results=results,
     )

@@ -33,6 +33,7 @@ def result(
     value: float | None = None,
     threshold: float | None = None,
     samples: float | None = None,
+    bounds: tuple[float, float] | None = None,
 ) -> CheckResult:
     return CheckResult(
         check=check,
@@ -40,6 +41,8 @@ def result(
         value=finite(value),
         threshold=finite(threshold),
         samples=int(samples) if samples is not None and math.isfinite(samples) else None,
+        lower_bound=finite(bounds[0]) if bounds else None,
+        upper_bound=finite(bounds[1]) if bounds else None,
         message=message,
     )
 

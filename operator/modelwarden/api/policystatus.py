@@ -47,6 +47,10 @@ class CheckResult(ApiModel):
     """Bound it was compared with."""
     samples: int | None = None
     """Observations behind the value."""
+    lower_bound: float | None = None
+    """A proportion's lower confidence bound at the check's level: a max fails only when this is above it."""
+    upper_bound: float | None = None
+    """A proportion's upper confidence bound at the check's level: a min fails only when this is below it."""
     message: str = ""
     """A one-line human explanation."""
 
@@ -62,6 +66,8 @@ class Evaluation(ApiModel):
     """Observations in the current window."""
     duration_seconds: float | None = None
     """How long the evaluation took."""
+    level: float | None = None
+    """This look's share of spec.alpha, split evenly over its statistical checks."""
     results: list[CheckResult] = Field(default_factory=list, max_length=512)
     """Every check."""
 

@@ -27,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from modelwarden.analysis.bounds import budgeted_checks
 from modelwarden.analysis.drift import DEFAULT_THRESHOLDS, P_VALUE_METHODS, FeatureDrift
 from modelwarden.api.checks import DISTANCE_MAXIMA
 from modelwarden.analysis.reference import reference_from_profile
 from modelwarden.api.driftpolicy import DriftPolicy, Evaluation, Verdict
+from modelwarden.api.policystatus import PASSING
 from modelwarden.api.duration import format_duration, parse_duration
 from modelwarden.commands.evaluate import add_source_arguments, load_policy, parse_time, source
 from modelwarden.planning import backtest
@@ -69,6 +71,7 @@ class Trace:
 
     suggested: tuple[str, ...]  # the checks thresholds are suggested for
     drift_share: float | None
+    budgeted: int = 1  # the policy's statistical checks, which split each look's level (analysis.bounds)
     times: list[datetime] = field(default_factory=list)
     values: dict[str, list[float]] = field(default_factory=dict)  # check -> value per evaluation (NaN: none)
     thresholds: dict[str, float] = field(default_factory=dict)
@@ -92,21 +95,31 @@ class Trace:
         for series in self.values.values():  # a check absent from this evaluation
             if len(series) == index:
                 series.append(math.nan)
+        level = evaluation.level / self.budgeted if evaluation.level is not None else None  # each statistical check's
         for check in self.suggested:
             result = results.get(check)
-            if result is None or result.verdict not in (Verdict.PASS, Verdict.FAIL):
+            if result is None or not (result.verdict in PASSING or result.verdict == Verdict.FAIL):
                 critical = backtest.Critical(None, False)  # no value, InsufficientData or Error: neither fails nor resets
             elif check in reports:
-                critical = _drift_critical(reports[check], self.drift_share if check == "drift/features" else None)
+                critical = _drift_critical(reports[check], self.drift_share if check == "drift/features" else None, level)
+            elif check.startswith("comparison/"):  # fails iff p < min(alpha, level): an alpha above level changes nothing
+                below = result.value is not None and (level is None or result.value < level)
+                critical = backtest.Critical(result.value if below else None, True)
             else:
                 critical = backtest.Critical(result.value, True)
             self.criticals.setdefault(check, []).append(critical)
+            if check not in reports and not check.startswith("comparison/"):
+                # A proportion fails on its confidence bound: a min iff min > the upper bound, a max iff max < the lower.
+                bounded = result is not None and result.upper_bound is not None and critical.value is not None
+                for side, bound in (("min", result.upper_bound if bounded else None), ("max", result.lower_bound if bounded else None)):
+                    self.criticals.setdefault(f"{check}|{side}", []).append(backtest.Critical(bound, True) if bounded else critical)
 
 
-def _drift_critical(report: FeatureDrift, drift_share: float | None) -> backtest.Critical:
+def _drift_critical(report: FeatureDrift, drift_share: float | None, level: float | None) -> backtest.Critical:
     """The threshold at which this drift check flips: the k-th most extreme tested feature (k
     drifted features fail it: 1, or the fewest whose share reaches driftShare, by the verdict's own
-    comparison)."""
+    comparison). A p-value method's threshold only caps the look's level, and a feature below the
+    effect floor never drifts: those never fail, whatever the threshold."""
     tested = report.tested
     count = int(tested.sum())
     if not count:
@@ -115,9 +128,13 @@ def _drift_critical(report: FeatureDrift, drift_share: float | None) -> backtest
     if drift_share:
         k = next(n for n in range(1, count + 1) if n / count >= drift_share) if drift_share <= 1 else count
     clean = not (~tested).any()  # with untested features a non-failing verdict is InsufficientData, not a Pass
-    if report.adjusted_p_value is not None:  # drifted iff adjusted p < θ: fails iff θ > the k-th smallest
-        ordered = np.sort(report.adjusted_p_value[tested])
-        return backtest.Critical(float(ordered[k - 1]), clean)
+    if report.adjusted_p_value is not None:  # drifted iff adjusted p < min(θ, level): fails iff θ > the k-th smallest
+        eligible = tested & (report.effect >= report.min_effect) if report.effect is not None else tested
+        ordered = np.sort(report.adjusted_p_value[eligible])
+        if ordered.size < k:
+            return backtest.Critical(None, clean)
+        critical = float(ordered[k - 1])
+        return backtest.Critical(critical if level is None or critical < level else None, clean)
     ordered = np.sort(report.statistic[tested])[::-1]  # drifted iff statistic >= θ: fails iff θ <= the k-th largest
     return backtest.Critical(float(np.nextafter(ordered[k - 1], np.inf)), clean)
 
@@ -161,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     replay = backtest.Replay(ctx)
     tunable = backtest.threshold_fields(spec)
     drift_checks = (["drift/features"] + (["drift/prediction"] if spec.drift.predictions else [])) if spec.drift else []
-    trace = Trace(tuple(drift_checks) + tuple(tunable), spec.drift.drift_share if spec.drift else None)
+    trace = Trace(tuple(drift_checks) + tuple(tunable), spec.drift.drift_share if spec.drift else None, budgeted_checks(spec))
     started = time.perf_counter()
     with PrometheusProvider(config) as provider:
         replayed = RangeReplay(provider, grid, args.max_points)
@@ -233,17 +250,20 @@ def _suggestions(spec: Any, trace: Trace, good_until: datetime, days: float) -> 
     fields = backtest.threshold_fields(spec)
     found = []
     for check, criticals in trace.criticals.items():
+        if "|" in check:  # a proportion's bound side, read with its check below
+            continue
         window = criticals[:healthy]
         if check.startswith("drift/") and spec.drift is not None:
             method = spec.drift.method
             p_value = method in P_VALUE_METHODS
             current = spec.drift.threshold if spec.drift.threshold is not None else DEFAULT_THRESHOLDS[method]
-            note = "a significance level (adjusted p)" if p_value else f"a {method.value} distance"
+            note = "a significance level (adjusted p); it caps each look's share of spec.alpha" if p_value else f"a {method.value} distance"
             valid = (0.0, math.nextafter(1.0, 0.0)) if p_value else (0.0, DISTANCE_MAXIMA.get(method.value, math.inf))
             found.append(backtest.suggest(check, "spec.drift.threshold", current, window, fails_above=not p_value,
                                           failure_threshold=spec.failure_threshold, allowed=allowed, note=note, valid=valid))
         for bound in fields.get(check, []):
-            found.append(backtest.suggest(check, bound.field, bound.current, window, bound.fails_above,
+            side = trace.criticals.get(f"{check}|{'max' if bound.fails_above else 'min'}")
+            found.append(backtest.suggest(check, bound.field, bound.current, side[:healthy] if side else window, bound.fails_above,
                                           spec.failure_threshold, allowed, valid=bound.valid))
     return found
 

@@ -27,7 +27,7 @@ from modelwarden.prometheus.collect import Target, TimedReport, evaluate
 from modelwarden.prometheus.errors import MalformedAnswer
 from modelwarden.prometheus.provider import InstantVector, MetricProvider, RangeMatrix
 
-EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.INSUFFICIENT_DATA: 2, Verdict.ERROR: 2}
+EXIT_CODES = {Verdict.PASS: 0, Verdict.WARNING: 0, Verdict.FAIL: 1, Verdict.INSUFFICIENT_DATA: 2, Verdict.ERROR: 2}
 EXIT_ERROR = 2  # bad input, an unreadable Prometheus answer, an evaluation that could not finish
 
 

@@ -82,7 +82,7 @@ def test_a_classifier_without_scores_is_judged_on_its_predicted_classes(tmp_path
     for track, predicted in sent.items():
         check = verdicts[track]["drift/prediction"]
         assert check.samples == ROWS, check  # the exact number of predictions, one predicted class each
-        assert "ks, fdr-adjusted over 2 tests" in check.message
+        assert "combined, fdr-adjusted over 2 tests" in check.message
     assert sum(sent["canary"]) > 0.8 * ROWS > sum(sent["stable"])  # what the canary's inputs did to its predictions
     assert verdicts["stable"]["drift/prediction"].verdict is Verdict.PASS
     assert verdicts["canary"]["drift/prediction"].verdict is Verdict.FAIL

@@ -68,7 +68,7 @@ def _threshold_rules() -> list[tuple[str, str, str]]:
     methods = "[" + ", ".join(f"'{m}'" for m in P_VALUE_METHODS) + "]"
     rules = [
         (f"!has(self.threshold) || !({_METHOD} in {methods}) || (self.threshold > 0.0 && self.threshold < 1.0)",
-         "threshold is the significance level alpha for ks and chi2: it must be greater than 0 and less than 1 "
+         "threshold is a significance level for combined, ks and chi2: it must be greater than 0 and less than 1 "
          "(alpha 1 or more calls every feature drifted)", ".threshold"),
         (f"!has(self.threshold) || {_METHOD} in {methods} || self.threshold > 0.0",
          "threshold must be greater than 0 for a distance method: every distance is at least 0, so every feature "
@@ -104,7 +104,7 @@ class DriftSpec(ApiModel):
     method: DriftMethod = DriftMethod.COMBINED
     """combined (default: ks and chi2 on the same bins, so shifts, spread and shape changes are all seen, see docs/statistics.md), ks, chi2, psi, jensenshannon, wasserstein or hellinger."""
     threshold: float | None = Field(default=None, ge=0)
-    """For psi/jensenshannon/wasserstein/hellinger: a feature drifts when the distance reaches it (defaults 0.25/0.1/0.1/0.1; greater than 0, at most 0.8326 for jensenshannon and 1 for hellinger). For ks/chi2: the significance level alpha of the corrected p-values (default 0.01; between 0 and 1)."""
+    """For psi/jensenshannon/wasserstein/hellinger: a feature drifts when the distance reaches it (defaults 0.25/0.1/0.1/0.1; greater than 0, at most 0.8326 for jensenshannon and 1 for hellinger). For combined/ks/chi2: a cap on the significance level of the corrected p-values, which is otherwise each evaluation's share of spec.alpha (between 0 and 1)."""
     min_effect: float | None = Field(default=None, ge=0)
     """For ks and chi2 (default 0.05): a feature drifts only when its change is also at least this large — the Wasserstein distance in units of the reference's standard deviation for a numeric feature, the total variation distance for a categorical one. Huge windows make irrelevant changes significant; this keeps them from acting."""
     warn_threshold: float | None = Field(default=None, gt=0)

@@ -173,3 +173,9 @@ def test_a_drift_critical_value_is_where_the_drift_verdict_flips(share):
         for theta in ((f, float(np.nextafter(f, 1.0))) if f is not None else (0.5,)):
             at = replace(floored, threshold=theta, drifted=(p < theta) & (effect >= 0.05))
             assert (drift_analysis.verdict(at, share, 100, Correction.NONE).verdict.value == "Fail") == (f is not None and theta > f)
+
+
+def test_an_unset_cap_counts_breaches_as_no_cap_and_reports_no_current_value():
+    criticals = [Critical(1e-6, True)] * 3  # every look's p-value below its level: fails under any cap above 1e-6
+    s = backtest.suggest("drift/features", "spec.drift.threshold", None, criticals, False, 3, 0, valid=(0.0, 0.99), effective=0.99)
+    assert (s.current, s.breaches_at_current) == (None, 1)

@@ -66,7 +66,7 @@ CASES = {
     # A Warning passes: it resets the streak, is announced once per transition, and never acts.
     "warnings never act": ([W, W, W, W], 0, "Warning", [None] * 4, 0, [["DriftWarning"], [], [], []]),
     "a warning resets the streak": ([F, W, F, P, W], 0, "Warning", [None] * 5, 0,
-                                    [["DriftDetected"], ["DriftWarning"], ["DriftDetected"], ["Recovered"], ["DriftWarning"]]),
+                                    [["DriftDetected"], ["Recovered", "DriftWarning"], ["DriftDetected"], ["Recovered"], ["DriftWarning"]]),
     "a warning after a breach resolves it": ([F, F, W], 0, "Warning", [None, "DriftDetected", "Recovered"], 1,
                                              [["DriftDetected"], ["RollbackRequested"], ["DriftWarning"]]),
 }
@@ -77,6 +77,9 @@ def test_a_warning_alerts_only_when_asked_and_once_per_transition():
     steps = run(alerting, [W, W, P, W])
     assert [s.notification.reason if s.notification else None for s in steps] == ["DriftWarning", None, None, "DriftWarning"]
     assert all(not s.events or s.events[0].reason != "DriftWarning" for s in steps)  # the alert's own Event replaces it
+    # A breach that ends in a Warning is resolved, warning alert or not: the breach alert must not stay open.
+    after_breach = run(alerting, [F, F, F, W])
+    assert [(s.notification.reason, s.notification.resolved) if s.notification else None for s in after_breach][-1] == ("Recovered", True)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

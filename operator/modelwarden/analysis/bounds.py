@@ -44,6 +44,11 @@ def clopper_pearson(successes: float, trials: float, level: float) -> tuple[floa
     return lower, upper
 
 
+def side_level(level: float, minimum: float | None, maximum: float | None) -> float:
+    """The level of each one-sided bound: a check with both a min and a max tests two sides."""
+    return level / 2 if minimum is not None and maximum is not None else level
+
+
 def f1_of_jaccard(j: float) -> float:
     return 2 * j / (1 + j)
 

@@ -52,17 +52,20 @@ class FeatureDrift:
 
     @property
     def warned(self) -> np.ndarray:
-        """Tested features whose distance reached the warning level but did not drift."""
+        """Tested features whose distance reached the warning level (including any that drifted
+        while the check did not fail: short of driftShare, they are warnings too)."""
         if self.warn_threshold is None or self.p_value is not None:
             return np.zeros(len(self.names), dtype=bool)
-        return self.tested & ~self.drifted & (self.statistic >= self.warn_threshold)
+        return self.tested & (self.statistic >= self.warn_threshold)
 
     def verdict_of(self, index: int) -> Verdict:
         if self.mismatched[index]:
             return Verdict.ERROR
         if not self.tested[index]:
             return Verdict.INSUFFICIENT_DATA
-        return Verdict.FAIL if self.drifted[index] else Verdict.PASS
+        if self.drifted[index]:
+            return Verdict.FAIL
+        return Verdict.WARNING if self.warned[index] else Verdict.PASS
 
     @property
     def drifted_names(self) -> list[str]:

@@ -15,7 +15,7 @@ from datetime import datetime
 import numpy as np
 
 from modelwarden.analysis import drift as drift_analysis
-from modelwarden.analysis.bounds import bounded_by_confidence, budgeted_checks, clopper_pearson, f1_of_jaccard
+from modelwarden.analysis.bounds import bounded_by_confidence, budgeted_checks, clopper_pearson, f1_of_jaccard, side_level
 from modelwarden.analysis.estimated import EdgeMismatch, ScoreCalibration, Uncalibrated
 from modelwarden.analysis.histograms import BucketMatrix, align, class_histograms, select_names
 from modelwarden.analysis.quality import (
@@ -157,6 +157,7 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
         if failure:
             return failed(name, failure)
         matrix = ConfusionMatrix.from_pairs(pairs or {})
+        level = side_level(level, check.min, check.max)
         if metric is PerformanceMetric.ACCURACY:
             lower, upper = clopper_pearson(float(np.trace(matrix.counts)), matrix.total, level)
             return bounded_by_confidence(name, matrix.accuracy(), lower, upper, check.min, check.max, matrix.total, min_samples, what, level)
@@ -172,7 +173,10 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
         if metric is PerformanceMetric.F1:
             bounds = [(f1_of_jaccard(low), f1_of_jaccard(high)) for low, high in bounds]
         lower, upper = (float(np.mean(side)) for side in zip(*bounds)) if bounds else (0.0, 1.0)
-        value = matrix.score(metric.value, None if check.class_label is None and len(classes) > 1 else classes[0])
+        if not classes:  # a multiclass model without feedback in the window: nothing to score
+            value = None
+        else:
+            value = matrix.score(metric.value, None if check.class_label is None and len(classes) > 1 else classes[0])
         return bounded_by_confidence(name, value, lower, upper, check.min, check.max, matrix.total, min_samples, what, level)
     if metric in LATENCY_QUANTILES:
         latency, failure = part_of(observations, Side.CURRENT, Kind.LATENCY)
@@ -193,7 +197,7 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
     # error rate: failed requests over all requests (successful requests are the timed ones)
     errors = max(counters.get("errors", 0.0), 0.0)
     requests = counters.get("requests", 0.0) + errors
-    lower, upper = clopper_pearson(errors, requests, level)
+    lower, upper = clopper_pearson(errors, requests, side_level(level, check.min, check.max))
     return bounded_by_confidence(name, rate(errors, requests), lower, upper, check.min, check.max, requests, min_samples, what, level)
 
 

@@ -256,11 +256,14 @@ def _suggestions(spec: Any, trace: Trace, good_until: datetime, days: float) -> 
         if check.startswith("drift/") and spec.drift is not None:
             method = spec.drift.method
             p_value = method in P_VALUE_METHODS
-            current = spec.drift.threshold if spec.drift.threshold is not None else DEFAULT_THRESHOLDS[method]
+            # Unset on a p-value method: no cap, the look's share of spec.alpha alone decides.
+            unset_cap = p_value and spec.drift.threshold is None
+            current = None if unset_cap else (spec.drift.threshold if spec.drift.threshold is not None else DEFAULT_THRESHOLDS[method])
             note = "a significance level (adjusted p); it caps each look's share of spec.alpha" if p_value else f"a {method.value} distance"
             valid = (0.0, math.nextafter(1.0, 0.0)) if p_value else (0.0, DISTANCE_MAXIMA.get(method.value, math.inf))
             found.append(backtest.suggest(check, "spec.drift.threshold", current, window, fails_above=not p_value,
-                                          failure_threshold=spec.failure_threshold, allowed=allowed, note=note, valid=valid))
+                                          failure_threshold=spec.failure_threshold, allowed=allowed, note=note, valid=valid,
+                                          effective=valid[1] if unset_cap else None))
         for bound in fields.get(check, []):
             side = trace.criticals.get(f"{check}|{'max' if bound.fails_above else 'min'}")
             found.append(backtest.suggest(check, bound.field, bound.current, side[:healthy] if side else window, bound.fails_above,

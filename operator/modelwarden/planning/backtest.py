@@ -206,12 +206,13 @@ def _breaches(decided: np.ndarray, failure_threshold: int) -> int:
 
 def suggest(check: str, field_path: str, current: float | None, criticals: Sequence[Critical], fails_above: bool,
             failure_threshold: int, allowed: int, note: str = "",
-            valid: tuple[float, float] = (-math.inf, math.inf)) -> Suggestion:
+            valid: tuple[float, float] = (-math.inf, math.inf), effective: float | None = None) -> Suggestion:
     """Scan the candidate thresholds from the most lenient to the most sensitive and stop before
     the first at which the healthy period would have breached more than ``allowed`` times.
 
     Candidates are the values seen, rounded towards leniency to three significant digits (the
-    suggestion is printed so); ``valid`` is the open-closed range the spec accepts."""
+    suggestion is printed so); ``valid`` is the open-closed range the spec accepts; ``effective``
+    is the value the current spec acts as when that is not ``current`` (an unset cap: no cap)."""
     known = np.array([c.value is not None for c in criticals], dtype=bool)
     values = np.array([c.value if c.value is not None else np.nan for c in criticals], dtype=float)
     resets = np.array([c.passes_otherwise for c in criticals], dtype=bool)
@@ -222,7 +223,8 @@ def suggest(check: str, field_path: str, current: float | None, criticals: Seque
         return _breaches(fails[decided], failure_threshold)
 
     finite = values[known & np.isfinite(values)]
-    at_current = breaches_at(current) if current is not None else 0
+    acting = effective if effective is not None else current
+    at_current = breaches_at(acting) if acting is not None else 0
     if not finite.size:
         return Suggestion(check, field_path, current, None, at_current, allowed, note or "the check had no value in the period")
     # At θ = a value's own (lenient-rounded) figure that evaluation passes, so each is a candidate.

@@ -177,6 +177,8 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
         step.events.append(Event("Normal", "InsufficientData", f"{ctx.target_text}: {_problems(evaluation)} "
                                                                f"(minSamples {spec.min_samples}); never acts"))
     elif verdict == Verdict.WARNING and previous.phase != Phase.WARNING:
+        if was_breached or previous.phase == Phase.FAILING:  # a Warning passes: out of the failure first
+            step.events.append(Event("Normal", "Recovered", f"{ctx.target_text} passes every check again (with a drift warning)"))
         step.events.append(Event("Warning", "DriftWarning", f"{ctx.target_text}: {_problems(evaluation)}; never acts"))
     elif verdict == Verdict.PASS and (was_breached or previous.phase == Phase.FAILING):
         step.events.append(Event("Normal", "Recovered", f"{ctx.target_text} passes every check again"))
@@ -184,13 +186,13 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
     actions = _breach_actions(spec) if breached else []
     alert_kind = _alert_kind(spec, verdict, breached)
     entered = (breached and not was_breached) or (alert_kind is not None and not breached and previous.phase != status.phase)
-    if alert_kind is not None and (entered or _repeat_due(spec, previous, now)):
+    if verdict in PASSING and was_breached:  # first: the breach alert must close, even if a warning is due too
+        step.notification = _notify(ctx, "Breach", "Recovered", evaluation, counted, [], now, resolved=True)
+    elif alert_kind is not None and (entered or _repeat_due(spec, previous, now)):
         reason = kind if alert_kind == "Breach" else alert_kind
         step.notification = _notify(ctx, alert_kind, reason, evaluation, counted, actions, now)
         status.last_alert_at = now
         status.last_action = ActionRecord(type="Alert", time=now, reason=step.notification.subject)
-    elif verdict in PASSING and was_breached:
-        step.notification = _notify(ctx, "Breach", "Recovered", evaluation, counted, [], now, resolved=True)
     if step.notification is not None:
         step.events = [e for e in step.events if e.reason != step.notification.reason]
 

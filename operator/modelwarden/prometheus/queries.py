@@ -93,8 +93,8 @@ def _window(metric: str, selector: Selector, window: timedelta, offset: timedelt
     the whole window: counts become fractional and inflated (2-minute windows on 30 s scrapes:
     by a third), and a chi-squared test on them finds drift that is not there. Instead, per series:
 
-    1. present at both edges with no reset near the window: the counter at the end minus the
-       counter at the start — exactly the observations scraped in between;
+    1. present at both edges with no reset near the window (and no fall between them): the counter
+       at the end minus the counter at the start — exactly the observations scraped in between;
     2. born inside the window (absent at its start, first sample 0 — the model server exports a
        new series at 0 once, and has no reset): its value at the end;
     3. anything else (a reset, a series that ended, a gap): ``increase()``, PromQL's estimate.
@@ -104,7 +104,9 @@ def _window(metric: str, selector: Selector, window: timedelta, offset: timedelt
     start = f" offset {format_duration((offset or timedelta()) + window)}"
     span = format_duration(window)
     near = format_duration(window + LOOKBACK)
-    both_edges = f"(({series}{end} - {series}{start}) unless resets({series}[{near}]{end}) > 0)"
+    # ">= 0": a reset the resets() range cannot see (a longer --query.lookback-delta than LOOKBACK)
+    # leaves a negative difference; that series falls back to increase() instead.
+    both_edges = f"(({series}{end} - {series}{start}) >= 0 unless resets({series}[{near}]{end}) > 0)"
     born = (f"((({series}{end} unless {series}{start}) and min_over_time({series}[{span}]{end}) == 0)"
             f" unless resets({series}[{span}]{end}) > 0)")
     return f"({both_edges} or {born} or increase({series}[{span}]{end}))"

@@ -219,3 +219,34 @@ def test_without_scores_the_predicted_classes_are_the_prediction_check():
     assert [(r.check, r.verdict) for r in moved.results][1] == ("drift/prediction", F)  # a class the reference never predicted
     failed = Observations(TrackWindow(features=features), reference, failures={WindowPart(Side.CURRENT, Kind.CLASSES): "Unreachable: refused"})
     assert {r.check: r.verdict for r in judge(spec, failed, NOW).evaluation.results}["drift/prediction"] is E
+
+
+def test_a_multiclass_model_without_feedback_is_insufficient_data_not_a_crash():
+    spec = _spec(reference={"profileRef": {"configMap": {"name": "p", "key": "profile.json"}}},
+                 performance=[{"metric": "f1", "min": 0.5}])
+    profile = Profile.model_validate({
+        "target": "y", "rows": 30, "bins": 3, "features": [],
+        "prediction": {**categorical_distribution("prediction", ["a", "b", "c"] * 10).model_dump(by_alias=True),
+                       "task": "classification", "source": "model"},
+    })
+    observations = Observations(TrackWindow(confusion={}), Reference("profile", BucketMatrix.empty(), BucketMatrix.empty(), profile=profile))
+    (check,) = judge(spec, observations, NOW).evaluation.results
+    assert check.verdict is I and "macro average over the profile's 3 classes" in check.message
+
+
+def test_a_check_with_both_limits_splits_its_level_over_the_two_sides():
+    from modelwarden.analysis.bounds import side_level
+
+    assert (side_level(0.01, 0.8, None), side_level(0.01, None, 0.9), side_level(0.01, 0.8, 0.99)) == (0.01, 0.01, 0.005)
+
+
+def test_with_drift_share_unmet_a_drifted_distance_is_a_warning_and_each_feature_says_so():
+    spec = _spec(reference={"track": "stable"}, drift={"method": "psi", "warnThreshold": 0.1, "driftShare": 0.6, "predictions": False})
+    reference = _matrix({"calm": [2500, 2500, 2500, 2500], "moved": [2500, 2500, 2500, 2500]})
+    current = _matrix({"calm": [2500, 2500, 2500, 2500], "moved": [5000, 2500, 2000, 500]})  # psi > 0.25, 1 of 2 < driftShare
+    report = judge(spec, Observations(TrackWindow(features=current), Reference("r", reference, BucketMatrix.empty())), NOW)
+    assert report.evaluation.verdict is Verdict.WARNING
+    assert [report.drift[0].verdict_of(i) for i in range(2)] == [P, F]
+    watched = _matrix({"calm": [2500, 2500, 2500, 2500], "moved": [3700, 2500, 2500, 1300]})  # psi ≈ 0.126
+    report = judge(spec, Observations(TrackWindow(features=watched), Reference("r", reference, BucketMatrix.empty())), NOW)
+    assert [report.drift[0].verdict_of(i) for i in range(2)] == [P, Verdict.WARNING]

@@ -19,7 +19,7 @@ CURRENT_COUNTERS, CURRENT_CONFUSION = WindowPart(Side.CURRENT, Kind.COUNTERS), W
 def test_feature_query_is_one_grouped_query_of_counter_differences():
     promql = queries.feature_buckets(SELECTOR, timedelta(minutes=30))
     series = 'modelwarden_feature_value_bucket{model="fraud",track="canary",version="8"}'
-    assert promql.startswith(f"sum by (feature, le) (((({series} - {series} offset 30m) unless resets({series}[35m]) > 0)")
+    assert promql.startswith(f"sum by (feature, le) (((({series} - {series} offset 30m) >= 0 unless resets({series}[35m]) > 0)")
     assert f"min_over_time({series}[30m]) == 0" in promql  # a series born inside the window
     assert promql.endswith(f" or increase({series}[30m])))")  # resets and gaps: PromQL's estimate
     assert promql.count("sum by") == 1

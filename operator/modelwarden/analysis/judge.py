@@ -27,7 +27,7 @@ from modelwarden.analysis.quality import (
     rate,
     two_proportion_test,
 )
-from modelwarden.analysis.observations import (  # noqa: F401  (re-exported: collect and the tests build observations from here)
+from modelwarden.analysis.observations import (  # noqa: F401  (re-exported: the tests build observations from here)
     CLASSIFICATION_METRICS,
     ESTIMATED_METRICS,
     LATENCY_QUANTILES,

@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from modelwarden.analysis.judge import (
+from modelwarden.analysis.judge import EvaluationReport, judge
+from modelwarden.analysis.observations import (
     CLASSIFICATION_METRICS,
     ESTIMATED_METRICS,
     LATENCY_QUANTILES,
     REGRESSION_METRICS,
     CustomPart,
-    EvaluationReport,
     Kind,
     Observations,
     Part,
@@ -31,7 +31,6 @@ from modelwarden.analysis.judge import (
     Side,
     TrackWindow,
     WindowPart,
-    judge,
 )
 from modelwarden.analysis.histograms import BucketMatrix, SampleLayout
 from modelwarden.api.checks import PerformanceMetric

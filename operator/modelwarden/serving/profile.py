@@ -46,6 +46,9 @@ from modelwarden.serving.model import ModelRunner, load_runner
 DEFAULT_BINS = 20
 DEFAULT_THRESHOLD = 0.5  # a binary predict_proba model predicts positiveClass when its score is above it (argmax)
 EDGE_SIGNIFICANT_DIGITS = 6
+# Edges at the 0.5 %/99.5 % quantiles make moves inside the open-ended outer buckets visible (the
+# top 2 % moved by 3σ), where the data holds TAIL_MIN_ROWS rows beyond each (docs/profile.md).
+TAIL_QUANTILE, TAIL_MIN_ROWS = 0.005, 10
 DEFAULT_MAX_SERIES = 20_000  # `modelwarden serve --max-series`: a profile above it is refused at startup
 
 
@@ -59,8 +62,11 @@ def round_edge(value: float) -> float:
 
 
 def quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
-    """Upper bucket bounds at the interior quantiles (observed values, so ties collapse), rounded, deduplicated."""
-    quantiles = np.quantile(values, np.arange(1, bins) / bins, method="inverted_cdf")
+    """Upper bucket bounds at the interior and tail quantiles (observed values: ties collapse), rounded, deduplicated."""
+    probabilities = np.arange(1, bins) / bins
+    if values.size * TAIL_QUANTILE >= TAIL_MIN_ROWS and 1 / bins > TAIL_QUANTILE:
+        probabilities = np.concatenate([[TAIL_QUANTILE], probabilities, [1 - TAIL_QUANTILE]])
+    quantiles = np.quantile(values, probabilities, method="inverted_cdf")
     return np.unique([round_edge(q) for q in quantiles])
 
 

@@ -17,12 +17,36 @@ def test_numeric_edges_are_finite_increasing_and_counts_match_searchsorted():
     x = np.random.default_rng(1).normal(5, 2, 3001)
     d = numeric_distribution("f", x, bins=20)
     edges = np.array(d.edges)
-    assert len(edges) == 19 and np.isfinite(edges).all() and (np.diff(edges) > 0).all()
-    assert d.counts == np.bincount(np.searchsorted(edges, x, side="left"), minlength=20).tolist()
+    assert len(edges) == 19 + 2 and np.isfinite(edges).all() and (np.diff(edges) > 0).all()  # + the two tail edges
+    assert d.counts == np.bincount(np.searchsorted(edges, x, side="left"), minlength=22).tolist()
     assert sum(d.counts) == d.count == 3001
     assert d.mean == pytest.approx(x.mean()) and d.std == pytest.approx(x.std())
-    # quantile buckets hold about n/bins each
-    assert max(d.counts) - min(d.counts) <= 0.02 * 3001
+    # quantile buckets hold about n/bins each; the tail buckets about 0.5 % each
+    inner = d.counts[2:-2]
+    assert max(inner) - min(inner) <= 0.02 * 3001
+    assert 10 <= d.counts[0] <= 20 and 10 <= d.counts[-1] <= 20  # 0.5 % of 3001 is 15
+
+
+def test_tail_edges_make_a_move_in_the_top_two_percent_visible():
+    """Without the 0.5 %/99.5 % edges the top bucket is open-ended above the 95 % quantile: the
+    top 2 % moved by 3σ leave every count as it was."""
+    x = np.random.default_rng(2).normal(size=20_000)
+    d = numeric_distribution("f", x, bins=20)
+    moved = x.copy()
+    moved[moved > np.quantile(moved, 0.98)] += 3.0
+    before = np.bincount(np.searchsorted(d.edges, x, side="left"), minlength=len(d.counts))
+    after = np.bincount(np.searchsorted(d.edges, moved, side="left"), minlength=len(d.counts))
+    assert after[-1] > 3 * before[-1]
+    without_tails = np.array(d.edges[1:-1])
+    assert (np.bincount(np.searchsorted(without_tails, x, side="left"), minlength=20)
+            == np.bincount(np.searchsorted(without_tails, moved, side="left"), minlength=20)).all()
+
+
+def test_small_data_gets_no_tail_edges():
+    """Below 2000 rows a tail bucket would hold fewer than 10 training values: its share would be guessed."""
+    x = np.random.default_rng(3).normal(size=1999)
+    assert len(numeric_distribution("f", x, bins=20).edges) == 19
+    assert len(numeric_distribution("f", np.append(x, 0.0), bins=20).edges) == 21
 
 
 def test_tied_values_give_deduplicated_edges():
@@ -98,7 +122,7 @@ def test_profile_without_model_uses_target(examples):
     profile = build_profile_from_csv(examples["classifier"].data, "label", bins=10)
     assert profile.prediction.source == "target" and profile.prediction.task == "classification"
     assert profile.prediction.levels == ["0", "1"] and profile.prediction.score is None
-    assert all(len(f.edges) == 9 for f in profile.features)
+    assert all(len(f.edges) == 9 + 2 * (profile.rows >= 2000) for f in profile.features)
 
 
 def test_json_round_trip_is_self_describing(classifier_profile):

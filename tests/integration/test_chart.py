@@ -44,6 +44,7 @@ CONTRACT_METRICS = {
     "modelwarden_inference_latency_seconds_count", "modelwarden_feature_value_bucket", "modelwarden_prediction_value_bucket",
     "modelwarden_predicted_class_total", "modelwarden_feedback_total", "modelwarden_feedback_squared_error_sum",
     "modelwarden_feedback_absolute_error_sum", "modelwarden_feedback_observations_total", "modelwarden_prediction_outliers_total",
+    "modelwarden_feedback_fourth_power_error_sum",
 }
 METRIC_NAME = re.compile(r"\bmodelwarden_[a-z_]+")
 

@@ -32,6 +32,7 @@ GROUPS = {
     "modelwarden_feedback_squared_error_sum": "feedback",
     "modelwarden_feedback_absolute_error_sum": "feedback",
     "modelwarden_feedback_observations_total": "feedback",
+    "modelwarden_feedback_fourth_power_error_sum": "feedback",
     "modelwarden_inference_latency_seconds": "latency",
     "modelwarden_prediction_errors_total": "errors",
     "modelwarden_client_errors_total": "errors",

@@ -5,7 +5,8 @@ An accuracy of 0.84 from 1500 labels says little about whether the model's accur
 check fails only when its exact (Clopper–Pearson) bound at the check's level is past the limit:
 the upper bound below ``min``, or the lower bound above ``max``. F1 is bounded through the
 Jaccard index J = TP / (TP + FP + FN), a proportion with F1 = 2J / (1 + J); a macro average
-through the average of its classes' bounds, each at the level divided by the classes.
+through the average of its classes' bounds, each at the level divided by the classes. MSE, RMSE
+and MAE are means of errors, bounded by Student's t (analysis.quality.RegressionErrors.bounds).
 """
 
 from __future__ import annotations
@@ -18,17 +19,18 @@ from modelwarden.analysis.verdicts import result
 from modelwarden.api.checks import PerformanceMetric
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicySpec, Verdict
 
-# The checks that spend the policy's error budget: each has a sampling model (a proportion, a
-# two-sample test, the drift family). Latency quantiles, regression errors, estimated metrics
-# and custom PromQL act on their values as given.
+# The checks that spend the policy's error budget: each has a sampling model (a proportion, a mean
+# of errors, a two-sample test, the drift family). Latency quantiles, estimated metrics and custom
+# PromQL act on their values as given.
 PROPORTION_METRICS = frozenset({PerformanceMetric.ACCURACY, PerformanceMetric.PRECISION, PerformanceMetric.RECALL,
                                 PerformanceMetric.F1, PerformanceMetric.ERROR_RATE})
+ERROR_MEAN_METRICS = frozenset({PerformanceMetric.MSE, PerformanceMetric.RMSE, PerformanceMetric.MAE})
 
 
 def budgeted_checks(spec: DriftPolicySpec) -> int:
     """How many checks share an evaluation's level (Bonferroni): the drift family counts once."""
     drift = 1 if spec.drift is not None else 0
-    proportions = sum(check.metric in PROPORTION_METRICS for check in spec.performance)
+    proportions = sum(check.metric in PROPORTION_METRICS | ERROR_MEAN_METRICS for check in spec.performance)
     comparisons = len(spec.comparison.metrics) if spec.comparison is not None else 0
     outliers = 1 if spec.outliers is not None else 0
     return max(1, drift + proportions + comparisons + outliers)

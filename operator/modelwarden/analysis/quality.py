@@ -111,17 +111,41 @@ def averaging(seen: Iterable[str], profile_classes: list[str] | None, profile_po
 
 @dataclass(frozen=True)
 class RegressionErrors:
-    """Regression feedback: sums of squared and absolute errors over ``observations``."""
+    """Regression feedback: sums of squared and absolute errors (and of fourth powers, the spread of
+    the squared errors; None from a server older than that series) over ``observations``."""
 
     squared_error_sum: float
     absolute_error_sum: float
     observations: float
+    fourth_power_error_sum: float | None = None
 
     def metric(self, name: str) -> float | None:
         if not self.observations > 0:
             return None
         mse = max(self.squared_error_sum, 0.0) / self.observations
         return {"mse": mse, "rmse": math.sqrt(mse), "mae": max(self.absolute_error_sum, 0.0) / self.observations}[name]
+
+    def bounds(self, name: str, level: float) -> tuple[float, float] | None:
+        """One-sided Student-t bounds on the metric, each holding with probability about 1 − level.
+
+        MSE is the mean of the squared errors, bounded by their spread (Σe⁴); RMSE through MSE's
+        bounds (the square root is monotone); MAE is the mean of the absolute errors, whose spread
+        Σe² already gives. None without the sums it needs or with fewer than 2 observations.
+        """
+        n = self.observations
+        if not n >= 2:
+            return None
+        if name == "mae":
+            values_sum, squares_sum = self.absolute_error_sum, self.squared_error_sum
+        else:
+            values_sum, squares_sum = self.squared_error_sum, self.fourth_power_error_sum
+        if squares_sum is None or not (math.isfinite(values_sum) and math.isfinite(squares_sum)):
+            return None
+        mean = max(values_sum, 0.0) / n
+        variance = max(squares_sum - n * mean * mean, 0.0) / (n - 1)
+        margin = float(stats.t.ppf(1 - level, n - 1)) * math.sqrt(variance / n)
+        lower, upper = max(mean - margin, 0.0), mean + margin
+        return (math.sqrt(lower), math.sqrt(upper)) if name == "rmse" else (lower, upper)
 
 
 def histogram_quantile(quantile: float, le: np.ndarray, counts: np.ndarray) -> float | None:

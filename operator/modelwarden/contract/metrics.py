@@ -7,7 +7,7 @@ and meanings is docs/metrics.md.
 
 Names here are what Prometheus stores. A histogram's name is its family name; its samples are
 that name plus ``BUCKET``/``COUNT``/``SUM``. Counters are named with their ``_total`` sample
-name, and the two regression ``…_error_sum`` series (untyped, see docs/metrics.md) with theirs.
+name, and the three regression ``…_error_sum`` series (untyped, see docs/metrics.md) with theirs.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ FEEDBACK = "modelwarden_feedback_total"  # classification confusion counts by PR
 FEEDBACK_SQUARED_ERROR_SUM = "modelwarden_feedback_squared_error_sum"  # regression
 FEEDBACK_ABSOLUTE_ERROR_SUM = "modelwarden_feedback_absolute_error_sum"  # regression
 FEEDBACK_OBSERVATIONS = "modelwarden_feedback_observations_total"  # regression
+# Σ error⁴: the spread of the squared errors, without which an MSE has no confidence bound.
+FEEDBACK_FOURTH_POWER_ERROR_SUM = "modelwarden_feedback_fourth_power_error_sum"  # regression
 
-# The regression feedback series, in the order (squared error, absolute error, observations).
-REGRESSION_FEEDBACK = (FEEDBACK_SQUARED_ERROR_SUM, FEEDBACK_ABSOLUTE_ERROR_SUM, FEEDBACK_OBSERVATIONS)
+# The regression feedback series, in the order (squared error, absolute error, observations, fourth power).
+REGRESSION_FEEDBACK = (FEEDBACK_SQUARED_ERROR_SUM, FEEDBACK_ABSOLUTE_ERROR_SUM, FEEDBACK_OBSERVATIONS,
+                       FEEDBACK_FOURTH_POWER_ERROR_SUM)
 
 # Sample suffixes of a histogram family.
 BUCKET = "_bucket"

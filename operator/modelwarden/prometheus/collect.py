@@ -93,7 +93,7 @@ def plan_queries(spec: DriftPolicySpec, target: Target) -> dict[Part, str]:
     if spec.outliers is not None:
         quantities.append("outliers")
     if metrics & REGRESSION_METRICS:
-        quantities += ["squared_error_sum", "absolute_error_sum", "feedback_observations"]
+        quantities += ["squared_error_sum", "absolute_error_sum", "feedback_observations", "fourth_power_error_sum"]
     planned[WindowPart(Side.CURRENT, Kind.COUNTERS)] = queries.counters(current, window, quantities, feedback_window)
     if metrics & CLASSIFICATION_METRICS or "accuracy" in comparison:
         planned[WindowPart(Side.CURRENT, Kind.CONFUSION)] = queries.confusion(current, feedback_window)

@@ -37,6 +37,7 @@ OUTLIERS = metrics.PREDICTION_OUTLIERS
 SQUARED_ERROR_SUM = metrics.FEEDBACK_SQUARED_ERROR_SUM
 ABSOLUTE_ERROR_SUM = metrics.FEEDBACK_ABSOLUTE_ERROR_SUM
 FEEDBACK_OBSERVATIONS = metrics.FEEDBACK_OBSERVATIONS
+FOURTH_POWER_ERROR_SUM = metrics.FEEDBACK_FOURTH_POWER_ERROR_SUM
 
 # quantity name -> counter, fetched together in one query (see counters()).
 COUNTERS: dict[str, str] = {
@@ -47,6 +48,7 @@ COUNTERS: dict[str, str] = {
     "squared_error_sum": SQUARED_ERROR_SUM,
     "absolute_error_sum": ABSOLUTE_ERROR_SUM,
     "feedback_observations": FEEDBACK_OBSERVATIONS,
+    "fourth_power_error_sum": FOURTH_POWER_ERROR_SUM,
 }
 QUANTITY_LABEL = "modelwarden_quantity"
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
@@ -160,7 +162,7 @@ def _sum_of(quantity: str, selector: Selector, span: timedelta) -> str:
     return f"({total} or sum({legacy}))"
 
 
-FEEDBACK_QUANTITIES = frozenset({"squared_error_sum", "absolute_error_sum", "feedback_observations"})
+FEEDBACK_QUANTITIES = frozenset({"squared_error_sum", "absolute_error_sum", "feedback_observations", "fourth_power_error_sum"})
 
 
 def _span(quantity: str, window: timedelta, feedback_window: timedelta | None) -> timedelta:

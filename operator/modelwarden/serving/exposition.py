@@ -75,6 +75,7 @@ _REGRESSION_DOCUMENTATION = (
     "Sum of squared errors from feedback.",
     "Sum of absolute errors from feedback.",
     "Regression feedback observations.",
+    "Sum of fourth powers of the errors from feedback (the spread behind an MSE's confidence bound).",
 )
 
 

@@ -7,7 +7,7 @@ ordinary value (float64 keeps 16 digits). So the request parser (serving.payload
 values before they reach the monitor:
 
 * always, when a value is non-finite or larger in magnitude than :data:`MAX_MAGNITUDE` (so large
-  that its square, summed, would overflow);
+  that its error's fourth power, summed, would overflow);
 * when it lies further outside the profile's reference span than ``factor`` times the span's
   scale (:func:`plausible_range`). The default factor (1000) is large on purpose: a real shift,
   even a unit change such as grams for kilograms, must still reach the histograms and show as
@@ -23,10 +23,10 @@ import numpy as np
 
 from modelwarden.contract.profile import Distribution, Profile
 
-# An error between two accepted values squares to at most (2e100)² = 4e200, so even a running sum
-# of them stays finite for 4e107 observations; a bound near sqrt(1.8e308) ≈ 1e154 would let a few
-# thousand requests overflow it again.
-MAX_MAGNITUDE = 1e100
+# An error between two accepted values has a fourth power (the MSE bound's spread) of at most
+# (2e70)⁴ = 1.6e281, so even a running sum of them stays finite for 1e27 observations; a bound near
+# the fourth root of 1.8e308 ≈ 1e77 would let a few thousand requests overflow it again.
+MAX_MAGNITUDE = 1e70
 DEFAULT_RANGE_FACTOR = 1000.0
 
 

@@ -130,7 +130,7 @@ class ModelMonitor:
         # predicting track a feedback token names (feedback may reach any replica of any track).
         own = (self.labels[VERSION], track)
         self._confusion = {(*own, p, a): 0 for p in self.classes for a in self.classes}
-        self._regression = {own: [0.0, 0.0, 0]}  # squared error, absolute error, observations
+        self._regression = {own: [0.0, 0.0, 0, 0.0]}  # squared error, absolute error, observations, fourth power
         self._feedback_sets = {own}
         # Label sets first seen since the last scrape are exported at 0 once: increase() and rate()
         # take a series' first sample as its start, so counts in it would never be seen.
@@ -254,12 +254,14 @@ class ModelMonitor:
                                        else ErrorReason.OUT_OF_RANGE)
             raise ValueError(f"feedback errors must be finite and at most {2 * MAX_MAGNITUDE:g} (nothing was recorded)")
         squared, absolute = float((error**2).sum()), float(np.abs(error).sum())
+        fourth = float(((error**2) ** 2).sum())
         with self._lock:
             self._add_feedback_set(made_by)
             sums = self._regression[made_by]
             sums[0] += squared
             sums[1] += absolute
             sums[2] += error.size
+            sums[3] += fourth
 
     def _add_feedback_set(self, made_by: tuple[str, str]) -> None:
         """Every series of a new (version, track) at once, at 0 (under the lock)."""
@@ -272,7 +274,7 @@ class ModelMonitor:
                 for a in self.classes:
                     self._confusion.setdefault((*made_by, p, a), 0)
         else:
-            self._regression[made_by] = [0.0, 0.0, 0]
+            self._regression[made_by] = [0.0, 0.0, 0, 0.0]
 
     def knows_feedback_of(self, version: str, track: str) -> bool:
         """Whether feedback of (version, track) already has its series here."""

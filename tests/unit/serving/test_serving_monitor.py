@@ -129,6 +129,7 @@ def test_regression_feedback_sums(regressor_profile):
     assert value(parsed, "modelwarden_feedback_squared_error_sum") == 5.0
     assert value(parsed, "modelwarden_feedback_absolute_error_sum") == 3.0
     assert value(parsed, "modelwarden_feedback_observations_total") == 3
+    assert value(parsed, "modelwarden_feedback_fourth_power_error_sum") == 2.0**4 + 1.0**4
     assert not any(name == "modelwarden_feedback_total" for name, _ in parsed)
 
 

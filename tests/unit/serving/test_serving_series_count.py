@@ -93,10 +93,10 @@ def test_unscored_classifier_has_no_prediction_value():
     assert (series.prediction_value, series.classes, series.feedback) == (0, 2, 4)
 
 
-def test_regressor_has_three_feedback_series_and_no_classes():
+def test_regressor_has_four_feedback_series_and_no_classes():
     profile = regressor()
     series = series_count(profile)
-    assert (series.features, series.classes, series.feedback) == (11, 0, 3)
+    assert (series.features, series.classes, series.feedback) == (11, 0, 4)
     assert series.prediction_value == len(profile.prediction.edges) + 3
 
 
@@ -105,13 +105,13 @@ def test_own_latency_buckets_are_counted():
 
 
 def test_numeric_features_grow_with_bins():
-    """Continuous data: bins-1 quantile edges per feature, so bins + 2 series each."""
+    """Continuous data: bins-1 quantile edges and 2 tail edges per feature, so bins + 4 series each."""
     x = np.random.default_rng(4).normal(size=(2000, 7))
     for bins in (5, 20, 50):
         features = [numeric_distribution(f"f{i}", x[:, i], bins) for i in range(x.shape[1])]
         prediction = prediction_profile("regression", "model", x[:, 0], bins)
         profile = Profile(target="y", rows=2000, bins=bins, features=features, prediction=prediction)
-        assert series_count(profile).features == 7 * (bins + 2)
+        assert series_count(profile).features == 7 * (bins + 4)
 
 
 def test_string_form_names_total_and_families():
@@ -218,7 +218,7 @@ def test_profile_prints_the_series_count_on_stderr(examples, tmp_path, capsys):
     out, err = capsys.readouterr()
     series = series_count(Profile.from_json(output.read_text()))
     assert out == "" and err == f"series per server process: {series}\n"
-    assert series.features == 6 * (8 + 2)
+    assert series.features == 6 * (8 + 4)  # 7 quantile and 2 tail edges: 10 buckets, _count and _sum
 
 
 def test_profile_on_stdout_stays_pure_json(examples, capsys):

@@ -60,14 +60,14 @@ def test_a_unit_change_still_passes_and_a_categorical_number_is_only_bounded_by_
     """×1000 (grams for kilograms) must reach the histograms and show as drift, not be refused."""
     assert parse_v1({"instances": [[100_000.0, 1e50]]}, SCHEMA).tolist() == [[100_000.0, 1e50]]
     with pytest.raises(RejectedValue, match="feature 'country'.*overflow"):
-        parse_v1({"instances": [[1.0, 1e101]]}, SCHEMA)
+        parse_v1({"instances": [[1.0, 1e71]]}, SCHEMA)
 
 
 def test_factor_zero_keeps_only_the_magnitude_bound():
     schema = FeatureSchema.from_profile(PROFILE, range_factor=0)
-    assert parse_v1({"instances": [[1e99, 0]]}, schema)[0, 0] == 1e99
+    assert parse_v1({"instances": [[1e69, 0]]}, schema)[0, 0] == 1e69
     with pytest.raises(RejectedValue) as info:
-        parse_v1({"instances": [[1e101, 0]]}, schema)
+        parse_v1({"instances": [[1e71, 0]]}, schema)
     assert info.value.reason == "out_of_range" and "overflow the exported sums" in info.value.message
 
 
@@ -164,9 +164,12 @@ def test_monitor_refuses_feedback_that_would_make_the_sums_infinite():
     monitor.record_feedback([1.0], [3.0])
     with pytest.raises(ValueError, match="nothing was recorded"):
         monitor.record_feedback([1.0, 1e200], [2.0, -1e200])
+    with pytest.raises(ValueError, match="nothing was recorded"):
+        monitor.record_feedback([1e71], [-1e71])  # squares fine, but its fourth power would be +Inf
     sums = scraped(registry, "modelwarden_feedback_squared_error_sum")
     assert list(sums.values()) == [4.0]
-    assert scraped(registry, "modelwarden_rejected_values")[(("input", "feedback"), ("reason", "out_of_range"))] == 1
+    assert list(scraped(registry, "modelwarden_feedback_fourth_power_error_sum").values()) == [16.0]
+    assert scraped(registry, "modelwarden_rejected_values")[(("input", "feedback"), ("reason", "out_of_range"))] == 2
 
 
 def test_monitor_splits_client_and_server_errors():

@@ -261,3 +261,46 @@ def test_a_track_scaled_by_an_hpa_keeps_its_replicas_and_the_weight_it_really_ge
     assert kube.get("deployments", "fraud-stable")["spec"]["replicas"] == 9  # left to the HPA for 10 reconciles
     assert kube.get("deployments", "fraud-canary")["spec"]["replicas"] == 1
     assert kube.get("modeldeployments", "fraud")["status"]["weights"] == {"stable": 90, "canary": 10, "mirror": 0}
+
+
+def set_winner(kube, name, winner, evidence_from):
+    """A Pass of the comparison policy with its A/B answer for version 8, as the policy loop writes it."""
+    at = now()
+    decided = winner != "Inconclusive"
+    kube.patch("driftpolicies", name, {"status": {
+        "lastEvaluation": {"time": stamp(at), "verdict": "Pass",
+                           "results": [{"check": "comparison/accuracy", "verdict": "Pass", "effect": 0.05, "lowerBound": 0.02,
+                                        "upperBound": 0.08, "threshold": 0.001}]},
+        "evaluatedVersion": "8", "consecutiveFailures": 0,
+        "winner": {"version": "8", "winner": winner, "level": 0.001, "decidedAt": stamp(at) if decided else None,
+                   "windowStart": stamp(evidence_from) if decided else None,
+                   "metrics": [{"metric": "accuracy", "winner": winner, "effect": 0.05, "lower": 0.02, "upper": 0.08}]},
+    }}, subresource="status")
+
+
+def test_auto_promote_winner_promotes_an_ab_split_once_its_comparison_names_the_canary(kube, kubelet, operator_factory):
+    operator_factory(*DRIVES, env=FAST)
+    ab = policy("ab", "canary")
+    ab["spec"] |= {"performance": [], "reference": {"track": "stable"},
+                   "comparison": {"track": "stable", "metrics": ["accuracy"]}}
+    kube.create("driftpolicies", ab)
+    body = copy.deepcopy(MD)
+    body["spec"]["canary"] = {"version": "8", "modelUri": "file:///m/8", "replicas": 1, "weight": 30, "autoPromoteWinner": True}
+    kube.create("modeldeployments", body)
+    split = kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("canaryStartedAt"))
+    started = datetime.datetime.fromisoformat(split["status"]["canaryStartedAt"].replace("Z", "+00:00"))
+    while now() < started + WINDOW:
+        time.sleep(0.1)
+    # Still inconclusive, then a win on a window that began before the split: neither promotes.
+    set_winner(kube, "ab", "Inconclusive", None)
+    set_winner(kube, "ab", "canary", started - datetime.timedelta(seconds=5))
+    time.sleep(2)  # several reconciles (every 0.3 s) see it; an order-of-events check, not a timing one: nothing may happen
+    held = kube.get("modeldeployments", "fraud")["status"]
+    assert held["stable"]["version"] == "7" and held["canary"]["version"] == "8" and count_events(kube, "CanaryPromoted", timeout=0) == 0
+    set_winner(kube, "ab", "canary", started + datetime.timedelta(milliseconds=1))
+    promoted = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"]["stable"]["version"] == "8", timeout=90)
+    assert "canary" not in promoted["status"]
+    assert [(h["version"], h["reason"]) for h in promoted["status"]["history"]] == [("7", "Initial"), ("8", "Promoted")]
+    assert count_events(kube, "CanaryPromoted") == 1
+    assert "won the A/B comparison (DriftPolicy ab: accuracy +0.05 in [+0.02, +0.08])" in events(kube, "CanaryPromoted")[0]["message"]
+    assert spec_untouched(kube)

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import numpy as np
 
+from modelwarden.analysis import ab
 from modelwarden.analysis import drift as drift_analysis
 from modelwarden.analysis.bounds import bounded_by_confidence, budgeted_checks, clopper_pearson, f1_of_jaccard, side_level
 from modelwarden.analysis.estimated import EdgeMismatch, ScoreCalibration, Uncalibrated
@@ -47,6 +48,7 @@ from modelwarden.analysis.observations import (  # noqa: F401  (re-exported: the
 from modelwarden.analysis.verdicts import aggregate, bounded, result
 from modelwarden.api.checks import DEFAULT_MIN_EFFECT, P_VALUE_METHODS, ComparisonSpec, Correction, PerformanceCheck, PerformanceMetric
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicySpec, Evaluation, Verdict
+from modelwarden.contract.metrics import FEEDBACK_FOURTH_POWER_ERROR_SUM as FOURTH_POWER_SERIES
 from modelwarden.contract.metrics import PREDICTION_OUTLIERS as OUTLIER_SERIES
 
 @dataclass(frozen=True)
@@ -191,9 +193,18 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
     counters = counters or {}
     if metric in REGRESSION_METRICS:
         errors = RegressionErrors(
-            counters.get("squared_error_sum", 0.0), counters.get("absolute_error_sum", 0.0), counters.get("feedback_observations", 0.0)
+            counters.get("squared_error_sum", 0.0), counters.get("absolute_error_sum", 0.0), counters.get("feedback_observations", 0.0),
+            counters.get("fourth_power_error_sum"),
         )
-        return bounded(name, errors.metric(metric.value), check.min, check.max, errors.observations, min_samples, what)
+        value, side = errors.metric(metric.value), side_level(level, check.min, check.max)
+        bounds = errors.bounds(metric.value, side)
+        if bounds is None and value is not None and errors.observations >= min_samples:
+            why = ("it needs 2 observations" if errors.observations < 2 else
+                   f"the servers export no finite {FOURTH_POWER_SERIES} (older than this operator?)")
+            return result(name, Verdict.INSUFFICIENT_DATA, f"{what} {value:.4g} has no confidence bound: {why}", value,
+                          check.max if check.max is not None else check.min, errors.observations)
+        lower, upper = bounds or (0.0, math.inf)
+        return bounded_by_confidence(name, value, lower, upper, check.min, check.max, errors.observations, min_samples, what, level)
     # error rate: failed requests over all requests (successful requests are the timed ones)
     errors = max(counters.get("errors", 0.0), 0.0)
     requests = counters.get("requests", 0.0) + errors
@@ -274,7 +285,8 @@ def _outlier_check(max_rate: float, min_samples: int, observations: Observations
 
 
 def _comparison_checks(comparison: ComparisonSpec, min_samples: int, observations: Observations, level: float) -> list[CheckResult]:
-    """One-sided two-proportion tests at the lower of comparison.alpha and the budget's level."""
+    """One-sided two-proportion tests at the lower of comparison.alpha and the budget's level (the
+    gate), each with the effect's two-sided interval at that level (the A/B winner, analysis.ab)."""
     alpha = min(comparison.alpha, level)
     checks = []
     for metric in comparison.metrics:
@@ -292,12 +304,16 @@ def _comparison_checks(comparison: ComparisonSpec, min_samples: int, observation
             continue
         test = two_proportion_test(*candidate, *baseline, higher_is_worse=metric == "error_rate")
         worse = test.p_value < alpha
+        interval = ab.difference(*candidate, *baseline, alpha)
         message = (
             f"{metric} {test.candidate:.4g} vs {comparison.track.value} {test.baseline:.4g}: "
             f"z={test.z:.3g}, one-sided p={test.p_value:.3g} {'<' if worse else '>='} {alpha:.3g}"
             + (" (significantly worse)" if worse else "")
+            + f"; difference {interval.effect:+.3g} in [{interval.lower:+.3g}, {interval.upper:+.3g}]"
         )
-        checks.append(result(name, Verdict.FAIL if worse else Verdict.PASS, message, test.p_value, alpha, fewest))
+        checked = result(name, Verdict.FAIL if worse else Verdict.PASS, message, test.p_value, alpha, fewest,
+                         (interval.lower, interval.upper))
+        checks.append(checked.model_copy(update={"effect": interval.effect}))
     return checks
 
 

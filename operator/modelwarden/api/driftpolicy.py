@@ -185,7 +185,7 @@ class DriftPolicySpec(ApiModel):
     failure_threshold: int = Field(default=3, ge=1, le=100)
     """Consecutive failing evaluations before any action."""
     alpha: float = Field(default=0.01, gt=0, lt=1)
-    """The chance the policy breaches when nothing changed, shared by all its statistical checks: per rollout of a version on the canary or shadow track, per day on the stable track (docs/statistics.md)."""
+    """The chance the policy breaches when nothing changed, shared by all its statistical checks: per rollout of a version on the canary or shadow track (per day once it serves beyond a day), per day on the stable track (docs/statistics.md)."""
     reference: ReferenceSpec | None = None
     """Baseline for drift; required when drift is set. The estimated_* performance metrics need a
     profileRef (the profile's calibration)."""

@@ -57,16 +57,24 @@ class CanaryTrack(TrackSpec):
             "spec.canary.steps: weights must be strictly increasing",
             ".steps",
         ),
+        (
+            "!has(self.autoPromoteWinner) || !self.autoPromoteWinner || has(self.weight)",
+            "spec.canary.autoPromoteWinner needs a fixed A/B split (weight): a progressive rollout promotes after its last step",
+            ".autoPromoteWinner",
+        ),
     )
 
     weight: int | None = Field(default=None, ge=0, le=100)
-    """Fixed percent of traffic for an A/B split; never promotes automatically."""
+    """Fixed percent of traffic for an A/B split; promotes only with autoPromoteWinner."""
     steps: list[CanaryStep] | None = Field(default=None, min_length=1, max_length=20)
     """Progressive rollout: weights strictly increasing; after the last step the canary is promoted."""
     progress_deadline: PositiveDuration = timedelta(minutes=30)
     """How long a step may go past its pause without a decisive verdict before condition Stalled is set."""
     abort_on_stall: bool = False
     """Roll the canary back when it stalls (a low-traffic canary never gets enough data to pass)."""
+    auto_promote_winner: bool = False
+    """A/B split only: promote the canary once a gating DriftPolicy's comparison names it the winner (condition
+    Winner, on evidence from after the split began) and every gating policy passes."""
 
 
 class ShadowTrack(TrackSpec):

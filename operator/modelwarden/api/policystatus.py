@@ -48,9 +48,13 @@ class CheckResult(ApiModel):
     samples: int | None = None
     """Observations behind the value."""
     lower_bound: float | None = None
-    """A proportion's lower confidence bound at the check's level: a max fails only when this is above it."""
+    """A proportion's or mean error's lower confidence bound at the check's level: a max fails only when this is
+    above it. For a comparison: the lower end of the effect's two-sided interval."""
     upper_bound: float | None = None
-    """A proportion's upper confidence bound at the check's level: a min fails only when this is below it."""
+    """A proportion's or mean error's upper confidence bound at the check's level: a min fails only when this is
+    below it. For a comparison: the upper end of the effect's two-sided interval."""
+    effect: float | None = None
+    """A comparison's effect: the track's proportion minus the baseline track's."""
     message: str = ""
     """A one-line human explanation."""
 
@@ -81,6 +85,39 @@ class EvaluationSummary(ApiModel):
     """Aggregated verdict."""
     failed: list[str] = Field(default_factory=list, max_length=64)
     """Names of failing checks."""
+
+
+class MetricWinner(ApiModel):
+    """One comparison metric's answer to "which track is better?"."""
+
+    metric: str
+    """accuracy or error_rate."""
+    winner: str
+    """The better track (its name), or Inconclusive while the interval holds no difference."""
+    effect: float
+    """The policy's track's proportion minus the baseline's."""
+    lower: float
+    """Lower end of the effect's two-sided interval."""
+    upper: float
+    """Upper end of the effect's two-sided interval."""
+
+
+class Winner(ApiModel):
+    """The A/B answer for one version: decided once, by the first look whose interval excludes no
+    difference (levels from spec.alpha: at most alpha chance of naming a winner falsely)."""
+
+    version: str | None = None
+    """The version of the policy's track it is about."""
+    winner: str = "Inconclusive"
+    """The better track's name (the policy's track or comparison.track), or Inconclusive."""
+    decided_at: datetime | None = None
+    """The evaluation that decided it."""
+    window_start: datetime | None = None
+    """Where that evaluation's window began: the evidence is from after this instant."""
+    level: float | None = None
+    """The two-sided level of the deciding look's intervals."""
+    metrics: list[MetricWinner] = Field(default_factory=list, max_length=2)
+    """Each comparison metric at the latest look (at the deciding look once decided)."""
 
 
 class ActionRecord(ApiModel):
@@ -136,5 +173,8 @@ class DriftPolicyStatus(ApiModel):
     """When an alert was last sent (for repeatInterval)."""
     retrain_token: str | None = None
     """The modelwarden.io/retrain annotation value last acted on (one Job per token)."""
+    winner: Winner | None = None
+    """With spec.comparison: which track is better, for evaluatedVersion (condition Winner)."""
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
-    """Ready (evaluating), Breached (failureThreshold reached; cleared by a Pass), InvalidSpec."""
+    """Ready (evaluating), Breached (failureThreshold reached; cleared by a Pass), InvalidSpec, Winner (with
+    spec.comparison: True once a track is better, reason Stable/Canary/Shadow; False while Inconclusive)."""

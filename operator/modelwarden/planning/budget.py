@@ -6,8 +6,10 @@ look. A breach needs at least one failing evaluation, so if evaluation k of a bu
 at level a_k with Σ a_k ≤ alpha, the chance of any false breach in that period is at most alpha
 (a union bound: no independence between the windows is assumed).
 
-* a rollout (the canary or shadow track), per version: a_k = alpha · 6 / (π² k²), whose sum over
-  every k is alpha — the early looks, where a bad canary should be caught, get the most;
+* a rollout (the canary or shadow track), per version: a_k = alpha · 6 / (π² k²) over its first
+  day of looks, whose sum is below alpha — the early looks, where a bad canary should be caught,
+  get the most; a canary or shadow still serving the same version after a day (a long A/B split)
+  is then judged as the stable track is, else its level would shrink without end;
 * the stable track, per day: a_k = alpha · interval / 1 day, spread evenly.
 
 Only evaluations that judged something (a Pass, Warning or Fail among the checks) spend budget:
@@ -29,10 +31,18 @@ DAY = datetime.timedelta(days=1)
 
 def evaluation_level(spec: DriftPolicySpec, previous: DriftPolicyStatus, version: str | None) -> float:
     """The level of the next evaluation of ``version``, shared by the policy's statistical checks."""
+    per_day = spec.alpha * min(1.0, spec.interval / DAY)
     if spec.track is Track.STABLE:
-        return spec.alpha * min(1.0, spec.interval / DAY)
+        return per_day
     looks = previous.looks if previous.evaluated_version == version else 0
+    if looks >= looks_per_day(spec):
+        return per_day
     return spec.alpha * ROLLOUT_SPENDING / (looks + 1) ** 2
+
+
+def looks_per_day(spec: DriftPolicySpec) -> int:
+    """How many looks a day of evaluations every spec.interval makes (at least 1)."""
+    return max(1, int(DAY / spec.interval))
 
 
 def spent(evaluation: Evaluation) -> bool:

@@ -237,7 +237,12 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
         _abort_canary(md, model, status, "; ".join(v.describe() for v in aborting), now, events)
         return False
     if not canary.steps:
-        return True  # a fixed A/B split holds until the spec changes
+        winners = [v for v in gating if v.won_since(model.version, status.canary_started_at)]
+        if canary.auto_promote_winner and winners and all(v.passed_since(status.canary_started_at) for v in gating):
+            _promote(model, status, now, events, f": it won the A/B comparison (DriftPolicy {winners[0].name}: "
+                                                 f"{winners[0].winner_summary})")
+            return False
+        return True  # a fixed A/B split holds until the spec changes, or its winner is promoted
     step_index = status.canary_step or 0
     step = canary.steps[step_index]
     started = status.step_started_at
@@ -256,13 +261,18 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
                             f"canary {model.version} advanced to step {step_index + 2}/{len(canary.steps)} "
                             f"at {canary.steps[step_index + 1].weight}%"))
         return True
+    _promote(model, status, now, events, "")
+    return False
+
+
+def _promote(model: TrackModel, status: ModelDeploymentStatus, now, events: list[Event], why: str) -> None:
+    assert status.stable is not None
     _retire_current(status, now, "Superseded")
     status.history.append(history_entry(model, now, "Promoted"))
-    events.append(Event("Normal", "CanaryPromoted", f"canary {model.version} promoted to stable (was {status.stable.version})"))
+    events.append(Event("Normal", "CanaryPromoted", f"canary {model.version} promoted to stable (was {status.stable.version}){why}"))
     status.stable = track_status(model)
     status.canary, status.canary_step, status.canary_started_at = None, None, None
     status.step_started_at = status.step_requested_at = None
-    return False
 
 
 def _abort_canary(md: ModelDeployment, model: TrackModel, status: ModelDeploymentStatus, reason: str, now,

@@ -29,6 +29,7 @@ from modelwarden.contract.kubernetes import RETRAIN_ANNOTATION
 from modelwarden.planning.notification import AlertContext, Notification, build_notification
 from modelwarden.planning.retraining import JobOutcome, JobState, RetrainRequest, Trigger, retrain_job_name
 from modelwarden.planning.types import Event
+from modelwarden.planning.winner import next_winner
 
 RING_BUFFER = 50
 FIRST_EVALUATION_SPREAD = datetime.timedelta(seconds=30)
@@ -166,6 +167,7 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
         _set(status, "Breached", False, "Passing" if verdict in PASSING else "BelowThreshold",
              "no breach", now, ctx.generation)
     _set_valid(status, ctx, now)
+    step.events += next_winner(spec, status, evaluation, ctx.alert.version, spec.window, now, ctx.generation)
 
     # Events on transitions (an alert's own Event replaces the transition Event of the same reason).
     if verdict == Verdict.FAIL and not breached and (previous.phase != Phase.FAILING or kind != _failure_reason(_last_failed(previous))):
@@ -209,8 +211,8 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
 def _new_streak(status: DriftPolicyStatus) -> DriftPolicyStatus:
     """Failures of one version never count against another: the streak and breach start over."""
     return status.model_copy(update={
-        "consecutive_failures": 0, "failing_since": None, "phase": Phase.PENDING, "looks": 0,
-        "conditions": [c for c in status.conditions if c.type != "Breached"],
+        "consecutive_failures": 0, "failing_since": None, "phase": Phase.PENDING, "looks": 0, "winner": None,
+        "conditions": [c for c in status.conditions if c.type not in ("Breached", "Winner")],
     })
 
 

@@ -85,6 +85,9 @@ class PolicyVerdict:
     version: str | None = None  # the version the verdict is about (status.evaluatedVersion), if known
     window: datetime.timedelta = datetime.timedelta(0)  # each evaluation looks back this far
     recent: tuple[tuple[datetime.datetime, Verdict], ...] = ()  # (time, verdict) of the recent evaluations, oldest first
+    winner: str | None = None  # the A/B winner for `version` (a track's name), once decided (status.winner)
+    winner_evidence_from: datetime.datetime | None = None  # where the deciding look's window began
+    winner_summary: str = ""
 
     @classmethod
     def from_policy(cls, name: str, spec: DriftPolicySpec, status: DriftPolicyStatus) -> PolicyVerdict:
@@ -97,6 +100,7 @@ class PolicyVerdict:
             failing_checks=tuple(r.check for r in last.results if r.verdict == Verdict.FAIL) if last else (),
             version=status.evaluated_version, window=spec.window,
             recent=tuple((e.time, e.verdict) for e in status.evaluations),
+            **_winner(status),
         )
 
     @classmethod
@@ -104,6 +108,12 @@ class PolicyVerdict:
         """A policy the operator cannot read: an Error verdict, which never passes a gate and never acts."""
         return cls(name=name, track=track, verdict=Verdict.ERROR, evaluated_at=None, consecutive_failures=0,
                    failure_threshold=1, rollback=False, failing_checks=(problem,))
+
+    def won_since(self, version: str, moment: datetime.datetime | None) -> bool:
+        """This policy's comparison named `track` the winner for `version`, on a look whose whole
+        window lies after `moment` (traffic of an earlier split never counts)."""
+        return (self.winner == self.track and self.version == version and self.winner_evidence_from is not None
+                and (moment is None or self.winner_evidence_from >= moment))
 
     def about(self, version: str) -> bool:
         """A verdict about another version (an earlier canary, a rolled-back stable) says nothing here."""
@@ -159,3 +169,12 @@ class Plan:
     status: dict[str, Any]  # the complete desired status, wire format
     events: list[Event] = field(default_factory=list)
     breaches: tuple[str, ...] = ()  # the policies whose verdicts counted as a breach to act on (for the decision log)
+
+
+def _winner(status: DriftPolicyStatus) -> dict[str, Any]:
+    """The A/B winner fields of a PolicyVerdict, when the policy decided one for its evaluated version."""
+    winner = status.winner
+    if winner is None or winner.decided_at is None or winner.version != status.evaluated_version:
+        return {}
+    metrics = ", ".join(f"{m.metric} {m.effect:+.3g} in [{m.lower:+.3g}, {m.upper:+.3g}]" for m in winner.metrics)
+    return {"winner": winner.winner, "winner_evidence_from": winner.window_start, "winner_summary": metrics}

@@ -38,8 +38,12 @@ def acted(setting, scenario: str, runs: int, seed: int, hours: float = 2.0, rows
 def test_the_levels_spend_at_most_alpha():
     canary = DriftPolicySpec.model_validate({"targetRef": {"name": "m"}, "track": "canary", "alpha": 0.02})
     status = DriftPolicyStatus(evaluated_version="3")
-    levels = [evaluation_level(canary, status.model_copy(update={"looks": k}), "3") for k in range(100_000)]
-    assert sum(levels) <= 0.02 and levels[0] == pytest.approx(0.02 * ROLLOUT_SPENDING)
+    day = 24 * 60  # looks a day at the default interval of 1m
+    levels = [evaluation_level(canary, status.model_copy(update={"looks": k}), "3") for k in range(10 * day)]
+    assert sum(levels[:day]) <= 0.02 and levels[0] == pytest.approx(0.02 * ROLLOUT_SPENDING)  # the rollout's first day
+    for later in range(1, 10):  # a canary still serving after a day spends alpha per day, as a stable track does
+        assert sum(levels[later * day:(later + 1) * day]) == pytest.approx(0.02)
+    assert min(levels) == levels[day - 1] and levels[day] > 1000 * levels[day - 1]  # no endless shrinking
     assert evaluation_level(canary, status.model_copy(update={"looks": 9}), "4") == levels[0]  # a new version, a new budget
     stable = DriftPolicySpec.model_validate({"targetRef": {"name": "m"}, "interval": "5m"})
     assert evaluation_level(stable, status, "3") * (24 * 12) == pytest.approx(stable.alpha)  # per day, evenly

@@ -24,7 +24,8 @@ EVALUATIONS = Counter("modelwarden_operator_evaluations", "DriftPolicy evaluatio
 CHECK_VALUE = Gauge("modelwarden_operator_check_value", "Value of each check at the last evaluation.", ["namespace", "policy", "check"])
 DRIFT_SCORE = Gauge(
     "modelwarden_operator_drift_score",
-    f"Drift statistic per feature at the last evaluation (the {MAX_DRIFT_FEATURES} largest per policy).",
+    f"Drift score per feature at the last evaluation (the {MAX_DRIFT_FEATURES} largest per policy): the effect size "
+    "(W1 in standard deviations, or total variation) for ks/chi2/combined, the distance for the distance methods.",
     ["namespace", "policy", "check", "feature"],
 )
 ACTIONS = Counter("modelwarden_operator_actions", "Actions by type and outcome.", ["namespace", "policy", "action", "outcome"])
@@ -75,8 +76,10 @@ def record_evaluation(namespace: str, policy: str, evaluation: Evaluation, drift
         check = (namespace, policy, result.check)
         CHECK_VALUE.labels(*check).set(result.value if result.value is not None else math.nan)
         _remember(owner, CHECK_VALUE, check)
-    scores = [(float(d.statistic[i]), d.check, name) for d in drifts for i, name in enumerate(d.names)
-              if d.tested[i] and math.isfinite(float(d.statistic[i]))]
+    # One scale per check: `combined` tests each feature by KS or χ², whose statistics do not compare; the effect does.
+    scores = [(float(value[i]), d.check, name) for d in drifts
+              for value in [d.effect if d.effect is not None else d.statistic]
+              for i, name in enumerate(d.names) if d.tested[i] and math.isfinite(float(value[i]))]
     keep = {(namespace, policy, check, name): score for score, check, name in sorted(scores, reverse=True)[:MAX_DRIFT_FEATURES]}
     with _lock:
         stale = {(m, l) for m, l in _series[owner] if m is DRIFT_SCORE and l not in keep}

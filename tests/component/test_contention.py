@@ -8,7 +8,9 @@ while two busy loops starve the CPU. Promotion, canary-abort and stable-rollback
   MODEL_URI never go back (recorded from the API server's own watch);
 - no step advanced while the gate fails; exactly one abort/rollback per ModelDeployment, acted on
   the threshold's evaluation or the one after it (no more evaluations in between);
-- exactly one retraining Job per breach.
+- exactly one retraining Job per breach;
+- every DriftPolicy's `status.looks` (the looks its error budget was spent over) grows by exactly
+  one per persisted evaluation that judged something: none counted twice, none lost.
 """
 
 from __future__ import annotations
@@ -128,6 +130,24 @@ class WatchRecorder:
             return [o for o in self.events[kind] if o["metadata"].get("namespace") == namespace and o["metadata"]["name"] == name]
 
 
+def looks_trail(policies: list[dict]) -> list[tuple[str | None, str, int, int]]:
+    """(evaluatedVersion, lastEvaluation.time, looks, whether it judged) of each persisted
+    evaluation of a DriftPolicy in the order the API server stored them; one evaluation stored
+    with two different counts of looks is an error at once."""
+    trail: list[tuple[str | None, str, int, int]] = []
+    for status in (p.get("status") or {} for p in policies):
+        evaluation = status.get("lastEvaluation")
+        if not evaluation:
+            continue
+        judged = int(any(r["verdict"] in ("Pass", "Warning", "Fail") for r in evaluation.get("results", [])))
+        entry = (status.get("evaluatedVersion"), evaluation["time"], status.get("looks", 0), judged)
+        if trail and trail[-1][1] == entry[1]:
+            assert trail[-1] == entry, ("one evaluation, two counts of looks", trail[-1], entry)
+            continue
+        trail.append(entry)
+    return trail
+
+
 def model_uri(deployment: dict) -> str:
     env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     return next(e["value"] for e in env if e["name"] == "MODEL_URI")
@@ -197,6 +217,7 @@ def test_decisions_stay_right_under_contention(cluster, kube, contention, fake_p
         "md": "/apis/modelwarden.io/v1alpha1/modeldeployments",
         "deploy": "/apis/apps/v1/deployments",
         "vs": "/apis/networking.istio.io/v1/virtualservices",
+        "dp": "/apis/modelwarden.io/v1alpha1/driftpolicies",
     }, cluster.plane.session).start()
     kubelet = PodKubelet(kube, interval=0.5).start()
     metrics_port = free_port()
@@ -276,6 +297,17 @@ def test_decisions_stay_right_under_contention(cluster, kube, contention, fake_p
         uris = changes([model_uri(d) for d in recorder.objects("deploy", "rollback", f"{name}-stable")])
         assert uris == [f"file:///m/{name}/1", f"file:///m/{name}/2", f"file:///m/{name}/1"], (name, uris)
         assert acted_on_first_breach(decisions, "rollback", name, "StableRolledBack")
+
+    # The error budget's count of looks: exactly one more per persisted judging evaluation of a version.
+    for namespace in ("promote", "abort", "rollback"):
+        for name in names:
+            trail = looks_trail(recorder.objects("dp", namespace, name))
+            assert trail, (namespace, name)
+            previous_version, previous_looks = None, 0
+            for version, at, looks, judged in trail:
+                expected = (previous_looks if version == previous_version else 0) + judged
+                assert looks == expected, (namespace, name, at, trail)
+                previous_version, previous_looks = version, looks
 
     # One retraining Job per breach, whatever the 409s and 500s did to the creates.
     for namespace in ("abort", "rollback"):

@@ -312,3 +312,20 @@ def test_a_job_whose_record_was_lost_is_adopted_and_no_second_job_follows():
     assert decide.adopt_unrecorded_job(adopted, [job]) == adopted
     older = JobState("gate-retrain-old", JobOutcome.SUCCEEDED, started_at=T0 - datetime.timedelta(days=1), trigger="breach")
     assert decide.adopt_unrecorded_job(adopted, [older]).last_retrain.job_name == job.name
+
+
+def test_looks_count_per_version_as_the_budget_levels_them_even_from_an_unknown_version():
+    """A canary judged before the ModelDeployment's status names its version (None), then as "2":
+    the first look at "2" gets the first look's level, so it must count as the first look."""
+    from modelwarden.planning.budget import evaluation_level
+
+    unknown = decide.PolicyContext(**{**ctx().__dict__, "alert": AlertContext(policy="gate", namespace="ml", modeldeployment="fraud",
+                                                                           model="fraud", track="canary", version=None)})
+    known = ctx()
+    status = DriftPolicyStatus()
+    for context, expected_looks in ((unknown, 1), (unknown, 2), (known, 1), (known, 2), (unknown, 1)):
+        level = evaluation_level(context.spec, status, context.alert.version)
+        assert level == evaluation_level(context.spec, DriftPolicyStatus(looks=expected_looks - 1, evaluated_version=context.alert.version),
+                                         context.alert.version)
+        status = decide.observe(context, status, evaluation(P, T0), T0).status
+        assert status.looks == expected_looks and status.evaluated_version == context.alert.version

@@ -140,7 +140,9 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
         previous = _new_streak(previous)
     status = previous.model_copy(deep=True)
     status.evaluated_version = ctx.alert.version
-    status.looks = previous.looks + spent(evaluation)
+    # Counted as budget.evaluation_level counted them for this look's level: per version, so looks at
+    # a version not yet known (None) never make the first looks at the real one spend a second time.
+    status.looks = (previous.looks if previous.evaluated_version == ctx.alert.version else 0) + spent(evaluation)
     verdict = evaluation.verdict
     failed = [r.check for r in evaluation.results if r.verdict == Verdict.FAIL]
     status.last_evaluation = evaluation

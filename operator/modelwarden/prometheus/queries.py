@@ -86,6 +86,7 @@ class Selector:
 # How far back an instant selector finds a sample (Prometheus's default --query.lookback-delta):
 # a reset between that sample and the window's first one must be seen as well.
 LOOKBACK = timedelta(minutes=5)
+PROCESS_START = "process_start_time_seconds"  # prometheus_client's process collector, on every model server
 
 
 def _window(metric: str, selector: Selector, window: timedelta, offset: timedelta | None, extra: str = "") -> str:
@@ -99,7 +100,10 @@ def _window(metric: str, selector: Selector, window: timedelta, offset: timedelt
        at the end minus the counter at the start — exactly the observations scraped in between;
     2. born inside the window (absent at its start, first sample 0 — the model server exports a
        new series at 0 once, and has no reset): its value at the end;
-    3. anything else (a reset, a series that ended, a gap): ``increase()``, PromQL's estimate.
+    3. absent at the window's start, from a process that started inside the window (its target's
+       ``process_start_time_seconds``; a new canary pod serves before its first scrape, so its
+       first sample is rarely 0), with no reset: its value at the end, all counted since then;
+    4. anything else (a reset, a series that ended, a gap): ``increase()``, PromQL's estimate.
     """
     series = f"{metric}{{{selector.matchers()}{extra}}}"
     end = f" offset {format_duration(offset)}" if offset else ""
@@ -111,7 +115,10 @@ def _window(metric: str, selector: Selector, window: timedelta, offset: timedelt
     both_edges = f"(({series}{end} - {series}{start}) >= 0 unless resets({series}[{near}]{end}) > 0)"
     born = (f"((({series}{end} unless {series}{start}) and min_over_time({series}[{span}]{end}) == 0)"
             f" unless resets({series}[{span}]{end}) > 0)")
-    return f"({both_edges} or {born} or increase({series}[{span}]{end}))"
+    window_start = ((offset or timedelta()) + window).total_seconds()
+    started = (f"((({series}{end} unless {series}{start}) and on (instance, job) "
+               f"({PROCESS_START}{end} > (time() - {window_start:g}))) unless resets({series}[{span}]{end}) > 0)")
+    return f"({both_edges} or {born} or {started} or increase({series}[{span}]{end}))"
 
 
 def feature_buckets(selector: Selector, window: timedelta, offset: timedelta | None = None) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.metrics_core import Metric
 
 from modelwarden.contract.metrics import MODEL, TRACK, VERSION, level_key
@@ -202,6 +202,9 @@ class ModelService:
             self.schema = FeatureSchema.without_profile(feature_names or [])
             self.classes = [level_key(c) for c in runner.classes or []]
         self.registry = CollectorRegistry()
+        # process_start_time_seconds tells the operator a series born inside a window counts from
+        # 0 at the process's start (prometheus.queries._window): exact even before its first scrape.
+        ProcessCollector(registry=self.registry)
         self.monitor: ModelMonitor | NullMonitor = (
             ModelMonitor(config.name, config.version, config.track, profile, registry=self.registry,
                          task=runner.task, classes=self.classes)

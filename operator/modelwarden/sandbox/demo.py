@@ -287,7 +287,7 @@ class Demo:
             "spec": {
                 "targetRef": {"name": NAME}, "track": "canary", "interval": self.pace.interval, "window": self.pace.window,
                 "minSamples": self.pace.min_samples, "failureThreshold": 2, "reference": {"track": "stable"},
-                "drift": {"method": "ks"}, "performance": [{"metric": "accuracy", "min": 0.7}],
+                "drift": {}, "performance": [{"metric": "accuracy", "min": 0.7}],
                 "actions": {
                     "rollback": True,
                     "alert": {"webhook": {"url": self.receiver.url, "hmacSecretRef": {"name": "webhook-signing", "key": "secret"}}},

@@ -33,16 +33,16 @@ def test_an_error_rate_of_zero_still_gets_an_interval_that_holds_no_difference_w
     assert difference(0, 5000, 60, 5000, 0.01).better(higher_is_better=False) is Side.CANDIDATE
 
 
-def spec() -> DriftPolicySpec:
+def spec(**overrides) -> DriftPolicySpec:
     return DriftPolicySpec.model_validate({
         "targetRef": {"name": "fraud"}, "track": "canary", "interval": "1m", "window": "15m", "failureThreshold": 3,
-        "minSamples": 500, "drift": None, "comparison": {"track": "stable", "metrics": ["accuracy"]}})
+        "minSamples": 500, "drift": None, "comparison": {"track": "stable", "metrics": ["accuracy"]}, **overrides})
 
 
-def context(version: str = "8") -> decide.PolicyContext:
-    return decide.PolicyContext(name="ab", namespace="ml", uid="uid", spec=spec(), generation=1, created=T0,
+def context(version: str = "8", rollout_started=None, **overrides) -> decide.PolicyContext:
+    return decide.PolicyContext(name="ab", namespace="ml", uid="uid", spec=spec(**overrides), generation=1, created=T0,
                                 alert=AlertContext(policy="ab", namespace="ml", modeldeployment="fraud", model="fraud",
-                                                   track="canary", version=version))
+                                                   track="canary", version=version), rollout_started=rollout_started)
 
 
 def look(candidate_correct: int, baseline_correct: int, labels: int = 2000):
@@ -51,8 +51,8 @@ def look(candidate_correct: int, baseline_correct: int, labels: int = 2000):
     return Observations(current=current, baseline=baseline)
 
 
-def observe(status, observations, at, version="8"):
-    ctx = context(version)
+def observe(status, observations, at, version="8", rollout_started=None, **overrides):
+    ctx = context(version, rollout_started, **overrides)
     evaluation = judge(ctx.spec, observations, at, 0.001).evaluation
     return decide.observe(ctx, status, evaluation, at)
 
@@ -99,10 +99,12 @@ def ab_md(auto: bool = True):
     return md(canary={"version": "8", "modelUri": "s3://models/8", "replicas": 1, "weight": 50, "autoPromoteWinner": auto})
 
 
-def gate(winner: str | None, evidence_from, result: str = "Pass", name: str = "ab", version: str = "8") -> PolicyVerdict:
+def gate(winner: str | None, evidence_from, result: str = "Pass", name: str = "ab", version: str = "8",
+         baseline: str = "stable") -> PolicyVerdict:
     return PolicyVerdict(name=name, track="canary", verdict=Verdict(result), evaluated_at=T0 + 30 * MIN, consecutive_failures=0,
                          failure_threshold=3, rollback=True, version=version, window=datetime.timedelta(minutes=15),
-                         winner=winner, winner_evidence_from=evidence_from, winner_summary="accuracy +0.1 in [+0.07, +0.13]")
+                         winner=winner, winner_baseline=baseline if winner else None, winner_evidence_from=evidence_from,
+                         winner_summary="accuracy +0.1 in [+0.07, +0.13]")
 
 
 def started():
@@ -125,6 +127,8 @@ def test_auto_promote_winner_promotes_the_canary_that_won_on_fresh_evidence():
     ("the deciding window began before the split", [gate("canary", T0 - 5 * MIN)]),
     ("the winner is about another version", [gate("canary", T0 + 5 * MIN, version="7")]),
     ("another gating policy has no data", [gate("canary", T0 + 5 * MIN), gate(None, None, result="InsufficientData", name="drift")]),
+    ("another gating policy named stable the winner", [gate("canary", T0 + 5 * MIN), gate("stable", T0 + 5 * MIN, name="errors")]),
+    ("it beat only the shadow", [gate("canary", T0 + 5 * MIN, baseline="shadow")]),
 ])
 def test_no_promotion_without_a_fresh_canary_win_and_every_gate_passing(why, verdicts):
     result, held = step(started(), ALL_READY, verdicts, now=T0 + 31 * MIN)
@@ -143,3 +147,42 @@ def test_policy_verdict_reads_the_winner_of_its_evaluated_version_only():
     verdict = PolicyVerdict.from_policy("ab", spec(), status)
     assert verdict.winner == "canary" and verdict.winner_evidence_from == T0 - spec().window
     assert verdict.won_since("8", T0 - spec().window) and not verdict.won_since("8", T0) and not verdict.won_since("9", None)
+
+
+def test_only_evidence_from_after_the_split_began_decides_and_a_retried_split_is_asked_again():
+    started = T0 - 10 * MIN  # the 15-minute window of a look at T0 reaches back before it
+    early = observe(DriftPolicyStatus(), look(1900, 1700), T0, rollout_started=started)
+    assert early.status.winner.winner == "Inconclusive" and early.status.winner.metrics[0].winner == "canary"
+    later = observe(early.status, look(1900, 1700), T0 + 5 * MIN, rollout_started=started)
+    assert later.status.winner.winner == "canary" and later.status.winner.window_start == started
+    # Aborted and retried under the same version: the old answer is about another split.
+    retried = observe(later.status, look(1745, 1740), T0 + 30 * MIN, rollout_started=T0 + 20 * MIN)
+    assert retried.status.winner.winner == "Inconclusive"
+    again = observe(retried.status, look(1900, 1700), T0 + 36 * MIN, rollout_started=T0 + 20 * MIN)
+    assert again.status.winner.winner == "canary" and again.status.winner.decided_at == T0 + 36 * MIN
+
+
+def test_a_look_whose_gate_fails_never_names_the_policys_own_track():
+    both = spec(comparison={"track": "stable", "metrics": ["accuracy", "error_rate"]})
+    current = TrackWindow(confusion={("1", "1"): 1900.0, ("0", "1"): 100.0}, counters={"requests": 5000.0, "errors": 42.0})
+    baseline = TrackWindow(confusion={("1", "1"): 1700.0, ("0", "1"): 300.0}, counters={"requests": 5000.0, "errors": 25.0})
+    evaluation = judge(both, Observations(current=current, baseline=baseline), T0, 0.05).evaluation
+    verdicts = {r.check: r.verdict for r in evaluation.results}
+    assert verdicts["comparison/error_rate"] == Verdict.FAIL  # one-sided: significantly worse ...
+    interval = next(r for r in evaluation.results if r.check == "comparison/error_rate")
+    assert interval.lower_bound < 0 < interval.upper_bound  # ... while its two-sided interval is inconclusive
+    ctx = decide.PolicyContext(**{**context().__dict__, "spec": both})
+    winner = decide.observe(ctx, DriftPolicyStatus(), evaluation, T0).status.winner
+    accuracy = next(m for m in winner.metrics if m.metric == "accuracy")
+    assert accuracy.winner == "canary" and winner.winner == "Inconclusive"
+
+
+def test_the_evidence_of_an_accuracy_comparison_reaches_back_its_feedback_window():
+    status = observe(DriftPolicyStatus(), look(1900, 1700), T0, feedbackWindow="2h").status
+    assert status.winner.winner == "canary" and status.winner.window_start == T0 - datetime.timedelta(hours=2)
+
+
+def test_a_policy_whose_comparison_was_removed_names_no_winner_to_the_modeldeployment():
+    status = observe(DriftPolicyStatus(), look(1900, 1700), T0).status
+    assert PolicyVerdict.from_policy("ab", spec(), status).winner == "canary"
+    assert PolicyVerdict.from_policy("ab", spec(comparison=None), status).winner is None

@@ -200,7 +200,7 @@ def _performance_check(check: PerformanceCheck, min_samples: int, observations: 
         bounds = errors.bounds(metric.value, side)
         if bounds is None and value is not None and errors.observations >= min_samples:
             why = ("it needs 2 observations" if errors.observations < 2 else
-                   f"the servers export no finite {FOURTH_POWER_SERIES} (older than this operator?)")
+                   f"no finite {FOURTH_POWER_SERIES} consistent with the squared errors (servers older than this operator?)")
             return result(name, Verdict.INSUFFICIENT_DATA, f"{what} {value:.4g} has no confidence bound: {why}", value,
                           check.max if check.max is not None else check.min, errors.observations)
         lower, upper = bounds or (0.0, math.inf)

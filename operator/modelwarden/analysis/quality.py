@@ -109,6 +109,9 @@ def averaging(seen: Iterable[str], profile_classes: list[str] | None, profile_po
     return Averaging(positive, "the positive class")
 
 
+CONSISTENCY_TOLERANCE = 1e-9  # float rounding of sums that are consistent
+
+
 @dataclass(frozen=True)
 class RegressionErrors:
     """Regression feedback: sums of squared and absolute errors (and of fourth powers, the spread of
@@ -130,7 +133,10 @@ class RegressionErrors:
 
         MSE is the mean of the squared errors, bounded by their spread (Σe⁴); RMSE through MSE's
         bounds (the square root is monotone); MAE is the mean of the absolute errors, whose spread
-        Σe² already gives. None without the sums it needs or with fewer than 2 observations.
+        Σe² already gives. None without the sums it needs, with fewer than 2 observations, or with
+        sums no set of errors could have (n·Σy² < (Σy)²: the two sums cover different series, as in
+        a fleet half upgraded to the fourth-power series): a bound of zero width would act on the
+        point estimate after all.
         """
         n = self.observations
         if not n >= 2:
@@ -142,6 +148,8 @@ class RegressionErrors:
         if squares_sum is None or not (math.isfinite(values_sum) and math.isfinite(squares_sum)):
             return None
         mean = max(values_sum, 0.0) / n
+        if squares_sum < n * mean * mean * (1 - CONSISTENCY_TOLERANCE):
+            return None
         variance = max(squares_sum - n * mean * mean, 0.0) / (n - 1)
         margin = float(stats.t.ppf(1 - level, n - 1)) * math.sqrt(variance / n)
         lower, upper = max(mean - margin, 0.0), mean + margin

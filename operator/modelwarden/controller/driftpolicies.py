@@ -77,6 +77,7 @@ logger = logging.getLogger(__name__)
 class TargetInfo:
     model: str
     versions: dict[str, str] = field(default_factory=dict)  # track -> version served (from status)
+    canary_started_at: str | None = None  # status.canaryStartedAt: when the current canary split began
 
 
 def policy_targets(namespace: str, name: str, spec: Any, status: Any, **_: Any) -> dict[Any, Any] | None:
@@ -85,7 +86,7 @@ def policy_targets(namespace: str, name: str, spec: Any, status: Any, **_: Any) 
     status = dict(status or {})
     versions = {track: status[track]["version"] for track in ("stable", "canary", "shadow")
                 if isinstance(status.get(track), dict) and status[track].get("version")}
-    return {(namespace, name): TargetInfo(spec["model"], versions)}
+    return {(namespace, name): TargetInfo(spec["model"], versions, status.get("canaryStartedAt"))}
 
 
 def retrain_jobs(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any]:
@@ -216,6 +217,7 @@ def _context(policy: DriftPolicy, namespace: str, name: str, uid: str, target: T
     return PolicyContext(
         name=name, namespace=namespace, uid=uid, spec=spec, generation=policy.metadata.get("generation"),
         created=parse_timestamp(created), alert=alert,
+        rollout_started=parse_timestamp(target.canary_started_at) if target and spec.track.value == "canary" else None,
     )
 
 

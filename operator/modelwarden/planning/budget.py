@@ -9,7 +9,9 @@ at level a_k with Σ a_k ≤ alpha, the chance of any false breach in that perio
 * a rollout (the canary or shadow track), per version: a_k = alpha · 6 / (π² k²) over its first
   day of looks, whose sum is below alpha — the early looks, where a bad canary should be caught,
   get the most; a canary or shadow still serving the same version after a day (a long A/B split)
-  is then judged as the stable track is, else its level would shrink without end;
+  is then judged as the stable track is, else its level would shrink without end — except with a
+  ``comparison``: its A/B winner is one answer per version, bounded over every look, so its
+  levels keep the rollout spending (planning.winner);
 * the stable track, per day: a_k = alpha · interval / 1 day, spread evenly.
 
 Only evaluations that judged something (a Pass, Warning or Fail among the checks) spend budget:
@@ -35,7 +37,7 @@ def evaluation_level(spec: DriftPolicySpec, previous: DriftPolicyStatus, version
     if spec.track is Track.STABLE:
         return per_day
     looks = previous.looks if previous.evaluated_version == version else 0
-    if looks >= looks_per_day(spec):
+    if looks >= looks_per_day(spec) and spec.comparison is None:
         return per_day
     return spec.alpha * ROLLOUT_SPENDING / (looks + 1) ** 2
 

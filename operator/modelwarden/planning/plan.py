@@ -238,7 +238,8 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
         return False
     if not canary.steps:
         winners = [v for v in gating if v.won_since(model.version, status.canary_started_at)]
-        if canary.auto_promote_winner and winners and all(v.passed_since(status.canary_started_at) for v in gating):
+        if canary.auto_promote_winner and winners and not any(v.lost(model.version) for v in gating) \
+                and all(v.passed_since(status.canary_started_at) for v in gating):
             _promote(model, status, now, events, f": it won the A/B comparison (DriftPolicy {winners[0].name}: "
                                                  f"{winners[0].winner_summary})")
             return False

@@ -49,6 +49,7 @@ class PolicyContext:
     generation: int | None
     created: datetime.datetime | None
     alert: AlertContext
+    rollout_started: datetime.datetime | None = None  # when the judged canary's current split began (a retry starts anew)
 
     @property
     def target_text(self) -> str:
@@ -169,7 +170,7 @@ def observe(ctx: PolicyContext, previous: DriftPolicyStatus, evaluation: Evaluat
         _set(status, "Breached", False, "Passing" if verdict in PASSING else "BelowThreshold",
              "no breach", now, ctx.generation)
     _set_valid(status, ctx, now)
-    step.events += next_winner(spec, status, evaluation, ctx.alert.version, spec.window, now, ctx.generation)
+    step.events += next_winner(spec, status, evaluation, ctx.alert.version, ctx.rollout_started, now, ctx.generation)
 
     # Events on transitions (an alert's own Event replaces the transition Event of the same reason).
     if verdict == Verdict.FAIL and not breached and (previous.phase != Phase.FAILING or kind != _failure_reason(_last_failed(previous))):

@@ -86,6 +86,7 @@ class PolicyVerdict:
     window: datetime.timedelta = datetime.timedelta(0)  # each evaluation looks back this far
     recent: tuple[tuple[datetime.datetime, Verdict], ...] = ()  # (time, verdict) of the recent evaluations, oldest first
     winner: str | None = None  # the A/B winner for `version` (a track's name), once decided (status.winner)
+    winner_baseline: str | None = None  # the track it was compared with (spec.comparison.track)
     winner_evidence_from: datetime.datetime | None = None  # where the deciding look's window began
     winner_summary: str = ""
 
@@ -100,7 +101,7 @@ class PolicyVerdict:
             failing_checks=tuple(r.check for r in last.results if r.verdict == Verdict.FAIL) if last else (),
             version=status.evaluated_version, window=spec.window,
             recent=tuple((e.time, e.verdict) for e in status.evaluations),
-            **_winner(status),
+            **_winner(spec, status),
         )
 
     @classmethod
@@ -112,8 +113,12 @@ class PolicyVerdict:
     def won_since(self, version: str, moment: datetime.datetime | None) -> bool:
         """This policy's comparison named `track` the winner for `version`, on a look whose whole
         window lies after `moment` (traffic of an earlier split never counts)."""
-        return (self.winner == self.track and self.version == version and self.winner_evidence_from is not None
-                and (moment is None or self.winner_evidence_from >= moment))
+        return (self.winner == self.track and self.winner_baseline == "stable" and self.version == version
+                and self.winner_evidence_from is not None and (moment is None or self.winner_evidence_from >= moment))
+
+    def lost(self, version: str) -> bool:
+        """This policy's comparison named its baseline the winner for `version`: the canary is worse."""
+        return self.winner is not None and self.winner == self.winner_baseline and self.version == version
 
     def about(self, version: str) -> bool:
         """A verdict about another version (an earlier canary, a rolled-back stable) says nothing here."""
@@ -171,10 +176,12 @@ class Plan:
     breaches: tuple[str, ...] = ()  # the policies whose verdicts counted as a breach to act on (for the decision log)
 
 
-def _winner(status: DriftPolicyStatus) -> dict[str, Any]:
-    """The A/B winner fields of a PolicyVerdict, when the policy decided one for its evaluated version."""
+def _winner(spec: DriftPolicySpec, status: DriftPolicyStatus) -> dict[str, Any]:
+    """The A/B winner fields of a PolicyVerdict, when the policy (still with a comparison) decided one
+    for its evaluated version."""
     winner = status.winner
-    if winner is None or winner.decided_at is None or winner.version != status.evaluated_version:
+    if spec.comparison is None or winner is None or winner.decided_at is None or winner.version != status.evaluated_version:
         return {}
     metrics = ", ".join(f"{m.metric} {m.effect:+.3g} in [{m.lower:+.3g}, {m.upper:+.3g}]" for m in winner.metrics)
-    return {"winner": winner.winner, "winner_evidence_from": winner.window_start, "winner_summary": metrics}
+    return {"winner": winner.winner, "winner_baseline": spec.comparison.track.value, "winner_evidence_from": winner.window_start,
+            "winner_summary": metrics}

@@ -5,7 +5,9 @@ Each look's comparison results carry the effect's two-sided interval at the look
 first look whose intervals exclude no difference decides, and the decision stands for that
 version: repeating the test until it says what one hopes is exactly what the budget pays for, so
 no later look may overturn it (the gate's own one-sided test still rolls a worse track back).
-A metric that shows the baseline better outweighs one that shows the track better.
+A metric that shows the baseline better outweighs one that shows the track better, and a look on
+which any comparison fails the gate never names the policy's own track. Only evidence gathered
+after the current split began decides (a canary retried after an abort starts a new question).
 """
 
 from __future__ import annotations
@@ -48,26 +50,40 @@ def describe(winner: Winner) -> str:
     return f"{winner.winner}{level}: {metrics}" if metrics else winner.winner
 
 
+def evidence_span(spec: DriftPolicySpec) -> datetime.timedelta:
+    """How far back a look's comparison reaches: accuracy reads the feedback window."""
+    assert spec.comparison is not None
+    if "accuracy" in spec.comparison.metrics and spec.feedback_window is not None:
+        return max(spec.window, spec.feedback_window)
+    return spec.window
+
+
 def next_winner(spec: DriftPolicySpec, status: DriftPolicyStatus, evaluation: Evaluation, version: str | None,
-                window: datetime.timedelta, now: datetime.datetime, generation: int | None) -> list[Event]:
+                rollout_started: datetime.datetime | None, now: datetime.datetime, generation: int | None) -> list[Event]:
     """Update status.winner and the Winner condition from this look; the Events of a decision."""
     if spec.comparison is None:
         return []
     track, baseline = spec.track.value, spec.comparison.track.value
     previous = status.winner if status.winner is not None and status.winner.version == version else None
+    if previous is not None and rollout_started is not None and previous.decided_at is not None and previous.decided_at < rollout_started:
+        previous = None  # decided about an earlier split of this version (aborted, then retried): ask again
     if previous is not None and previous.winner != INCONCLUSIVE:
-        return []  # decided for this version: it stands
+        return []  # decided for this split: it stands
     judged = _judged(evaluation, track, baseline)
+    window_start = evaluation.time - evidence_span(spec)
     if not judged:
         status.winner = previous or Winner(version=version)
         _condition(status, now, generation)
         return []
     sides = {m.winner for m in judged}
-    decided = baseline if baseline in sides else track if track in sides else INCONCLUSIVE
+    gate_failed = any(r.check.startswith(PREFIX) and r.verdict == Verdict.FAIL for r in evaluation.results)
+    decided = baseline if baseline in sides else track if track in sides and not gate_failed else INCONCLUSIVE
+    if rollout_started is not None and window_start < rollout_started:
+        decided = INCONCLUSIVE  # the window reaches back before this split: not evidence about it
     level = next(r.threshold for r in evaluation.results if r.check.startswith(PREFIX) and r.threshold is not None)
     status.winner = Winner(version=version, winner=decided, level=level, metrics=judged,
                            decided_at=evaluation.time if decided != INCONCLUSIVE else None,
-                           window_start=evaluation.time - window if decided != INCONCLUSIVE else None)
+                           window_start=window_start if decided != INCONCLUSIVE else None)
     _condition(status, now, generation)
     if decided == INCONCLUSIVE:
         return []

@@ -98,12 +98,12 @@ def _window(metric: str, selector: Selector, window: timedelta, offset: timedelt
 
     1. present at both edges with no reset near the window (and no fall between them): the counter
        at the end minus the counter at the start — exactly the observations scraped in between;
-    2. born inside the window (absent at its start, first sample 0 — the model server exports a
-       new series at 0 once, and has no reset): its value at the end;
-    3. absent at the window's start, from a process that started inside the window (its target's
-       ``process_start_time_seconds``; a new canary pod serves before its first scrape, so its
-       first sample is rarely 0), with no reset: its value at the end, all counted since then;
-    4. anything else (a reset, a series that ended, a gap): ``increase()``, PromQL's estimate.
+    2. born inside the window with no reset: its value at the end. Born means absent at the
+       window's start and either scraped at 0 (the model server exports a new series at 0 once) or
+       from a process that started inside the window (its target's ``process_start_time_seconds``,
+       joined on ``instance`` and ``job``: a new canary pod serves before its first scrape, so its
+       first sample is rarely 0, but everything it counted is from inside the window);
+    3. anything else (a reset, a series that ended, a gap): ``increase()``, PromQL's estimate.
     """
     series = f"{metric}{{{selector.matchers()}{extra}}}"
     end = f" offset {format_duration(offset)}" if offset else ""
@@ -113,12 +113,13 @@ def _window(metric: str, selector: Selector, window: timedelta, offset: timedelt
     # ">= 0": a reset the resets() range cannot see (a longer --query.lookback-delta than LOOKBACK)
     # leaves a negative difference; that series falls back to increase() instead.
     both_edges = f"(({series}{end} - {series}{start}) >= 0 unless resets({series}[{near}]{end}) > 0)"
-    born = (f"((({series}{end} unless {series}{start}) and min_over_time({series}[{span}]{end}) == 0)"
+    back = ((offset or timedelta()) + window).total_seconds()
+    namespace = (f'{{{selector.namespace_label}="{escape_label_value(selector.namespace)}"}}'
+                 if selector.namespace_label else "")
+    started = f"({series}{end} and on (instance, job) ({PROCESS_START}{namespace}{end} > (time() - {back:.3f})))"
+    born = (f"((({series}{end} unless {series}{start}) and (min_over_time({series}[{span}]{end}) == 0 or {started}))"
             f" unless resets({series}[{span}]{end}) > 0)")
-    window_start = ((offset or timedelta()) + window).total_seconds()
-    started = (f"((({series}{end} unless {series}{start}) and on (instance, job) "
-               f"({PROCESS_START}{end} > (time() - {window_start:g}))) unless resets({series}[{span}]{end}) > 0)")
-    return f"({both_edges} or {born} or {started} or increase({series}[{span}]{end}))"
+    return f"({both_edges} or {born} or increase({series}[{span}]{end}))"
 
 
 def feature_buckets(selector: Selector, window: timedelta, offset: timedelta | None = None) -> str:

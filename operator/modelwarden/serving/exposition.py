@@ -36,7 +36,7 @@ class Scrape:
     rejected_values: dict[tuple[str, str], int]  # by (input, reason)
     classes: dict[str, int]  # by predicted class
     confusion: dict[tuple[str, str, str, str], int]  # (version, track, predicted, actual)
-    regression: dict[tuple[str, str], tuple[float, float, int]]  # (version, track) -> the REGRESSION_FEEDBACK values
+    regression: dict[tuple[str, str], tuple[float, ...]]  # (version, track) -> the REGRESSION_FEEDBACK values, in order
     column_counts: np.ndarray
     column_sums: np.ndarray
     latency_counts: np.ndarray

@@ -52,7 +52,7 @@ def plausible_range(distribution: Distribution, factor: float) -> Range:
     times its scale (the larger of its width, its largest magnitude and its std; 1 if all are 0).
 
     The profile keeps quantile edges, not the minimum and maximum, so the span is the inner
-    quantiles' (5 %–95 % with 20 bins); the factor dwarfs the difference. ``factor <= 0`` or a
+    quantiles' (0.5 %–99.5 % with 2000 rows or more, else 5 %–95 % with 20 bins); the factor dwarfs the difference. ``factor <= 0`` or a
     categorical column (coded by level, any number is an unseen level): only the magnitude bound.
     """
     points = [*distribution.edges, *([distribution.mean] if distribution.mean is not None else [])]

@@ -325,7 +325,7 @@ class ModelMonitor:
                 rejected_values=dict(self._rejected),
                 classes=dict(self._classes),
                 confusion={key: 0 if key[:2] in self._unexported else n for key, n in self._confusion.items()},
-                regression={made_by: (0.0, 0.0, 0) if made_by in self._unexported else tuple(sums)
+                regression={made_by: tuple(0 * x for x in sums) if made_by in self._unexported else tuple(sums)
                             for made_by, sums in self._regression.items()},
                 column_counts=self._columns.cumulative.copy(),
                 column_sums=self._columns.sums.copy(),

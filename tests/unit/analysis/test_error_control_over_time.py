@@ -45,6 +45,10 @@ def test_the_levels_spend_at_most_alpha():
         assert sum(levels[later * day:(later + 1) * day]) == pytest.approx(0.02)
     assert min(levels) == levels[day - 1] and levels[day] > 1000 * levels[day - 1]  # no endless shrinking
     assert evaluation_level(canary, status.model_copy(update={"looks": 9}), "4") == levels[0]  # a new version, a new budget
+    # With a comparison the A/B winner is one answer per version: its looks keep the rollout spending, whose sum is alpha.
+    ab = DriftPolicySpec.model_validate({"targetRef": {"name": "m"}, "track": "canary", "alpha": 0.02, "comparison": {}})
+    ab_levels = [evaluation_level(ab, status.model_copy(update={"looks": k}), "3") for k in range(10 * day)]
+    assert ab_levels[:day] == levels[:day] and sum(ab_levels) <= 0.02 and ab_levels[-1] < levels[day - 1]
     stable = DriftPolicySpec.model_validate({"targetRef": {"name": "m"}, "interval": "5m"})
     assert evaluation_level(stable, status, "3") * (24 * 12) == pytest.approx(stable.alpha)  # per day, evenly
 

@@ -39,6 +39,15 @@ def test_no_bound_without_the_fourth_power_sum_or_two_observations():
     assert RegressionErrors(math.inf, 2.0, 10, math.inf).bounds("rmse", 0.01) is None
 
 
+def test_sums_no_errors_could_have_give_no_bound_rather_than_a_zero_width_one():
+    """Σe⁴ below (Σe²)²/n (half a fleet exporting it, or a series missing its first scrape) would
+    clip the variance to 0 and make the bound the point estimate."""
+    assert RegressionErrors(1030.0, 800.0, 1000, 900.0).bounds("mse", 0.001) is None
+    assert RegressionErrors(1000.0, 1100.0, 1000, 2000.0).bounds("mae", 0.001) is None  # (Σ|e|)² > n·Σe²
+    constant = np.full(50, 2.0)  # every error the same: consistent, and truly zero width
+    assert sums(constant).bounds("mse", 0.01) == pytest.approx((4.0, 4.0))
+
+
 @pytest.mark.parametrize(("errors", "name"), [("normal", "mse"), ("normal", "mae"), ("laplace", "mse"), ("laplace", "rmse")])
 def test_a_model_exactly_at_its_maximum_fails_at_most_at_the_level(errors, name):
     """The false-fail rate of `max` on a model whose true error equals the maximum: the lower bound
@@ -78,6 +87,8 @@ def test_an_older_server_without_the_fourth_power_series_gives_insufficient_data
     old = RegressionErrors(3000.0, 900.0, 1000.0)
     mse = evaluate({"metric": "mse", "max": 1.0}, old)
     assert mse.verdict == Verdict.INSUFFICIENT_DATA and FEEDBACK_FOURTH_POWER_ERROR_SUM in mse.message and mse.value == 3.0
+    mixed = evaluate({"metric": "mse", "max": 1.0}, RegressionErrors(3000.0, 900.0, 1000.0, 4000.0))  # Σe⁴ from part of the fleet
+    assert mixed.verdict == Verdict.INSUFFICIENT_DATA and "consistent" in mixed.message
     assert evaluate({"metric": "mae", "max": 0.5}, old).verdict == Verdict.FAIL
 
 

@@ -335,6 +335,10 @@ def test_feedback_of_another_track_gets_all_its_series_at_zero_for_one_scrape_fi
 def test_regression_feedback_of_another_version_also_waits_one_scrape(regressor_profile):
     monitor, registry = make_monitor(regressor_profile)
     monitor.record_feedback([1.0, 2.0], [0.0, 0.0], version="6", track="stable")
-    assert value(samples(registry), "modelwarden_feedback_squared_error_sum", version="6") == 0
-    assert value(samples(registry), "modelwarden_feedback_squared_error_sum", version="6") == 5.0
+    first = samples(registry)
+    for name in ("squared_error_sum", "absolute_error_sum", "observations_total", "fourth_power_error_sum"):
+        assert value(first, f"modelwarden_feedback_{name}", version="6") == 0, name  # every series at 0 first
+    second = samples(registry)
+    assert value(second, "modelwarden_feedback_squared_error_sum", version="6") == 5.0
+    assert value(second, "modelwarden_feedback_fourth_power_error_sum", version="6") == 17.0
     assert value(samples(registry), "modelwarden_feedback_observations_total", version="6") == 2

@@ -71,3 +71,12 @@ def test_a_real_change_of_one_feature_among_twenty_is_acted_on_within_30_minutes
 def test_an_irrelevant_change_at_a_million_observations_per_window_never_acts():
     moments = acted(DEFAULTS, "tiny", 20, seed=47, rows=1_000_000)
     assert moments == [None] * 20
+
+
+def test_a_stable_policy_on_an_unchanged_model_spends_its_day_without_a_false_action():
+    """One simulated day of the per-day budget (benchmarks/calibration.py --stable runs 100 of them:
+    0 false actions, a 95 % bound of 0.9 per 30 days)."""
+    defaults = calibration.stable_settings(rows=5000, features=20)[0]
+    day = calibration.stable_days(np.random.default_rng(61), defaults, 1)
+    assert day.evaluations == 24 * 60 and day.breaches == 0 and day.failing <= 2
+    assert calibration.poisson_upper(0) * 30 / 100 == pytest.approx(0.899, abs=1e-3)

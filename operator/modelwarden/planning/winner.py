@@ -2,8 +2,8 @@
 
 Each look's comparison results carry the effect's two-sided interval at the look's level
 (analysis.ab); the levels of a version's looks sum to at most spec.alpha (planning.budget). The
-first look whose intervals exclude no difference decides, and the decision stands for that
-version: repeating the test until it says what one hopes is exactly what the budget pays for, so
+first look whose intervals exclude no difference decides, and the decision stands for that split
+of that version: repeating the test until it says what one hopes is exactly what the budget pays for, so
 no later look may overturn it (the gate's own one-sided test still rolls a worse track back).
 A metric that shows the baseline better outweighs one that shows the track better, and a look on
 which any comparison fails the gate never names the policy's own track. Only evidence gathered

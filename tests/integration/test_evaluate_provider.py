@@ -171,12 +171,13 @@ POISONED = {  # what one bad series does to each part of an evaluation
     "NaN squared error sum": {"counters": [({"modelwarden_quantity": "predictions"}, "1000"), ({"modelwarden_quantity": "outliers"}, "1"),
                                            ({"modelwarden_quantity": "squared_error_sum"}, "NaN"),
                                            ({"modelwarden_quantity": "absolute_error_sum"}, "10"),
-                                           ({"modelwarden_quantity": "feedback_observations"}, "100")]},
+                                           ({"modelwarden_quantity": "feedback_observations"}, "100"),
+                                           ({"modelwarden_quantity": "fourth_power_error_sum"}, "100")]},
     "+Inf latency bucket": {"latency": [({"le": le}, c) for le, c in (("0.1", "10"), ("0.5", "+Inf"), ("+Inf", "+Inf"))]},
 }
 HEALTHY_COUNTERS = [({"modelwarden_quantity": "predictions"}, "1000"), ({"modelwarden_quantity": "outliers"}, "1"),
                     ({"modelwarden_quantity": "squared_error_sum"}, "50"), ({"modelwarden_quantity": "absolute_error_sum"}, "10"),
-                    ({"modelwarden_quantity": "feedback_observations"}, "100")]
+                    ({"modelwarden_quantity": "feedback_observations"}, "100"), ({"modelwarden_quantity": "fourth_power_error_sum"}, "100")]
 HEALTHY_LATENCY = [({"le": le}, c) for le, c in (("0.1", "900"), ("0.5", "1000"), ("+Inf", "1000"))]
 
 

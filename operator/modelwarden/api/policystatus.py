@@ -101,6 +101,9 @@ class MetricWinner(ApiModel):
     upper: float
     """Upper end of the effect's two-sided interval."""
 
+    def summary(self) -> str:
+        return f"{self.metric} {self.effect:+.3g} in [{self.lower:+.3g}, {self.upper:+.3g}]"
+
 
 class Winner(ApiModel):
     """The A/B answer for one version: decided once, by the first look whose interval excludes no

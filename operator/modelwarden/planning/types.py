@@ -182,6 +182,6 @@ def _winner(spec: DriftPolicySpec, status: DriftPolicyStatus) -> dict[str, Any]:
     winner = status.winner
     if spec.comparison is None or winner is None or winner.decided_at is None or winner.version != status.evaluated_version:
         return {}
-    metrics = ", ".join(f"{m.metric} {m.effect:+.3g} in [{m.lower:+.3g}, {m.upper:+.3g}]" for m in winner.metrics)
+    metrics = ", ".join(m.summary() for m in winner.metrics)
     return {"winner": winner.winner, "winner_baseline": spec.comparison.track.value, "winner_evidence_from": winner.window_start,
             "winner_summary": metrics}

@@ -45,7 +45,7 @@ def _judged(evaluation: Evaluation, track: str, baseline: str) -> list[MetricWin
 
 
 def describe(winner: Winner) -> str:
-    metrics = "; ".join(f"{m.metric} {m.effect:+.3g} in [{m.lower:+.3g}, {m.upper:+.3g}] ({m.winner})" for m in winner.metrics)
+    metrics = "; ".join(f"{m.summary()} ({m.winner})" for m in winner.metrics)
     level = f" at level {winner.level:.2g}" if winner.level is not None else ""
     return f"{winner.winner}{level}: {metrics}" if metrics else winner.winner
 

@@ -17,7 +17,9 @@
   released first, so a bookmark never claims a version whose events are still held back.
 
 All randomness comes from `random.Random(seed)`, so a run with the same seed and the same request
-sequence makes the same decisions. `pause_faults()` turns delays, faults and reordering off (for a
+sequence makes the same decisions. `refused_writes` (resource plurals, e.g. `{"deployments"}`) makes
+every write to those resources a 500, whatever else is on or off: a test's targeted failure.
+`pause_faults()` turns delays, faults and reordering off (for a
 test's setup and assertions); `resume_faults()` turns them back on.
 
 `CpuBurners` keeps N cores busy with tight Python loops in child processes that end by themselves
@@ -123,6 +125,7 @@ class FaultyApiProxy(LoopServer):
         self.allow = allow
         self.ssl_context = ssl_context  # to verify an https upstream (a real API server)
         self.rng = random.Random(seed)
+        self.refused_writes: set[str] = set()
         self.reset_counters()
         self._session: aiohttp.ClientSession | None = None
 
@@ -213,6 +216,9 @@ class FaultyApiProxy(LoopServer):
 
     async def _plain(self, request: web.BaseRequest) -> web.StreamResponse:
         body = await request.read()
+        if request.method in MUTATING and resource_of(request.path) in self.refused_writes:
+            self.errors_injected += 1
+            return self._injected(request, 500, "InternalError", "Internal error occurred: refused by the test")
         if self.allow:
             # Both draws are taken together, so a run that sends the same requests in the same order
             # (e.g. one at a time) gets the same delays and faults for the same seed.

@@ -304,3 +304,33 @@ def test_auto_promote_winner_promotes_an_ab_split_once_its_comparison_names_the_
     assert count_events(kube, "CanaryPromoted") == 1
     assert "won the A/B comparison (DriftPolicy ab: accuracy +0.05 in [+0.02, +0.08])" in events(kube, "CanaryPromoted")[0]["message"]
     assert spec_untouched(kube)
+
+
+def test_a_decision_persisted_before_its_children_failed_is_still_announced(cluster, kube, kubelet, tmp_path):
+    """The status write succeeds, then every Deployment write is refused: no later decision makes
+    the same transition again, so its Event is posted now (once), and the children follow later."""
+    import ssl
+
+    from tests.contention import FaultyApiProxy
+    from tests.processes import OperatorProcess
+
+    tls = ssl.create_default_context(cafile=str(cluster.plane.ca_path))
+    proxy = FaultyApiProxy(cluster.url, ssl_context=tls, allow=False).start()
+    proxy.refused_writes = {"deployments"}
+    operator = OperatorProcess(kubeconfig=proxy.write_kubeconfig(tmp_path / "kubeconfig-proxy", token=cluster.operator_token),
+                               log_path=tmp_path / "operator.log", extra_args=DRIVES, env=FAST)
+    try:
+        operator.start(timeout=60)
+        body = copy.deepcopy(MD)
+        del body["spec"]["shadow"]
+        kube.create("modeldeployments", body)
+        kube.wait_for("modeldeployments", "fraud", lambda o: (o.get("status") or {}).get("canary"))
+        assert count_events(kube, "CanaryStarted") == 1
+        assert proxy.errors_injected > 0 and kube.get("deployments", "fraud-canary") is None
+        proxy.refused_writes = set()
+        kube.wait_for("deployments", "fraud-canary", lambda d: d["spec"]["template"]["metadata"]["labels"]["version"] == "8")
+        assert count_events(kube, "CanaryStarted") == 1  # announced once, not again when the children landed
+        assert "reconcile failed" in operator.log()
+    finally:
+        operator.stop()
+        proxy.stop()

@@ -161,6 +161,9 @@ class Gathered:
 class Outcome:
     events: list[Event] = field(default_factory=list)  # of a persisted decision only: announced once
     again: bool = False  # something changed that the next decision should see at once
+    # Applying children failed after the decision was persisted: its events are still announced
+    # (no later decision makes them again), then the failure is retried like any other.
+    failure: Exception | None = None
 
 
 def gather(body: Any, index_children: Iterable[kopf.Index], verdicts: kopf.Index, hpas: kopf.Index) -> Gathered:
@@ -199,9 +202,11 @@ async def run_modeldeployment(
                 outcome, problems = await loop.run_in_executor(
                     RECONCILES, reconcile, memo.kube, memo.fence, gathered, memo.config.default_image, problems,
                     memo.pod_monitors, memo.resolver)
-                failures = 0
                 for event in outcome.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+                if outcome.failure is not None:
+                    raise outcome.failure
+                failures = 0
                 if outcome.again:
                     wake.set()
             except Exception as exc:  # the API failing: retry soon (jittered), not after kopf's minute
@@ -277,7 +282,12 @@ def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
         telemetry.record_reconcile("written" if wrote else "unchanged")
         _log_decision(namespace, name, "written" if wrote else "unchanged", result.events, gathered.verdicts, result.breaches)
         telemetry.set_canary_weight(namespace, name, result.split.canary)
-        applied = apply_children(kube, result.children, children, owner_uid=md.metadata["uid"])
+        try:
+            applied = apply_children(kube, result.children, children, owner_uid=md.metadata["uid"])
+        except Exception as exc:  # noqa: BLE001 - handed to the daemon's retry, after the events
+            if not wrote:
+                raise
+            return Outcome(result.events, failure=exc), problems
         if applied.changed:
             logger.info("%s/%s children: created %s updated %s deleted %s", namespace, name,
                         applied.created, applied.updated, applied.deleted)

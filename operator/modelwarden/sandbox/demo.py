@@ -55,6 +55,7 @@ WEBHOOK_SECRET = "sandbox-signing-key"
 BUCKET = "modelwarden-demo"
 STORE_SECRET = "model-store"
 DRIFT = datagen.Drift(shift={"amount": 1.5, "merchant_risk": 1.5}, label_noise=0.45)
+ANNOUNCED = frozenset({"CanaryStarted", "CanaryStepAdvanced", "CanaryAborted", "RetrainLaunched"})
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,8 @@ class Demo:
         self.milestone(f"retraining Job {self.items('jobs', 'batch/v1')[0]['metadata']['name']} created")
         self.wait("alert delivered", lambda: self.receiver.received)
         self.milestone(f"alert delivered to the local webhook receiver (signature valid: {self.receiver.received[0]['signatureValid']})")
+        # An Event is posted just after the decision it announces is persisted: the summary waits for it.
+        self.wait("the loop's Events", lambda: ANNOUNCED <= {e.get("reason") for e in self.items("events", "v1")})
 
     def status(self) -> dict[str, Any]:
         return self.get("modeldeployments", NAME).get("status", {})

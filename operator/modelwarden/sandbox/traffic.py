@@ -24,7 +24,7 @@ class TrafficGenerator:
     """Every tick, sends `rate * tick` rows per second in batches, split by `weights()`.
 
     `servers()` maps track -> the running server (absent tracks get no traffic); `weights()`
-    returns the percent per track. `drift[track]` switches that track's data to drifted rows
+    returns the percent per track; either failing with a request error skips the tick. `drift[track]` switches that track's data to drifted rows
     and noisier labels, which is how the sandbox injects drift.
     """
 
@@ -51,7 +51,11 @@ class TrafficGenerator:
     def _run(self) -> None:
         rng = np.random.default_rng(self._seed)
         while not self._stop.wait(self.tick):
-            servers, weights = self.servers(), self.weights()
+            try:  # the API server or a model server slow to answer costs a tick, never the thread
+                servers, weights = self.servers(), self.weights()
+            except (requests.RequestException, KeyError, ValueError):
+                self.stats.errors += 1
+                continue
             live = {track: w for track, w in weights.items() if w > 0 and track in servers}
             total = sum(live.values())
             if not total:

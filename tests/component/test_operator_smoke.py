@@ -1,6 +1,8 @@
 """The real `modelwarden run` process against a real control plane, as the chart's ServiceAccount."""
 
 import copy
+import json
+import re
 
 import pytest
 import requests
@@ -96,3 +98,17 @@ def test_a_window_shorter_than_four_scrapes_is_invalidspec_until_it_is_long_enou
     valid = kube.wait_for("driftpolicies", "fraud-gate", lambda o: o["status"].get("observedGeneration") == 2)
     conditions = {c["type"]: c for c in valid["status"]["conditions"]}
     assert conditions["InvalidSpec"]["status"] == "False" and conditions["Ready"]["reason"] == "TargetNotFound"
+
+
+def test_json_logs_one_object_per_line_without_routine_successes(kube, operator_factory):
+    operator = operator_factory("-A", "--log-format", "json")
+    kube.create("modeldeployments", MD)
+    kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("observedGeneration") == 1)
+    assert operator.terminate() == 0
+    lines = [line for line in operator.log().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("starting: ") for m in messages) and "Operator is stopping." in " ".join(messages)
+    assert {"timestamp", "severity", "message"} <= set(records[0]), records[0]
+    # Wake-ups and indexers ran on every watch event; their successes are DEBUG news only.
+    assert not [m for m in messages if re.fullmatch(r"(Indexer '\w+'|Handler 'wake_\w+') succeeded\.", m)], messages

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import re
+import sys
 from datetime import timedelta
 
 from modelwarden.api.driftpolicy import SCRAPES_PER_WINDOW
@@ -36,6 +37,9 @@ from modelwarden.controller.config import (
     env_list,
 )
 from modelwarden.planning.egress import EgressRules
+
+LOG_FORMATS = ("full", "plain", "json")
+LOG_FORMAT_ENV = "MODELWARDEN_LOG_FORMAT"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -144,6 +148,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE,...",
         help="extra labels on every PodMonitor, e.g. release=kube-prometheus-stack for a Prometheus that selects "
              "PodMonitors by release (env MODELWARDEN_POD_MONITOR_LABELS)",
+    )
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default=os.environ.get(LOG_FORMAT_ENV, "full"),
+        help="full (default): time, logger, level and message; plain: the message; json: one JSON object per line "
+             f"for a log pipeline (env {LOG_FORMAT_ENV})",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
@@ -261,10 +270,14 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     from modelwarden.controller.registry import Memo, build_registry
+    from modelwarden.kube.api import unreachable_cluster
 
     config = build_config(args)
+    if (why := unreachable_cluster()) is not None:
+        print(f"modelwarden run: {why}", file=sys.stderr)
+        return 2
     registry = build_registry(config)
-    kopf.configure(verbose=args.verbose, quiet=args.quiet)
+    kopf.configure(verbose=args.verbose, quiet=args.quiet, log_format=kopf.LogFormat[args.log_format.upper()])
     if not args.verbose:
         logging.getLogger("kopf.objects").addFilter(_routine_success)
     logging.getLogger("modelwarden").info("starting: %s", config)

@@ -12,8 +12,10 @@ import threading
 import time
 from typing import Any
 
+import urllib3
 from kubernetes import config, dynamic
-from kubernetes.client import ApiClient
+from kubernetes.client import ApiClient, VersionApi
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -50,6 +52,26 @@ def load_api_client() -> ApiClient:
         return ApiClient()
     except config.ConfigException:
         return config.new_client_from_config()
+
+
+def unreachable_cluster(timeout: float = 10.0) -> str | None:
+    """Why no API server can be used (no credentials, or nothing answering), in one line; None when
+    one answers. Any HTTP answer counts as reachable: access is the handlers' business."""
+    try:
+        client = load_api_client()
+    except (config.ConfigException, OSError) as exc:
+        return f"no Kubernetes credentials (in-cluster or KUBECONFIG): {str(exc).splitlines()[0][:200]}"
+    host = client.configuration.host
+    try:
+        VersionApi(client).get_code(_request_timeout=timeout)
+    except ApiException:
+        return None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return f"no Kubernetes API server answers at {host}: {str(reason).split(': ')[-1][:200]}"
+    finally:
+        client.close()
+    return None
 
 
 class KubeApi:

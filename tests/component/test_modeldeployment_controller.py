@@ -334,3 +334,24 @@ def test_a_decision_persisted_before_its_children_failed_is_still_announced(clus
     finally:
         operator.stop()
         proxy.stop()
+
+
+def test_kubectl_get_columns_as_the_api_server_serves_them(kube, kubelet, operator_factory):
+    """The printer columns' JSONPaths evaluated by the API server itself (what `kubectl get` shows)."""
+    from tests.kubeclient import collection_path
+
+    operator_factory(*DRIVES, env=FAST)
+    kube.create("driftpolicies", policy("gate", "canary"))
+    body = copy.deepcopy(MD)
+    del body["spec"]["shadow"]
+    kube.create("modeldeployments", body)
+    kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("canary", {}).get("ready"))
+    set_verdict(kube, "gate", "InsufficientData")
+    served = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("verdict") == "InsufficientData")
+    table = kube.session.get(kube.url + collection_path("modeldeployments", "default"),
+                             headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}, timeout=30).json()
+    names = [c["name"] for c in table["columnDefinitions"] if not c.get("priority")]
+    assert names == ["Name", "Ready", "Phase", "Stable", "Canary", "Weight", "Step", "Verdict", "Age"]
+    (row,) = table["rows"]
+    weight = served["status"]["weights"]["canary"]
+    assert weight > 0 and row["cells"][:8] == ["fraud", "True", "Progressing", "7", "8", weight, "1/2", "InsufficientData"]

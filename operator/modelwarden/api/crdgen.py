@@ -109,10 +109,13 @@ RESOURCES: list[dict[str, Any]] = [
         "status": ModelDeploymentStatus,
         "name_rules": MODEL_DEPLOYMENT_NAME_RULES,
         "columns": [
+            _column("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "All tracks ready and no rolled-back version asked for"),
             _column("Phase", "string", ".status.phase", "Lifecycle phase"),
             _column("Stable", "string", ".status.stable.version", "Version served by the stable track"),
             _column("Canary", "string", ".status.canary.version", "Version served by the canary track"),
             _column("Weight", "integer", ".status.weights.canary", "Percent of traffic on the canary"),
+            _column("Step", "string", ".status.step", "The canary step, N/M"),
+            _column("Verdict", "string", ".status.verdict", "Worst last verdict of the policies judging what serves"),
             _column("Model", "string", ".spec.model", "Logical model name", priority=1),
             AGE,
         ],

@@ -18,6 +18,7 @@ from modelwarden.api.common import (
     cel_rules,
 )
 from modelwarden.api.duration import Duration, PositiveDuration
+from modelwarden.api.policystatus import Verdict
 from modelwarden.api.tracks import TRACK_RULES, Autoscaling, StorageSpec, TrackSpec
 
 __all__ = ["Autoscaling", "StorageSpec", "TrackSpec"]  # part of the ModelDeployment API, defined in api/tracks.py
@@ -342,6 +343,11 @@ class ModelDeploymentStatus(ApiModel):
     """When the current canary (version, or a retry of it) started: older verdicts never act on it."""
     canary_step: int | None = Field(default=None, ge=0)
     """Index of the current canary step."""
+    step: str | None = Field(default=None, max_length=16)
+    """The current canary step for people and `kubectl get`: N/M, counted from 1."""
+    verdict: Verdict | None = None
+    """The worst last verdict of the DriftPolicies judging the versions served now (Fail, Error,
+    InsufficientData, Warning, Pass in that order); empty without any."""
     step_started_at: datetime | None = None
     """When the current step's weights were observed applied: gating evidence counts from here."""
     step_requested_at: datetime | None = None
@@ -355,8 +361,8 @@ class ModelDeploymentStatus(ApiModel):
     history: list[HistoryEntry] = Field(default_factory=list, max_length=100)
     """Past stable versions, newest last, bounded by spec.revisionHistoryLimit."""
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
-    """Ready, Progressing, Promoted, RolledBack, Stalled, TrafficReady, ModelResolved, ModelFetchFailed, InvalidSpec
-    (each with observedGeneration)."""
+    """Ready, Reconciling, Progressing, Promoted, RolledBack, Stalled, TrafficReady, ModelResolved, ModelFetchFailed,
+    InvalidSpec (each with observedGeneration; Ready, Reconciling and Stalled follow kstatus)."""
     message: str = ""
     """A one-line human summary."""
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from modelwarden.api.common import condition_true, set_condition
+from modelwarden.api.common import ConditionStatus, find_condition, set_condition
 from modelwarden.api.duration import format_duration
 from modelwarden.api.modeldeployment import ModelDeployment, ModelDeploymentPhase, ModelDeploymentStatus
-from modelwarden.planning.types import Event
+from modelwarden.api.policystatus import Verdict
+from modelwarden.planning.types import Event, PolicyVerdict
 
 Phase = ModelDeploymentPhase
+DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 
 
 def stalled(md: ModelDeployment, status: ModelDeploymentStatus, now) -> bool:
@@ -20,6 +23,27 @@ def stalled(md: ModelDeployment, status: ModelDeploymentStatus, now) -> bool:
     requested = status.step_requested_at or status.step_started_at
     step = canary.steps[min(status.canary_step, len(canary.steps) - 1)]
     return requested is not None and now - requested >= step.pause + canary.progress_deadline
+
+
+def spec_not_served(md: ModelDeployment, status: ModelDeploymentStatus) -> bool:
+    """The spec names a version the operator rolled back (as canary, or as stable): what Git asks
+    for is not what serves, which GitOps tools must see as not ready (kstatus: Stalled)."""
+    rollback = status.rollback
+    if rollback is None:
+        return False
+    return rollback.from_version == md.spec.stable.version or (md.spec.canary is not None
+                                                                and rollback.from_version == md.spec.canary.version)
+
+
+SEVERITY = (Verdict.FAIL, Verdict.ERROR, Verdict.INSUFFICIENT_DATA, Verdict.WARNING, Verdict.PASS)
+
+
+def served_verdict(verdicts: Iterable[PolicyVerdict], status: ModelDeploymentStatus) -> Verdict | None:
+    """The worst last verdict about a version served now; a verdict about an earlier version says nothing."""
+    serving = {track: getattr(status, track).version for track in ("stable", "canary", "shadow") if getattr(status, track)}
+    current = [Verdict(v.verdict) for v in verdicts
+               if v.verdict is not None and v.track in serving and v.about(serving[v.track])]
+    return min(current, key=SEVERITY.index) if current else None
 
 
 def _condition(status: ModelDeploymentStatus, type_: str, value: bool, reason: str, message: str, now, generation) -> None:
@@ -49,8 +73,16 @@ def set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, obser
     status.phase = phase
 
     ready_message = "all tracks ready" if not not_ready else "not ready: " + ", ".join(not_ready)
-    _condition(status, "Ready", not not_ready, "TracksReady" if not not_ready else "TracksNotReady", ready_message, now, generation)
+    refused = spec_not_served(md, status)
+    if refused and status.rollback is not None:
+        _condition(status, "Ready", False, "RolledBack", f"{status.rollback.track} {status.rollback.from_version} "
+                   f"rolled back: {status.rollback.reason}", now, generation)
+    else:
+        _condition(status, "Ready", not not_ready, "TracksReady" if not not_ready else "TracksNotReady", ready_message,
+                   now, generation)
     canary = md.spec.canary
+    status.step = (f"{(status.canary_step or 0) + 1}/{len(canary.steps)}"
+                   if canary_live and canary and canary.steps and status.canary_step is not None else None)
     if canary_live and canary and canary.steps:
         index = status.canary_step or 0
         waiting = "" if status.step_started_at else " (waiting for the weights to be applied)"
@@ -71,12 +103,24 @@ def set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, obser
     _condition(status, "RolledBack", rolled_back, "RolledBack" if rolled_back else "NotRolledBack",
                status.rollback.reason if status.rollback else "", now, generation)
     is_stalled = canary_live and stalled(md, status, now)
-    was_stalled = condition_true(status.conditions, "Stalled")
+    before = find_condition(status.conditions, "Stalled")
+    was_stalled = before is not None and before.status == ConditionStatus.TRUE and before.reason == DEADLINE_EXCEEDED
     if is_stalled and not was_stalled and canary:
         events.append(Event("Warning", "CanaryStalled", f"canary {canary_version} step {(status.canary_step or 0) + 1} made "
                             f"no progress within its pause + progressDeadline ({format_duration(canary.progress_deadline)})"))
-    _condition(status, "Stalled", is_stalled, "ProgressDeadlineExceeded" if is_stalled else "Progressing",
-               "no decisive verdict within the progress deadline" if is_stalled else "", now, generation)
+    if refused and status.rollback is not None:
+        _condition(status, "Stalled", True, "RolledBack", "the spec names a rolled-back version: change it, or retry",
+                   now, generation)
+    else:
+        _condition(status, "Stalled", is_stalled, DEADLINE_EXCEEDED if is_stalled else "Progressing",
+                   "no decisive verdict within the progress deadline" if is_stalled else "", now, generation)
+    # kstatus (Flux, kpt, cli-utils): Reconciling while the spec is being realised, not while a
+    # fixed A/B split simply runs (that is the desired state, reached).
+    stepping = canary_live and bool(canary and canary.steps) and not is_stalled
+    reconciling = not refused and (stepping or promoting or bool(not_ready))
+    why = progress if stepping or promoting else ("TracksNotReady", ready_message)
+    _condition(status, "Reconciling", reconciling, why[0] if reconciling else "Reconciled",
+               why[1] if reconciling else "", now, generation)
     traffic_reason = traffic_problem or ("Applied" if traffic_ok else "MirroringUnsupported")
     _condition(status, "TrafficReady", traffic_ok, traffic_reason,
                note or f"stable {status.weights.stable}%, canary {status.weights.canary}%, mirror {status.weights.mirror}%",

@@ -34,7 +34,7 @@ from modelwarden.builders.workloads import (
 )
 from modelwarden.contract.kubernetes import DEFAULT_IMAGE, RETRY_ANNOTATION
 from modelwarden.contract.modeluri import Resolution
-from modelwarden.planning.phase import set_phase_and_conditions, stalled
+from modelwarden.planning.phase import served_verdict, set_phase_and_conditions, stalled
 from modelwarden.planning.trackmodels import (
     history_entry,
     served_model,
@@ -142,6 +142,7 @@ def plan(
     set_phase_and_conditions(md, status, workloads, observed, note, routing.mirroring_supported and not apply_problems,
                               "ApplyFailed" if apply_problems else None, canary_live, now, events)
     set_model_conditions(md, status, unresolved, {t: m for t, m in failures.items() if t in workloads}, now, events)
+    status.verdict = served_verdict(verdicts, status)
     status.history = status.history[-spec.revision_history_limit:]
     status.observed_generation = meta.get("generation")
     return Plan(children=children, split=routing.effective, status=status.to_wire(), events=events, breaches=tuple(breaches))

@@ -73,10 +73,10 @@ def set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, obser
     status.phase = phase
 
     ready_message = "all tracks ready" if not not_ready else "not ready: " + ", ".join(not_ready)
-    refused = spec_not_served(md, status)
-    if refused and status.rollback is not None:
-        _condition(status, "Ready", False, "RolledBack", f"{status.rollback.track} {status.rollback.from_version} "
-                   f"rolled back: {status.rollback.reason}", now, generation)
+    refusal = (f"{status.rollback.track} {status.rollback.from_version} rolled back ({status.rollback.reason}); "
+               "the spec still names it: change it, or retry") if status.rollback and spec_not_served(md, status) else None
+    if refusal:
+        _condition(status, "Ready", False, "RolledBack", refusal, now, generation)
     else:
         _condition(status, "Ready", not not_ready, "TracksReady" if not not_ready else "TracksNotReady", ready_message,
                    now, generation)
@@ -108,16 +108,15 @@ def set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, obser
     if is_stalled and not was_stalled and canary:
         events.append(Event("Warning", "CanaryStalled", f"canary {canary_version} step {(status.canary_step or 0) + 1} made "
                             f"no progress within its pause + progressDeadline ({format_duration(canary.progress_deadline)})"))
-    if refused and status.rollback is not None:
-        _condition(status, "Stalled", True, "RolledBack", "the spec names a rolled-back version: change it, or retry",
-                   now, generation)
+    if refusal:
+        _condition(status, "Stalled", True, "RolledBack", refusal, now, generation)
     else:
         _condition(status, "Stalled", is_stalled, DEADLINE_EXCEEDED if is_stalled else "Progressing",
                    "no decisive verdict within the progress deadline" if is_stalled else "", now, generation)
     # kstatus (Flux, kpt, cli-utils): Reconciling while the spec is being realised, not while a
     # fixed A/B split simply runs (that is the desired state, reached).
     stepping = canary_live and bool(canary and canary.steps) and not is_stalled
-    reconciling = not refused and (stepping or promoting or bool(not_ready))
+    reconciling = not refusal and (stepping or promoting or bool(not_ready))
     why = progress if stepping or promoting else ("TracksNotReady", ready_message)
     _condition(status, "Reconciling", reconciling, why[0] if reconciling else "Reconciled",
                why[1] if reconciling else "", now, generation)

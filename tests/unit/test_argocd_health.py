@@ -14,6 +14,7 @@ from lupa.lua51 import LuaRuntime
 from modelwarden.api.driftpolicy import DriftPolicyStatus
 from modelwarden.controller.status import spec_status_patch
 from modelwarden.planning import tick
+from tests.unit.test_day2_requests import asking
 from tests.unit.test_plan import ALL_READY, BASE, MIN, T0, applied, md, ready, step, verdict
 from tests.unit.test_policy_decisions import E, F, I, P, ctx, evaluation
 from tests.validation import ROOT
@@ -54,6 +55,10 @@ def modeldeployment_samples() -> dict[str, tuple[dict, str, str]]:
     _, serving9 = step(moved, {"stable": ready("9", 3)}, now=T0 + MIN)
     reverted, _ = step(serving9, {"stable": ready("9", 3)}, [verdict(track="stable", result="Fail", at=T0 + 2 * MIN, failures=3,
                                                                       version="9")], now=T0 + 3 * MIN)
+    paused, _ = step(asking(current, paused="true"), ALL_READY, now=T0 + MIN)
+    approval = [{"weight": 10, "pause": "10m", "approval": "required"}, {"weight": 50, "pause": "10m"}]
+    awaiting, _ = step(applied(step(md(canary={**BASE["spec"]["canary"], "steps": approval}))[1]), ALL_READY,
+                       [verdict(at=T0 + 5 * MIN)], now=T0 + 11 * MIN)
     invalid = spec_status_patch({}, 1, "spec.canary.steps[0].weight: must be at most 100", T0, "Failed")
     return {
         "new": (mdep(None), "Progressing", "Waiting"),
@@ -67,6 +72,8 @@ def modeldeployment_samples() -> dict[str, tuple[dict, str, str]]:
         "a track lost readiness": (mdep(lost.status), "Degraded", "not ready: stable"),
         "stable reverted": (mdep(reverted.status), "Degraded", "stable 9 rolled back"),
         "invalid spec": (mdep(invalid), "Degraded", "must be at most 100"),
+        "paused by a person": (mdep(paused.status), "Suspended", "PauseRequested"),
+        "a step awaiting approval": (mdep(awaiting.status), "Suspended", "AwaitingApproval"),
     }
 
 

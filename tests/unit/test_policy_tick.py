@@ -130,3 +130,20 @@ def test_a_short_interval_never_judges_evidence_older_than_half_an_interval():
     assert tick.needs(context, DriftPolicyStatus(), (), True, due + datetime.timedelta(milliseconds=900)).evaluation == due
     late = due + datetime.timedelta(milliseconds=1500)
     assert tick.needs(context, DriftPolicyStatus(), (), True, late).evaluation == late
+
+
+def test_evaluate_now_judges_at_once_and_once_per_value():
+    context = ctx()
+    evaluated = tick.decide_tick(context, DriftPolicyStatus(), tick.Observations(target_found=True, evaluation=evaluation(P, T0)), T0)
+    status, between = evaluated.status, T0 + 10 * datetime.timedelta(seconds=1)  # the next one is a minute away
+    assert tick.needs(context, status, (), True, between).evaluation is None
+    assert tick.needs(context, status, (), True, between, evaluate_token="now-1").evaluation == between
+    asked = tick.decide_tick(context, status, tick.Observations(target_found=True, evaluation=evaluation(F, between),
+                                                                evaluate_token="now-1"), between)
+    assert asked.status.evaluate_token == "now-1" and asked.status.consecutive_failures == 1
+    assert [e.message for e in asked.events if e.reason == "EvaluationRequested"] == [
+        "modelwarden.io/evaluate-now=now-1: evaluated at once (Fail)"]
+    assert tick.needs(context, asked.status, (), True, between, evaluate_token="now-1").evaluation is None  # acted on
+    suspended = tick.decide_tick(ctx(suspend=True), status, tick.Observations(target_found=True, evaluate_token="now-2"), between)
+    assert suspended.status.evaluate_token == "now-2"
+    assert [e.reason for e in suspended.events if "evaluate-now" in e.message] == ["RequestIgnored"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import Enum
 from typing import Annotated, Any
 
@@ -12,16 +12,26 @@ from modelwarden.contract.kubernetes import API_VERSION
 from modelwarden.api.common import (
     LABEL_VALUE_PATTERN,
     ApiModel,
-    Condition,
     PodTemplateSpec,
     SecretKeyRef,
     cel_rules,
 )
+from modelwarden.api.deploymentstatus import (
+    HistoryEntry,
+    ModelDeploymentPhase,
+    ModelDeploymentStatus,
+    ModelRef,
+    Requests,
+    RollbackStatus,
+    TrackStatus,
+    Weights,
+)
 from modelwarden.api.duration import Duration, PositiveDuration
-from modelwarden.api.policystatus import Verdict
 from modelwarden.api.tracks import TRACK_RULES, Autoscaling, StorageSpec, TrackSpec
 
-__all__ = ["Autoscaling", "StorageSpec", "TrackSpec"]  # part of the ModelDeployment API, defined in api/tracks.py
+# Part of the ModelDeployment API, defined in api/tracks.py and api/deploymentstatus.py.
+__all__ = ["Autoscaling", "StorageSpec", "TrackSpec", "HistoryEntry", "ModelDeploymentPhase", "ModelDeploymentStatus",
+           "ModelRef", "Requests", "RollbackStatus", "TrackStatus", "Weights"]
 
 # A hostname as Gateway API takes it: lowercase DNS names, optionally with a leading wildcard label.
 HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -33,6 +43,12 @@ class StableTrack(TrackSpec):
     """The track that serves users by default."""
 
 
+class StepApproval(str, Enum):
+    """Whether a person must approve a canary step."""
+
+    REQUIRED = "required"  # means: the step waits for modelwarden.io/approve
+
+
 class CanaryStep(ApiModel):
     """One step of a progressive canary: hold `weight` percent of traffic for `pause`."""
 
@@ -40,6 +56,9 @@ class CanaryStep(ApiModel):
     """Percent of traffic sent to the canary during this step."""
     pause: Duration = timedelta(minutes=5)
     """How long the step lasts (with passing gating policies) before the next one."""
+    approval: StepApproval | None = None
+    """required: after its pause and gates, the step also waits for a person (`kubectl modelwarden
+    approve`, annotation modelwarden.io/approve) before the next one."""
 
 
 class CanaryTrack(TrackSpec):
@@ -225,146 +244,6 @@ class ModelDeploymentSpec(ApiModel):
         if self.canary is not None and self.canary.autoscaling is not None and self.traffic.router is RouterKind.REPLICAS:
             raise ValueError("spec.canary.autoscaling needs router gatewayapi or istio")
         return self
-
-
-class ModelDeploymentPhase(str, Enum):
-    """The lifecycle phase of a ModelDeployment."""
-
-    PENDING = "Pending"  # means: children are being created; nothing ready yet
-    STABLE = "Stable"  # means: only the stable track serves users (a shadow may mirror)
-    PROGRESSING = "Progressing"  # means: a canary takes part of the traffic and advances by steps
-    PROMOTING = "Promoting"  # means: the canary passed every step and becomes the stable track
-    ROLLED_BACK = "RolledBack"  # means: a canary was aborted or stable reverted after failing policies
-    DEGRADED = "Degraded"  # means: a track is not ready (fewer ready replicas than desired)
-    FAILED = "Failed"  # means: the spec cannot be applied (InvalidSpec condition says why)
-
-
-class Weights(ApiModel):
-    """Traffic split as applied by the router."""
-
-    stable: int = Field(default=100, ge=0, le=100)
-    """Percent of traffic on the stable track."""
-    canary: int = Field(default=0, ge=0, le=100)
-    """Percent of traffic on the canary track."""
-    mirror: int = Field(default=0, ge=0, le=100)
-    """Percent of requests mirrored to the shadow."""
-
-
-class TrackStatus(ApiModel):
-    """What one track actually serves."""
-
-    version: str
-    """Version served."""
-    model_uri: str | None = None
-    """The artifact as the spec names it (an MLflow alias stays an alias here)."""
-    resolved_uri: str | None = None
-    """What the pods fetch: an alias or stage pinned to its version (models:/NAME/N) when the track started."""
-    model_version: str | None = None
-    """The MLflow registered model version served."""
-    run_id: str | None = None
-    """The MLflow run that produced it."""
-    sha256: str | None = None
-    """The digest its model file was pinned to (spec.<track>.sha256 when it started)."""
-    replicas: int = 0
-    """Desired replicas."""
-    ready_replicas: int = 0
-    """Ready replicas, read from the child Deployment."""
-    ready: bool = False
-    """All desired replicas are ready."""
-
-
-class HistoryEntry(ApiModel):
-    """A version that served as stable."""
-
-    version: str
-    """The version."""
-    model_uri: str
-    """The artifact as the spec named it."""
-    resolved_uri: str | None = None
-    """The exact artifact served (a rollback returns to it)."""
-    model_version: str | None = None
-    """The MLflow registered model version."""
-    run_id: str | None = None
-    """The MLflow run that produced it."""
-    sha256: str | None = None
-    """The digest its model file was pinned to."""
-    promoted_at: datetime | None = None
-    """When it became stable."""
-    retired_at: datetime | None = None
-    """When it stopped being stable."""
-    reason: str = ""
-    """Why it became stable or was retired (Initial, Promoted, RolledBack)."""
-
-
-class RollbackStatus(ApiModel):
-    """A rollback recorded in status (the user's spec is never written)."""
-
-    track: str
-    """canary (aborted) or stable (reverted)."""
-    from_version: str
-    """The version that was rolled back."""
-    to_version: str
-    """The version serving after the rollback."""
-    reason: str
-    """The failing policies and checks."""
-    at: datetime
-    """When the rollback happened."""
-    generation: int = 0
-    """The spec generation it applies to; a new generation starts over."""
-
-
-class ModelRef(ApiModel):
-    """A model version and its artifact."""
-
-    version: str
-    """Version."""
-    model_uri: str
-    """Artifact as the spec names it."""
-    resolved_uri: str | None = None
-    """What it resolved to."""
-
-
-class ModelDeploymentStatus(ApiModel):
-    """Observed state, written by the operator only when it changes."""
-
-    phase: ModelDeploymentPhase = ModelDeploymentPhase.PENDING
-    """Lifecycle phase."""
-    observed_generation: int | None = None
-    """The spec generation last acted on."""
-    weights: Weights = Field(default_factory=Weights)
-    """Traffic split as applied."""
-    stable: TrackStatus | None = None
-    """The stable track as served (differs from spec after a promotion or rollback)."""
-    canary: TrackStatus | None = None
-    """The canary track as served."""
-    shadow: TrackStatus | None = None
-    """The shadow track as served."""
-    canary_started_at: datetime | None = None
-    """When the current canary (version, or a retry of it) started: older verdicts never act on it."""
-    canary_step: int | None = Field(default=None, ge=0)
-    """Index of the current canary step."""
-    step: str | None = Field(default=None, max_length=16)
-    """The current canary step for people and `kubectl get`: N/M, counted from 1."""
-    verdict: Verdict | None = None
-    """The worst last verdict of the DriftPolicies judging the versions served now (Fail, Error,
-    InsufficientData, Warning, Pass in that order); empty without any."""
-    step_started_at: datetime | None = None
-    """When the current step's weights were observed applied: gating evidence counts from here."""
-    step_requested_at: datetime | None = None
-    """When the current step was decided (its weights planned); the progress deadline counts from here."""
-    rollback: RollbackStatus | None = None
-    """The rollback in force, if any (cleared by a new canary version, a spec.stable change or a retry)."""
-    observed_stable: ModelRef | None = None
-    """spec.stable as last acted on: when spec.stable changes, the served stable is reset to it."""
-    retry_token: str | None = None
-    """The modelwarden.io/retry annotation value last acted on."""
-    history: list[HistoryEntry] = Field(default_factory=list, max_length=100)
-    """Past stable versions, newest last, bounded by spec.revisionHistoryLimit."""
-    conditions: list[Condition] = Field(default_factory=list, max_length=16)
-    """Ready, Reconciling, Progressing, Promoted, RolledBack, Stalled, TrafficReady, ModelResolved, ModelFetchFailed,
-    InvalidSpec (each with observedGeneration; Ready, Reconciling and Stalled follow kstatus)."""
-    message: str = ""
-    """A one-line human summary."""
 
 
 class ModelDeployment(ApiModel):

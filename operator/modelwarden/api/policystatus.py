@@ -176,6 +176,8 @@ class DriftPolicyStatus(ApiModel):
     """When an alert was last sent (for repeatInterval)."""
     retrain_token: str | None = None
     """The modelwarden.io/retrain annotation value last acted on (one Job per token)."""
+    evaluate_token: str | None = None
+    """The modelwarden.io/evaluate-now annotation value last acted on (one evaluation at once per token)."""
     winner: Winner | None = None
     """With spec.comparison: which track is better, for evaluatedVersion (condition Winner)."""
     conditions: list[Condition] = Field(default_factory=list, max_length=16)

@@ -21,3 +21,11 @@ SECRET_OPT_IN_LABEL = f"{GROUP}/policy-use"
 
 RETRAIN_ANNOTATION = f"{GROUP}/retrain"  # on a DriftPolicy: a new value launches one retraining Job
 RETRY_ANNOTATION = f"{GROUP}/retry"  # on a ModelDeployment: a new value retries an aborted canary
+# Day-2 requests on a ModelDeployment (kubectl modelwarden): a new value is one request, acted on
+# once and acknowledged in status.requests; `paused` is a state ("true" holds the canary's steps).
+PROMOTE_ANNOTATION = f"{GROUP}/promote"  # the canary's current step is done: advance now
+PROMOTE_FULL_ANNOTATION = f"{GROUP}/promote-full"  # promote the canary to stable now, skipping its steps
+ABORT_ANNOTATION = f"{GROUP}/abort"  # roll the canary back now
+APPROVE_ANNOTATION = f"{GROUP}/approve"  # approve the current step (approval: required)
+PAUSED_ANNOTATION = f"{GROUP}/paused"
+EVALUATE_ANNOTATION = f"{GROUP}/evaluate-now"  # on a DriftPolicy: a new value evaluates at once

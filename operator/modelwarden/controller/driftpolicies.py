@@ -42,6 +42,7 @@ from modelwarden.controller.memo import Memo
 from modelwarden.controller.status import status_changes
 from modelwarden.contract.kubernetes import (
     DRIFTPOLICIES,
+    EVALUATE_ANNOTATION,
     MANAGED_BY,
     MODELDEPLOYMENTS,
     POLICY_LABEL,
@@ -145,7 +146,8 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     indexed_cronjob = next(iter(retrain_cronjobs.get((namespace, name), [])), None)
 
     # Gather.
-    need = tick.needs(ctx, previous, jobs, target is not None, now)
+    annotations = meta.get("annotations") or {}
+    need = tick.needs(ctx, previous, jobs, target is not None, now, annotations.get(EVALUATE_ANNOTATION))
     job = None
     if need.job is not None:
         job = await loop.run_in_executor(KUBE_CALLS, _observed_job, memo.kube, need.job, jobs, namespace)
@@ -158,7 +160,8 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
         telemetry.record_evaluation(namespace, name, evaluation, drifts, evaluation.duration_seconds or 0.0)
     seen = tick.Observations(
         target_found=target is not None, cronjob=indexed_cronjob["metadata"]["name"] if indexed_cronjob else None,
-        jobs=jobs, job=job, evaluation=evaluation, retrain_token=(meta.get("annotations") or {}).get(RETRAIN_ANNOTATION),
+        jobs=jobs, job=job, evaluation=evaluation, retrain_token=annotations.get(RETRAIN_ANNOTATION),
+        evaluate_token=annotations.get(EVALUATE_ANNOTATION),
     )
 
     # Decide.

@@ -9,6 +9,7 @@ from modelwarden.api.common import ConditionStatus, find_condition, set_conditio
 from modelwarden.api.duration import format_duration
 from modelwarden.api.modeldeployment import ModelDeployment, ModelDeploymentPhase, ModelDeploymentStatus
 from modelwarden.api.policystatus import Verdict
+from modelwarden.planning.requests import waiting_for_person
 from modelwarden.planning.types import Event, PolicyVerdict
 
 Phase = ModelDeploymentPhase
@@ -60,10 +61,13 @@ def set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, obser
     last = status.history[-1] if status.history else None
     promoting = bool(last and last.reason == "Promoted" and "stable" in not_ready)
     rolled_back = status.rollback is not None
+    person = waiting_for_person(md, status, now) if canary_live else None
     if rolled_back:
         phase = Phase.ROLLED_BACK
     elif promoting:
         phase = Phase.PROMOTING
+    elif person:
+        phase = Phase.PAUSED
     elif canary_live:
         phase = Phase.PROGRESSING
     elif not_ready:
@@ -102,7 +106,9 @@ def set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, obser
                now, generation)
     _condition(status, "RolledBack", rolled_back, "RolledBack" if rolled_back else "NotRolledBack",
                status.rollback.reason if status.rollback else "", now, generation)
-    is_stalled = canary_live and stalled(md, status, now)
+    is_stalled = canary_live and stalled(md, status, now) and person is None
+    _condition(status, "Paused", person is not None, person[0] if person else "NotPaused", person[1] if person else "",
+               now, generation)
     before = find_condition(status.conditions, "Stalled")
     was_stalled = before is not None and before.status == ConditionStatus.TRUE and before.reason == DEADLINE_EXCEEDED
     if is_stalled and not was_stalled and canary:
@@ -128,6 +134,7 @@ def set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, obser
         Phase.ROLLED_BACK: f"rolled back: {status.rollback.reason}" if status.rollback else "",
         Phase.PROMOTING: progress[1],
         Phase.PROGRESSING: f"canary {canary_version or ''}: {progress[1]}",
+        Phase.PAUSED: f"canary {canary_version or ''}: {person[1] if person else ''}",
         Phase.DEGRADED: ready_message,
         Phase.PENDING: ready_message,
         Phase.STABLE: f"serving {status.stable.version if status.stable else ''}",

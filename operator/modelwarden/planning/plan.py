@@ -32,9 +32,10 @@ from modelwarden.builders.workloads import (
     front_service,
     track_service,
 )
-from modelwarden.contract.kubernetes import DEFAULT_IMAGE, RETRY_ANNOTATION
+from modelwarden.contract.kubernetes import DEFAULT_IMAGE, PROMOTE_ANNOTATION
 from modelwarden.contract.modeluri import Resolution
 from modelwarden.planning.phase import served_verdict, set_phase_and_conditions, stalled
+from modelwarden.planning.requests import Pending, follow_pause, handle_retry, needs_approval, take_requests
 from modelwarden.planning.trackmodels import (
     history_entry,
     served_model,
@@ -84,9 +85,13 @@ def plan(
         return unresolved_plan(md, status, unresolved, now)
     if "stable" not in unresolved:  # an unresolved alias is no spec change: serve what status records
         _follow_spec_stable(models["stable"], status, now, events)
-    _handle_retry(meta.get("annotations") or {}, status, events)
+    annotations = meta.get("annotations") or {}
+    handle_retry(annotations, status, events)
+    pending = take_requests(annotations, status)
+    follow_pause(annotations, status, events)
     breaches: list[str] = []
-    canary_live = _advance_canary(md, models.get("canary"), status, observed, verdicts, now, events, breaches)
+    canary_live = _advance_canary(md, models.get("canary"), status, observed, verdicts, now, events, breaches, pending)
+    events.extend(pending.ignored("the current step does not require approval" if canary_live else "no canary in progress"))
     _rollback_stable(status, verdicts, now, events, breaches)
 
     owner = Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""), model=spec.model)
@@ -193,17 +198,6 @@ def _follow_spec_stable(wanted: TrackModel, status: ModelDeploymentStatus, now, 
         status.rollback = None
 
 
-def _handle_retry(annotations: dict[str, str], status: ModelDeploymentStatus, events: list[Event]) -> None:
-    token = annotations.get(RETRY_ANNOTATION)
-    if not token or token == status.retry_token:
-        return
-    status.retry_token = token
-    if status.rollback:
-        status.rollback = None
-        status.canary = None  # the canary starts over from its first step
-        events.append(Event("Normal", "RetryRequested", f"{RETRY_ANNOTATION}={token}: the canary starts over"))
-
-
 def _canary_rolled_back(model: TrackModel | None, status: ModelDeploymentStatus) -> bool:
     """The spec's canary is a version rolled back (as a canary, or later as stable): never restart it by itself."""
     rollback = status.rollback
@@ -211,8 +205,9 @@ def _canary_rolled_back(model: TrackModel | None, status: ModelDeploymentStatus)
 
 
 def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus, observed, verdicts, now,
-                    events: list[Event], breaches: list[str]) -> bool:
-    """Start, hold, advance, promote or abort the canary. Returns whether a canary serves traffic."""
+                    events: list[Event], breaches: list[str], pending: Pending) -> bool:
+    """Start, hold, advance, promote or abort the canary (by its gates, or on a person's request).
+    Returns whether a canary serves traffic."""
     canary = md.spec.canary if model is not None else None
     if canary is None or model is None or status.stable is None or model.version == status.stable.version \
             or _canary_rolled_back(model, status):
@@ -226,7 +221,7 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
                                                         status.canary.resolved_uri):
         status.canary = track_status(model)
         status.canary_step = 0 if canary.steps else None
-        status.canary_started_at = now
+        status.canary_started_at, status.approved_step = now, None
         status.step_started_at, status.step_requested_at = None, now if canary.steps else None
         source = f" ({model.resolved_uri})" if model.resolved_uri != model.model_uri else ""
         events.append(Event("Normal", "CanaryStarted", f"canary {model.version}{source} started"
@@ -236,6 +231,15 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
     breaches.extend(v.name for v in aborting)
     if aborting:
         _abort_canary(md, model, status, "; ".join(v.describe() for v in aborting), now, events)
+        return False
+    if pending.peek("abort"):
+        _abort_canary(md, model, status, f"aborted on request ({pending.describe('abort')})", now, events)
+        pending.use("abort")
+        return False
+    if pending.peek("promote_full") or (pending.peek("promote") and not canary.steps):
+        kind = "promote_full" if pending.peek("promote_full") else "promote"
+        _promote(model, status, now, events, f" on request ({pending.describe(kind)})")
+        pending.use(kind)
         return False
     if not canary.steps:
         winners = [v for v in gating if v.won_since(model.version, status.canary_started_at)]
@@ -247,11 +251,19 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
         return True  # a fixed A/B split holds until the spec changes, or its winner is promoted
     step_index = status.canary_step or 0
     step = canary.steps[step_index]
+    if step.approval is not None and pending.peek("approve"):
+        status.approved_step = step_index
+        events.append(Event("Normal", "StepApproved", f"canary {model.version} step {step_index + 1}/{len(canary.steps)} "
+                                                      f"approved ({pending.describe('approve')})"))
+        pending.use("approve")
+    skip = pending.use("promote")  # the person says this step is done: pause, gates and approval waived
     started = status.step_started_at
     track = observed.get("canary")
     ready = track is not None and track.ready_for(model.version, track.replicas) and track.ready_replicas > 0
-    if started is None or now - started < step.pause or not ready or not all(v.passed_since(started) for v in gating):
-        if stalled(md, status, now) and canary.abort_on_stall:
+    held = bool(status.paused) or needs_approval(md, status)
+    if not skip and (held or started is None or now - started < step.pause or not ready
+                     or not all(v.passed_since(started) for v in gating)):
+        if not held and stalled(md, status, now) and canary.abort_on_stall:
             _abort_canary(md, model, status, f"stalled: step {step_index + 1} made no progress for "
                                       f"{format_duration(step.pause + canary.progress_deadline)}", now, events)
             return False
@@ -261,9 +273,9 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
         status.step_started_at, status.step_requested_at = None, now
         events.append(Event("Normal", "CanaryStepAdvanced",
                             f"canary {model.version} advanced to step {step_index + 2}/{len(canary.steps)} "
-                            f"at {canary.steps[step_index + 1].weight}%"))
+                            f"at {canary.steps[step_index + 1].weight}%" + (f" on request ({PROMOTE_ANNOTATION}={skip})" if skip else "")))
         return True
-    _promote(model, status, now, events, "")
+    _promote(model, status, now, events, f" on request ({PROMOTE_ANNOTATION}={skip})" if skip else "")
     return False
 
 
@@ -273,7 +285,7 @@ def _promote(model: TrackModel, status: ModelDeploymentStatus, now, events: list
     status.history.append(history_entry(model, now, "Promoted"))
     events.append(Event("Normal", "CanaryPromoted", f"canary {model.version} promoted to stable (was {status.stable.version}){why}"))
     status.stable = track_status(model)
-    status.canary, status.canary_step, status.canary_started_at = None, None, None
+    status.canary, status.canary_step, status.canary_started_at, status.approved_step = None, None, None, None
     status.step_started_at = status.step_requested_at = None
 
 

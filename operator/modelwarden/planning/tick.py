@@ -17,6 +17,7 @@ from typing import Any
 from modelwarden.api.common import find_condition, set_condition
 from modelwarden.api.driftpolicy import DriftPolicyStatus, Evaluation
 from modelwarden.builders.jobs import PolicyOwner, RetrainContext, retrain_cronjob, retrain_job
+from modelwarden.contract.kubernetes import EVALUATE_ANNOTATION
 from modelwarden.planning import policy
 from modelwarden.planning.notification import Notification
 from modelwarden.planning.policy import PolicyContext
@@ -42,6 +43,7 @@ class Observations:
     job: JobState | None = None  # the running Job `needs().job` named (None: it is gone)
     evaluation: Evaluation | None = None  # present when `needs().evaluation` named an instant
     retrain_token: str | None = None  # the modelwarden.io/retrain annotation
+    evaluate_token: str | None = None  # the modelwarden.io/evaluate-now annotation
 
 
 @dataclass(frozen=True)
@@ -69,11 +71,13 @@ class Tick:
 
 
 def needs(ctx: PolicyContext, previous: DriftPolicyStatus, jobs: Sequence[JobState], target_found: bool,
-          now: datetime.datetime) -> Needs:
+          now: datetime.datetime, evaluate_token: str | None = None) -> Needs:
     status = policy.adopt_unrecorded_job(previous, list(jobs))
     running = status.last_retrain.job_name if status.last_retrain and status.last_retrain.outcome == JobOutcome.RUNNING else None
     if ctx.spec.suspend or not target_found:
         return Needs(job=running, evaluation=None)
+    if evaluate_token and evaluate_token != previous.evaluate_token:  # a person asked: judge now, off the grid
+        return Needs(job=running, evaluation=now)
     due = policy.next_evaluation(ctx, status, now)
     return Needs(job=running, evaluation=policy.evaluation_instant(ctx, due, now) if now >= due else None)
 
@@ -95,6 +99,13 @@ def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observati
     if step is not None:
         status, notification, retrain = step.status, step.notification, step.retrain
         events += step.events
+    if seen.evaluate_token and seen.evaluate_token != status.evaluate_token:
+        status = status.model_copy(update={"evaluate_token": seen.evaluate_token})
+        asked = f"{EVALUATE_ANNOTATION}={seen.evaluate_token}"
+        events.append(Event("Normal", "EvaluationRequested", f"{asked}: evaluated at once ({seen.evaluation.verdict.value})")
+                      if step is not None and seen.evaluation is not None
+                      else Event("Normal", "RequestIgnored", f"evaluate-now ({asked}) ignored: "
+                                                             + ("spec.suspend is true" if ctx.spec.suspend else "no target")))
     if retrain is None and not ctx.spec.suspend:
         manual = policy.manual_retrain(ctx, status, seen.retrain_token, now)
         status, retrain = manual.status, manual.retrain

@@ -41,6 +41,12 @@ if status.phase == "Degraded" or status.phase == "Failed" then
   hs.message = status.message
   return hs
 end
+if holds("Paused") then
+  -- Paused by a person, or a step awaiting approval (kubectl modelwarden resume / approve).
+  hs.status = "Suspended"
+  hs.message = says("Paused")
+  return hs
+end
 if holds("Reconciling") then
   hs.status = "Progressing"
   hs.message = status.message

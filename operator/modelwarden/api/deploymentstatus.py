@@ -1,0 +1,171 @@
+"""The observed state of a ModelDeployment: status, written only by the operator."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+from pydantic import Field
+
+from modelwarden.api.common import ApiModel, Condition
+from modelwarden.api.policystatus import Verdict
+
+
+class ModelDeploymentPhase(str, Enum):
+    """The lifecycle phase of a ModelDeployment."""
+
+    PENDING = "Pending"  # means: children are being created; nothing ready yet
+    STABLE = "Stable"  # means: only the stable track serves users (a shadow may mirror)
+    PROGRESSING = "Progressing"  # means: a canary takes part of the traffic and advances by steps
+    PAUSED = "Paused"  # means: the canary holds for a person (modelwarden.io/paused, or a step awaiting approval)
+    PROMOTING = "Promoting"  # means: the canary passed every step and becomes the stable track
+    ROLLED_BACK = "RolledBack"  # means: a canary was aborted or stable reverted after failing policies
+    DEGRADED = "Degraded"  # means: a track is not ready (fewer ready replicas than desired)
+    FAILED = "Failed"  # means: the spec cannot be applied (InvalidSpec condition says why)
+
+
+class Weights(ApiModel):
+    """Traffic split as applied by the router."""
+
+    stable: int = Field(default=100, ge=0, le=100)
+    """Percent of traffic on the stable track."""
+    canary: int = Field(default=0, ge=0, le=100)
+    """Percent of traffic on the canary track."""
+    mirror: int = Field(default=0, ge=0, le=100)
+    """Percent of requests mirrored to the shadow."""
+
+
+class TrackStatus(ApiModel):
+    """What one track actually serves."""
+
+    version: str
+    """Version served."""
+    model_uri: str | None = None
+    """The artifact as the spec names it (an MLflow alias stays an alias here)."""
+    resolved_uri: str | None = None
+    """What the pods fetch: an alias or stage pinned to its version (models:/NAME/N) when the track started."""
+    model_version: str | None = None
+    """The MLflow registered model version served."""
+    run_id: str | None = None
+    """The MLflow run that produced it."""
+    sha256: str | None = None
+    """The digest its model file was pinned to (spec.<track>.sha256 when it started)."""
+    replicas: int = 0
+    """Desired replicas."""
+    ready_replicas: int = 0
+    """Ready replicas, read from the child Deployment."""
+    ready: bool = False
+    """All desired replicas are ready."""
+
+
+class HistoryEntry(ApiModel):
+    """A version that served as stable."""
+
+    version: str
+    """The version."""
+    model_uri: str
+    """The artifact as the spec named it."""
+    resolved_uri: str | None = None
+    """The exact artifact served (a rollback returns to it)."""
+    model_version: str | None = None
+    """The MLflow registered model version."""
+    run_id: str | None = None
+    """The MLflow run that produced it."""
+    sha256: str | None = None
+    """The digest its model file was pinned to."""
+    promoted_at: datetime | None = None
+    """When it became stable."""
+    retired_at: datetime | None = None
+    """When it stopped being stable."""
+    reason: str = ""
+    """Why it became stable or was retired (Initial, Promoted, RolledBack)."""
+
+
+class RollbackStatus(ApiModel):
+    """A rollback recorded in status (the user's spec is never written)."""
+
+    track: str
+    """canary (aborted) or stable (reverted)."""
+    from_version: str
+    """The version that was rolled back."""
+    to_version: str
+    """The version serving after the rollback."""
+    reason: str
+    """The failing policies and checks."""
+    at: datetime
+    """When the rollback happened."""
+    generation: int = 0
+    """The spec generation it applies to; a new generation starts over."""
+
+
+class ModelRef(ApiModel):
+    """A model version and its artifact."""
+
+    version: str
+    """Version."""
+    model_uri: str
+    """Artifact as the spec names it."""
+    resolved_uri: str | None = None
+    """What it resolved to."""
+
+
+class Requests(ApiModel):
+    """Values of the request annotations last acted on, one per kind."""
+
+    promote: str | None = None
+    """modelwarden.io/promote: the step was declared done."""
+    promote_full: str | None = None
+    """modelwarden.io/promote-full: the canary was promoted, skipping its steps."""
+    abort: str | None = None
+    """modelwarden.io/abort: the canary was rolled back."""
+    approve: str | None = None
+    """modelwarden.io/approve: the current step was approved."""
+
+
+class ModelDeploymentStatus(ApiModel):
+    """Observed state, written by the operator only when it changes."""
+
+    phase: ModelDeploymentPhase = ModelDeploymentPhase.PENDING
+    """Lifecycle phase."""
+    observed_generation: int | None = None
+    """The spec generation last acted on."""
+    weights: Weights = Field(default_factory=Weights)
+    """Traffic split as applied."""
+    stable: TrackStatus | None = None
+    """The stable track as served (differs from spec after a promotion or rollback)."""
+    canary: TrackStatus | None = None
+    """The canary track as served."""
+    shadow: TrackStatus | None = None
+    """The shadow track as served."""
+    canary_started_at: datetime | None = None
+    """When the current canary (version, or a retry of it) started: older verdicts never act on it."""
+    canary_step: int | None = Field(default=None, ge=0)
+    """Index of the current canary step."""
+    step: str | None = Field(default=None, max_length=16)
+    """The current canary step for people and `kubectl get`: N/M, counted from 1."""
+    verdict: Verdict | None = None
+    """The worst last verdict of the DriftPolicies judging the versions served now (Fail, Error,
+    InsufficientData, Warning, Pass in that order); empty without any."""
+    step_started_at: datetime | None = None
+    """When the current step's weights were observed applied: gating evidence counts from here."""
+    step_requested_at: datetime | None = None
+    """When the current step was decided (its weights planned); the progress deadline counts from here."""
+    rollback: RollbackStatus | None = None
+    """The rollback in force, if any (cleared by a new canary version, a spec.stable change or a retry)."""
+    observed_stable: ModelRef | None = None
+    """spec.stable as last acted on: when spec.stable changes, the served stable is reset to it."""
+    retry_token: str | None = None
+    """The modelwarden.io/retry annotation value last acted on."""
+    requests: Requests | None = None
+    """The day-2 request annotations' values last acted on (kubectl modelwarden waits for these)."""
+    paused: bool | None = None
+    """True while modelwarden.io/paused=true is acted on: the canary's steps hold (a failing gate still aborts)."""
+    approved_step: int | None = Field(default=None, ge=0)
+    """The canary step (index) a person approved; a step with approval: required advances only then."""
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=100)
+    """Past stable versions, newest last, bounded by spec.revisionHistoryLimit."""
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    """Ready, Reconciling, Progressing, Paused, Promoted, RolledBack, Stalled, TrafficReady, ModelResolved,
+    ModelFetchFailed, InvalidSpec (each with observedGeneration; Ready, Reconciling and Stalled follow kstatus)."""
+    message: str = ""
+    """A one-line human summary."""

@@ -37,6 +37,8 @@ def test_demo_rolls_back_the_drifted_canary_and_reports_it(tmp_path, control_pla
     # the rollback acts on the threshold's evaluation (failureThreshold 2) or at most one more.
     assert [e["reason"] for e in summary["events"]].count("CanaryStepAdvanced") == 1
     assert re.search(r"failed [23]x", summary["rollback"]["reason"]), summary["rollback"]
+    trail = [step["what"] for step in summary["decisionTrail"]]
+    assert "evaluation" in trail and trail.index("CanaryAborted") > trail.index("evaluation")
     assert summary["requests"]["stable"] > 0 and summary["requests"]["canary"] > 0
     # Both versions were served from the local S3 API, fetched with the storage Secret's key.
     store = summary["modelStore"]
@@ -66,3 +68,54 @@ def processes_mentioning(text: str) -> list[str]:
         if text in command or text in environment:
             found.append(command)
     return found
+
+
+@pytest.mark.timeout(300)
+def test_demo_keep_leaves_a_sandbox_to_explore_with_kubectl_modelwarden(tmp_path):
+    """--keep: after the scenario the sandbox stays up with a KUBECONFIG; `kubectl modelwarden get
+    --watch` follows a retried canary live, the emulator serves `kubectl get` Tables; Ctrl-C cleans up."""
+    import signal
+    import threading
+    import time
+
+    import requests
+    import yaml
+
+    require_binary("prometheus")
+    demo = subprocess.Popen([sys.executable, "-m", "modelwarden", "demo", "--json", "--speed", "max", "--duration", "180", "--keep",
+                             "--workdir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(demo.stderr.readline, "")), daemon=True).start()
+    plugin = [str(pathlib.Path(sys.executable).parent / "kubectl-modelwarden")]
+    try:
+        deadline = time.monotonic() + 220
+        while not any("export KUBECONFIG=" in line for line in lines) and demo.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        kubeconfig = next(line.split("export KUBECONFIG=")[1].strip() for line in lines if "export KUBECONFIG=" in line)
+        plugin += ["--kubeconfig", kubeconfig, "-n", "sandbox"]
+        view = json.loads(subprocess.run([*plugin, "get", "fraud", "-o", "json"], capture_output=True, text=True, timeout=60).stdout)
+        assert view["phase"] == "RolledBack" and view["tracks"]["stable"]["version"] == "1"
+        assert any(e["reason"] == "CanaryAborted" for e in view["events"])
+        server = yaml.safe_load(pathlib.Path(kubeconfig).read_text())["clusters"][0]["cluster"]["server"]
+        table = requests.get(f"{server}/apis/modelwarden.io/v1alpha1/namespaces/sandbox/modeldeployments",
+                             headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}, timeout=10).json()
+        assert table["rows"][0]["cells"][:3] == ["fraud", "False", "RolledBack"]  # Ready=False: the spec's canary is refused
+
+        watch = subprocess.Popen([*plugin, "get", "fraud", "--watch", "--interval", "0.5", "-o", "json"],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            phases = [json.loads(watch.stdout.readline())["phase"]]
+            retried = subprocess.run([*plugin, "retry", "fraud"], capture_output=True, text=True, timeout=90)
+            assert retried.returncode == 0 and "acknowledged" in retried.stdout, retried.stderr
+            while phases[-1] != "Progressing" and len(phases) < 50:
+                phases.append(json.loads(watch.stdout.readline())["phase"])
+            assert phases[0] == "RolledBack" and phases[-1] == "Progressing", phases  # seen live, as it changed
+        finally:
+            watch.kill()
+            watch.wait(10)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        code = demo.wait(60)
+    assert code == 0, "".join(lines)[-3000:]
+    assert json.loads(demo.stdout.read())["rolledBack"] is True
+    assert processes_mentioning(str(tmp_path)) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=170.0, help="give up after this many seconds (default 170)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON (progress goes to stderr)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs and models here (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true",
+                        help="after the scenario, keep the sandbox running (prints a KUBECONFIG for kubectl and "
+                             "kubectl modelwarden) until Ctrl-C")
     parser.add_argument("--control-plane", choices=("emulator", "real"), default="emulator",
                         help="the embedded API emulator (default, starts in a second) or a real kube-apiserver, etcd and "
                              "kube-controller-manager built by `make control-plane`")
@@ -30,16 +34,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = Demo(args).run()
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        _print_summary(summary)
+    summary = Demo(args).run(report=lambda s: print(json.dumps(s, indent=2), flush=True) if args.json else _print_summary(s))
     complete = summary["rolledBack"] and len(summary["jobs"]) == 1 and summary["alertsReceived"] > 0
     return 0 if complete else 1
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
+    try:
+        _print_summary_lines(summary)
+    finally:
+        sys.stdout.flush()  # with --keep the process goes on: show it now
+
+
+def _print_summary_lines(summary: dict[str, Any]) -> None:
     print("\nScenario")
     for milestone in summary["milestones"]:
         print(f"  {milestone['at']:6.1f}s  {milestone['what']}")
@@ -50,6 +57,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
             ("requests by track", summary["requests"]), ("duration", f"{summary['durationSeconds']}s")]
     for label, value in rows:
         print(f"  {label:<20} {value}")
+    print("\nDecision trail (the gate's evaluations and what they led to)")
+    for step in summary["decisionTrail"]:
+        print(f"  {step['at'][11:19]:<8}  {step['what']:<19} {step['detail'][:100]}")
     print("\nEvents")
     for event in summary["events"]:
         print(f"  {event['type'] or '':<8} {event['reason'] or '':<22} {event['object'] or '':<20} {(event['message'] or '')[:90]}")

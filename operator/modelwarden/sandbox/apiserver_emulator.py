@@ -20,6 +20,7 @@ import kmock
 from kmock._internal import apps, enums, k8s, parsing, rendering
 
 from modelwarden.sandbox.apiserver_objects import NAMESPACES, STATUS_SUBRESOURCE, now
+from modelwarden.sandbox.apiserver_tables import table, wants_table
 from modelwarden.sandbox.apiserver_writes import ObjectWrites
 
 _NAMESPACE_SUBRESOURCES = {"status", "finalize"}
@@ -108,6 +109,7 @@ class ApiServerEmulator(ObjectWrites, kmock.KubernetesEmulator):
     _in_flight: set[rendering.Request] = attrs.field(factory=set, init=False)
     _answers: dict[rendering.Request, dict[str, Any]] = attrs.field(factory=dict, init=False)
     _answered: int = attrs.field(default=0, init=False)
+    _printer_columns: dict[tuple[str, str, str], list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -129,6 +131,7 @@ class ApiServerEmulator(ObjectWrites, kmock.KubernetesEmulator):
             if not version.get("served", True):
                 continue
             key = f"{spec['group']}/{version['name']}/{names['plural']}"
+            self._printer_columns[(spec["group"], version["name"], names["plural"])] = version.get("additionalPrinterColumns") or []
             self.resources[key] = kmock.ResourceInfo(
                 kind=names["kind"],
                 singular=names.get("singular") or names["kind"].lower(),
@@ -272,8 +275,21 @@ class ApiServerEmulator(ObjectWrites, kmock.KubernetesEmulator):
         info = self.resources[request.resource] if request.resource in self.resources else None
         kind = info.kind if info and info.kind else request.resource.plural.capitalize()
         api_version = f"{request.resource.group}/{request.resource.version}".lstrip("/")
+        if wants_table(request.headers.get("Accept")):
+            return self._table(request, items)
         return {"apiVersion": api_version, "kind": f"{kind}List", "items": items,
                 "metadata": {"resourceVersion": str(self._current_version)}}
+
+    async def _serve_fetch(self, request: rendering.Request) -> Any:
+        found = await super()._serve_fetch(request)
+        if isinstance(found, dict) and wants_table(request.headers.get("Accept")):
+            return self._table(request, [found])
+        return found
+
+    def _table(self, request: rendering.Request, items: list[dict[str, Any]]) -> dict[str, Any]:
+        resource = request.resource
+        columns = self._printer_columns.get((resource.group or "", resource.version or "", resource.plural or ""), [])
+        return table(items, columns, str(self._current_version))
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
         """kmock's watch, made gap-free: the bus position is marked under the same lock as the

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from modelwarden.sandbox import datagen
 from modelwarden.sandbox.apiserver import EmulatedApiServer, default_crd_dir
 from modelwarden.sandbox.examples import train_example
 from modelwarden.sandbox.kubelet import ProcessKubelet
+from modelwarden.sandbox.narration import decision_trail, deployment_words, policy_words
 from modelwarden.sandbox.objectstore import ObjectStore
 from modelwarden.sandbox.processes import free_port
 from modelwarden.sandbox.prometheus import PrometheusServer
@@ -83,6 +85,7 @@ class Demo:
         self.deadline = time.monotonic() + args.duration
         self.started = time.monotonic()
         self.json = args.json
+        self.keep = getattr(args, "keep", False)
         self.control_plane, self.kube_bin = args.control_plane, args.kube_bin
         self.workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mw-demo-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -118,11 +121,34 @@ class Demo:
                            headers={"Content-Type": "application/merge-patch+json"}).raise_for_status()
 
     # -- the scenario --------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self, report=None) -> dict[str, Any]:
+        """The scenario, then its summary (given to `report`); with --keep everything stays up,
+        to be explored with kubectl, until SIGINT or SIGTERM."""
         with ExitStack() as stack:
             self.start_everything(stack)
             self.scenario()
-            return self.summary()
+            summary = self.summary()
+            if report is not None:
+                report(summary)
+            if self.keep:
+                self.keep_running()
+            return summary
+
+    def keep_running(self) -> None:
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        out = sys.stderr if self.json else sys.stdout
+        print(f"\nThe sandbox keeps running (Ctrl-C stops it):\n"
+              f"  export KUBECONFIG={self.kubeconfig}\n"
+              f"  kubectl get mdep,dpol -n {NAMESPACE}\n"
+              f"  kubectl modelwarden get {NAME} -n {NAMESPACE} --watch\n"
+              f"  kubectl modelwarden retry {NAME} -n {NAMESPACE}      # start the canary over\n"
+              f"  logs: {self.workdir}", file=out, flush=True)
+        while not stop.wait(1.0):
+            if self.operator.poll() is not None:
+                self.say(f"the operator exited with {self.operator.returncode}; see {self.workdir}/operator.log")
+                return
 
     def start_everything(self, stack: ExitStack) -> None:
         self.say(f"working in {self.workdir}")
@@ -132,7 +158,7 @@ class Demo:
         # version is served with the stable version's reference profile (see docs/statistics.md).
         models["2"].profile.write_text(models["1"].profile.read_text())
         self.start_store(stack, models)
-        kubeconfig = self.start_api(stack)
+        kubeconfig = self.kubeconfig = self.start_api(stack)
         self.prometheus = PrometheusServer(workdir=self.workdir / "prometheus")
         self.prometheus.start()
         stack.callback(self.prometheus.stop)
@@ -260,16 +286,10 @@ class Demo:
         raise SystemExit(f"timed out waiting for: {what} (logs and state.json in {self.workdir})")
 
     def progress(self) -> None:
-        status = self.status()
-        policy = self.get("driftpolicies", POLICY).get("status", {})
-        last = policy.get("lastEvaluation") or {}
-        checks = " ".join(f"{r['check']}={r['value']:.3g}" for r in last.get("results", [])
-                          if r.get("value") is not None and "/" in r["check"])[:160]
-        weights = status.get("weights", {})
-        step = status.get("canaryStep")
-        line = (f"phase={status.get('phase')} weights={weights.get('stable', '-')}/{weights.get('canary', '-')}"
-                f"{'' if step is None else f' step={step + 1}'} policy={policy.get('phase')}"
-                f" verdict={last.get('verdict')} failures={policy.get('consecutiveFailures', 0)} {checks}")
+        """One line in words whenever the rollout's or the gate's state changes."""
+        md, policy = self.get("modeldeployments", NAME), self.get("driftpolicies", POLICY)
+        phase = (md.get("status") or {}).get("phase") or "Pending"
+        line = f"[{phase}] {deployment_words(md)} | {policy_words(policy)}"
         if line != self._last_line:
             self._last_line = line
             self.say(line)
@@ -316,6 +336,7 @@ class Demo:
             "alertsReceived": len(self.receiver.received),
             "alertSignaturesValid": all(a["signatureValid"] for a in self.receiver.received),
             "milestones": [{"at": at, "what": what} for at, what in self.milestones],
+            "decisionTrail": decision_trail(self.get("driftpolicies", POLICY), events),
             "events": [{"object": e.get("involvedObject", {}).get("name"), "type": e.get("type"),
                         "reason": e.get("reason"), "message": e.get("message")} for e in events],
             "requests": dict(self.traffic.stats.requests),

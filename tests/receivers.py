@@ -74,12 +74,13 @@ def webhook_signature_problem(key: bytes, body: bytes, header: str, now: float, 
 
 
 class HttpReceiver(LoopbackHttpServer):
-    """Records every POST and answers ``status`` (200 by default). With ``signing_key`` it verifies
-    the webhook signature against its ``clock`` and answers 401 to a bad or stale one."""
+    """Records every POST and answers ``status`` (200 by default), after ``delay`` seconds. With
+    ``signing_key`` it verifies the webhook signature against its ``clock`` and answers 401 to a bad
+    or stale one. Each attribute may be changed while it serves."""
 
     def __init__(self, status: int = 200, signing_key: bytes | None = None, tolerance: float = 300,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.status, self.signing_key, self.tolerance, self.clock = status, signing_key, tolerance, clock
+                 clock: Callable[[], float] = time.time, delay: float = 0.0) -> None:
+        self.status, self.signing_key, self.tolerance, self.clock, self.delay = status, signing_key, tolerance, clock, delay
         self.received: list[Received] = []
         receiver = self
 
@@ -91,6 +92,8 @@ class HttpReceiver(LoopbackHttpServer):
                     rejection = webhook_signature_problem(receiver.signing_key, body, self.headers.get("X-Modelwarden-Signature", ""),
                                                           receiver.clock(), receiver.tolerance)
                 receiver.received.append(Received(self.path, dict(self.headers), body, rejection))
+                if receiver.delay:
+                    time.sleep(receiver.delay)
                 self.send_response(401 if rejection else receiver.status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()

@@ -109,6 +109,27 @@ class ModelRef(ApiModel):
     """What it resolved to."""
 
 
+class GateStatus(ApiModel):
+    """A webhook gate of the current canary: since when it holds, and what it last answered."""
+
+    name: str
+    """The gate (spec.canary.webhooks[].name)."""
+    type: str
+    """confirm-rollout, pre-rollout or confirm-promotion."""
+    version: str
+    """The canary version it was asked about (a new version asks again)."""
+    waiting_since: datetime
+    """When it began to hold: only answers given after this count."""
+    passed_at: datetime | None = None
+    """When it answered 2xx: the rollout went on."""
+    last_answer_at: datetime | None = None
+    """When it last answered (or failed to)."""
+    last_code: int | None = None
+    """Its last HTTP status (none: no answer)."""
+    message: str = ""
+    """What its last answer was, in words."""
+
+
 class Requests(ApiModel):
     """Values of the request annotations last acted on, one per kind."""
 
@@ -160,6 +181,8 @@ class ModelDeploymentStatus(ApiModel):
     """The day-2 request annotations' values last acted on (kubectl modelwarden waits for these)."""
     paused: bool | None = None
     """True while modelwarden.io/paused=true is acted on: the canary's steps hold (a failing gate still aborts)."""
+    gates: list[GateStatus] = Field(default_factory=list, max_length=8)
+    """The current canary's webhook gates (spec.canary.webhooks) as asked so far."""
     approved_step: int | None = Field(default=None, ge=0)
     """The canary step (index) a person approved; a step with approval: required advances only then."""
     history: list[HistoryEntry] = Field(default_factory=list, max_length=100)

@@ -28,6 +28,7 @@ from modelwarden.api.deploymentstatus import (
 )
 from modelwarden.api.duration import Duration, PositiveDuration
 from modelwarden.api.tracks import TRACK_RULES, Autoscaling, StorageSpec, TrackSpec
+from modelwarden.api.webhookgates import WebhookGate
 
 # Part of the ModelDeployment API, defined in api/tracks.py and api/deploymentstatus.py.
 __all__ = ["Autoscaling", "StorageSpec", "TrackSpec", "HistoryEntry", "ModelDeploymentPhase", "ModelDeploymentStatus",
@@ -78,6 +79,11 @@ class CanaryTrack(TrackSpec):
             ".steps",
         ),
         (
+            "!has(self.webhooks) || self.webhooks.all(w, self.webhooks.filter(v, v.name == w.name).size() == 1)",
+            "spec.canary.webhooks: names must be unique",
+            ".webhooks",
+        ),
+        (
             "!has(self.autoPromoteWinner) || !self.autoPromoteWinner || has(self.weight)",
             "spec.canary.autoPromoteWinner needs a fixed A/B split (weight): a progressive rollout promotes after its last step",
             ".autoPromoteWinner",
@@ -95,6 +101,9 @@ class CanaryTrack(TrackSpec):
     auto_promote_winner: bool = False
     """A/B split only: promote the canary once a gating DriftPolicy's comparison names it the winner (condition
     Winner, on evidence from after the split began) and every gating policy passes."""
+    webhooks: list[WebhookGate] = Field(default_factory=list, max_length=8)
+    """Webhook gates (confirm-rollout, pre-rollout, confirm-promotion): a 2xx answer lets the rollout go on,
+    anything else holds it (status.gates says why); a person's promote or abort overrides them."""
 
 
 class ShadowTrack(TrackSpec):

@@ -60,6 +60,8 @@ def rollout(md: dict[str, Any], policies: list[dict[str, Any]], events: list[dic
                                               for s in steps],
         "verdict": status.get("verdict"), "tracks": tracks, "rollback": status.get("rollback"),
         "requests": status.get("requests") or {}, "policies": judged,
+        "gates": [{"name": g.get("name"), "type": g.get("type"), "passed": bool(g.get("passedAt")), "lastCode": g.get("lastCode"),
+                   "message": g.get("message", "")} for g in status.get("gates") or []],
         "events": [{"age": _age(e.get("lastTimestamp") or e.get("eventTime") or e["metadata"].get("creationTimestamp"), now),
                     "type": e.get("type"), "reason": e.get("reason"), "object": (e.get("involvedObject") or {}).get("name"),
                     "message": e.get("message", "")} for e in ordered[-recent:]],
@@ -100,6 +102,9 @@ def render_rollout(view: dict[str, Any]) -> str:
             value = "" if check["value"] is None else f" {check['value']:.4g}"
             threshold = "" if check["threshold"] is None else f" (threshold {check['threshold']:.4g})"
             lines.append(f"      ✖ {check['check']}{value}{threshold} {check['message']}".rstrip())
+    for gate in view["gates"]:
+        lines.append(f"  {'✔' if gate['passed'] else '⏸'} webhook {gate['name']:<16} {gate['type']:<18} "
+                     f"{'passed' if gate['passed'] else 'holds'}{': ' + gate['message'] if gate['message'] else ''}")
     lines.append("Events:" if view["events"] else "Events:     none")
     for event in view["events"]:
         lines.append(f"  {event['age']:>4}  {event['type']:<7} {event['reason']:<20} {event['message']}")

@@ -19,7 +19,6 @@ reads the verdict from status).
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime
 import functools
 import logging
@@ -47,16 +46,16 @@ from modelwarden.contract.kubernetes import (
     MODELDEPLOYMENTS,
     POLICY_LABEL,
     RETRAIN_ANNOTATION,
-    SECRET_OPT_IN_LABEL,
 )
 from modelwarden.kube.api import KubeApi, StaleView, describe_error
 from modelwarden.kube.apply import is_subset
 from modelwarden.kube.fence import write_status
+from modelwarden.kube.secrets import opted_in_secret_reader
 from modelwarden.prometheus.collect import Target, evaluate
 from modelwarden.prometheus.failfast import FailFastProvider
 from modelwarden.prometheus.client import PrometheusConfig, ProviderPool
 from modelwarden.notifiers import factory
-from modelwarden.notifiers.base import SecretReader, deliver
+from modelwarden.notifiers.base import deliver
 from modelwarden.planning import tick
 from modelwarden.planning.notification import AlertContext, Notification
 from modelwarden.planning.egress import EgressRules
@@ -289,7 +288,7 @@ def _run_evaluation(kube: KubeApi, config: OperatorConfig, prometheus: ProviderP
 def _prometheus_config(kube: KubeApi, source: PrometheusSource | None, namespace: str, default_url: str) -> PrometheusConfig:
     if source is None:
         return PrometheusConfig(url=default_url)
-    secret = _secret_reader(kube, namespace)
+    secret = opted_in_secret_reader(kube, namespace)
     token = secret(source.bearer_token_secret_ref.name, source.bearer_token_secret_ref.key) if source.bearer_token_secret_ref else None
     auth = source.basic_auth
     basic = (secret(auth.secret_name, auth.username_key), secret(auth.secret_name, auth.password_key)) if auth else None
@@ -298,26 +297,11 @@ def _prometheus_config(kube: KubeApi, source: PrometheusSource | None, namespace
                             basic_auth=basic, ca_pem=ca, timeout_seconds=source.timeout.total_seconds())
 
 
-def _secret_reader(kube: KubeApi, namespace: str) -> SecretReader:
-    def read(name: str, key: str) -> str:
-        secret = kube.get("v1", "Secret", namespace, name)
-        if secret is None:
-            raise LookupError(f"Secret {name} not found")
-        if ((secret.get("metadata") or {}).get("labels") or {}).get(SECRET_OPT_IN_LABEL) != "true":
-            raise LookupError(f"Secret {name} is not labelled {SECRET_OPT_IN_LABEL}=true: a policy may only use Secrets opted in for it")
-        data = secret.get("data") or {}
-        if key not in data:
-            raise LookupError(f"Secret {name} has no key {key}")
-        return base64.b64decode(data[key]).decode()
-
-    return read
-
-
 async def _notify(kube: KubeApi, egress: EgressRules, reference: dict[str, Any], alert_spec: AlertSpec | None, notification: Notification,
                   namespace: str, name: str) -> None:
     """Send to every channel at once, time-boxed; outcomes become AlertSent/AlertFailed Events."""
     loop = asyncio.get_running_loop()
-    secret = _secret_reader(kube, namespace)
+    secret = opted_in_secret_reader(kube, namespace)
     channels = factory.configured_channels(alert_spec)
 
     def send(channel: str) -> None:

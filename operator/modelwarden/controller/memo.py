@@ -8,6 +8,7 @@ import asyncio
 import kopf
 
 from modelwarden.controller.config import OperatorConfig
+from modelwarden.controller.gatecalls import GateCaller
 from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.controller.policyloop import PolicyLoop
 from modelwarden.controller.resolution import Resolver
@@ -45,3 +46,4 @@ class Memo(kopf.Memo):
     prometheus: ProviderPool  # Prometheus clients kept across evaluations (keep-alive connections)
     policy_loop: PolicyLoop  # every DriftPolicy the scheduler runs, and the scheduler
     resolver: Resolver  # MLflow aliases of ModelDeployments, looked up every resolveInterval
+    gates: GateCaller  # asks the webhook gates of canaries that wait for them

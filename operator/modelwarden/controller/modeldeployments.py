@@ -31,10 +31,11 @@ import kopf
 from pydantic import ValidationError
 
 from modelwarden.api.driftpolicy import DriftPolicySpec, DriftPolicyStatus
-from modelwarden.api.modeldeployment import ModelDeployment
+from modelwarden.api.modeldeployment import ModelDeployment, ModelDeploymentStatus
 from modelwarden.contract.kubernetes import DRIFTPOLICIES, INSTANCE_LABEL, MANAGED_BY, MODELDEPLOYMENTS
 from modelwarden.controller import telemetry
 from modelwarden.controller.config import OperatorConfig
+from modelwarden.controller.gatecalls import GateCaller
 from modelwarden.controller.memo import Memo
 from modelwarden.controller.modelpods import fetch_failures
 from modelwarden.controller.resolution import Resolver
@@ -201,7 +202,7 @@ async def run_modeldeployment(
             try:
                 outcome, problems = await loop.run_in_executor(
                     RECONCILES, reconcile, memo.kube, memo.fence, gathered, memo.config.default_image, problems,
-                    memo.pod_monitors, memo.resolver)
+                    memo.pod_monitors, memo.resolver, memo.gates)
                 for event in outcome.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
                 if outcome.failure is not None:
@@ -230,7 +231,7 @@ async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float)
 
 def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
               problems: tuple[str, ...], pod_monitors: PodMonitorSupport | None = None,
-              resolver: Resolver | None = None) -> tuple[Outcome, tuple[str, ...]]:
+              resolver: Resolver | None = None, gates: GateCaller | None = None) -> tuple[Outcome, tuple[str, ...]]:
     """One decision: plan from the gathered view, persist status once, then apply children.
 
     Returns what to announce and the apply problems the next decision should report.
@@ -259,12 +260,16 @@ def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
                     observed[track] = ObservedTrack.from_deployment(child)
         scaled = {track: observed[track].replicas for track in observed if f"{name}-{track}" in gathered.autoscaled}
         routes = [c for c in gathered.children.values() if c.get("kind") in ROUTE_KINDS]
+        canary = observed.get("canary")
+        answers = gates.answers(md, md.status or ModelDeploymentStatus(), canary is not None and canary.ready_replicas > 0
+                                and canary.ready_replicas >= canary.replicas) if gates is not None else {}
         result = plan(md, observed, gathered.verdicts, now, image=image, routes=routes, autoscaled=scaled,
                       apply_problems=problems, pod_monitors=bool(want_pod_monitor),
                       pod_monitor_labels=pod_monitors.labels if pod_monitors is not None else None,
                       resolutions=resolver.resolve(md) if resolver is not None else {},
                       fetch_failures=fetch_failures(kube, namespace, name, observed),
-                      mlflow_tracking_uri=resolver.config.mlflow_tracking_uri if resolver is not None else None)
+                      mlflow_tracking_uri=resolver.config.mlflow_tracking_uri if resolver is not None else None,
+                      gate_answers=answers)
         changes = status_changes(dict(view.get("status") or {}), result.status)
         wrote = False
         if changes:

@@ -19,6 +19,7 @@ from modelwarden.contract.kubernetes import DRIFTPOLICIES, GROUP, MODELDEPLOYMEN
 from modelwarden.controller import driftpolicies, modeldeployments, podmonitors, telemetry
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.resolution import Resolver
+from modelwarden.controller.gatecalls import GateCaller
 from modelwarden.controller.memo import Memo, Wakeups
 from modelwarden.controller.podmonitors import PodMonitorSupport
 from modelwarden.controller.status import spec_status_patch
@@ -65,6 +66,7 @@ def connect(memo: Memo, **_: Any) -> None:
     memo.prometheus = ProviderPool(outcome=telemetry.record_query)
     memo.pod_monitors = PodMonitorSupport(memo.kube, memo.config.pod_monitors, labels=memo.config.pod_monitor_labels)
     memo.resolver = Resolver(memo.config, memo.kube)
+    memo.gates = GateCaller(memo.kube, memo.config.egress)
     if memo.config.pod_monitors == "off":
         logging.getLogger(__name__).info("PodMonitors off (--pod-monitors=off): none are watched or written")
     else:

@@ -10,6 +10,7 @@ from modelwarden.api.duration import format_duration
 from modelwarden.api.modeldeployment import ModelDeployment, ModelDeploymentPhase, ModelDeploymentStatus
 from modelwarden.api.policystatus import Verdict
 from modelwarden.planning.requests import waiting_for_person
+from modelwarden.planning.webhookgates import holding_gate
 from modelwarden.planning.types import Event, PolicyVerdict
 
 Phase = ModelDeploymentPhase
@@ -47,6 +48,14 @@ def served_verdict(verdicts: Iterable[PolicyVerdict], status: ModelDeploymentSta
     return min(current, key=SEVERITY.index) if current else None
 
 
+def _gate_hold(md: ModelDeployment, status: ModelDeploymentStatus) -> tuple[str, str] | None:
+    gate = holding_gate(md, status)
+    if gate is None:
+        return None
+    said = gate.message or "asking"
+    return "AwaitingWebhook", f"{gate.type} gate {gate.name} holds the rollout ({said})"
+
+
 def _condition(status: ModelDeploymentStatus, type_: str, value: bool, reason: str, message: str, now, generation) -> None:
     status.conditions = set_condition(status.conditions, type_, value, reason, message, now, generation)
 
@@ -61,7 +70,7 @@ def set_phase_and_conditions(md, status: ModelDeploymentStatus, workloads, obser
     last = status.history[-1] if status.history else None
     promoting = bool(last and last.reason == "Promoted" and "stable" in not_ready)
     rolled_back = status.rollback is not None
-    person = waiting_for_person(md, status, now) if canary_live else None
+    person = (waiting_for_person(md, status, now) or _gate_hold(md, status)) if canary_live else None
     if rolled_back:
         phase = Phase.ROLLED_BACK
     elif promoting:

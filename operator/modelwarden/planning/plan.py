@@ -36,6 +36,7 @@ from modelwarden.contract.kubernetes import DEFAULT_IMAGE, PROMOTE_ANNOTATION
 from modelwarden.contract.modeluri import Resolution
 from modelwarden.planning.phase import served_verdict, set_phase_and_conditions, stalled
 from modelwarden.planning.requests import Pending, follow_pause, handle_retry, needs_approval, take_requests
+from modelwarden.planning.stablerollback import retire_current, rollback_stable
 from modelwarden.planning.trackmodels import (
     history_entry,
     served_model,
@@ -45,6 +46,9 @@ from modelwarden.planning.trackmodels import (
     unresolved_plan,
 )
 from modelwarden.planning.types import Event, ObservedTrack, Plan, PolicyVerdict, TrackModel
+from modelwarden.planning.webhookgates import PROMOTION, ROLLOUT, GateAnswer, forget_other_versions, rollout_confirmed
+from modelwarden.planning.webhookgates import expired as gate_expired
+from modelwarden.planning.webhookgates import holds as gates_hold
 from modelwarden.routers import RouteContext, Split, get_router
 from modelwarden.routers.base import ObservedServing
 
@@ -66,6 +70,7 @@ def plan(
     resolutions: Mapping[str, Resolution | str] | None = None,
     fetch_failures: Mapping[str, str] | None = None,
     mlflow_tracking_uri: str | None = None,
+    gate_answers: Mapping[str, GateAnswer] | None = None,
 ) -> Plan:
     """Desired children, traffic split, next status and events for one ModelDeployment.
 
@@ -74,7 +79,7 @@ def plan(
     last apply of children could not do, `pod_monitors` whether to want a PodMonitor (the cluster
     serves the kind and the operator is not told otherwise), `resolutions` what each registry URI of
     the spec resolved to (or why it could not be), `fetch_failures` the storage initializer's error
-    per track (from Pod status).
+    per track (from Pod status), `gate_answers` what the webhook gates that wait answered (by name).
     """
     spec, meta = md.spec, md.metadata
     status = (md.status or ModelDeploymentStatus()).model_copy(deep=True)
@@ -90,9 +95,12 @@ def plan(
     pending = take_requests(annotations, status)
     follow_pause(annotations, status, events)
     breaches: list[str] = []
-    canary_live = _advance_canary(md, models.get("canary"), status, observed, verdicts, now, events, breaches, pending)
-    events.extend(pending.ignored("the current step does not require approval" if canary_live else "no canary in progress"))
-    _rollback_stable(status, verdicts, now, events, breaches)
+    canary_live = _advance_canary(md, models.get("canary"), status, observed, verdicts, now, events, breaches, pending,
+                                  gate_answers or {})
+    events.extend(pending.ignored("no canary in progress" if not canary_live else
+                                  "a webhook gate holds the rollout (promote --full or abort override it)"
+                                  if not rollout_confirmed(md, status) else "the current step does not require approval"))
+    rollback_stable(status, verdicts, now, events, breaches)
 
     owner = Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""), model=spec.model)
     workloads = _workloads(md, models, status, canary_live)
@@ -140,7 +148,7 @@ def plan(
     if status.weights != old_weights and md.status is not None:
         events.append(Event("Normal", "TrafficUpdated",
                             f"stable {status.weights.stable}%, canary {status.weights.canary}%, mirror {status.weights.mirror}%"))
-    _start_step_when_applied(md, status, canary_live and "canary" not in failures,
+    _start_step_when_applied(md, status, canary_live and "canary" not in failures and rollout_confirmed(md, status),
                              router.observe(context, _serving(workloads, observed, routes)), routing.effective, now)
     _observe_tracks(status, models, workloads, observed)
     note = "; ".join(apply_problems) if apply_problems else routing.note
@@ -186,7 +194,7 @@ def _follow_spec_stable(wanted: TrackModel, status: ModelDeploymentStatus, now, 
     # the promoted version) is no rollout: only the record of where it came from changes.
     if status.stable is not None and not wanted.serves_same(status.stable.version, status.stable.model_uri,
                                                             status.stable.resolved_uri):
-        _retire_current(status, now, "Replaced")
+        retire_current(status, now, "Replaced")
         status.history.append(history_entry(wanted, now, "SpecChanged"))
         moved = f" ({wanted.model_uri} now names {wanted.resolved_uri})" if wanted.resolved_uri != wanted.model_uri else ""
         events.append(Event("Normal", "StableUpdated", f"stable set to {wanted.version} by the spec{moved}"))
@@ -205,7 +213,7 @@ def _canary_rolled_back(model: TrackModel | None, status: ModelDeploymentStatus)
 
 
 def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus, observed, verdicts, now,
-                    events: list[Event], breaches: list[str], pending: Pending) -> bool:
+                    events: list[Event], breaches: list[str], pending: Pending, answers: Mapping[str, GateAnswer]) -> bool:
     """Start, hold, advance, promote or abort the canary (by its gates, or on a person's request).
     Returns whether a canary serves traffic."""
     canary = md.spec.canary if model is not None else None
@@ -214,6 +222,7 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
         if not _canary_rolled_back(model, status):
             status.canary, status.canary_step, status.canary_started_at = None, None, None
             status.step_started_at = status.step_requested_at = None
+            status.gates = []
         return False
     if status.rollback and status.rollback.track == "canary":
         status.rollback = None  # a new canary version starts over
@@ -222,6 +231,7 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
         status.canary = track_status(model)
         status.canary_step = 0 if canary.steps else None
         status.canary_started_at, status.approved_step = now, None
+        forget_other_versions(status, model.version)
         status.step_started_at, status.step_requested_at = None, now if canary.steps else None
         source = f" ({model.resolved_uri})" if model.resolved_uri != model.model_uri else ""
         events.append(Event("Normal", "CanaryStarted", f"canary {model.version}{source} started"
@@ -241,10 +251,19 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
         _promote(model, status, now, events, f" on request ({pending.describe(kind)})")
         pending.use(kind)
         return False
+    if timed_out := gate_expired(md, status, now):
+        _abort_canary(md, model, status, timed_out, now, events)
+        return False
+    confirmed = rollout_confirmed(md, status)
+    if gates_hold(md, model, status, ROLLOUT, answers, now, events):
+        return True  # at 0% of traffic (_canary_weight) until every rollout gate said yes
+    if not confirmed:
+        status.step_requested_at = now  # the first step starts now: its progress deadline too
     if not canary.steps:
         winners = [v for v in gating if v.won_since(model.version, status.canary_started_at)]
         if canary.auto_promote_winner and winners and not any(v.lost(model.version) for v in gating) \
-                and all(v.passed_since(status.canary_started_at) for v in gating):
+                and all(v.passed_since(status.canary_started_at) for v in gating) \
+                and not gates_hold(md, model, status, PROMOTION, answers, now, events):
             _promote(model, status, now, events, f": it won the A/B comparison (DriftPolicy {winners[0].name}: "
                                                  f"{winners[0].winner_summary})")
             return False
@@ -275,18 +294,21 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
                             f"canary {model.version} advanced to step {step_index + 2}/{len(canary.steps)} "
                             f"at {canary.steps[step_index + 1].weight}%" + (f" on request ({PROMOTE_ANNOTATION}={skip})" if skip else "")))
         return True
+    if not skip and gates_hold(md, model, status, PROMOTION, answers, now, events):
+        return True  # at the last step until confirm-promotion says yes
     _promote(model, status, now, events, f" on request ({PROMOTE_ANNOTATION}={skip})" if skip else "")
     return False
 
 
 def _promote(model: TrackModel, status: ModelDeploymentStatus, now, events: list[Event], why: str) -> None:
     assert status.stable is not None
-    _retire_current(status, now, "Superseded")
+    retire_current(status, now, "Superseded")
     status.history.append(history_entry(model, now, "Promoted"))
     events.append(Event("Normal", "CanaryPromoted", f"canary {model.version} promoted to stable (was {status.stable.version}){why}"))
     status.stable = track_status(model)
     status.canary, status.canary_step, status.canary_started_at, status.approved_step = None, None, None, None
     status.step_started_at = status.step_requested_at = None
+    status.gates = []
 
 
 def _abort_canary(md: ModelDeployment, model: TrackModel, status: ModelDeploymentStatus, reason: str, now,
@@ -300,44 +322,9 @@ def _abort_canary(md: ModelDeployment, model: TrackModel, status: ModelDeploymen
     events.append(Event("Warning", "CanaryAborted", f"canary {model.version} rolled back: {reason}"))
 
 
-def _rollback_stable(status: ModelDeploymentStatus, verdicts, now, events: list[Event], breaches: list[str]) -> None:
-    """Revert stable to the previous good version once per breach of a rollback-enabled stable policy."""
-    since = status.rollback.at if status.rollback else None
-    if status.stable is None:
-        return
-    breaching = [v for v in verdicts if v.track == "stable" and v.rollback and v.breached and v.about(status.stable.version)
-                 and (since is None or (v.evaluated_at is not None and v.evaluated_at > since))]
-    if not breaching:
-        return
-    breaches.extend(v.name for v in breaching)
-    reason = "; ".join(v.describe() for v in breaching)
-    current = status.stable.version
-    bad = {h.version for h in status.history if h.reason == "RolledBack" or h.retired_at and h.version == current}
-    previous = next((h for h in reversed(status.history) if h.version != current and h.version not in bad), None)
-    if previous is None:
-        if not any(e.reason == "RollbackImpossible" for e in events):
-            events.append(Event("Warning", "RollbackImpossible", f"stable {current} is failing but has no previous version: {reason}"))
-        return
-    _retire_current(status, now, "RolledBack")
-    target = TrackModel(previous.version, previous.model_uri, previous.resolved_uri or previous.model_uri,
-                        previous.model_version, previous.run_id, previous.sha256)
-    status.history.append(history_entry(target, now, "RollbackTarget"))
-    status.rollback = RollbackStatus(track="stable", from_version=current, to_version=previous.version, reason=reason, at=now)
-    status.stable = track_status(target)
-    events.append(Event("Warning", "StableRolledBack", f"stable rolled back from {current} to {previous.version}: {reason}"))
-
-
-def _retire_current(status: ModelDeploymentStatus, now, reason: str) -> None:
-    for entry in reversed(status.history):
-        if status.stable and entry.version == status.stable.version and entry.retired_at is None:
-            entry.retired_at = now
-            entry.reason = reason if reason == "RolledBack" else entry.reason
-            return
-
-
 def _canary_weight(md: ModelDeployment, status: ModelDeploymentStatus, canary_live: bool) -> int:
     canary = md.spec.canary
-    if not canary_live or canary is None:
+    if not canary_live or canary is None or not rollout_confirmed(md, status):
         return 0
     if canary.steps:
         return canary.steps[status.canary_step or 0].weight

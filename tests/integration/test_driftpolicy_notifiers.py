@@ -104,6 +104,10 @@ def test_failing_webhook_is_retried_a_bounded_number_of_times(http_receivers):
     with pytest.raises(NotifyError, match="HTTP 500"):
         deliver(WebhookNotifier(f"{receiver.url}/hook"), notification(), attempts=3, backoff_seconds=0.05)
     assert len(receiver.received) == 3
+    # Every attempt is the same transition: one key, in the header and the body, for the receiver to dedupe on.
+    keys = {(r.headers["Idempotency-Key"], r.json()["dedupKey"]) for r in receiver.received}
+    assert len(keys) == 1 and len(next(iter(keys))[0]) == 32 and next(iter(keys))[0] == next(iter(keys))[1]
+    assert notification(resolved=True).dedup_key != notification().dedup_key
 
 
 def test_a_failed_post_names_the_host_but_never_the_secret_path_or_the_answer(http_receivers):

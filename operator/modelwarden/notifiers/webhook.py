@@ -17,6 +17,7 @@ from modelwarden.notifiers.posting import post_json
 from modelwarden.planning.notification import Notification
 
 SIGNATURE_HEADER = "X-Modelwarden-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"  # one per transition: retries of one alert carry the same (also body.dedupKey)
 SIGNATURE_SCHEME = "v1"
 DEFAULT_TOLERANCE_SECONDS = 300  # how old (or how far ahead, for clock skew) a signed timestamp may be
 
@@ -81,7 +82,7 @@ class WebhookNotifier:
 
     def send(self, notification: Notification) -> None:
         body = json.dumps(notification.to_dict(), separators=(",", ":")).encode()
-        headers = dict(self.headers)
+        headers = {**self.headers, IDEMPOTENCY_HEADER: notification.dedup_key}
         if self.secret:
             # Signed at each attempt, so a retry carries a fresh timestamp.
             headers[SIGNATURE_HEADER] = signature(self.secret, body, int(self.clock()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -39,10 +40,19 @@ class Notification:
     def alertname(self) -> str:
         return KINDS[self.kind][0]
 
+    @property
+    def dedup_key(self) -> str:
+        """The same for every delivery attempt of this transition (a retry after a timeout the
+        receiver did see), different for the next one: receivers drop what they already have."""
+        identity = "|".join([self.kind, "resolved" if self.resolved else "firing", _ts(self.starts_at),
+                             *(f"{k}={v}" for k, v in sorted(self.labels.items()))])
+        return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
     def to_dict(self) -> dict[str, Any]:
         """The generic JSON shape (the webhook body)."""
         return {
             "version": "1",
+            "dedupKey": self.dedup_key,
             "status": "resolved" if self.resolved else "firing",
             "kind": self.kind,
             "alertname": self.alertname,

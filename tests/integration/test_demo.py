@@ -30,7 +30,7 @@ def test_demo_rolls_back_the_drifted_canary_and_reports_it(tmp_path, control_pla
     assert summary["stableVersion"] == "1"
     assert len(summary["jobs"]) == 1
     assert summary["jobEnv"]["MODELWARDEN_MODEL"] == "fraud" and summary["jobEnv"]["MODELWARDEN_TRACK"] == "canary"
-    assert summary["alertsReceived"] >= 1 and summary["alertSignaturesValid"] is True
+    assert summary["alertsReceived"] == 1 and summary["alertSignaturesValid"] is True  # one alert for one breach
     reasons = {e["reason"] for e in summary["events"]}
     assert {"CanaryStarted", "CanaryStepAdvanced", "CanaryAborted", "RetrainLaunched"} <= reasons
     # Drift comes after the first advance: the failing policy never lets the canary advance again, and

@@ -172,12 +172,13 @@ def operator_factory(cluster, tmp_path):
 
     started: list[OperatorProcess] = []
 
-    def start(*extra_args: str, env: dict[str, str] | None = None) -> OperatorProcess:
+    def start(*extra_args: str, env: dict[str, str] | None = None, verbose: bool = True) -> OperatorProcess:
         process = OperatorProcess(
             kubeconfig=cluster.operator_kubeconfig,
             log_path=tmp_path / f"operator-{len(started)}.log",
             extra_args=extra_args,
             env=env or {},
+            verbose=verbose,
         )
         process.start(timeout=60)
         started.append(process)

@@ -16,8 +16,10 @@ BIN = Path(sys.executable).parent / "modelwarden"
 class OperatorProcess:
     """`modelwarden run --standalone` in a subprocess, healthy once its liveness endpoint answers."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None):
+    def __init__(self, kubeconfig: Path, log_path: Path, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 verbose: bool = True):
         self.kubeconfig = kubeconfig
+        self.verbose = verbose  # debug logs, which tests read (e.g. every API answer's status)
         self.log_path = log_path
         self.extra_args = extra_args
         self.env = env or {}
@@ -37,7 +39,7 @@ class OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "MODELWARDEN_ALLOWED_PROMETHEUS_URLS": "*",
                "MODELWARDEN_SCRAPE_INTERVAL": "250ms", **self.env}
         self.process = subprocess.Popen(
-            [str(BIN), "run", "--verbose", "--liveness", self.liveness_url, *self.extra_args],
+            [str(BIN), "run", *(["--verbose"] if self.verbose else []), "--liveness", self.liveness_url, *self.extra_args],
             env=env,
             stdout=self.log_path.open("ab"),
             stderr=subprocess.STDOUT,

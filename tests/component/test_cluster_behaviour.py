@@ -67,15 +67,17 @@ def test_kubectl_shows_the_printer_columns_and_waits_for_the_operators_condition
     kubectl("wait", "--for=jsonpath={.status.phase}=Progressing", "mdep/fraud", "--timeout=90s", timeout=120)
     kubectl("wait", "--for=condition=Ready=False", "dpol/gate", "--timeout=90s", timeout=120)
     kubectl("wait", "--for=jsonpath={.status.phase}=Error", "dpol/gate", "--timeout=90s", timeout=120)
+    kubectl("wait", "--for=jsonpath={.status.verdict}=Error", "mdep/fraud", "--timeout=90s", timeout=120)
 
     tables = kubectl("get", "mdep,dpol").split("\n\n")
     mdep, dpol = ([line.split() for line in table.strip().splitlines()] for table in tables)
-    assert mdep[0] == ["NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "AGE"]
-    assert mdep[1][:5] == ["modeldeployment.modelwarden.io/fraud", "Progressing", "7", "8", "10"]
+    assert mdep[0] == ["NAME", "READY", "PHASE", "STABLE", "CANARY", "WEIGHT", "STEP", "VERDICT", "AGE"]
+    assert mdep[1][:8] == ["modeldeployment.modelwarden.io/fraud", "True", "Progressing", "7", "8", "10", "1/1", "Error"]
     assert dpol[0] == ["NAME", "TARGET", "TRACK", "PHASE", "VERDICT", "FAILURES", "AGE"]
     assert dpol[1][:5] == ["driftpolicy.modelwarden.io/gate", "fraud", "canary", "Error", "Error"]
     wide = [line.split() for line in kubectl("get", "mdep", "-o", "wide").strip().splitlines()]
-    assert wide[0] == ["NAME", "PHASE", "STABLE", "CANARY", "WEIGHT", "MODEL", "AGE"] and wide[1][5] == "fraud"
+    assert wide[0] == ["NAME", "READY", "PHASE", "STABLE", "CANARY", "WEIGHT", "STEP", "VERDICT", "MODEL", "AGE"]
+    assert wide[1][8] == "fraud"
     # The category lists both kinds.
     assert sorted(kubectl("get", "modelwarden", "-o", "name").split()) == [
         "driftpolicy.modelwarden.io/gate", "modeldeployment.modelwarden.io/fraud"]

@@ -101,7 +101,7 @@ def test_a_window_shorter_than_four_scrapes_is_invalidspec_until_it_is_long_enou
 
 
 def test_json_logs_one_object_per_line_without_routine_successes(kube, operator_factory):
-    operator = operator_factory("-A", "--log-format", "json")
+    operator = operator_factory("-A", "--log-format", "json", verbose=False)  # INFO: what a cluster's log shows
     kube.create("modeldeployments", MD)
     kube.wait_for("modeldeployments", "fraud", lambda o: o.get("status", {}).get("observedGeneration") == 1)
     assert operator.terminate() == 0

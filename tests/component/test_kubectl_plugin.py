@@ -102,8 +102,9 @@ def test_abort_retry_and_promote_full(cluster, kube, kubelet, operator_factory):
     assert "canary" not in promoted["status"]
     assert count_events(kube, "CanaryAborted") == 1 and count_events(kube, "RetryRequested") == 1
     assert "on request (modelwarden.io/promote-full=" in next(e["message"] for e in kube.list("events") if e["reason"] == "CanaryPromoted")
-    # Nothing to act on now: acknowledged, and the Event says why.
-    ok(cluster, "abort", "fraud")
+    # Nothing to act on now: acknowledged, and said so (exit 1 with the reason, and an Event).
+    ignored = plugin(cluster, "abort", "fraud")
+    assert ignored.returncode == 1 and "nothing was done: no canary in progress" in ignored.stderr, ignored.stderr
     assert count_events(kube, "RequestIgnored") == 1
     assert spec_of(kube) == written
 

@@ -60,3 +60,10 @@ def test_an_api_server_that_refuses_us_is_still_a_cluster(tmp_path):
         assert answer.stdout.strip() == "None", answer.stderr[-2000:]
     finally:
         server.shutdown()
+
+
+def test_a_bad_log_format_in_the_environment_is_a_usage_error():
+    result = subprocess.run([sys.executable, "-m", "modelwarden", "run", "-A"], capture_output=True, text=True, timeout=120,
+                            env={"MODELWARDEN_LOG_FORMAT": "text", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and "'text' is not one of full, plain, json" in result.stderr
+    assert "Traceback" not in result.stderr

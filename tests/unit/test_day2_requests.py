@@ -9,7 +9,7 @@ GATE_PASSED = verdict(at=T0 + 5 * MIN)
 def asking(model, **annotations):
     """The same object with these annotations set (what `kubectl modelwarden ...` writes)."""
     keys = {"promote": "modelwarden.io/promote", "promote_full": "modelwarden.io/promote-full", "abort": "modelwarden.io/abort",
-            "approve": "modelwarden.io/approve", "paused": "modelwarden.io/paused"}
+            "approve": "modelwarden.io/approve", "paused": "modelwarden.io/paused", "retry": "modelwarden.io/retry"}
     model = model.model_copy(deep=True)
     model.metadata["annotations"] = {**(model.metadata.get("annotations") or {}), **{keys[k]: v for k, v in annotations.items()}}
     return model
@@ -73,10 +73,53 @@ def test_a_step_requiring_approval_waits_for_it_and_each_step_needs_its_own():
 
 def test_a_request_nothing_can_act_on_is_acknowledged_and_said_so():
     approve, _ = step(asking(started(), approve="x"), ALL_READY, now=T0 + MIN)
-    assert approve.status["requests"] == {"approve": "x"}
+    assert approve.status["requests"] == {"approve": "x", "ignored": "modelwarden.io/approve=x: the current step does not require approval"}
     assert [e.message for e in approve.events if e.reason == "RequestIgnored"] == [
         "approve (modelwarden.io/approve=x) ignored: the current step does not require approval"]
     stable_only, _ = step(asking(md(canary=None), promote="y", abort="z"), {"stable": ready("7", 3)})
-    assert stable_only.status["requests"] == {"promote": "y", "abort": "z"}
+    assert {k: v for k, v in stable_only.status["requests"].items() if k != "ignored"} == {"promote": "y", "abort": "z"}
     assert sorted(e.message.split(" ignored: ")[1] for e in stable_only.events if e.reason == "RequestIgnored") == [
         "no canary in progress"] * 2
+
+
+def test_time_paused_never_counts_as_a_stalled_step():
+    canary = {**BASE["spec"]["canary"], "progressDeadline": "20m", "abortOnStall": True}
+    current = applied(step(md(canary=canary))[1])
+    _, paused = step(asking(current, paused="true"), ALL_READY, now=T0 + MIN)
+    _, still = step(paused, ALL_READY, [verdict(result="InsufficientData", at=T0 + 100 * MIN)], now=T0 + 120 * MIN)
+    resumed_model = still.model_copy(deep=True)
+    del resumed_model.metadata["annotations"]["modelwarden.io/paused"]
+    resumed, after = step(resumed_model, ALL_READY, [verdict(result="InsufficientData", at=T0 + 120 * MIN)], now=T0 + 121 * MIN)
+    assert resumed.status["phase"] == "Progressing" and reasons(resumed) == ["CanaryResumed"]  # the deadline starts over
+    late, _ = step(after, ALL_READY, [verdict(result="InsufficientData", at=T0 + 150 * MIN)], now=T0 + 151 * MIN)
+    assert late.status["phase"] == "RolledBack"  # 10m pause + 20m deadline after the resume
+
+
+def test_a_paused_ab_split_is_not_promoted_by_its_winner():
+    split = md(canary={"version": "8", "modelUri": "s3://models/8", "weight": 20, "autoPromoteWinner": True})
+    _, current = step(asking(split, paused="true"), ALL_READY)
+    won = verdict(at=T0 + 10 * MIN)
+    won = won.__class__(**{**won.__dict__, "version": "8", "winner": "canary", "winner_baseline": "stable",
+                           "winner_evidence_from": T0 + MIN, "window": 5 * MIN, "recent": ((T0 + 10 * MIN, "Pass"),)})
+    assert step(current, ALL_READY, [won], now=T0 + 11 * MIN)[0].status["stable"]["version"] == "7"
+
+
+def test_retrying_a_reverted_stable_serves_the_specs_stable_again_on_fresh_evidence():
+    _, serving = step(md(canary=None), {"stable": ready("7", 3)})
+    moved = md(status=serving.status.to_wire(), canary=None, stable={"version": "9", "modelUri": "s3://models/9", "replicas": 3})
+    _, serving9 = step(moved, {"stable": ready("9", 3)}, now=T0 + MIN)
+    breach = verdict(track="stable", result="Fail", at=T0 + 2 * MIN, failures=3, version="9")
+    _, reverted = step(serving9, {"stable": ready("9", 3)}, [breach], now=T0 + 3 * MIN)
+    assert reverted.status.stable.version == "7"
+    retried, after = step(asking(reverted, retry="r"), {"stable": ready("7", 3)}, [breach], now=T0 + 4 * MIN)
+    assert retried.status["stable"]["version"] == "9" and "rollback" not in retried.status  # the old breach is not fresh
+    assert reasons(retried)[:2] == ["RetryRequested", "StableUpdated"] and retried.status["requests"]["retry"] == "r"
+    assert [c["status"] for c in retried.status["conditions"] if c["type"] == "Stalled"] == ["False"]
+    fresh = verdict(track="stable", result="Fail", at=T0 + 5 * MIN, failures=3, version="9")
+    assert step(after, {"stable": ready("9", 3)}, [fresh], now=T0 + 6 * MIN)[0].status["stable"]["version"] == "7"
+
+
+def test_a_retry_with_nothing_rolled_back_says_so():
+    result, _ = step(asking(started(), retry="r"), ALL_READY, now=T0 + MIN)
+    assert result.status["requests"]["ignored"] == "modelwarden.io/retry=r: nothing is rolled back"
+    assert reasons(result) == ["RequestIgnored"]

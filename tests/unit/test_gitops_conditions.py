@@ -63,3 +63,12 @@ def test_the_verdict_is_the_worst_about_a_version_served_now():
     failing = verdict(result="Fail", at=T0 + MIN, failures=1, version="8")
     assert step(current, ALL_READY, [stable_pass, insufficient, failing], now=T0 + 2 * MIN)[0].status["verdict"] == "Fail"
     assert "verdict" not in step(current, ALL_READY, [], now=T0 + 2 * MIN)[0].status
+
+
+def test_a_rolled_back_canary_version_the_spec_then_serves_as_stable_is_ready():
+    _, current = step(md())
+    _, after = step(current, ALL_READY, [verdict(result="Fail", at=T0 + MIN, failures=3)], now=T0 + 2 * MIN)
+    adopted = md(status=after.status.to_wire(), canary=None, stable={"version": "8", "modelUri": "s3://models/8", "replicas": 3})
+    result, _ = step(adopted, {"stable": ready("8", 3)}, now=T0 + 3 * MIN)
+    assert result.status["stable"]["version"] == "8"
+    assert kstatus(result.status)["Ready"] == ("True", "TracksReady") and kstatus(result.status)["Stalled"][0] == "False"

@@ -34,7 +34,7 @@ def test_a_rollout_gate_keeps_the_canary_at_zero_until_a_fresh_2xx():
     first, current = run(model)
     assert first.status["weights"]["canary"] == 0 and first.status["phase"] == "Paused"
     assert condition(first.status, "Paused")["reason"] == "AwaitingWebhook"
-    assert [g.name for g in waiting(current, current.status, canary_ready=False)] == ["confirm"]
+    assert [g.name for g in waiting(current, current.status)] == ["confirm"]
     stale, _ = run(current, [said("confirm", 200, T0 - SECOND)], now=T0 + SECOND)  # from before it began to wait
     assert stale.status["weights"]["canary"] == 0
     refused, current = run(current, [said("confirm", 403, T0 + SECOND)], now=T0 + 2 * SECOND)
@@ -43,15 +43,21 @@ def test_a_rollout_gate_keeps_the_canary_at_zero_until_a_fresh_2xx():
     passed, current = run(current, [said("confirm", 200, T0 + 3 * SECOND)], now=T0 + 4 * SECOND)
     assert passed.status["weights"]["canary"] == 10 and reasons(passed).count("GatePassed") == 1
     assert passed.status["stepRequestedAt"] == "2026-01-01T00:00:04Z"  # the step (and its deadline) starts now
-    assert waiting(current, current.status, canary_ready=True) == []  # never asked again
+    assert waiting(current, current.status) == []  # never asked again
     again, _ = run(current, [], now=T0 + 5 * SECOND)
     assert again.status["weights"]["canary"] == 10 and reasons(again) == []
 
 
-def test_pre_rollout_is_asked_only_once_the_canary_is_ready():
-    _, current = run(gated(("smoke", "pre-rollout", {})))
-    assert waiting(current, current.status, canary_ready=False) == []
-    assert [g.name for g in waiting(current, current.status, canary_ready=True)] == ["smoke"]
+def test_pre_rollout_waits_from_when_the_canary_is_ready():
+    model = gated(("smoke", "pre-rollout", {"holdTimeout": "10m"}))
+    _, current = run(model, observed={"stable": ALL_READY["stable"]})  # the canary's model still downloading
+    assert waiting(current, current.status) == [] and "waitingSince" not in current.status.to_wire()["gates"][0]
+    late, current = run(current, observed={"stable": ALL_READY["stable"]}, now=T0 + 20 * MIN)
+    assert late.status["phase"] == "Paused" and "waiting for the canary's pods" in late.status["message"]  # no timeout yet
+    ready, current = run(current, now=T0 + 21 * MIN)
+    assert [g.name for g in waiting(current, current.status)] == ["smoke"] and ready.status["gates"][0]["waitingSince"]
+    passed, _ = run(current, [said("smoke", 200, T0 + 22 * MIN)], now=T0 + 22 * MIN)
+    assert passed.status["weights"]["canary"] == 10
 
 
 def test_confirm_promotion_holds_the_last_step():
@@ -71,7 +77,7 @@ def test_a_gate_holding_past_its_hold_timeout_rolls_the_canary_back():
     assert held.status["phase"] == "Paused"
     expired, _ = run(current, [said("confirm", 500, T0 + 10 * MIN)], now=T0 + 10 * MIN)
     assert expired.status["phase"] == "RolledBack"
-    assert expired.status["rollback"]["reason"] == "confirm-rollout gate confirm held for 10m (last: no answer within 10s)"
+    assert expired.status["rollback"]["reason"] == "confirm-rollout gate confirm held for 10m (last: HTTP 500)"  # its latest answer
 
 
 def test_a_person_overrides_the_gates_and_a_new_version_asks_again():
@@ -94,3 +100,31 @@ def test_the_context_a_gate_receives():
     assert body["name"] == "fraud" and body["type"] == "confirm-rollout" and body["gate"] == "confirm"
     assert body["canary"] == {"version": "8", "modelUri": "s3://models/8"} and body["stable"]["version"] == "7"
     assert body["metadata"] == {"suite": "smoke"} and body["step"] == "1/2"
+
+
+def test_a_retry_after_a_gate_rollback_asks_again_and_a_rolled_back_canary_is_asked_nothing():
+    _, current = run(gated(("confirm", "confirm-rollout", {"holdTimeout": "10m"})))
+    expired, current = run(current, now=T0 + 10 * MIN)
+    assert expired.status["phase"] == "RolledBack" and waiting(current, current.status) == []
+    retried, current = run(asking(current, retry="r1"), now=T0 + 11 * MIN)
+    assert "CanaryAborted" not in reasons(retried) and retried.status["phase"] == "Paused"
+    assert [(g["name"], g["waitingSince"]) for g in retried.status["gates"]] == [("confirm", "2026-01-01T00:11:00Z")]
+    assert retried.status["weights"]["canary"] == 0  # asked again, not passed on the old answer
+
+
+def test_a_rollout_gate_added_mid_rollout_waits_for_the_next_canary():
+    _, current = run(md())
+    _, current = run(current)  # the step's weights applied: 10%
+    added = md(status=current.status.to_wire(), canary={**BASE["spec"]["canary"],
+                                                        "webhooks": [{"name": "late", "type": "confirm-rollout", "url": "https://x.example"}]})
+    result, _ = run(added, now=T0 + MIN)
+    assert result.status["weights"]["canary"] == 10 and not result.status.get("gates") and result.status["phase"] == "Progressing"
+
+
+def test_a_plain_promote_does_not_pass_a_holding_rollout_gate_of_an_ab_split():
+    split = md(canary={"version": "8", "modelUri": "s3://models/8", "weight": 20,
+                       "webhooks": [{"name": "confirm", "type": "confirm-rollout", "url": "https://x.example"}]})
+    _, current = run(split)
+    result, _ = run(asking(current, promote="p"), now=T0 + MIN)
+    assert result.status["stable"]["version"] == "7" and result.status["weights"]["canary"] == 0
+    assert "a webhook gate holds the rollout" in result.status["requests"]["ignored"]

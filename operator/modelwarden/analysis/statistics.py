@@ -15,6 +15,7 @@ from modelwarden.api.checks import Correction
 
 PSI_EPSILON = 1e-4
 """Proportion substituted for an empty bin, exactly as the seed's calculate_psi (and Evidently)."""
+NEGLIGIBLE_PROPORTION = 1e-12
 
 
 def proportions(counts: np.ndarray) -> np.ndarray:
@@ -34,8 +35,10 @@ def psi(reference: np.ndarray, current: np.ndarray) -> np.ndarray:
     """
     p = proportions(reference)
     q = proportions(current)
-    p = np.where(p == 0, PSI_EPSILON, p)
-    q = np.where(q == 0, PSI_EPSILON, q)
+    # A proportion below any a real count gives (10^12 observations) is an empty bin: a subnormal
+    # one would make p/q overflow to an infinite PSI.
+    p = np.where(p < NEGLIGIBLE_PROPORTION, PSI_EPSILON, p)
+    q = np.where(q < NEGLIGIBLE_PROPORTION, PSI_EPSILON, q)
     return np.sum((p - q) * np.log(p / q), axis=-1)
 
 

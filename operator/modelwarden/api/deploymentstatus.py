@@ -118,8 +118,8 @@ class GateStatus(ApiModel):
     """confirm-rollout, pre-rollout or confirm-promotion."""
     version: str
     """The canary version it was asked about (a new version asks again)."""
-    waiting_since: datetime
-    """When it began to hold: only answers given after this count."""
+    waiting_since: datetime | None = None
+    """When it began to hold (a pre-rollout gate: once the canary's pods were ready): only answers given after this count."""
     passed_at: datetime | None = None
     """When it answered 2xx: the rollout went on."""
     last_answer_at: datetime | None = None
@@ -141,6 +141,10 @@ class Requests(ApiModel):
     """modelwarden.io/abort: the canary was rolled back."""
     approve: str | None = None
     """modelwarden.io/approve: the current step was approved."""
+    retry: str | None = None
+    """modelwarden.io/retry: the rolled-back canary (or stable) started over (also status.retryToken)."""
+    ignored: str | None = Field(default=None, max_length=512)
+    """The last request nothing acted on, and why (ANNOTATION=VALUE: reason)."""
 
 
 class ModelDeploymentStatus(ApiModel):

@@ -11,7 +11,8 @@
 
 Every action is an annotation on the object (never a write to its spec) that the operator acts on
 once and acknowledges in status; the command waits for that acknowledgement (--timeout) and exits
-1 if none came (is the operator running?). Exit 2: bad usage, or the object does not exist.
+1 if none came (is the operator running?) or the operator had nothing to act on (it says why).
+Exit 2: bad usage, or the object does not exist.
 """
 
 from __future__ import annotations
@@ -161,6 +162,14 @@ def _request(cluster: Cluster, args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     status = done.get("status") or {}
+    ignored = (status.get("requests") or {}).get("ignored") or ""
+    if kind not in ("pause", "resume", "evaluate-now") and ignored.startswith(f"{request}:"):
+        why = ignored[len(request) + 1:].strip()
+        if args.output == "json":
+            print(json.dumps({"request": request, "acknowledged": True, "ignored": why, "status": status}))
+        else:
+            print(f"kubectl-modelwarden: {request}: acknowledged, but nothing was done: {why}", file=sys.stderr)
+        return 1
     if args.output == "json":
         print(json.dumps({"request": request, "acknowledged": True, "status": status}))
     elif kind == "evaluate-now":

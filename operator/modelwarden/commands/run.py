@@ -150,7 +150,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
              "PodMonitors by release (env MODELWARDEN_POD_MONITOR_LABELS)",
     )
     parser.add_argument(
-        "--log-format", choices=LOG_FORMATS, default=os.environ.get(LOG_FORMAT_ENV, "full"),
+        "--log-format", type=log_format, default=os.environ.get(LOG_FORMAT_ENV, "full"), metavar="{" + ",".join(LOG_FORMATS) + "}",
         help="full (default): time, logger, level and message; plain: the message; json: one JSON object per line "
              f"for a log pipeline (env {LOG_FORMAT_ENV})",
     )
@@ -220,6 +220,13 @@ def selector_pairs(value: str) -> dict[str, str | None]:
             raise argparse.ArgumentTypeError(f"{item!r} is not a label KEY or KEY=VALUE")
         selector[key] = label if sep else None
     return selector
+
+
+def log_format(value: str) -> str:
+    """Checked for the environment's default too (argparse checks `choices` only on the command line)."""
+    if value not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(LOG_FORMATS)} (--log-format or {LOG_FORMAT_ENV})")
+    return value
 
 
 def pod_monitors_mode(value: str) -> str:

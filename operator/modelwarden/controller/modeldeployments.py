@@ -260,9 +260,7 @@ def reconcile(kube: KubeApi, fence: WriteFence, gathered: Gathered, image: str,
                     observed[track] = ObservedTrack.from_deployment(child)
         scaled = {track: observed[track].replicas for track in observed if f"{name}-{track}" in gathered.autoscaled}
         routes = [c for c in gathered.children.values() if c.get("kind") in ROUTE_KINDS]
-        canary = observed.get("canary")
-        answers = gates.answers(md, md.status or ModelDeploymentStatus(), canary is not None and canary.ready_replicas > 0
-                                and canary.ready_replicas >= canary.replicas) if gates is not None else {}
+        answers = gates.answers(md, md.status or ModelDeploymentStatus()) if gates is not None else {}
         result = plan(md, observed, gathered.verdicts, now, image=image, routes=routes, autoscaled=scaled,
                       apply_problems=problems, pod_monitors=bool(want_pod_monitor),
                       pod_monitor_labels=pod_monitors.labels if pod_monitors is not None else None,

@@ -33,8 +33,11 @@ def spec_not_served(md: ModelDeployment, status: ModelDeploymentStatus) -> bool:
     rollback = status.rollback
     if rollback is None:
         return False
-    return rollback.from_version == md.spec.stable.version or (md.spec.canary is not None
-                                                                and rollback.from_version == md.spec.canary.version)
+    stable_refused = rollback.from_version == md.spec.stable.version and (status.stable is None
+                                                                           or status.stable.version != rollback.from_version)
+    canary_refused = md.spec.canary is not None and rollback.from_version == md.spec.canary.version \
+        and (status.stable is None or status.stable.version != rollback.from_version)
+    return stable_refused or canary_refused
 
 
 SEVERITY = (Verdict.FAIL, Verdict.ERROR, Verdict.INSUFFICIENT_DATA, Verdict.WARNING, Verdict.PASS)
@@ -52,7 +55,7 @@ def _gate_hold(md: ModelDeployment, status: ModelDeploymentStatus) -> tuple[str,
     gate = holding_gate(md, status)
     if gate is None:
         return None
-    said = gate.message or "asking"
+    said = gate.message or ("waiting for the canary's pods" if gate.waiting_since is None else "asking")
     return "AwaitingWebhook", f"{gate.type} gate {gate.name} holds the rollout ({said})"
 
 

@@ -88,18 +88,18 @@ def plan(
     failures = dict(fetch_failures or {})
     if "stable" not in models:
         return unresolved_plan(md, status, unresolved, now)
+    annotations = meta.get("annotations") or {}
+    handle_retry(annotations, status, events)  # first: a retried stable rollback serves the spec's stable again
     if "stable" not in unresolved:  # an unresolved alias is no spec change: serve what status records
         _follow_spec_stable(models["stable"], status, now, events)
-    annotations = meta.get("annotations") or {}
-    handle_retry(annotations, status, events)
     pending = take_requests(annotations, status)
-    follow_pause(annotations, status, events)
+    follow_pause(annotations, status, now, events)
     breaches: list[str] = []
     canary_live = _advance_canary(md, models.get("canary"), status, observed, verdicts, now, events, breaches, pending,
                                   gate_answers or {})
     events.extend(pending.ignored("no canary in progress" if not canary_live else
                                   "a webhook gate holds the rollout (promote --full or abort override it)"
-                                  if not rollout_confirmed(md, status) else "the current step does not require approval"))
+                                  if not rollout_confirmed(md, status) else "the current step does not require approval", status))
     rollback_stable(status, verdicts, now, events, breaches)
 
     owner = Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""), model=spec.model)
@@ -246,22 +246,25 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
         _abort_canary(md, model, status, f"aborted on request ({pending.describe('abort')})", now, events)
         pending.use("abort")
         return False
-    if pending.peek("promote_full") or (pending.peek("promote") and not canary.steps):
+    if pending.peek("promote_full") or (pending.peek("promote") and not canary.steps and rollout_confirmed(md, status)):
         kind = "promote_full" if pending.peek("promote_full") else "promote"
         _promote(model, status, now, events, f" on request ({pending.describe(kind)})")
         pending.use(kind)
         return False
+    confirmed = rollout_confirmed(md, status)
+    track = observed.get("canary")
+    ready = track is not None and track.ready_for(model.version, track.replicas) and track.ready_replicas > 0
+    holding = gates_hold(md, model, status, ROLLOUT, answers, now, events, canary_ready=ready)
     if timed_out := gate_expired(md, status, now):
         _abort_canary(md, model, status, timed_out, now, events)
         return False
-    confirmed = rollout_confirmed(md, status)
-    if gates_hold(md, model, status, ROLLOUT, answers, now, events):
+    if holding:
         return True  # at 0% of traffic (_canary_weight) until every rollout gate said yes
     if not confirmed:
         status.step_requested_at = now  # the first step starts now: its progress deadline too
     if not canary.steps:
         winners = [v for v in gating if v.won_since(model.version, status.canary_started_at)]
-        if canary.auto_promote_winner and winners and not any(v.lost(model.version) for v in gating) \
+        if canary.auto_promote_winner and winners and not status.paused and not any(v.lost(model.version) for v in gating) \
                 and all(v.passed_since(status.canary_started_at) for v in gating) \
                 and not gates_hold(md, model, status, PROMOTION, answers, now, events):
             _promote(model, status, now, events, f": it won the A/B comparison (DriftPolicy {winners[0].name}: "
@@ -271,14 +274,12 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
     step_index = status.canary_step or 0
     step = canary.steps[step_index]
     if step.approval is not None and pending.peek("approve"):
-        status.approved_step = step_index
+        status.approved_step, status.step_requested_at = step_index, now  # the deadline starts over
         events.append(Event("Normal", "StepApproved", f"canary {model.version} step {step_index + 1}/{len(canary.steps)} "
                                                       f"approved ({pending.describe('approve')})"))
         pending.use("approve")
     skip = pending.use("promote")  # the person says this step is done: pause, gates and approval waived
     started = status.step_started_at
-    track = observed.get("canary")
-    ready = track is not None and track.ready_for(model.version, track.replicas) and track.ready_replicas > 0
     held = bool(status.paused) or needs_approval(md, status)
     if not skip and (held or started is None or now - started < step.pause or not ready
                      or not all(v.passed_since(started) for v in gating)):
@@ -319,6 +320,7 @@ def _abort_canary(md: ModelDeployment, model: TrackModel, status: ModelDeploymen
     status.canary = track_status(model)
     status.canary_step = None
     status.step_started_at = status.step_requested_at = None
+    status.gates = []  # a rolled-back canary is asked nothing more; a retry asks every gate again
     events.append(Event("Warning", "CanaryAborted", f"canary {model.version} rolled back: {reason}"))
 
 

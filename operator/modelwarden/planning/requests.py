@@ -43,20 +43,38 @@ class Pending:
     def describe(self, kind: str) -> str:
         return f"{ANNOTATIONS[kind]}={self.tokens[kind]}"
 
-    def ignored(self, why: str) -> list[Event]:
-        """An Event for each request nothing acted on: the person who asked learns why."""
-        return [Event("Normal", "RequestIgnored", f"{WHAT[kind]} ({self.describe(kind)}) ignored: {why}")
-                for kind in self.tokens if kind not in self.used]
+    def ignored(self, why: str, status: ModelDeploymentStatus) -> list[Event]:
+        """An Event for each request nothing acted on, recorded in status.requests.ignored too (what
+        `kubectl modelwarden` reads): the person who asked learns why."""
+        unused = [kind for kind in self.tokens if kind not in self.used]
+        if unused:
+            _record_ignored(status, f"{self.describe(unused[-1])}: {why}")
+        return [Event("Normal", "RequestIgnored", f"{WHAT[kind]} ({self.describe(kind)}) ignored: {why}") for kind in unused]
+
+
+def _record_ignored(status: ModelDeploymentStatus, what: str) -> None:
+    status.requests = (status.requests or Requests()).model_copy(update={"ignored": what[:512]})
 
 
 def handle_retry(annotations: dict[str, str], status: ModelDeploymentStatus, events: list[Event]) -> None:
-    """modelwarden.io/retry: a new value starts a rolled-back canary (or stable) over."""
+    """modelwarden.io/retry: a new value starts a rolled-back canary over from its first step, or
+    serves a rolled-back stable (the spec's) again; with nothing rolled back it is ignored."""
     token = annotations.get(RETRY_ANNOTATION)
     if not token or token == status.retry_token:
         return
     status.retry_token = token
-    if status.rollback:
-        status.rollback = None
+    status.requests = (status.requests or Requests()).model_copy(update={"retry": token})
+    rollback = status.rollback
+    if rollback is None:
+        _record_ignored(status, f"{RETRY_ANNOTATION}={token}: nothing is rolled back")
+        events.append(Event("Normal", "RequestIgnored", f"retry ({RETRY_ANNOTATION}={token}) ignored: nothing is rolled back"))
+        return
+    status.rollback = None
+    status.gates = []  # every webhook gate is asked again
+    if rollback.track == "stable":
+        status.observed_stable = None  # the spec's stable is served again (followed below, as a spec change)
+        events.append(Event("Normal", "RetryRequested", f"{RETRY_ANNOTATION}={token}: stable {rollback.from_version} is served again"))
+    else:
         status.canary = None  # the canary starts over from its first step
         events.append(Event("Normal", "RetryRequested", f"{RETRY_ANNOTATION}={token}: the canary starts over"))
 
@@ -71,12 +89,15 @@ def take_requests(annotations: dict[str, str], status: ModelDeploymentStatus) ->
     return Pending(tokens=fresh)
 
 
-def follow_pause(annotations: dict[str, str], status: ModelDeploymentStatus, events: list[Event]) -> None:
-    """modelwarden.io/paused=true holds the canary's steps until it is removed (or set to anything else)."""
+def follow_pause(annotations: dict[str, str], status: ModelDeploymentStatus, now, events: list[Event]) -> None:
+    """modelwarden.io/paused=true holds the canary's steps until it is removed (or set to anything
+    else); the progress deadline starts over on resume (a pause is no lack of progress)."""
     wanted = (annotations.get(PAUSED_ANNOTATION) or "").strip().lower() == "true"
     if wanted == bool(status.paused):
         return
     status.paused = True if wanted else None
+    if not wanted and status.canary_step is not None:
+        status.step_requested_at = now
     if wanted:
         events.append(Event("Normal", "CanaryPaused", f"{PAUSED_ANNOTATION}=true: canary steps hold (a failing gate still aborts)"))
     else:

@@ -13,6 +13,10 @@ def rollback_stable(status: ModelDeploymentStatus, verdicts, now, events: list[E
     since = status.rollback.at if status.rollback else None
     if status.stable is None:
         return
+    # Only verdicts evaluated since this stable began to serve (a retry serves it again): older ones judged another time.
+    serving = next((h.promoted_at for h in reversed(status.history)
+                    if h.version == status.stable.version and h.retired_at is None), None)
+    since = max((t for t in (since, serving) if t is not None), default=None)
     breaching = [v for v in verdicts if v.track == "stable" and v.rollback and v.breached and v.about(status.stable.version)
                  and (since is None or (v.evaluated_at is not None and v.evaluated_at > since))]
     if not breaching:

@@ -3,13 +3,16 @@ them), what their answers mean, and the rollout's context they are sent.
 
 A gate waits from the moment its point of the rollout is reached (status.gates[].waitingSince,
 persisted); only an answer given after that counts, and a 2xx is recorded once (passedAt), so a
-restart never asks a passed gate again. Rollout gates (confirm-rollout, then pre-rollout once the
-canary's pods are ready) keep the canary at 0% of traffic; confirm-promotion keeps it at its last
-step. A gate holding longer than its holdTimeout rolls the canary back."""
+restart never asks a passed gate again. Rollout gates belong to the decision that starts a canary
+(one added to the spec later waits for the next canary) and keep it at 0% of traffic:
+confirm-rollout waits from the start, pre-rollout from when the canary's pods are ready (so it can
+test them). confirm-promotion keeps the canary at its last step. A gate holding longer than its
+holdTimeout rolls the canary back; a rollback or a retry forgets the gates (a retry asks again)."""
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,36 +54,39 @@ def forget_other_versions(status: ModelDeploymentStatus, version: str | None) ->
     status.gates = [s for s in status.gates if s.version == version]
 
 
-def waiting(md: ModelDeployment, status: ModelDeploymentStatus, canary_ready: bool) -> list[WebhookGate]:
-    """The gates to ask now, from persisted status alone: waiting and not passed (a pre-rollout gate
-    only once the canary's pods are ready, so it can test them)."""
-    if status.canary is None or md.spec.canary is None:
+def waiting(md: ModelDeployment, status: ModelDeploymentStatus) -> list[WebhookGate]:
+    """The gates to ask now, from persisted status alone: waiting (a pre-rollout gate once the
+    canary's pods were ready) and not passed; none for a rolled-back canary."""
+    if status.canary is None or md.spec.canary is None or status.rollback is not None:
         return []
     due = []
     for gate in md.spec.canary.webhooks:
         state = _state(status, gate, status.canary.version)
-        if state is None or state.passed_at is not None:
-            continue
-        if gate.type == WebhookGateType.PRE_ROLLOUT and not canary_ready:
-            continue
-        due.append(gate)
+        if state is not None and state.waiting_since is not None and state.passed_at is None:
+            due.append(gate)
     return due
 
 
 def holds(md: ModelDeployment, model: TrackModel, status: ModelDeploymentStatus, types: tuple[WebhookGateType, ...],
-          answers: dict[str, GateAnswer], now: datetime.datetime, events: list[Event]) -> bool:
+          answers: Mapping[str, GateAnswer], now: datetime.datetime, events: list[Event], canary_ready: bool = True) -> bool:
     """Whether the gates of these types still hold the rollout; records their answers. Gates of a
-    point not yet reached start waiting now (the next reconcile asks them)."""
+    point reached now start waiting (the next reconcile asks them); rollout gates only in the
+    decision that starts the canary."""
     holding = False
     for gate in _gates(md, types):
         state = _state(status, gate, model.version)
         if state is None:
-            state = GateStatus(name=gate.name, type=gate.type.value, version=model.version, waiting_since=now)
+            if gate.type in ROLLOUT and status.canary_started_at != now:
+                continue  # added to the spec after this canary started: it asks the next one
+            state = GateStatus(name=gate.name, type=gate.type.value, version=model.version)
             status.gates = [*status.gates, state]
         if state.passed_at is not None:
             continue
+        if state.waiting_since is None and (gate.type != WebhookGateType.PRE_ROLLOUT or canary_ready):
+            state.waiting_since = now
         answer = answers.get(gate.name)
-        if answer is not None and answer.version == model.version and answer.at >= state.waiting_since:
+        if answer is not None and state.waiting_since is not None and answer.version == model.version \
+                and answer.at >= state.waiting_since:
             state.last_answer_at, state.last_code, state.message = answer.at, answer.code, answer.message[:256]
             if answer.ok:
                 state.passed_at = answer.at
@@ -98,7 +104,7 @@ def expired(md: ModelDeployment, status: ModelDeploymentStatus, now: datetime.da
     for gate in md.spec.canary.webhooks:
         state = _state(status, gate, status.canary.version)
         if gate.hold_timeout is not None and state is not None and state.passed_at is None \
-                and now - state.waiting_since >= gate.hold_timeout:
+                and state.waiting_since is not None and now - state.waiting_since >= gate.hold_timeout:
             said = f" (last: {state.message})" if state.message else " (never answered)"
             return f"{gate.type.value} gate {gate.name} held for {format_duration(gate.hold_timeout)}{said}"
     return None
@@ -113,12 +119,12 @@ def holding_gate(md: ModelDeployment, status: ModelDeploymentStatus) -> GateStat
 
 
 def rollout_confirmed(md: ModelDeployment, status: ModelDeploymentStatus) -> bool:
-    """Every rollout gate of the current canary passed (or it has none): it may get traffic."""
+    """Every rollout gate the current canary started with passed (or it had none): it may get traffic."""
     if status.canary is None:
         return True
     for gate in _gates(md, ROLLOUT):
         state = _state(status, gate, status.canary.version)
-        if state is None or state.passed_at is None:
+        if state is not None and state.passed_at is None:
             return False
     return True
 

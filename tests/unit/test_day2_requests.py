@@ -105,11 +105,9 @@ def test_a_paused_ab_split_is_not_promoted_by_its_winner():
 
 
 def test_retrying_a_reverted_stable_serves_the_specs_stable_again_on_fresh_evidence():
-    _, serving = step(md(canary=None), {"stable": ready("7", 3)})
-    moved = md(status=serving.status.to_wire(), canary=None, stable={"version": "9", "modelUri": "s3://models/9", "replicas": 3})
-    _, serving9 = step(moved, {"stable": ready("9", 3)}, now=T0 + MIN)
-    breach = verdict(track="stable", result="Fail", at=T0 + 2 * MIN, failures=3, version="9")
-    _, reverted = step(serving9, {"stable": ready("9", 3)}, [breach], now=T0 + 3 * MIN)
+    from tests.unit.test_gitops_conditions import revert_stable
+
+    _, reverted, breach = revert_stable()
     assert reverted.status.stable.version == "7"
     retried, after = step(asking(reverted, retry="r"), {"stable": ready("7", 3)}, [breach], now=T0 + 4 * MIN)
     assert retried.status["stable"]["version"] == "9" and "rollback" not in retried.status  # the old breach is not fresh

@@ -41,12 +41,17 @@ def test_a_rolled_back_canary_the_spec_still_names_is_not_ready_and_stalled():
     assert kstatus(result.status)["Ready"] == ("True", "TracksReady") and kstatus(result.status)["Stalled"][0] == "False"
 
 
-def test_a_reverted_stable_is_not_ready_while_the_spec_names_it():
+def revert_stable():
+    """7 serves, the spec moves stable to 9, 9 breaches and is reverted to 7: (the plan, the object after it, the breach)."""
     _, current = step(md(canary=None), {"stable": ready("7", 3)})
     moved = md(status=current.status.to_wire(), canary=None, stable={"version": "9", "modelUri": "s3://models/9", "replicas": 3})
     _, serving9 = step(moved, {"stable": ready("9", 3)}, now=T0 + MIN)
     breach = verdict(track="stable", result="Fail", at=T0 + 2 * MIN, failures=3, version="9")
-    reverted, _ = step(serving9, {"stable": ready("9", 3)}, [breach], now=T0 + 3 * MIN)
+    return (*step(serving9, {"stable": ready("9", 3)}, [breach], now=T0 + 3 * MIN), breach)
+
+
+def test_a_reverted_stable_is_not_ready_while_the_spec_names_it():
+    reverted, _, _ = revert_stable()
     assert reverted.status["stable"]["version"] == "7" and reverted.status["rollback"]["track"] == "stable"
     assert kstatus(reverted.status)["Ready"] == ("False", "RolledBack") and kstatus(reverted.status)["Stalled"] == ("True", "RolledBack")
 

@@ -39,3 +39,14 @@ def test_formats_the_shortest_exact_string():
     assert format_duration(timedelta(seconds=90)) == "1m30s"
     assert format_duration(timedelta(days=1)) == "1d"
     assert format_duration(timedelta(0)) == "0s"
+
+
+def test_format_age_is_the_largest_whole_unit_as_kubectl_shows_it():
+    import datetime
+
+    from modelwarden.api.duration import format_age
+
+    now = datetime.datetime(2026, 1, 2, 1, 0, tzinfo=datetime.timezone.utc)
+    assert [format_age(t, now) for t in ("2026-01-02T00:59:15Z", "2026-01-02T00:55:00Z", "2026-01-02T00:00:00Z",
+                                         "2026-01-01T00:00:00Z", "2026-01-02T02:00:00Z")] == ["45s", "5m", "1h", "1d", "0s"]
+    assert format_age(None, now) is None and format_age("not a time", now) is None

@@ -94,3 +94,19 @@ def format_timestamp(moment: datetime) -> str:
 def parse_timestamp(text: str | None) -> datetime | None:
     """A Kubernetes timestamp ('...Z' or with an offset); None when absent."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def format_age(text: str | None, now: datetime) -> str | None:
+    """How old a timestamp is, as kubectl shows it: its largest whole unit ('45s', '5m', '2d');
+    None when absent or not a timestamp."""
+    try:
+        moment = parse_timestamp(text)
+    except ValueError:
+        return None
+    if moment is None:
+        return None
+    seconds = max(int((now - moment).total_seconds()), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

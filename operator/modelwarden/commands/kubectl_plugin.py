@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from modelwarden.commands.kubectl_view import history, render_history, render_rollout, rollout
+from modelwarden.commands.kubectl_view import SYMBOL, history, render_history, render_rollout, rollout
 from modelwarden.contract.kubernetes import (
     ABORT_ANNOTATION,
     API_VERSION,
@@ -176,14 +176,11 @@ def _request(cluster: Cluster, args: argparse.Namespace) -> int:
         last = status.get("lastEvaluation") or {}
         print(f"{request}: acknowledged; {what} {args.name} evaluated: {last.get('verdict')} ({status.get('phase')})")
         for result in last.get("results") or []:
-            print(f"  {SYMBOLS.get(result.get('verdict'), '·')} {result.get('check')}: {result.get('verdict')} {result.get('message', '')}".rstrip())
+            print(f"  {SYMBOL.get(result.get('verdict'), '·')} {result.get('check')}: {result.get('verdict')} {result.get('message', '')}".rstrip())
     else:
         print(f"{request}: acknowledged; {what} {args.name} is {status.get('phase')}"
               f"{' — ' + status['message'] if status.get('message') else ''}")
     return 0
-
-
-SYMBOLS = {"Pass": "✔", "Warning": "!", "Fail": "✖", "InsufficientData": "…", "Error": "⚠"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,17 +6,9 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from modelwarden.api.duration import format_age
+
 TRACKS = ("stable", "canary", "shadow")
-
-
-def _age(stamp: str | None, now: datetime.datetime) -> str:
-    if not stamp:
-        return "-"
-    seconds = int((now - datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
 
 
 def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -62,7 +54,7 @@ def rollout(md: dict[str, Any], policies: list[dict[str, Any]], events: list[dic
         "requests": status.get("requests") or {}, "policies": judged,
         "gates": [{"name": g.get("name"), "type": g.get("type"), "passed": bool(g.get("passedAt")), "lastCode": g.get("lastCode"),
                    "message": g.get("message", "")} for g in status.get("gates") or []],
-        "events": [{"age": _age(e.get("lastTimestamp") or e.get("eventTime") or e["metadata"].get("creationTimestamp"), now),
+        "events": [{"age": format_age(e.get("lastTimestamp") or e.get("eventTime") or e["metadata"].get("creationTimestamp"), now) or "-",
                     "type": e.get("type"), "reason": e.get("reason"), "object": (e.get("involvedObject") or {}).get("name"),
                     "message": e.get("message", "")} for e in ordered[-recent:]],
     }

@@ -8,6 +8,8 @@ import datetime
 import re
 from typing import Any
 
+from modelwarden.api.duration import format_age
+
 TABLE_ACCEPT = re.compile(r"as=Table")
 _STEP = re.compile(r"\.([A-Za-z0-9_-]+)|\[(\d+)\]|\[\?\(@\.([A-Za-z0-9_.-]+)\s*==\s*[\"']([^\"']*)[\"']\)\]")
 
@@ -37,17 +39,6 @@ def jsonpath(obj: Any, path: str) -> Any:
     return values[0] if values else None
 
 
-def _age(stamp: Any, now: datetime.datetime) -> Any:
-    try:
-        seconds = int((now - datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))).total_seconds())
-    except ValueError:
-        return stamp
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
-
-
 def table(items: list[dict[str, Any]], columns: list[dict[str, Any]], resource_version: str) -> dict[str, Any]:
     """A meta.k8s.io/v1 Table: Name, then the printer columns (or Age when a kind has none)."""
     columns = columns or [{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
@@ -57,7 +48,8 @@ def table(items: list[dict[str, Any]], columns: list[dict[str, Any]], resource_v
         cells: list[Any] = [item.get("metadata", {}).get("name")]
         for column in columns:
             value = jsonpath(item, column["jsonPath"])
-            cells.append(_age(value, now) if column.get("type") == "date" and value is not None else value)
+            age = format_age(str(value), now) if column.get("type") == "date" and value is not None else None
+            cells.append(age if age is not None else value)
         rows.append({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
                                                 "metadata": item.get("metadata", {})}})
     definitions = [{"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}]

@@ -7,6 +7,9 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from modelwarden.api.duration import parse_timestamp
+
+EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
 ACTIONS = ("CanaryStarted", "CanaryStepAdvanced", "CanaryPromoted", "CanaryAborted", "StableRolledBack", "RollbackRequested",
            "RetrainLaunched", "AlertSent", "AlertFailed", "DriftDetected", "QualityDegraded", "RetryRequested")
 
@@ -93,6 +96,6 @@ def decision_trail(policy: dict[str, Any], events: list[dict[str, Any]]) -> list
 
 def _instant(stamp: str) -> datetime.datetime:
     try:
-        return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        return parse_timestamp(stamp) or EARLIEST
     except ValueError:
-        return datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
+        return EARLIEST

@@ -80,6 +80,8 @@ def test_a_request_nothing_can_act_on_is_acknowledged_and_said_so():
     assert {k: v for k, v in stable_only.status["requests"].items() if k != "ignored"} == {"promote": "y", "abort": "z"}
     assert sorted(e.message.split(" ignored: ")[1] for e in stable_only.events if e.reason == "RequestIgnored") == [
         "no canary in progress"] * 2
+    assert stable_only.status["requests"]["ignored"] == ("modelwarden.io/promote=y: no canary in progress; "
+                                                         "modelwarden.io/abort=z: no canary in progress")  # each one, for its asker
 
 
 def test_time_paused_never_counts_as_a_stalled_step():

@@ -163,8 +163,9 @@ def _request(cluster: Cluster, args: argparse.Namespace) -> int:
         return 1
     status = done.get("status") or {}
     ignored = (status.get("requests") or {}).get("ignored") or ""
-    if kind not in ("pause", "resume", "evaluate-now") and ignored.startswith(f"{request}:"):
-        why = ignored[len(request) + 1:].strip()
+    mine = next((part for part in ignored.split("; ") if part.startswith(f"{request}:")), None)
+    if kind not in ("pause", "resume", "evaluate-now") and mine is not None:
+        why = mine[len(request) + 1:].strip()
         if args.output == "json":
             print(json.dumps({"request": request, "acknowledged": True, "ignored": why, "status": status}))
         else:

@@ -48,7 +48,7 @@ class Pending:
         `kubectl modelwarden` reads): the person who asked learns why."""
         unused = [kind for kind in self.tokens if kind not in self.used]
         if unused:
-            _record_ignored(status, f"{self.describe(unused[-1])}: {why}")
+            _record_ignored(status, "; ".join(f"{self.describe(kind)}: {why}" for kind in unused))
         return [Event("Normal", "RequestIgnored", f"{WHAT[kind]} ({self.describe(kind)}) ignored: {why}") for kind in unused]
 
 

@@ -9,7 +9,8 @@ import pytest
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicySpec, DriftPolicyStatus, Evaluation, RetrainStatus, Verdict
 from modelwarden.planning import policy as decide
 from modelwarden.planning.notification import AlertContext
-from modelwarden.planning.retraining import JobOutcome, JobState, retrain_job_name
+from modelwarden.contract.retraining import ReportedModel
+from modelwarden.planning.retraining import JobOutcome, JobResult, JobState, retrain_job_name
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 P, F, I, E, W = Verdict.PASS, Verdict.FAIL, Verdict.INSUFFICIENT_DATA, Verdict.ERROR, Verdict.WARNING
@@ -237,7 +238,10 @@ def test_the_grid_is_exact_in_microseconds():
 
 @pytest.mark.parametrize("job,outcome,event", [
     (JobState("j", JobOutcome.RUNNING), JobOutcome.RUNNING, None),
-    (JobState("j", JobOutcome.SUCCEEDED, T0 + datetime.timedelta(minutes=5)), "Succeeded", "RetrainSucceeded"),
+    (JobState("j", JobOutcome.SUCCEEDED, T0 + datetime.timedelta(minutes=5),
+              result=JobResult(model=ReportedModel("models:/m/2", "2", "2"))), "Succeeded", ["RetrainSucceeded", "RetrainResult"]),
+    (JobState("j", JobOutcome.SUCCEEDED, T0), "Succeeded", ["RetrainSucceeded", "RetrainResultInvalid"]),
+    (JobState("j", JobOutcome.SUCCEEDED, T0, result=JobResult(unavailable="MLflow answered 503")), "Running", None),
     (JobState("j", JobOutcome.FAILED, T0, "BackoffLimitExceeded"), "Failed", "RetrainFailed"),
     (None, "Failed", "RetrainFailed"),
 ])
@@ -245,8 +249,11 @@ def test_follow_job(job, outcome, event):
     status = DriftPolicyStatus(last_retrain=RetrainStatus(job_name="j", started_at=T0, trigger="Breach"))
     step = decide.follow_job(status, job, T0 + datetime.timedelta(minutes=10))
     assert step.status.last_retrain.outcome == outcome
-    assert [e.reason for e in step.events] == ([event] if event else [])
+    assert [e.reason for e in step.events] == (event if isinstance(event, list) else [event] if event else [])
     assert status.last_retrain.outcome == "Running"  # the input is never mutated
+    if job is not None and job.outcome is JobOutcome.SUCCEEDED and outcome == "Succeeded":
+        recorded = step.status.last_retrain
+        assert (recorded.result is None) == (job.result is None) and (recorded.result_error is None) == (job.result is not None)
 
 
 def test_manual_retrain_once_per_token():

@@ -82,7 +82,7 @@ def test_a_finished_job_and_a_manual_trigger_in_the_same_tick():
     done = JobState("gate-retrain-1", JobOutcome.SUCCEEDED, T0 + MINUTE)
     decision = tick.decide_tick(ctx(), running, tick.Observations(target_found=True, job=done, retrain_token="t1"), T0 + 2 * MINUTE)
     assert decision.finished == JobOutcome.SUCCEEDED
-    assert [e.reason for e in decision.events] == ["RetrainSucceeded", "RetrainLaunched"]
+    assert [e.reason for e in decision.events] == ["RetrainSucceeded", "RetrainResultInvalid", "RetrainLaunched"]
     assert decision.status.retrain_token == "t1" and decision.job["metadata"]["labels"]["modelwarden.io/trigger"] == "manual"
 
 

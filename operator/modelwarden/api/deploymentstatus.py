@@ -35,6 +35,46 @@ class Weights(ApiModel):
     """Percent of requests mirrored to the shadow."""
 
 
+class GateRecord(ApiModel):
+    """A gate a candidate passed (or failed): which policy judged it, when, and what it said."""
+
+    stage: str
+    """shadow or canary."""
+    policy: str
+    """The DriftPolicy that judged it."""
+    verdict: str
+    """Its verdict (Pass, Warning or Fail)."""
+    evaluated_at: datetime | None = None
+    """When that verdict was evaluated."""
+
+
+class Lineage(ApiModel):
+    """Where a model came from: what triggered it, what produced it, from which version, and the gates it passed."""
+
+    source: str
+    """retrain (a retraining Job's result), alias (an MLflow alias moved) or spec (a person's spec)."""
+    breach_id: str | None = None
+    """The breach (or manual request) that launched its retraining: NAMESPACE/JOB."""
+    policy: str | None = None
+    """The DriftPolicy that launched it."""
+    checks: list[str] = Field(default_factory=list, max_length=32)
+    """The checks that failed and triggered it."""
+    job: str | None = None
+    """The retraining Job."""
+    run_id: str | None = None
+    """The MLflow run that produced it."""
+    model_version: str | None = None
+    """The MLflow registered model version."""
+    window_start: datetime | None = None
+    """Start of the data window that failed (the retraining was told to use data from here)."""
+    window_end: datetime | None = None
+    """End of that window."""
+    parent_version: str | None = None
+    """The stable version it was meant to replace."""
+    gates: list[GateRecord] = Field(default_factory=list, max_length=16)
+    """The gates it passed on its way to stable (or the one it failed)."""
+
+
 class TrackStatus(ApiModel):
     """What one track actually serves."""
 
@@ -56,6 +96,8 @@ class TrackStatus(ApiModel):
     """Ready replicas, read from the child Deployment."""
     ready: bool = False
     """All desired replicas are ready."""
+    lineage: Lineage | None = None
+    """Where the model came from (a candidate's trigger, Job, run, parent and gates)."""
 
 
 class HistoryEntry(ApiModel):
@@ -79,6 +121,8 @@ class HistoryEntry(ApiModel):
     """When it stopped being stable."""
     reason: str = ""
     """Why it became stable or was retired (Initial, Promoted, RolledBack)."""
+    lineage: Lineage | None = None
+    """Where the model came from and the gates it passed (candidates only)."""
 
 
 class RollbackStatus(ApiModel):
@@ -147,6 +191,53 @@ class Requests(ApiModel):
     """The last request nothing acted on, and why (ANNOTATION=VALUE: reason)."""
 
 
+class CandidateStage(str, Enum):
+    """Where a candidate is on its way to stable."""
+
+    SHADOW = "shadow"  # means: it receives mirrored traffic; the shadow gate compares it with stable
+    CANARY = "canary"  # means: it takes part of the traffic and advances by spec.candidates.canary's steps
+
+
+class CandidateStatus(ApiModel):
+    """The candidate in flight (at most one): a retrained model, or what an MLflow alias named."""
+
+    id: str = Field(max_length=512)
+    """What offered it: retrain:NAMESPACE/JOB or alias:RESOLVED_URI (never taken twice)."""
+    version: str
+    """Its version (the `version` label of its metrics)."""
+    model_uri: str
+    """The artifact as offered."""
+    resolved_uri: str
+    """What its pods fetch."""
+    model_version: str | None = None
+    """The MLflow registered model version."""
+    run_id: str | None = None
+    """The MLflow run that produced it."""
+    stage: CandidateStage = CandidateStage.SHADOW
+    """shadow, then canary."""
+    offered_at: datetime
+    """When it was taken."""
+    stage_started_at: datetime
+    """When its current stage began: only evidence from after this counts."""
+    lineage: Lineage
+    """Where it came from, and the gates passed so far."""
+
+
+class CandidateRecord(ApiModel):
+    """What became of a candidate."""
+
+    id: str = Field(max_length=512)
+    """What offered it."""
+    version: str
+    """Its version."""
+    outcome: str
+    """Promoted, Rejected (a gate failed, or a person aborted it) or Refused (it could not be tried)."""
+    at: datetime
+    """When."""
+    reason: str = Field(default="", max_length=1024)
+    """Why, in words."""
+
+
 class ModelDeploymentStatus(ApiModel):
     """Observed state, written by the operator only when it changes."""
 
@@ -189,6 +280,10 @@ class ModelDeploymentStatus(ApiModel):
     """The current canary's webhook gates (spec.canary.webhooks) as asked so far."""
     approved_step: int | None = Field(default=None, ge=0)
     """The canary step (index) a person approved; a step with approval: required advances only then."""
+    candidate: CandidateStatus | None = None
+    """The candidate in flight (spec.candidates): it runs as the shadow, then the canary track."""
+    candidates: list[CandidateRecord] = Field(default_factory=list, max_length=20)
+    """What became of past candidates, newest last (an id here is never taken again)."""
     history: list[HistoryEntry] = Field(default_factory=list, max_length=100)
     """Past stable versions, newest last, bounded by spec.revisionHistoryLimit."""
     conditions: list[Condition] = Field(default_factory=list, max_length=16)

@@ -17,7 +17,12 @@ from modelwarden.api.common import (
     cel_rules,
 )
 from modelwarden.api.deploymentstatus import (
+    CandidateRecord,
+    CandidateStage,
+    CandidateStatus,
+    GateRecord,
     HistoryEntry,
+    Lineage,
     ModelDeploymentPhase,
     ModelDeploymentStatus,
     ModelRef,
@@ -31,7 +36,8 @@ from modelwarden.api.tracks import TRACK_RULES, Autoscaling, StorageSpec, TrackS
 from modelwarden.api.webhookgates import WebhookGate
 
 # Part of the ModelDeployment API, defined in api/tracks.py and api/deploymentstatus.py.
-__all__ = ["Autoscaling", "StorageSpec", "TrackSpec", "HistoryEntry", "ModelDeploymentPhase", "ModelDeploymentStatus",
+__all__ = ["Autoscaling", "StorageSpec", "TrackSpec", "CandidateRecord", "CandidateStage", "CandidateStatus", "GateRecord",
+           "Lineage", "HistoryEntry", "ModelDeploymentPhase", "ModelDeploymentStatus",
            "ModelRef", "Requests", "RollbackStatus", "TrackStatus", "Weights"]
 
 # A hostname as Gateway API takes it: lowercase DNS names, optionally with a leading wildcard label.
@@ -111,6 +117,86 @@ class ShadowTrack(TrackSpec):
 
     mirror_percent: int = Field(default=100, ge=0, le=100)
     """Percent of requests mirrored to the shadow."""
+
+
+class CandidateSource(str, Enum):
+    """Where candidates come from."""
+
+    RETRAIN = "retrain"  # means: the result of a retraining Job of a DriftPolicy targeting this ModelDeployment
+    ALIAS = "alias"  # means: the version an MLflow alias (spec.candidates.aliasUri) names, whenever it moves
+
+
+class CandidateShadow(ApiModel):
+    """The first stage: mirrored traffic only, gated without ground truth."""
+
+    policy: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    """The DriftPolicy (track shadow, usually reference track stable) whose Pass, on evidence from after
+    the shadow started, lets the candidate go on; its breach rejects it. Required: no gate, no rollout."""
+    duration: PositiveDuration = timedelta(minutes=10)
+    """The least time in shadow."""
+    mirror_percent: int = Field(default=100, ge=1, le=100)
+    """Percent of requests mirrored to it."""
+    replicas: int = Field(default=1, ge=1, le=1000)
+    """Its pods."""
+
+
+class CandidateCanary(ApiModel):
+    """The second stage: real traffic by steps (or a fixed A/B split), gated by the canary DriftPolicies."""
+
+    model_config = cel_rules(
+        ("has(self.weight) != has(self.steps)",
+         "spec.candidates.canary: set exactly one of weight (fixed A/B split) or steps (progressive rollout)", ""),
+        ("!has(self.steps) || self.steps.map(s, s.weight).isSorted()"
+         " && self.steps.all(s, self.steps.filter(t, t.weight == s.weight).size() == 1)",
+         "spec.candidates.canary.steps: weights must be strictly increasing", ".steps"),
+    )
+
+    steps: list[CanaryStep] | None = Field(default=None, min_length=1, max_length=20)
+    """Progressive rollout (as spec.canary.steps)."""
+    weight: int | None = Field(default=None, ge=1, le=100)
+    """A fixed A/B split; with autoPromote, promoted once a comparison names it the winner."""
+    replicas: int = Field(default=1, ge=1, le=1000)
+    """Its pods."""
+    progress_deadline: PositiveDuration = timedelta(minutes=30)
+    """As spec.canary.progressDeadline."""
+    abort_on_stall: bool = False
+    """As spec.canary.abortOnStall."""
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> "CandidateCanary":
+        if (self.steps is None) == (self.weight is None):
+            raise ValueError("spec.candidates.canary: set exactly one of weight or steps")
+        return self
+
+
+class CandidatesSpec(ApiModel):
+    """The closed loop: new models (retrained, or named by an MLflow alias) go shadow -> canary -> stable
+    by themselves, one at a time, driven from status (this spec is never written)."""
+
+    model_config = cel_rules(
+        ("(self.source == 'alias') == has(self.aliasUri)",
+         "spec.candidates.aliasUri is required with source alias, and only then", ".aliasUri"),
+    )
+
+    source: CandidateSource = CandidateSource.RETRAIN
+    """retrain or alias."""
+    alias_uri: str | None = Field(default=None, max_length=1024, pattern=r"^models:/[^/@]+@[^/@]+$")
+    """models:/NAME@ALIAS whose version becomes a candidate each time it moves (source alias)."""
+    shadow: CandidateShadow
+    """The shadow stage."""
+    canary: CandidateCanary
+    """The canary stage."""
+    auto_promote: bool = False
+    """Promote after the last step (or as the A/B winner) by itself; otherwise the last step waits for a
+    person (kubectl modelwarden approve)."""
+    cooldown: Duration = timedelta(hours=1)
+    """Least time between the end of one candidate and the start of the next."""
+
+    @model_validator(mode="after")
+    def _alias_with_source(self) -> "CandidatesSpec":
+        if (self.source is CandidateSource.ALIAS) != (self.alias_uri is not None):
+            raise ValueError("spec.candidates.aliasUri is required with source alias, and only then")
+        return self
 
 
 class RouterKind(str, Enum):
@@ -225,6 +311,11 @@ class ModelDeploymentSpec(ApiModel):
             "spec.shadow.version must differ from spec.canary.version",
             ".shadow.version",
         ),
+        (
+            "!has(self.candidates) || (!has(self.canary) && !has(self.shadow))",
+            "spec.candidates runs candidates as the shadow and canary tracks: remove spec.canary and spec.shadow",
+            ".candidates",
+        ),
     )
 
     model: str = Field(min_length=1, max_length=63, pattern=LABEL_VALUE_PATTERN)
@@ -247,11 +338,16 @@ class ModelDeploymentSpec(ApiModel):
     """Ground-truth feedback tokens (see docs/metrics.md)."""
     storage: StorageSpec = Field(default_factory=StorageSpec)
     """Credentials and limits for fetching models, and how often registry aliases are resolved."""
+    candidates: CandidatesSpec | None = None
+    """The closed loop: candidates run as the shadow, then the canary track (so spec.canary and spec.shadow
+    stay unset); a promoted one serves as stable while this spec still names the old one (condition SpecBehind)."""
 
     @model_validator(mode="after")
     def _canary_autoscaling_needs_a_mesh(self) -> "ModelDeploymentSpec":
         if self.canary is not None and self.canary.autoscaling is not None and self.traffic.router is RouterKind.REPLICAS:
             raise ValueError("spec.canary.autoscaling needs router gatewayapi or istio")
+        if self.candidates is not None and (self.canary is not None or self.shadow is not None):
+            raise ValueError("spec.candidates runs candidates as the shadow and canary tracks: remove spec.canary and spec.shadow")
         return self
 
 

@@ -134,6 +134,22 @@ class ActionRecord(ApiModel):
     """Why."""
 
 
+class RetrainResult(ApiModel):
+    """The model a succeeded retraining Job produced (its termination message, or the MLflow model
+    version tagged with its breach id): a candidate for ModelDeployments with spec.candidates."""
+
+    model_uri: str = Field(max_length=2048)
+    """The artifact (for MLflow: models:/NAME/VERSION)."""
+    version: str = Field(max_length=63)
+    """Its version label."""
+    model_version: str | None = None
+    """The MLflow registered model version."""
+    run_id: str | None = None
+    """The MLflow run that produced it."""
+    reported_by: str
+    """terminationMessage or mlflow."""
+
+
 class RetrainStatus(ApiModel):
     """The last retraining Job."""
 
@@ -147,6 +163,20 @@ class RetrainStatus(ApiModel):
     """Running, Succeeded or Failed."""
     trigger: str = ""
     """Breach or Manual (scheduled runs belong to the CronJob)."""
+    breach_id: str | None = None
+    """NAMESPACE/JOB: the identity the Job was told (MODELWARDEN_BREACH_ID) and tags its MLflow model version with."""
+    checks: list[str] = Field(default_factory=list, max_length=32)
+    """The failing checks that launched it."""
+    window_start: datetime | None = None
+    """Start of the data window it was told about."""
+    window_end: datetime | None = None
+    """End of that window."""
+    parent_version: str | None = None
+    """The stable version serving when it launched."""
+    result: RetrainResult | None = None
+    """The model it produced, once it succeeded with a valid result."""
+    result_error: str | None = Field(default=None, max_length=1024)
+    """Why its result could not be used (RetrainResultInvalid): nothing rolls out."""
 
 
 class DriftPolicyStatus(ApiModel):

@@ -19,6 +19,7 @@ reads the verdict from status).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import functools
 import logging
@@ -38,6 +39,8 @@ from modelwarden.api.driftpolicy import CheckResult, DriftPolicy, DriftPolicySta
 from modelwarden.controller import policyloop, telemetry
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo
+from modelwarden.controller.resolution import mlflow_registry
+from modelwarden.controller.retrainresults import read_result
 from modelwarden.controller.status import status_changes
 from modelwarden.contract.kubernetes import (
     DRIFTPOLICIES,
@@ -60,7 +63,7 @@ from modelwarden.planning import tick
 from modelwarden.planning.notification import AlertContext, Notification
 from modelwarden.planning.egress import EgressRules
 from modelwarden.planning.policy import PolicyContext, evaluation_budget
-from modelwarden.planning.retraining import JobState, job_state
+from modelwarden.planning.retraining import JobOutcome, JobState, RetrainTarget, job_state
 
 NOTIFY_DEADLINE_SECONDS = 30.0
 API_RETRY_SECONDS = 1.0  # a failed tick (e.g. the API answering 500) is retried this soon, not after kopf's minute
@@ -78,6 +81,7 @@ class TargetInfo:
     model: str
     versions: dict[str, str] = field(default_factory=dict)  # track -> version served (from status)
     canary_started_at: str | None = None  # status.canaryStartedAt: when the current canary split began
+    stable_model_uri: str = ""  # what the stable pods fetch (status.stable.resolvedUri)
 
 
 def policy_targets(namespace: str, name: str, spec: Any, status: Any, **_: Any) -> dict[Any, Any] | None:
@@ -86,7 +90,9 @@ def policy_targets(namespace: str, name: str, spec: Any, status: Any, **_: Any) 
     status = dict(status or {})
     versions = {track: status[track]["version"] for track in ("stable", "canary", "shadow")
                 if isinstance(status.get(track), dict) and status[track].get("version")}
-    return {(namespace, name): TargetInfo(spec["model"], versions, status.get("canaryStartedAt"))}
+    stable = status.get("stable") if isinstance(status.get("stable"), dict) else {}
+    uri = str(stable.get("resolvedUri") or stable.get("modelUri") or "")
+    return {(namespace, name): TargetInfo(spec["model"], versions, status.get("canaryStartedAt"), uri)}
 
 
 def retrain_jobs(namespace: str, labels: dict[str, str], body: Any, **_: Any) -> dict[Any, Any]:
@@ -140,7 +146,7 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     now = datetime.datetime.now(datetime.timezone.utc)
     loop = asyncio.get_running_loop()
     target = next(iter(policy_targets.get((namespace, spec.target_ref.name), [])), None)
-    ctx = _context(policy, namespace, name, uid, target, memo.config.prometheus_url)
+    ctx = _context(policy, namespace, name, uid, target, memo.config)
     jobs = tuple(retrain_jobs.get((namespace, name), []))
     indexed_cronjob = next(iter(retrain_cronjobs.get((namespace, name), [])), None)
 
@@ -150,6 +156,9 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     job = None
     if need.job is not None:
         job = await loop.run_in_executor(KUBE_CALLS, _observed_job, memo.kube, need.job, jobs, namespace)
+        if job is not None and job.outcome is JobOutcome.SUCCEEDED:  # what it produced: a candidate, or why not
+            result = await loop.run_in_executor(KUBE_CALLS, read_result, memo.kube, memo.config, mlflow_registry, namespace, job.name)
+            job = dataclasses.replace(job, result=result)
     evaluation = None
     if need.evaluation is not None:
         assert target is not None
@@ -207,8 +216,8 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     return (decision.next_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
 
 
-def _context(policy: DriftPolicy, namespace: str, name: str, uid: str, target: TargetInfo | None, default_url: str) -> PolicyContext:
-    spec = policy.spec
+def _context(policy: DriftPolicy, namespace: str, name: str, uid: str, target: TargetInfo | None, config: OperatorConfig) -> PolicyContext:
+    spec, default_url = policy.spec, config.prometheus_url
     created = policy.metadata.get("creationTimestamp")
     alert = AlertContext(
         policy=name, namespace=namespace, modeldeployment=spec.target_ref.name,
@@ -220,6 +229,9 @@ def _context(policy: DriftPolicy, namespace: str, name: str, uid: str, target: T
         name=name, namespace=namespace, uid=uid, spec=spec, generation=policy.metadata.get("generation"),
         created=parse_timestamp(created), alert=alert,
         rollout_started=parse_timestamp(target.canary_started_at) if target and spec.track.value == "canary" else None,
+        retrain_target=RetrainTarget(stable_version=target.versions.get("stable", "") if target else "",
+                                     stable_model_uri=target.stable_model_uri if target else "",
+                                     mlflow_tracking_uri=config.mlflow_tracking_uri or ""),
     )
 
 

@@ -27,7 +27,8 @@ from modelwarden.api.policystatus import PASSING
 from modelwarden.planning.budget import spent
 from modelwarden.contract.kubernetes import RETRAIN_ANNOTATION
 from modelwarden.planning.notification import AlertContext, Notification, build_notification
-from modelwarden.planning.retraining import JobOutcome, JobState, RetrainRequest, Trigger, retrain_job_name
+from modelwarden.planning.retraining import (JobOutcome, JobState, RetrainRequest, RetrainTarget, Trigger, record_result,
+                                             retrain_job_name)
 from modelwarden.planning.types import Event
 from modelwarden.planning.winner import next_winner
 
@@ -50,6 +51,7 @@ class PolicyContext:
     created: datetime.datetime | None
     alert: AlertContext
     rollout_started: datetime.datetime | None = None  # when the judged canary's current split began (a retry starts anew)
+    retrain_target: RetrainTarget = field(default_factory=RetrainTarget)
 
     @property
     def target_text(self) -> str:
@@ -266,13 +268,15 @@ def follow_job(previous: DriftPolicyStatus, job: JobState | None, now: datetime.
         return step
     if job is None:
         job = JobState(retrain.job_name, JobOutcome.FAILED, now, "the Job no longer exists")
-    if job.outcome == JobOutcome.RUNNING:
-        return step
+    if job.outcome == JobOutcome.RUNNING or (job.result is not None and job.result.unavailable):
+        return step  # a result that could not be read yet is read again next tick
     retrain.outcome, retrain.finished_at = job.outcome.value, job.finished_at or now
     took = f" after {int((retrain.finished_at - retrain.started_at).total_seconds())}s"
     detail = f": {job.message}" if job.message else ""
     step.events.append(Event("Normal" if job.outcome == JobOutcome.SUCCEEDED else "Warning", f"Retrain{job.outcome.value}",
                              f"Job {job.name} ({retrain.trigger}) {job.outcome.value.lower()}{took}{detail}"))
+    if job.outcome == JobOutcome.SUCCEEDED:
+        record_result(retrain, job.result, step.events)
     return step
 
 

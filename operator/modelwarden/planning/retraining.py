@@ -10,7 +10,10 @@ from enum import Enum
 from typing import Any
 
 from modelwarden.api.duration import parse_timestamp
+from modelwarden.api.policystatus import RetrainResult, RetrainStatus
 from modelwarden.contract.kubernetes import TRIGGER_LABEL
+from modelwarden.contract.retraining import ReportedModel
+from modelwarden.planning.types import Event
 
 
 class JobOutcome(str, Enum):
@@ -28,6 +31,24 @@ class Trigger(str, Enum):
 
 
 @dataclass(frozen=True)
+class RetrainTarget:
+    """What a retraining Job is told about the model it replaces, and where to register its result."""
+
+    stable_version: str = ""
+    stable_model_uri: str = ""
+    mlflow_tracking_uri: str = ""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a succeeded Job reported (contract/retraining.py), read when it succeeded."""
+
+    model: ReportedModel | None = None
+    problem: str | None = None  # it reported nothing usable: RetrainResultInvalid, nothing rolls out
+    unavailable: str | None = None  # it could not be read now (the API or MLflow failed): asked again next tick
+
+
+@dataclass(frozen=True)
 class JobState:
     """A retraining Job as observed."""
 
@@ -37,6 +58,7 @@ class JobState:
     message: str = ""
     started_at: datetime.datetime | None = None  # metadata.creationTimestamp
     trigger: str = ""  # the modelwarden.io/trigger label: breach, manual or schedule
+    result: JobResult | None = None  # a succeeded Job's result, once gathered
 
 
 @dataclass(frozen=True)
@@ -76,3 +98,17 @@ def retrain_job_name(policy: str, breach_id: str) -> str:
     """<policy>-retrain-<8 hex of the breach id>, within the 63 characters a Job name allows."""
     digest = hashlib.sha256(breach_id.encode()).hexdigest()[:8]
     return f"{policy[:46].rstrip('-.')}-retrain-{digest}"
+
+
+def record_result(retrain: RetrainStatus, result: JobResult | None, events: list[Event]) -> None:
+    """A succeeded Job's result into status.lastRetrain: the candidate ModelDeployments take, or
+    RetrainResultInvalid saying why there is none (missing data never rolls anything out)."""
+    if result is not None and result.model is not None:
+        model = result.model
+        retrain.result = RetrainResult(model_uri=model.model_uri, version=model.version, model_version=model.model_version,
+                                       run_id=model.run_id, reported_by=model.reported_by)
+        events.append(Event("Normal", "RetrainResult", f"Job {retrain.job_name} produced {model.model_uri} (version "
+                                                       f"{model.version}, reported by {model.reported_by})"))
+        return
+    retrain.result_error = ((result.problem if result else None) or "the Job reported no model")[:1024]
+    events.append(Event("Warning", "RetrainResultInvalid", f"Job {retrain.job_name}: {retrain.result_error}; nothing rolls out"))

@@ -18,6 +18,7 @@ from modelwarden.api.common import find_condition, set_condition
 from modelwarden.api.driftpolicy import DriftPolicyStatus, Evaluation
 from modelwarden.builders.jobs import PolicyOwner, RetrainContext, retrain_cronjob, retrain_job
 from modelwarden.contract.kubernetes import EVALUATE_ANNOTATION
+from modelwarden.contract.retraining import breach_id
 from modelwarden.planning import policy
 from modelwarden.planning.notification import Notification
 from modelwarden.planning.policy import PolicyContext
@@ -115,10 +116,15 @@ def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observati
     if retrain is not None:
         assert ctx.spec.actions.retrain is not None
         unlaunched = status
-        job = retrain_job(owner, ctx.spec.actions.retrain.job_template, retrain.job_name, retrain.trigger.value,
-                          _retrain_context(ctx, status, retrain))
+        context = _retrain_context(ctx, status, retrain)
+        job = retrain_job(owner, ctx.spec.actions.retrain.job_template, retrain.job_name, retrain.trigger.value, context)
         launched = policy.launched(ctx, status, retrain, now)
         status = launched.status
+        assert status.last_retrain is not None
+        status.last_retrain = status.last_retrain.model_copy(update={
+            "breach_id": context.breach_id, "checks": [str(c.get("check")) for c in retrain.failing_checks][:32],
+            "window_start": context.window_start, "window_end": context.window_end,
+            "parent_version": context.stable_version or None})
         events += launched.events
     cronjob, delete = _schedule(ctx, owner, seen)
     return Tick(
@@ -161,8 +167,12 @@ def _retrain_context(ctx: PolicyContext, status: DriftPolicyStatus, request: Ret
     """What the retraining code is told: the model, the version judged, why, and the window judged."""
     last = status.last_evaluation
     end = last.time if last else None
+    target = ctx.retrain_target
     return RetrainContext(
         model=ctx.alert.model, namespace=ctx.namespace, track=ctx.alert.track, policy=ctx.name, reason=request.reason,
         version=ctx.alert.version or "", failing_checks=request.failing_checks,
         window_start=end - ctx.spec.window if end else None, window_end=end,
+        breach_id=breach_id(ctx.namespace, request.job_name), stable_version=target.stable_version,
+        stable_model_uri=target.stable_model_uri, mlflow_tracking_uri=target.mlflow_tracking_uri,
+        reference=ctx.spec.reference.to_wire() if ctx.spec.reference else None,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from modelwarden.contract.modeluri import ModelUri, Resolution
 
@@ -12,8 +12,17 @@ class RegistryError(RuntimeError):
     the reason (never a credential): it goes into a ModelDeployment condition and an event."""
 
 
+class RegistryUnavailable(RegistryError):
+    """The registry could not be asked (unreachable, timed out, 429/5xx): ask again later."""
+
+
 class ModelRegistry(Protocol):
     def resolve(self, uri: ModelUri) -> Resolution:
         """What `uri` names now: an alias or stage pinned to `models:/NAME/N`, a concrete version
         or run checked to exist. Raises RegistryError."""
+        ...
+
+    def tagged_versions(self, tag: str, value: str) -> list[dict[str, Any]]:
+        """The model versions carrying tag=value (as the registry's API answers them). Raises
+        RegistryError, RegistryUnavailable when it is worth asking again."""
         ...

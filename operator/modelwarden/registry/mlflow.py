@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from modelwarden.contract.modeluri import ModelUri, Resolution, Scheme, concrete_model_uri
-from modelwarden.registry.base import RegistryError
+from modelwarden.registry.base import RegistryError, RegistryUnavailable
 from modelwarden.retry import RetryPolicy
 
 API = "api/2.0/mlflow"
@@ -98,6 +98,15 @@ class MlflowRegistry:
         return Resolution(uri=uri.uri, resolved_uri=concrete_model_uri(uri.location, number),
                           model_version=number, run_id=version.get("run_id") or None)
 
+    def tagged_versions(self, tag: str, value: str) -> list[dict[str, Any]]:
+        """Model versions tagged tag=value, newest first (a retraining Job's result, contract/retraining.py)."""
+        quoted = value.replace("'", "")  # a breach id is NAMESPACE/JOB: no quote can be in it
+        what = f"model versions tagged {tag}={quoted}"
+        status, body = self._get("model-versions/search", {"filter": f"tags.`{tag}` = '{quoted}'", "max_results": 50}, what)
+        self._check(status, body, what)
+        found = [v for v in body.get("model_versions") or [] if isinstance(v, dict) and str(v.get("version", "")).isdigit()]
+        return sorted(found, key=lambda v: int(v["version"]), reverse=True)
+
     # One lookup per kind of reference; each returns the ModelVersion object of the answer.
 
     def _by_alias(self, name: str, alias: str) -> dict[str, Any]:
@@ -154,7 +163,7 @@ class MlflowRegistry:
         try:
             return self._retry.call(lambda: self._attempt(path, params, what), retry_on=_Transient)
         except _Transient as error:
-            raise RegistryError(str(error)) from None
+            raise RegistryUnavailable(str(error)) from None
 
     def _attempt(self, path: str, params: dict[str, Any], what: str) -> tuple[int, dict[str, Any]]:
         headers = {"Accept": "application/json", "User-Agent": "modelwarden"}

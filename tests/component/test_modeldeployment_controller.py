@@ -351,7 +351,7 @@ def test_kubectl_get_columns_as_the_api_server_serves_them(kube, kubelet, operat
     table = kube.session.get(kube.url + collection_path("modeldeployments", "default"),
                              headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}, timeout=30).json()
     names = [c["name"] for c in table["columnDefinitions"] if not c.get("priority")]
-    assert names == ["Name", "Ready", "Phase", "Stable", "Canary", "Weight", "Step", "Verdict", "Age"]
+    assert names == ["Name", "Ready", "Phase", "Stable", "Canary", "Weight", "Step", "Verdict", "SpecBehind", "Age"]
     (row,) = table["rows"]
     weight = served["status"]["weights"]["canary"]
     assert weight > 0 and row["cells"][:8] == ["fraud", "True", "Progressing", "7", "8", weight, "1/2", "InsufficientData"]

@@ -19,7 +19,7 @@ def test_lists_and_objects_as_tables_with_printer_columns(kube):
     listing = kube.session.get(url, headers=TABLE, timeout=10).json()
     assert listing["kind"] == "Table"
     names = [c["name"] for c in listing["columnDefinitions"] if not c.get("priority")]
-    assert names == ["Name", "Ready", "Phase", "Stable", "Canary", "Weight", "Step", "Verdict", "Age"]
+    assert names == ["Name", "Ready", "Phase", "Stable", "Canary", "Weight", "Step", "Verdict", "SpecBehind", "Age"]
     (row,) = listing["rows"]
     assert row["cells"][:8] == ["fraud", "True", "Progressing", "7", "8", 20, "1/3", "Pass"]
     assert row["cells"][-1].endswith("s") and row["object"]["metadata"]["name"] == "fraud"  # an age, like the API server

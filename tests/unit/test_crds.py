@@ -73,7 +73,8 @@ def test_printer_columns():
     crds = build_crds()
     md = crds["modeldeployments.modelwarden.io.yaml"]["spec"]["versions"][0]["additionalPrinterColumns"]
     dp = crds["driftpolicies.modelwarden.io.yaml"]["spec"]["versions"][0]["additionalPrinterColumns"]
-    assert [c["name"] for c in md if not c.get("priority")] == ["Ready", "Phase", "Stable", "Canary", "Weight", "Step", "Verdict", "Age"]
+    assert [c["name"] for c in md if not c.get("priority")] == ["Ready", "Phase", "Stable", "Canary", "Weight", "Step", "Verdict", "SpecBehind",
+                                                               "Age"]
     assert [c["name"] for c in dp] == ["Target", "Track", "Phase", "Verdict", "Failures", "Age"]
 
 

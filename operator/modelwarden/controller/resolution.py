@@ -61,6 +61,9 @@ class Resolver:
             uri = modeluri.parse(track.model_uri)
             if uri.registry:
                 found[track.model_uri] = self._cached(namespace, secret, uri, interval)
+        alias = md.spec.candidates.alias_uri if md.spec.candidates else None
+        if alias and alias not in found:  # the closed loop's source: each version it names becomes a candidate
+            found[alias] = self._cached(namespace, secret, modeluri.parse(alias), interval)
         return found
 
     def _cached(self, namespace: str, secret: str | None, uri: modeluri.ModelUri, interval: float) -> Resolution | str:

@@ -34,6 +34,7 @@ from modelwarden.builders.workloads import (
 )
 from modelwarden.contract.kubernetes import DEFAULT_IMAGE, PROMOTE_ANNOTATION
 from modelwarden.contract.modeluri import Resolution
+from modelwarden.planning import candidates
 from modelwarden.planning.phase import served_verdict, set_phase_and_conditions, stalled
 from modelwarden.planning.requests import Pending, follow_pause, handle_retry, needs_approval, take_requests
 from modelwarden.planning.stablerollback import retire_current, rollback_stable
@@ -94,12 +95,16 @@ def plan(
         _follow_spec_stable(models["stable"], status, now, events)
     pending = take_requests(annotations, status)
     follow_pause(annotations, status, now, events)
+    md = candidates.begin(md, status, verdicts, resolutions or {}, now, events, pending)  # spec.candidates: as shadow or canary
+    spec, spec_stable = md.spec, models["stable"]
+    models.update(candidates.models(status))
     breaches: list[str] = []
     canary_live = _advance_canary(md, models.get("canary"), status, observed, verdicts, now, events, breaches, pending,
                                   gate_answers or {})
     events.extend(pending.ignored("no canary in progress" if not canary_live else
                                   "a webhook gate holds the rollout (promote --full or abort override it)"
                                   if not rollout_confirmed(md, status) else "the current step does not require approval", status))
+    candidates.settle(md, status, verdicts, now, events)
     rollback_stable(status, verdicts, now, events, breaches)
 
     owner = Owner(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta.get("uid", ""), model=spec.model)
@@ -155,6 +160,7 @@ def plan(
     set_phase_and_conditions(md, status, workloads, observed, note, routing.mirroring_supported and not apply_problems,
                               "ApplyFailed" if apply_problems else None, canary_live, now, events)
     set_model_conditions(md, status, unresolved, {t: m for t, m in failures.items() if t in workloads}, now, events)
+    candidates.set_spec_behind(md, status, spec_stable, now)
     status.verdict = served_verdict(verdicts, status)
     status.history = status.history[-spec.revision_history_limit:]
     status.observed_generation = meta.get("generation")
@@ -369,9 +375,10 @@ def _observe_tracks(status: ModelDeploymentStatus, models: Mapping[str, TrackMod
                 setattr(status, name, None)
             continue
         model = served_model(status.stable) if name == "stable" and status.stable else models[name]
+        lineage = status.stable.lineage if name == "stable" and status.stable else None
         track = observed.get(name)
         ready = track is not None and track.ready_for(workload.version, workload.replicas)
         setattr(status, name, track_status(
-            model, replicas=workload.replicas,
+            model, replicas=workload.replicas, lineage=lineage,
             ready_replicas=track.ready_replicas if track and track.version == workload.version else 0, ready=ready,
         ))

@@ -71,6 +71,37 @@ class ObservedTrack:
 
 
 @dataclass(frozen=True)
+class CandidateOffer:
+    """A model a DriftPolicy's succeeded retraining Job produced (status.lastRetrain.result): what a
+    ModelDeployment with spec.candidates (source retrain) may take, once."""
+
+    id: str  # retrain:NAMESPACE/JOB
+    version: str
+    model_uri: str
+    model_version: str | None
+    run_id: str | None
+    policy: str
+    job: str
+    breach_id: str | None
+    checks: tuple[str, ...]
+    window_start: datetime.datetime | None
+    window_end: datetime.datetime | None
+    parent_version: str | None
+    finished_at: datetime.datetime | None
+
+    @classmethod
+    def from_status(cls, name: str, status: DriftPolicyStatus) -> CandidateOffer | None:
+        retrain = status.last_retrain
+        if retrain is None or retrain.outcome != "Succeeded" or retrain.result is None:
+            return None
+        result = retrain.result
+        return cls(id=f"retrain:{retrain.breach_id or retrain.job_name}", version=result.version, model_uri=result.model_uri,
+                   model_version=result.model_version, run_id=result.run_id, policy=name, job=retrain.job_name,
+                   breach_id=retrain.breach_id, checks=tuple(retrain.checks), window_start=retrain.window_start,
+                   window_end=retrain.window_end, parent_version=retrain.parent_version, finished_at=retrain.finished_at)
+
+
+@dataclass(frozen=True)
 class PolicyVerdict:
     """What a DriftPolicy targeting this ModelDeployment says, from its status."""
 
@@ -89,6 +120,7 @@ class PolicyVerdict:
     winner_baseline: str | None = None  # the track it was compared with (spec.comparison.track)
     winner_evidence_from: datetime.datetime | None = None  # where the deciding look's window began
     winner_summary: str = ""
+    offer: CandidateOffer | None = None  # the model its last retraining Job produced
 
     @classmethod
     def from_policy(cls, name: str, spec: DriftPolicySpec, status: DriftPolicyStatus) -> PolicyVerdict:
@@ -101,7 +133,7 @@ class PolicyVerdict:
             failing_checks=tuple(r.check for r in last.results if r.verdict == Verdict.FAIL) if last else (),
             version=status.evaluated_version, window=spec.window,
             recent=tuple((e.time, e.verdict) for e in status.evaluations),
-            **_winner(spec, status),
+            offer=CandidateOffer.from_status(name, status), **_winner(spec, status),
         )
 
     @classmethod

@@ -1,0 +1,216 @@
+"""The closed loop (spec.candidates): a retrained model, or what an MLflow alias names, runs first as
+the shadow track (gated without ground truth by spec.candidates.shadow.policy), then as the canary
+(gated by the canary DriftPolicies, as any canary), then is promoted, or rejected and recorded.
+
+All state is in status.candidate / status.candidates; the user's spec is never written. `begin()`
+returns the ModelDeployment as the rest of plan() sees it: spec.shadow or spec.canary standing for
+the candidate, so mirroring, steps, gates, webhooks and the rollback are the ones every canary has.
+`settle()` reads what that decision did to the candidate. Pure.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+
+from modelwarden.api.common import set_condition
+from modelwarden.api.modeldeployment import (
+    CandidateRecord,
+    CandidateStage,
+    CandidateStatus,
+    CanaryTrack,
+    GateRecord,
+    Lineage,
+    ModelDeployment,
+    ModelDeploymentStatus,
+    ShadowTrack,
+    StepApproval,
+)
+from modelwarden.contract.modeluri import Resolution
+from modelwarden.planning.requests import Pending
+from modelwarden.planning.types import CandidateOffer, Event, PolicyVerdict, TrackModel
+
+RECORDS_KEPT = 20
+# The pod settings a candidate shares with stable: it must be judged as it would serve.
+STABLE_OVERRIDES = ("image", "resources", "env", "node_selector", "tolerations")
+
+
+def begin(md: ModelDeployment, status: ModelDeploymentStatus, verdicts: list[PolicyVerdict],
+          resolutions: Mapping[str, Resolution | str], now: datetime.datetime, events: list[Event],
+          pending: Pending) -> ModelDeployment:
+    """Take a new candidate when none is in flight, judge the shadow stage; the ModelDeployment plan() then follows."""
+    spec = md.spec.candidates
+    candidate = status.candidate
+    if spec is None:
+        if candidate is not None:
+            _finish(status, "Rejected", "spec.candidates was removed", now, events)
+        return md
+    if candidate is None and status.stable is not None:
+        offer = _next_offer(md, status, verdicts, resolutions, now)
+        if offer is not None:
+            status.candidate = candidate = offer
+            status.rollback = None if status.rollback and status.rollback.track == "canary" else status.rollback
+            events.append(Event("Normal", "CandidateStarted", f"candidate {offer.version} ({offer.model_uri}, "
+                                                              f"{_origin(offer.lineage)}) started in shadow"))
+    if candidate is not None and candidate.stage is CandidateStage.SHADOW:
+        if pending.peek("abort"):
+            _finish(status, "Rejected", f"aborted on request ({pending.describe('abort')})", now, events)
+            pending.use("abort")
+        else:
+            _judge_shadow(md, status, candidate, verdicts, now, events)
+    return effective(md, status.candidate)
+
+
+def models(status: ModelDeploymentStatus) -> dict[str, TrackModel]:
+    """The track the candidate serves on, and its model (pinned when it was taken)."""
+    candidate = status.candidate
+    if candidate is None:
+        return {}
+    return {candidate.stage.value: TrackModel(candidate.version, candidate.model_uri, candidate.resolved_uri,
+                                              candidate.model_version, candidate.run_id)}
+
+
+def effective(md: ModelDeployment, candidate: CandidateStatus | None) -> ModelDeployment:
+    """The ModelDeployment with spec.shadow (shadow stage) or spec.canary (canary stage) standing for the candidate."""
+    spec = md.spec.candidates
+    if spec is None or candidate is None:
+        return md
+    shared = {name: getattr(md.spec.stable, name) for name in STABLE_OVERRIDES}
+    track = {"version": candidate.version, "model_uri": candidate.resolved_uri, **shared}
+    if candidate.stage is CandidateStage.SHADOW:
+        shadow = ShadowTrack(**track, replicas=spec.shadow.replicas, mirror_percent=spec.shadow.mirror_percent)
+        return md.model_copy(update={"spec": md.spec.model_copy(update={"shadow": shadow})})
+    steps = None
+    if spec.canary.steps:
+        steps = [step.model_copy() for step in spec.canary.steps]
+        if not spec.auto_promote:  # the last step waits for a person
+            steps[-1] = steps[-1].model_copy(update={"approval": StepApproval.REQUIRED})
+    canary = CanaryTrack(**track, replicas=spec.canary.replicas, steps=steps, weight=spec.canary.weight,
+                         progress_deadline=spec.canary.progress_deadline, abort_on_stall=spec.canary.abort_on_stall,
+                         auto_promote_winner=bool(spec.auto_promote and spec.canary.weight))
+    return md.model_copy(update={"spec": md.spec.model_copy(update={"canary": canary})})
+
+
+def settle(md: ModelDeployment, status: ModelDeploymentStatus, verdicts: list[PolicyVerdict], now: datetime.datetime,
+           events: list[Event]) -> None:
+    """What the canary decision did to a candidate in its canary stage: promoted (lineage goes with it into
+    status.stable and history), or rolled back (recorded; stable untouched)."""
+    candidate = status.candidate
+    if candidate is None or candidate.stage is not CandidateStage.CANARY or status.stable is None:
+        return
+    model = models(status)["canary"]
+    gates = [_gate("canary", v) for v in verdicts if v.track == "canary" and v.version == candidate.version and v.verdict]
+    if model.serves_same(status.stable.version, status.stable.model_uri, status.stable.resolved_uri):
+        lineage = candidate.lineage.model_copy(update={"gates": [*candidate.lineage.gates, *gates][-16:]})
+        status.stable.lineage = lineage
+        if status.history and status.history[-1].version == candidate.version:
+            status.history[-1].lineage = lineage
+        _finish(status, "Promoted", f"promoted after {len(lineage.gates)} gate verdict(s)", now, events, lineage)
+        return
+    rollback = status.rollback
+    if rollback is not None and rollback.track == "canary" and rollback.from_version == candidate.version:
+        failed = [g for g in gates if g.verdict == "Fail"]
+        status.candidate.lineage.gates = [*candidate.lineage.gates, *failed][-16:]
+        _finish(status, "Rejected", rollback.reason, now, events)
+
+
+def set_spec_behind(md: ModelDeployment, status: ModelDeploymentStatus, wanted: TrackModel | None, now: datetime.datetime) -> None:
+    """SpecBehind: stable serves a promoted version the spec does not name yet (GitOps: commit
+    `modelwarden export-spec NAME`'s patch). Not after a stable rollback: then the spec names a failed version."""
+    served, generation = status.stable, md.metadata.get("generation")
+    behind = (served is not None and wanted is not None and served.model_uri is not None
+              and not wanted.serves_same(served.version, served.model_uri, served.resolved_uri)
+              and not (status.rollback is not None and status.rollback.track == "stable"))
+    if behind:
+        assert served is not None and wanted is not None
+        message = (f"stable serves {served.version} ({served.resolved_uri or served.model_uri}); spec.stable names {wanted.version}: "
+                   f"`modelwarden export-spec {md.metadata.get('name', '')}` prints the patch to commit")
+        status.conditions = set_condition(status.conditions, "SpecBehind", True, "Promoted", message, now, generation)
+    elif any(c.type == "SpecBehind" for c in status.conditions):
+        status.conditions = set_condition(status.conditions, "SpecBehind", False, "UpToDate", "spec.stable names what serves",
+                                          now, generation)
+
+
+def _next_offer(md: ModelDeployment, status: ModelDeploymentStatus, verdicts: list[PolicyVerdict],
+                resolutions: Mapping[str, Resolution | str], now: datetime.datetime) -> CandidateStatus | None:
+    """The newest offer not taken before, once the cooldown since the last candidate has passed."""
+    spec = md.spec.candidates
+    assert spec is not None and status.stable is not None
+    last = status.candidates[-1] if status.candidates else None
+    if last is not None and now - last.at < spec.cooldown:
+        return None
+    taken = {record.id for record in status.candidates}
+    stable = status.stable
+    if spec.source.value == "alias":
+        assert spec.alias_uri is not None
+        found = resolutions.get(spec.alias_uri)
+        if not isinstance(found, Resolution) or found.resolved_uri in (stable.resolved_uri, stable.model_uri):
+            return None
+        version = found.model_version or found.resolved_uri.rsplit("/", 1)[-1]
+        offer_id = f"alias:{found.resolved_uri}"
+        if offer_id in taken or version == stable.version:
+            return None
+        lineage = Lineage(source="alias", run_id=found.run_id, model_version=found.model_version, parent_version=stable.version)
+        return CandidateStatus(id=offer_id, version=version, model_uri=found.resolved_uri, resolved_uri=found.resolved_uri,
+                               model_version=found.model_version, run_id=found.run_id, offered_at=now, stage_started_at=now,
+                               lineage=lineage)
+    offers = [v.offer for v in verdicts if v.offer is not None and v.offer.id not in taken and v.offer.version != stable.version]
+    if not offers:
+        return None
+    offer: CandidateOffer = max(offers, key=lambda o: (o.finished_at or now, o.id))
+    return CandidateStatus(id=offer.id, version=offer.version, model_uri=offer.model_uri, resolved_uri=offer.model_uri,
+                           model_version=offer.model_version, run_id=offer.run_id, offered_at=now, stage_started_at=now,
+                           lineage=Lineage(source="retrain", breach_id=offer.breach_id, policy=offer.policy, checks=list(offer.checks),
+                                           job=offer.job, run_id=offer.run_id, model_version=offer.model_version,
+                                           window_start=offer.window_start, window_end=offer.window_end,
+                                           parent_version=offer.parent_version or stable.version))
+
+
+def _judge_shadow(md: ModelDeployment, status: ModelDeploymentStatus, candidate: CandidateStatus, verdicts: list[PolicyVerdict],
+                  now: datetime.datetime, events: list[Event]) -> None:
+    """The label-free gate: its breach on evidence from the shadow stage rejects the candidate; a Pass
+    whose whole window lies in the stage, after spec.candidates.shadow.duration, moves it to canary."""
+    spec = md.spec.candidates
+    assert spec is not None
+    gate = next((v for v in verdicts if v.name == spec.shadow.policy and v.track == "shadow"), None)
+    if gate is None or gate.version != candidate.version:
+        return  # no verdict about this candidate yet: it stays in shadow (missing data never acts)
+    if gate.breached_since(candidate.stage_started_at):
+        candidate.lineage.gates = [*candidate.lineage.gates, _gate("shadow", gate)][-16:]
+        _finish(status, "Rejected", f"shadow gate: {gate.describe()}", now, events)
+        return
+    if now - candidate.stage_started_at < spec.shadow.duration or not gate.passed_since(candidate.stage_started_at):
+        return
+    candidate.lineage.gates = [*candidate.lineage.gates, _gate("shadow", gate)][-16:]
+    candidate.stage, candidate.stage_started_at = CandidateStage.CANARY, now
+    events.append(Event("Normal", "CandidateAdvanced", f"candidate {candidate.version} passed the shadow gate "
+                                                       f"(DriftPolicy {gate.name}: {_said(gate)}): "
+                                                       "now a canary"))
+
+
+def _gate(stage: str, verdict: PolicyVerdict) -> GateRecord:
+    return GateRecord(stage=stage, policy=verdict.name, verdict=_said(verdict), evaluated_at=verdict.evaluated_at)
+
+
+def _said(verdict: PolicyVerdict) -> str:
+    return str(getattr(verdict.verdict, "value", verdict.verdict or ""))
+
+
+def _finish(status: ModelDeploymentStatus, outcome: str, reason: str, now: datetime.datetime, events: list[Event],
+            lineage: Lineage | None = None) -> None:
+    candidate = status.candidate
+    assert candidate is not None
+    status.candidates = [*status.candidates, CandidateRecord(id=candidate.id, version=candidate.version, outcome=outcome,
+                                                             at=now, reason=reason[:1024])][-RECORDS_KEPT:]
+    status.candidate = None
+    if outcome == "Promoted":
+        events.append(Event("Normal", "CandidatePromoted", f"candidate {candidate.version} ({_origin(lineage or candidate.lineage)}) "
+                                                           f"is stable: {reason}"))
+    else:
+        events.append(Event("Warning", "CandidateRejected", f"candidate {candidate.version} rejected: {reason}"))
+
+
+def _origin(lineage: Lineage) -> str:
+    if lineage.source == "retrain":
+        return f"retrained by Job {lineage.job} after DriftPolicy {lineage.policy} breached"
+    return f"named by {lineage.source}"

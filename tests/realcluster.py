@@ -136,7 +136,7 @@ class PodKubelet:
 
     def __init__(self, kube: KubeClient, interval: float = 0.25, fetch_workers: int = 2, fetch_retry: float = 10.0) -> None:
         self.kube, self.interval = kube, interval
-        self.job_outcomes: dict[tuple[str, str], bool] = {}  # (namespace, job) -> succeeded
+        self.job_outcomes: dict[tuple[str, str], tuple[bool, str]] = {}  # (namespace, job) -> (succeeded, termination message)
         self.errors: list[str] = []
         self.fetches: list[tuple[str, str, bool, str]] = []  # (namespace/pod, URI, ok, message) per fetch run, in order
         self.fetch_retry = fetch_retry
@@ -147,8 +147,9 @@ class PodKubelet:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pod-kubelet", daemon=True)
 
-    def finish_job(self, name: str, succeeded: bool = True, namespace: str = "default") -> None:
-        self.job_outcomes[(namespace, name)] = succeeded
+    def finish_job(self, name: str, succeeded: bool = True, namespace: str = "default", message: str = "") -> None:
+        """The Job's pods end as told; `message` is their container's termination message (a retraining result)."""
+        self.job_outcomes[(namespace, name)] = (succeeded, message)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -172,7 +173,7 @@ class PodKubelet:
                 else:
                     self._initialize(pod, init)
             elif owner["kind"] == "Job" and (meta["namespace"], owner["name"]) in self.job_outcomes:
-                self._set_status(pod, self._terminated(pod, self.job_outcomes[(meta["namespace"], owner["name"])]))
+                self._set_status(pod, self._terminated(pod, *self.job_outcomes[(meta["namespace"], owner["name"])]))
 
     def _set_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -237,10 +238,11 @@ class PodKubelet:
         return {"phase": "Running", "conditions": conditions, "startTime": now, "podIP": "10.244.0.10",
                 "containerStatuses": self._containers(pod, {"running": {"startedAt": now}}, True)}
 
-    def _terminated(self, pod: dict[str, Any], succeeded: bool) -> dict[str, Any]:
+    def _terminated(self, pod: dict[str, Any], succeeded: bool, message: str = "") -> dict[str, Any]:
         now = _now()
         code = 0 if succeeded else 1
-        state = {"terminated": {"exitCode": code, "reason": "Completed" if succeeded else "Error", "startedAt": now, "finishedAt": now}}
+        state = {"terminated": {"exitCode": code, "reason": "Completed" if succeeded else "Error", "startedAt": now, "finishedAt": now,
+                                **({"message": message} if message else {})}}
         conditions = [{"type": kind, "status": "True" if kind in ("PodScheduled", "Initialized") else "False",
                        "lastTransitionTime": now} for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]
         return {"phase": "Succeeded" if succeeded else "Failed", "conditions": conditions, "startTime": now,

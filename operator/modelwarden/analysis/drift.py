@@ -18,6 +18,7 @@ from modelwarden.analysis.histograms import AlignedHistograms
 from modelwarden.analysis.verdicts import result
 from modelwarden.api.checks import DISTANCE_DEFAULTS, Correction, DriftMethod
 from modelwarden.api.driftpolicy import CheckResult, Verdict
+from modelwarden.api.policystatus import BUCKET_EDGES_DIFFER
 
 DEFAULT_THRESHOLDS: dict[DriftMethod, float] = {
     DriftMethod.COMBINED: 0.01,
@@ -213,7 +214,8 @@ def verdict(drift: FeatureDrift, drift_share: float | None, min_samples: int, co
         message = f"bucket edges differ between reference and current for {', '.join(names[:NAMED_IN_MESSAGE])}" + (
             f" and {len(names) - NAMED_IN_MESSAGE} more" if len(names) > NAMED_IN_MESSAGE else ""
         )
-        return result(drift.check, Verdict.ERROR, message, share, share_threshold, samples)
+        return result(drift.check, Verdict.ERROR, message, share, share_threshold, samples).model_copy(
+            update={"reason": BUCKET_EDGES_DIFFER})
     if not tested:
         # Every row observes every feature: the most-observed feature tells how many rows a side had.
         message = (f"too few observations to test: the current window has {_count(drift.current_samples)}, the reference "

@@ -57,6 +57,12 @@ class CheckResult(ApiModel):
     """A comparison's effect: the track's proportion minus the baseline track's."""
     message: str = ""
     """A one-line human explanation."""
+    reason: str | None = None
+    """Why an Error, where something can act on it: BucketEdgesDiffer (the two sides' histograms have different
+    bucket edges, so they cannot be compared; a candidate with such a profile is refused)."""
+
+
+BUCKET_EDGES_DIFFER = "BucketEdgesDiffer"
 
 
 class Evaluation(ApiModel):

@@ -36,6 +36,7 @@ from modelwarden.serving.profile import (
     build_profile_from_csv,
     series_count,
 )
+from modelwarden.serving.sharededges import on_edges_of
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +66,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "`modelwarden serve` predicts with; another value only describes a server that applies it itself); "
         "made a score edge, and the calibration is computed at it",
     )
+    parser.add_argument(
+        "--edges-from", type=Path, metavar="PROFILE",
+        help="count numeric features and prediction values on this profile's bucket edges (the stable's, for a retrained "
+        "model: a DriftPolicy comparing the two tracks needs the same edges)",
+    )
     parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     parser.add_argument("--mlflow-run", metavar="RUN_ID", help=f"also log the profile as the {PROFILE_FILE} artifact of this MLflow run")
     parser.add_argument(
@@ -90,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
             trusted_skops_types=trusted_types(args.trust_skops_types),
             threshold=args.decision_threshold,
         )
+        if args.edges_from is not None:
+            other = Profile.from_json(args.edges_from.read_text())
+            profile = on_edges_of(profile, other, args.data, args.model, trusted_types(args.trust_skops_types))
     except (ProfileError, ModelLoadError, OSError, ValueError) as exc:
         print(f"modelwarden profile: error: {exc}", file=sys.stderr)
         return 1

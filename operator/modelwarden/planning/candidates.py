@@ -52,7 +52,9 @@ def begin(md: ModelDeployment, status: ModelDeploymentStatus, verdicts: list[Pol
             status.rollback = None if status.rollback and status.rollback.track == "canary" else status.rollback
             events.append(Event("Normal", "CandidateStarted", f"candidate {offer.version} ({offer.model_uri}, "
                                                               f"{_origin(offer.lineage)}) started in shadow"))
-    if candidate is not None and candidate.stage is CandidateStage.SHADOW:
+    if candidate is not None and (refusal := _incomparable(md, candidate, verdicts)):
+        _finish(status, "Refused", refusal, now, events)
+    elif candidate is not None and candidate.stage is CandidateStage.SHADOW:
         if pending.peek("abort"):
             _finish(status, "Rejected", f"aborted on request ({pending.describe('abort')})", now, events)
             pending.use("abort")
@@ -188,6 +190,19 @@ def _judge_shadow(md: ModelDeployment, status: ModelDeploymentStatus, candidate:
                                                        "now a canary"))
 
 
+def _incomparable(md: ModelDeployment, candidate: CandidateStatus, verdicts: list[PolicyVerdict]) -> str | None:
+    """A gate that cannot compare the candidate with stable (its profile's bucket edges differ) would
+    hold it forever with Error verdicts: it is refused at once, saying why and what to do."""
+    spec = md.spec.candidates
+    assert spec is not None
+    for verdict in verdicts:
+        gating = verdict.name == spec.shadow.policy if candidate.stage is CandidateStage.SHADOW else verdict.track == "canary"
+        if gating and verdict.version == candidate.version and verdict.edges_differ:
+            return (f"DriftPolicy {verdict.name} cannot compare it with stable: {verdict.edges_differ[0]}; build its profile "
+                    "on the stable's bucket edges (modelwarden profile --edges-from STABLE_PROFILE)")
+    return None
+
+
 def _gate(stage: str, verdict: PolicyVerdict) -> GateRecord:
     return GateRecord(stage=stage, policy=verdict.name, verdict=_said(verdict), evaluated_at=verdict.evaluated_at)
 
@@ -207,7 +222,7 @@ def _finish(status: ModelDeploymentStatus, outcome: str, reason: str, now: datet
         events.append(Event("Normal", "CandidatePromoted", f"candidate {candidate.version} ({_origin(lineage or candidate.lineage)}) "
                                                            f"is stable: {reason}"))
     else:
-        events.append(Event("Warning", "CandidateRejected", f"candidate {candidate.version} rejected: {reason}"))
+        events.append(Event("Warning", f"Candidate{outcome}", f"candidate {candidate.version} {outcome.lower()}: {reason}"))
 
 
 def _origin(lineage: Lineage) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelwarden.api.driftpolicy import DriftPolicySpec, DriftPolicyStatus, Verdict
-from modelwarden.api.policystatus import PASSING
+from modelwarden.api.policystatus import BUCKET_EDGES_DIFFER, PASSING
 from modelwarden.routers.base import Split
 
 
@@ -121,6 +121,7 @@ class PolicyVerdict:
     winner_evidence_from: datetime.datetime | None = None  # where the deciding look's window began
     winner_summary: str = ""
     offer: CandidateOffer | None = None  # the model its last retraining Job produced
+    edges_differ: tuple[str, ...] = ()  # its last evaluation could not compare: bucket edges differ (those checks' messages)
 
     @classmethod
     def from_policy(cls, name: str, spec: DriftPolicySpec, status: DriftPolicyStatus) -> PolicyVerdict:
@@ -134,6 +135,7 @@ class PolicyVerdict:
             version=status.evaluated_version, window=spec.window,
             recent=tuple((e.time, e.verdict) for e in status.evaluations),
             offer=CandidateOffer.from_status(name, status), **_winner(spec, status),
+            edges_differ=tuple(r.message for r in last.results if r.reason == BUCKET_EDGES_DIFFER) if last else (),
         )
 
     @classmethod

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from tests.controlplane.support import wait_for
+
+BIN = Path(sys.executable).parent
 
 FAST = {"MODELWARDEN_RECONCILE_INTERVAL": "0.3"}
 ARGS = ("-A", "--scrape-interval", "1s")
@@ -59,7 +64,15 @@ def candidate(kube) -> dict:
     return status(kube.get("modeldeployments", "fraud")).get("candidate") or {}
 
 
-def test_a_retrained_model_goes_shadow_canary_stable_by_itself_across_sigkills(kube, kubelet, operator_factory, fake_prometheus):
+def command(cluster, program: str, *args: str) -> str:
+    done = subprocess.run([str(BIN / program), *args, "--kubeconfig", str(cluster.kubeconfig_path)],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-2000:])
+    return done.stdout
+
+
+def test_a_retrained_model_goes_shadow_canary_stable_by_itself_across_sigkills(cluster, kube, kubelet, operator_factory,
+                                                                              fake_prometheus):
     operator, _, job = start(kube, operator_factory, fake_prometheus)
     spec = copy.deepcopy(kube.get("modeldeployments", "fraud")["spec"])
     env = {e["name"]: e.get("value", "") for e in kube.get("jobs", job)["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -96,6 +109,18 @@ def test_a_retrained_model_goes_shadow_canary_stable_by_itself_across_sigkills(k
     events = reasons(kube)
     for reason in ("CandidateStarted", "CandidateAdvanced", "CandidatePromoted"):
         assert events.count(reason) <= 1, (reason, events)  # an Event may be lost with a SIGKILL, never repeated
+
+    # People see where it came from; Git catches up with the patch export-spec prints.
+    shown = command(cluster, "kubectl-modelwarden", "history", "fraud")
+    assert f"2: retrained by Job {job} (DriftPolicy stable-drift, breach default/{job}: custom/errors)" in shown
+    assert "gates shadow shadow-gate Pass" in shown and "Promoted" in shown.split("Candidates:")[1]
+    patch = json.loads(command(cluster, "modelwarden", "export-spec", "fraud", "-o", "json"))
+    assert patch == {"spec": {"stable": {"version": "2", "modelUri": "file:///m/2", "sha256": None}}}
+    kube.patch("modeldeployments", "fraud", patch)
+    caught_up = kube.wait_for("modeldeployments", "fraud", lambda o: next(
+        c for c in status(o)["conditions"] if c["type"] == "SpecBehind")["status"] == "False", timeout=60)
+    assert caught_up["status"]["stable"]["version"] == "2" and "StableUpdated" not in reasons(kube)  # adopted, not rolled out
+    assert command(cluster, "modelwarden", "export-spec", "fraud") == ""
 
 
 def test_a_bad_retrained_model_is_rejected_in_shadow_and_stable_stays(kube, kubelet, operator_factory, fake_prometheus):

@@ -6,7 +6,8 @@
     kubectl modelwarden pause|resume NAME        hold / release the canary's steps
     kubectl modelwarden approve NAME             approve a step with approval: required
     kubectl modelwarden retry NAME               start a rolled-back canary over
-    kubectl modelwarden history NAME             the stable versions, newest last
+    kubectl modelwarden history NAME             the stable versions, newest last, with lineage and candidates
+    kubectl modelwarden export-spec NAME         the spec patch to commit when stable is ahead of Git (SpecBehind)
     kubectl modelwarden evaluate-now POLICY      evaluate a DriftPolicy at once
 
 Every action is an annotation on the object (never a write to its spec) that the operator acts on
@@ -25,7 +26,7 @@ import sys
 import time
 from typing import Any
 
-from modelwarden.commands.kubectl_view import SYMBOL, history, render_history, render_rollout, rollout
+from modelwarden.commands.kubectl_view import SYMBOL, history, render_history, render_rollout, rollout, spec_patch
 from modelwarden.contract.kubernetes import (
     ABORT_ANNOTATION,
     API_VERSION,
@@ -124,7 +125,27 @@ def _history(cluster: Cluster, args: argparse.Namespace) -> int:
         print(f"kubectl-modelwarden: modeldeployment {args.namespace}/{args.name} not found", file=sys.stderr)
         return 2
     entries = history(md)
-    print(json.dumps(entries) if args.output == "json" else render_history(entries))
+    print(json.dumps(entries) if args.output == "json" else render_history(entries, md))
+    return 0
+
+
+def export_spec(cluster: Cluster, args: argparse.Namespace) -> int:
+    """Print the merge patch for spec.stable (YAML, or JSON with -o json); nothing when spec already names what serves."""
+    md = cluster.get("modeldeployments", args.namespace, args.name)
+    if md is None:
+        print(f"modeldeployment {args.namespace}/{args.name} not found", file=sys.stderr)
+        return 2
+    patch = spec_patch(md)
+    if patch is None:
+        print(f"{args.namespace}/{args.name}: spec.stable already names what serves (no SpecBehind)", file=sys.stderr)
+        return 0
+    if args.output == "json":
+        print(json.dumps(patch))
+    else:
+        import yaml
+
+        print(f"# kubectl patch modeldeployment {args.name} -n {args.namespace} --type merge --patch-file <this file>")
+        print(yaml.safe_dump(patch, sort_keys=False).rstrip())
     return 0
 
 
@@ -199,7 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("name")
     get.add_argument("-w", "--watch", action="store_true", help="keep showing it as it changes")
     get.add_argument("--interval", type=float, default=2.0, help="seconds between looks with --watch")
-    commands.add_parser("history", help="the stable versions, newest last", parents=[common]).add_argument("name")
+    commands.add_parser("history", help="the stable versions, newest last, with lineage and candidates",
+                        parents=[common]).add_argument("name")
+    commands.add_parser("export-spec", help="the spec patch to commit when stable serves what spec does not name (SpecBehind)",
+                        parents=[common]).add_argument("name")
     for name, text in (("promote", "the current step is done: advance now (--full: promote to stable now)"),
                        ("abort", "roll the canary back now"), ("pause", "hold the canary's steps"),
                        ("resume", "release a paused canary"), ("approve", "approve the current step (approval: required)"),
@@ -227,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             return _get(cluster, args)
         if args.command == "history":
             return _history(cluster, args)
+        if args.command == "export-spec":
+            return export_spec(cluster, args)
         return _request(cluster, args)
     except KeyboardInterrupt:
         return 130

@@ -104,14 +104,54 @@ def render_rollout(view: dict[str, Any]) -> str:
 
 
 def history(md: dict[str, Any]) -> list[dict[str, Any]]:
-    """Stable versions, oldest first, as status records them."""
+    """Stable versions, oldest first, as status records them, each with its lineage (candidates)."""
     return [{"version": h.get("version"), "modelUri": h.get("resolvedUri") or h.get("modelUri"), "reason": h.get("reason", ""),
              "promotedAt": h.get("promotedAt"), "retiredAt": h.get("retiredAt"), "modelVersion": h.get("modelVersion"),
-             "runId": h.get("runId")} for h in (md.get("status") or {}).get("history") or []]
+             "runId": h.get("runId"), "lineage": h.get("lineage")} for h in (md.get("status") or {}).get("history") or []]
 
 
-def render_history(entries: list[dict[str, Any]]) -> str:
+def render_history(entries: list[dict[str, Any]], md: dict[str, Any] | None = None) -> str:
     rows = [("VERSION", "REASON", "PROMOTED", "RETIRED", "MODEL")]
     rows += [(e["version"] or "", e["reason"], e["promotedAt"] or "-", e["retiredAt"] or "-", e["modelUri"] or "") for e in entries]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip() for row in rows)
+    lines = ["  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip() for row in rows]
+    for entry in entries:
+        if entry.get("lineage"):
+            lines.append(f"{entry['version']}: {describe_lineage(entry['lineage'])}")
+    status = (md or {}).get("status") or {}
+    if status.get("candidate") or status.get("candidates"):
+        lines.append("Candidates:")
+        if current := status.get("candidate"):
+            lines.append(f"  {current['version']:<10} in {current['stage']} since {current['stageStartedAt']}: "
+                         f"{describe_lineage(current['lineage'])}")
+        lines += [f"  {r['version']:<10} {r['outcome']:<9} {r['at']}  {r.get('reason', '')}" for r in status.get("candidates") or []]
+    return "\n".join(lines)
+
+
+def describe_lineage(lineage: dict[str, Any]) -> str:
+    """Where a model came from and the gates it passed, in one line."""
+    if lineage.get("source") == "retrain":
+        parts = [f"retrained by Job {lineage.get('job')} (DriftPolicy {lineage.get('policy')}, breach {lineage.get('breachId')}"
+                 + (f": {', '.join(lineage['checks'])}" if lineage.get("checks") else "") + ")"]
+    else:
+        parts = [f"from {lineage.get('source')}"]
+    if lineage.get("windowStart"):
+        parts.append(f"data {lineage['windowStart']}..{lineage.get('windowEnd', '')}")
+    if lineage.get("runId"):
+        parts.append(f"MLflow run {lineage['runId']}" + (f", version {lineage['modelVersion']}" if lineage.get("modelVersion") else ""))
+    if lineage.get("parentVersion"):
+        parts.append(f"parent {lineage['parentVersion']}")
+    if lineage.get("gates"):
+        parts.append("gates " + ", ".join(f"{g['stage']} {g['policy']} {g['verdict']}" for g in lineage["gates"]))
+    return "; ".join(parts)
+
+
+def spec_patch(md: dict[str, Any]) -> dict[str, Any] | None:
+    """The merge patch that makes spec.stable name what serves (condition SpecBehind), or None."""
+    status = md.get("status") or {}
+    behind = next((c for c in status.get("conditions") or [] if c.get("type") == "SpecBehind"), {})
+    served = status.get("stable") or {}
+    if behind.get("status") != "True" or not served.get("modelUri"):
+        return None
+    uri = served.get("resolvedUri") or served["modelUri"]
+    return {"spec": {"stable": {"version": served["version"], "modelUri": uri, "sha256": served.get("sha256")}}}

@@ -4,7 +4,7 @@ each answered prediction followed by its ground truth (stateless feedback), clea
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +18,7 @@ from modelwarden.sandbox.modelserver import ModelServerProcess
 class TrafficStats:
     requests: dict[str, int] = field(default_factory=dict)
     errors: int = 0
+    mirrored: int = 0  # requests copied to a mirror (answered, not counted in `requests`)
 
 
 class TrafficGenerator:
@@ -25,13 +26,15 @@ class TrafficGenerator:
 
     `servers()` maps track -> the running server (absent tracks get no traffic); `weights()`
     returns the percent per track; either failing with a request error skips the tick. `drift[track]` switches that track's data to drifted rows
-    and noisier labels, which is how the sandbox injects drift.
+    and noisier labels, which is how the sandbox injects drift. `mirrors()` maps track -> the percent of
+    requests copied to it (a shadow): the same rows, after the primary answered, the copy's answer
+    discarded and never given feedback, as a mesh's mirroring does.
     """
 
     def __init__(self, name: str, servers: Callable[[], dict[str, ModelServerProcess]],
                  weights: Callable[[], dict[str, int]], rows_per_second: int = 200, batch: int = 10,
-                 tick: float = 0.5, seed: int = 11) -> None:
-        self.name, self.servers, self.weights = name, servers, weights
+                 tick: float = 0.5, seed: int = 11, mirrors: Callable[[], dict[str, int]] = dict) -> None:
+        self.name, self.servers, self.weights, self.mirrors = name, servers, weights, mirrors
         self.rows_per_second, self.batch, self.tick = rows_per_second, batch, tick
         self.drift: dict[str, datagen.Drift] = {}
         self.stats = TrafficStats()
@@ -52,7 +55,7 @@ class TrafficGenerator:
         rng = np.random.default_rng(self._seed)
         while not self._stop.wait(self.tick):
             try:  # the API server or a model server slow to answer costs a tick, never the thread
-                servers, weights = self.servers(), self.weights()
+                servers, weights, mirrors = self.servers(), self.weights(), self.mirrors()
             except (requests.RequestException, KeyError, ValueError):
                 self.stats.errors += 1
                 continue
@@ -62,10 +65,12 @@ class TrafficGenerator:
                 continue
             batches = max(1, round(self.rows_per_second * self.tick / self.batch))
             tracks = rng.choice(list(live), size=batches, p=[w / total for w in live.values()])
+            copies = [(servers[t], p) for t, p in mirrors.items() if p > 0 and t in servers]
             for track in tracks:
-                self._send(servers[track], str(track), int(rng.integers(1 << 30)))
+                copy_to = [server for server, percent in copies if rng.random() * 100 < percent]
+                self._send(servers[track], str(track), int(rng.integers(1 << 30)), copy_to)
 
-    def _send(self, server: ModelServerProcess, track: str, seed: int) -> None:
+    def _send(self, server: ModelServerProcess, track: str, seed: int, copy_to: Sequence[ModelServerProcess] = ()) -> None:
         drift = self.drift.get(track, datagen.Drift())
         rows, labels = datagen.classification(self.batch, seed, drift)
         try:
@@ -77,3 +82,11 @@ class TrafficGenerator:
             self.stats.requests[track] = self.stats.requests.get(track, 0) + 1
         except (requests.RequestException, KeyError, ValueError):
             self.stats.errors += 1
+            return
+        for mirror in copy_to:
+            try:
+                self._session.post(f"{mirror.url}/v1/models/{self.name}:predict", json={"instances": rows.tolist()},
+                                   timeout=5).raise_for_status()
+                self.stats.mirrored += 1
+            except requests.RequestException:
+                self.stats.errors += 1

@@ -90,11 +90,20 @@ def run_loop(tmp_path, cluster, prometheus, mlflow_server, *, shuffle: bool):
                                         actions={"retrain": {"cooldown": "1h", "jobTemplate": {"backoffLimit": 0, "template": {"spec": {
                                             "containers": [{"name": "train", "image": "trainer:1",
                                                             "command": trainer + (["--shuffle-labels"] if shuffle else [])}]}}}}}))
-    kube.create("driftpolicies", policy("shadow-gate", "shadow", {"method": "psi", "threshold": 0.1}, reference={"track": "stable"}))
-    kube.create("driftpolicies", policy("canary-gate", "canary", {"method": "psi", "threshold": 0.1}, reference={"track": "stable"},
+    kube.create("driftpolicies", policy("shadow-gate", "shadow", {}, reference={"track": "stable"}))
+    kube.create("driftpolicies", policy("canary-gate", "canary", {}, reference={"track": "stable"},
                                         actions={"rollback": True}))
     traffic.drift = {"stable": datagen.Drift(shift=DRIFT), "canary": datagen.Drift(shift=DRIFT)}  # the world moved
     return kube, registered, (traffic, kubelet, jobs, operator)
+
+
+def promoted_or_stuck(kube):
+    found = kube.get("modeldeployments", "fraud")
+    if found["status"]["stable"]["version"] == "2":
+        return found
+    promoted_or_stuck.last = {"md": found["status"], **{p["metadata"]["name"]: {k: p.get("status", {}).get(k) for k in (
+        "lastEvaluation", "evaluatedVersion", "consecutiveFailures")} for p in kube.list("driftpolicies")}}
+    return None
 
 
 def stop(parts) -> None:
@@ -111,7 +120,10 @@ def test_drift_retrains_and_the_new_version_goes_shadow_canary_stable(tmp_path, 
         candidate = shadowing["status"]["candidate"]
         assert candidate["version"] == "2" and candidate["resolvedUri"] == f"models:/{registered}/2"
         wait_for(lambda: parts[0].stats.mirrored > 0, timeout=60, message="mirrored requests reach the shadow")
-        promoted = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"]["stable"]["version"] == "2", timeout=300)
+        try:
+            promoted = wait_for(lambda: promoted_or_stuck(kube), timeout=200, message="v2 promoted")
+        except AssertionError as error:  # say where it stopped: the statuses that held it
+            raise AssertionError(f"{error}: {json.dumps(getattr(promoted_or_stuck, 'last', None))[:8000]}") from None
         st = promoted["status"]
         lineage = st["stable"]["lineage"]
         (job,) = [j["metadata"]["name"] for j in kube.list("jobs")]

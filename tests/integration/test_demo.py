@@ -55,6 +55,36 @@ def test_demo_rolls_back_the_drifted_canary_and_reports_it(tmp_path, control_pla
     assert "Progressing" in result.stderr and "RolledBack" in result.stderr  # live progress was shown
 
 
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("control_plane", ["emulator", "real"])
+def test_demo_closed_loop_retrains_and_promotes_with_lineage(tmp_path, control_plane):
+    require_binary("prometheus")
+    if control_plane == "real" and not (KUBE_BIN / "kube-apiserver").exists():
+        missing(f"kube-apiserver not found in {KUBE_BIN}")
+    result = subprocess.run(
+        [sys.executable, "-m", "modelwarden", "demo", "--scenario", "closed-loop", "--json", "--speed", "max",
+         "--duration", "180", "--workdir", str(tmp_path), "--control-plane", control_plane, "--kube-bin", str(KUBE_BIN)],
+        capture_output=True, text=True, timeout=220,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["stableVersion"] == "2" and summary["specStableVersion"] == "1" and summary["specBehind"] is True
+    (job,) = summary["jobs"]
+    assert summary["jobRuns"] == [{"job": job, "exitCode": 0, "result": json.dumps(
+        {"modelUri": (tmp_path / "models" / "2").as_uri(), "version": "2"})}]
+    (first, promoted) = summary["history"]
+    lineage = promoted["lineage"]
+    assert (first["version"], promoted["version"], lineage["job"], lineage["parentVersion"]) == ("1", "2", job, "1")
+    assert [g["stage"] for g in lineage["gates"]] == ["shadow", "canary"] and all(g["verdict"] == "Pass" for g in lineage["gates"])
+    assert [(c["version"], c["outcome"]) for c in summary["candidates"]] == [("2", "Promoted")]
+    assert summary["mirrored"] > 0 and summary["requests"]["canary"] > 0
+    reasons = [e["reason"] for e in summary["events"]]
+    for reason in ("RetrainLaunched", "RetrainResult", "CandidateStarted", "CandidateAdvanced", "CandidatePromoted"):
+        assert reasons.count(reason) == 1, (reason, reasons)
+    assert summary["durationSeconds"] < 180
+    assert processes_mentioning(str(tmp_path)) == []
+
+
 def processes_mentioning(text: str) -> list[str]:
     """Command lines of live processes whose arguments or environment mention `text`
     (the operator only has the work dir in its KUBECONFIG)."""

@@ -166,3 +166,19 @@ def test_an_alias_that_moves_offers_each_version_once():
     assert result.status["candidate"]["id"] == "alias:models:/fraud/11" and result.status["candidate"]["lineage"]["source"] == "alias"
     on_stable = {"models:/fraud@challenger": Resolution("models:/fraud@challenger", "s3://models/7", None, None)}
     assert "candidate" not in plan(current, {"stable": ready("7", 3)}, [], T0 + MIN, resolutions=on_stable).status
+
+
+def test_a_gate_that_cannot_compare_bucket_edges_refuses_the_candidate_once_it_persists():
+    _, current = in_shadow()
+    message = "bucket edges differ between reference and current for amount"
+
+    def erroring(looks):
+        recent = tuple((T0 + (2 + i) * MIN, "Error") for i in range(looks))
+        return dataclasses.replace(shadow_gate(result="Error", at=recent[-1][0]), edges_differ=(message,), recent=recent,
+                                   failure_threshold=3)
+    once, _ = run(current, {"stable": ready("7", 3)}, [erroring(1)], T0 + 3 * MIN)
+    assert once.status["candidate"]["stage"] == "shadow"  # one look may see a series set still forming
+    refused, _ = run(current, {"stable": ready("7", 3)}, [erroring(3)], T0 + 5 * MIN)
+    record = refused.status["candidates"][-1]
+    assert record["outcome"] == "Refused" and message in record["reason"] and "--edges-from" in record["reason"]
+    assert "CandidateRefused" in reasons(refused) and refused.status["stable"]["version"] == "7"

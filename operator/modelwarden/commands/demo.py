@@ -17,6 +17,9 @@ from modelwarden.sandbox.demo import Demo
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", choices=("canary-rollback", "closed-loop"), default="canary-rollback",
+                        help="canary-rollback (default): a drifting canary is rolled back, retrained and alerted; closed-loop: "
+                             "drift on stable is retrained, and the new model goes shadow -> canary -> stable by itself")
     parser.add_argument("--speed", choices=("normal", "fast", "max"), default="normal",
                         help="scenario pace: normal (~2 min), fast, or max (for tests)")
     parser.add_argument("--duration", type=float, default=170.0, help="give up after this many seconds (default 170)")
@@ -34,9 +37,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.scenario == "closed-loop":
+        from modelwarden.sandbox.demo_closedloop import ClosedLoopDemo
+
+        summary = ClosedLoopDemo(args).run(report=lambda s: print(json.dumps(s, indent=2), flush=True) if args.json else _print_loop(s))
+        promoted = summary["stableVersion"] != "1" and bool((summary["history"] or [{}])[-1].get("lineage"))
+        return 0 if promoted and len(summary["jobs"]) == 1 else 1
     summary = Demo(args).run(report=lambda s: print(json.dumps(s, indent=2), flush=True) if args.json else _print_summary(s))
     complete = summary["rolledBack"] and len(summary["jobs"]) == 1 and summary["alertsReceived"] > 0
     return 0 if complete else 1
+
+
+def _print_loop(summary: dict[str, Any]) -> None:
+    from modelwarden.commands.kubectl_view import describe_lineage
+
+    print("\nScenario")
+    for milestone in summary["milestones"]:
+        print(f"  {milestone['at']:6.1f}s  {milestone['what']}")
+    print(f"\nResult\n  stable version       {summary['stableVersion']} (spec names {summary['specStableVersion']}; "
+          f"SpecBehind: {summary['specBehind']})\n  retraining Jobs      {', '.join(summary['jobs']) or 'none'}\n"
+          f"  requests by track    {summary['requests']}, mirrored to the shadow: {summary['mirrored']}\n"
+          f"  duration             {summary['durationSeconds']}s\n\nHistory (with lineage)")
+    for entry in summary["history"]:
+        print(f"  {entry['version']:<6} {entry.get('reason', ''):<11} {entry.get('modelUri', '')}")
+        if entry.get("lineage"):
+            print(f"         {describe_lineage(entry['lineage'])}")
+    print("\nEvents")
+    for event in summary["events"]:
+        print(f"  {event['type'] or '':<8} {event['reason'] or '':<22} {event['object'] or '':<20} {(event['message'] or '')[:90]}")
+    sys.stdout.flush()
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

@@ -192,12 +192,16 @@ def _judge_shadow(md: ModelDeployment, status: ModelDeploymentStatus, candidate:
 
 def _incomparable(md: ModelDeployment, candidate: CandidateStatus, verdicts: list[PolicyVerdict]) -> str | None:
     """A gate that cannot compare the candidate with stable (its profile's bucket edges differ) would
-    hold it forever with Error verdicts: it is refused at once, saying why and what to do."""
+    hold it forever with Error verdicts: once it said so failureThreshold times in a row in this
+    stage (one look may see a series set still forming), the candidate is refused, saying why and what to do."""
     spec = md.spec.candidates
     assert spec is not None
     for verdict in verdicts:
         gating = verdict.name == spec.shadow.policy if candidate.stage is CandidateStage.SHADOW else verdict.track == "canary"
-        if gating and verdict.version == candidate.version and verdict.edges_differ:
+        streak = [v for _, v in verdict.recent[-verdict.failure_threshold:] if _said_value(v) == "Error"]
+        persistent = len(streak) >= verdict.failure_threshold and all(
+            at >= candidate.stage_started_at for at, _ in verdict.recent[-verdict.failure_threshold:])
+        if gating and verdict.version == candidate.version and verdict.edges_differ and persistent:
             return (f"DriftPolicy {verdict.name} cannot compare it with stable: {verdict.edges_differ[0]}; build its profile "
                     "on the stable's bucket edges (modelwarden profile --edges-from STABLE_PROFILE)")
     return None
@@ -208,7 +212,11 @@ def _gate(stage: str, verdict: PolicyVerdict) -> GateRecord:
 
 
 def _said(verdict: PolicyVerdict) -> str:
-    return str(getattr(verdict.verdict, "value", verdict.verdict or ""))
+    return _said_value(verdict.verdict)
+
+
+def _said_value(verdict: object) -> str:
+    return str(getattr(verdict, "value", verdict or ""))
 
 
 def _finish(status: ModelDeploymentStatus, outcome: str, reason: str, now: datetime.datetime, events: list[Event],

@@ -152,12 +152,7 @@ class Demo:
 
     def start_everything(self, stack: ExitStack) -> None:
         self.say(f"working in {self.workdir}")
-        models = {version: train_example("classifier", self.workdir / "models" / version, seed=seed)
-                  for version, seed in (("1", 7), ("2", 8))}
-        # Comparing the canary with the stable track needs the same bucket edges on both: the new
-        # version is served with the stable version's reference profile (see docs/statistics.md).
-        models["2"].profile.write_text(models["1"].profile.read_text())
-        self.start_store(stack, models)
+        self.start_store(stack, self.train_models())
         kubeconfig = self.kubeconfig = self.start_api(stack)
         self.prometheus = PrometheusServer(workdir=self.workdir / "prometheus")
         self.prometheus.start()
@@ -177,9 +172,24 @@ class Demo:
         stack.callback(self.stop_operator)
         self.kubelet = ProcessKubelet(self.api_url, self.prometheus, self.workdir, session=self.new_session()).start()
         stack.callback(self.kubelet.stop)
-        self.traffic = TrafficGenerator(NAME, self.servers, self.weights, rows_per_second=self.pace.rows_per_second).start()
+        self.traffic = self.make_traffic().start()
         stack.callback(self.traffic.stop)
         self.wait("operator live", lambda: requests.get(liveness, timeout=1).ok)
+
+    def extra_crds(self) -> list[dict[str, Any]]:
+        """Kinds the scenario needs besides ours (none: its router is replicas)."""
+        return []
+
+    def train_models(self) -> dict[str, Any]:
+        models = {version: train_example("classifier", self.workdir / "models" / version, seed=seed)
+                  for version, seed in (("1", 7), ("2", 8))}
+        # Comparing the canary with the stable track needs the same bucket edges on both: the new
+        # version is served with the stable version's reference profile (see docs/statistics.md).
+        models["2"].profile.write_text(models["1"].profile.read_text())
+        return models
+
+    def make_traffic(self) -> TrafficGenerator:
+        return TrafficGenerator(NAME, self.servers, self.weights, rows_per_second=self.pace.rows_per_second)
 
     def start_store(self, stack: ExitStack, models: dict[str, Any]) -> None:
         """The models where they live on a cluster: in a bucket, read with a key that may only read it."""
@@ -197,8 +207,12 @@ class Demo:
 
     def start_api(self, stack: ExitStack) -> Path:
         """The API server the operator talks to; returns the operator's kubeconfig."""
+        extra = self.workdir / "extra-crds"
+        extra.mkdir(exist_ok=True)
+        for crd in self.extra_crds():
+            (extra / f"{crd['metadata']['name']}.yaml").write_text(json.dumps(crd))
         if self.control_plane == "emulator":
-            api = EmulatedApiServer().start()
+            api = EmulatedApiServer(extra_crd_dirs=(extra,)).start()
             stack.callback(api.stop)
             self.api_url = api.url
             self.new_session = requests.Session
@@ -216,7 +230,7 @@ class Demo:
             raise SystemExit(f"--control-plane real: {error}") from None
         plane.start()
         stack.callback(plane.stop)
-        plane.install_crds(crd_documents(default_crd_dir()))
+        plane.install_crds([*crd_documents(default_crd_dir()), *self.extra_crds()])
         plane.create_namespace(NAMESPACE)
         plane.start_controller_manager()
         self.say(f"control plane {plane.version} ready in {plane.startup_seconds:.1f}s")

@@ -25,9 +25,10 @@ def deployment_words(md: dict[str, Any]) -> str:
     phase, weights = status["phase"], status.get("weights") or {}
     stable, canary = status.get("stable") or {}, status.get("canary") or {}
     if phase in ("Progressing", "Paused") and canary:
-        steps = (spec.get("canary") or {}).get("steps") or []
+        canary_spec = spec.get("canary") or (spec.get("candidates") or {}).get("canary") or {}  # a candidate's: spec.candidates
+        steps = canary_spec.get("steps") or []
         index = status.get("canaryStep")
-        requested = steps[index]["weight"] if steps and index is not None and index < len(steps) else (spec.get("canary") or {}).get("weight")
+        requested = steps[index]["weight"] if steps and index is not None and index < len(steps) else canary_spec.get("weight")
         applied = weights.get("canary", 0)
         why = ""
         if requested is not None and applied != requested:

@@ -12,17 +12,22 @@ from tests.conftest import require_binary
 from tests.controlplane.support import KUBE_BIN, missing
 
 
-@pytest.mark.timeout(240)
-@pytest.mark.parametrize("control_plane", ["emulator", "real"])
-def test_demo_rolls_back_the_drifted_canary_and_reports_it(tmp_path, control_plane):
+def run_demo(tmp_path, control_plane: str, *extra: str) -> subprocess.CompletedProcess:
+    """`modelwarden demo --json --speed max` on this control plane (the real one only once built)."""
     require_binary("prometheus")
     if control_plane == "real" and not (KUBE_BIN / "kube-apiserver").exists():
         missing(f"kube-apiserver not found in {KUBE_BIN}")
-    result = subprocess.run(
-        [sys.executable, "-m", "modelwarden", "demo", "--json", "--speed", "max", "--duration", "180",
+    return subprocess.run(
+        [sys.executable, "-m", "modelwarden", "demo", *extra, "--json", "--speed", "max", "--duration", "180",
          "--workdir", str(tmp_path), "--control-plane", control_plane, "--kube-bin", str(KUBE_BIN)],
         capture_output=True, text=True, timeout=220,
     )
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("control_plane", ["emulator", "real"])
+def test_demo_rolls_back_the_drifted_canary_and_reports_it(tmp_path, control_plane):
+    result = run_demo(tmp_path, control_plane)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert summary["rolledBack"] is True
@@ -58,14 +63,7 @@ def test_demo_rolls_back_the_drifted_canary_and_reports_it(tmp_path, control_pla
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("control_plane", ["emulator", "real"])
 def test_demo_closed_loop_retrains_and_promotes_with_lineage(tmp_path, control_plane):
-    require_binary("prometheus")
-    if control_plane == "real" and not (KUBE_BIN / "kube-apiserver").exists():
-        missing(f"kube-apiserver not found in {KUBE_BIN}")
-    result = subprocess.run(
-        [sys.executable, "-m", "modelwarden", "demo", "--scenario", "closed-loop", "--json", "--speed", "max",
-         "--duration", "180", "--workdir", str(tmp_path), "--control-plane", control_plane, "--kube-bin", str(KUBE_BIN)],
-        capture_output=True, text=True, timeout=220,
-    )
+    result = run_demo(tmp_path, control_plane, "--scenario", "closed-loop")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert summary["stableVersion"] == "2" and summary["specStableVersion"] == "1" and summary["specBehind"] is True

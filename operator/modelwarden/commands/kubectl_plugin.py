@@ -119,10 +119,16 @@ def _get(cluster: Cluster, args: argparse.Namespace) -> int:
         time.sleep(args.interval)
 
 
-def _history(cluster: Cluster, args: argparse.Namespace) -> int:
+def _found(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ModelDeployment named, or None after saying it does not exist."""
     md = cluster.get("modeldeployments", args.namespace, args.name)
     if md is None:
         print(f"kubectl-modelwarden: modeldeployment {args.namespace}/{args.name} not found", file=sys.stderr)
+    return md
+
+
+def _history(cluster: Cluster, args: argparse.Namespace) -> int:
+    if (md := _found(cluster, args)) is None:
         return 2
     entries = history(md)
     print(json.dumps(entries) if args.output == "json" else render_history(entries, md))
@@ -131,9 +137,7 @@ def _history(cluster: Cluster, args: argparse.Namespace) -> int:
 
 def export_spec(cluster: Cluster, args: argparse.Namespace) -> int:
     """Print the merge patch for spec.stable (YAML, or JSON with -o json); nothing when spec already names what serves."""
-    md = cluster.get("modeldeployments", args.namespace, args.name)
-    if md is None:
-        print(f"modeldeployment {args.namespace}/{args.name} not found", file=sys.stderr)
+    if (md := _found(cluster, args)) is None:
         return 2
     patch = spec_patch(md)
     if patch is None:

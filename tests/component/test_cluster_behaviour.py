@@ -71,13 +71,14 @@ def test_kubectl_shows_the_printer_columns_and_waits_for_the_operators_condition
 
     tables = kubectl("get", "mdep,dpol").split("\n\n")
     mdep, dpol = ([line.split() for line in table.strip().splitlines()] for table in tables)
-    assert mdep[0] == ["NAME", "READY", "PHASE", "STABLE", "CANARY", "WEIGHT", "STEP", "VERDICT", "AGE"]
-    assert mdep[1][:8] == ["modeldeployment.modelwarden.io/fraud", "True", "Progressing", "7", "8", "10", "1/1", "Error"]
+    assert mdep[0] == ["NAME", "READY", "PHASE", "STABLE", "CANARY", "WEIGHT", "STEP", "VERDICT", "SPECBEHIND", "AGE"]
+    assert mdep[1][:9] == ["modeldeployment.modelwarden.io/fraud", "True", "Progressing", "7", "8", "10", "1/1", "Error", "False"]
     assert dpol[0] == ["NAME", "TARGET", "TRACK", "PHASE", "VERDICT", "FAILURES", "AGE"]
     assert dpol[1][:5] == ["driftpolicy.modelwarden.io/gate", "fraud", "canary", "Error", "Error"]
     wide = [line.split() for line in kubectl("get", "mdep", "-o", "wide").strip().splitlines()]
-    assert wide[0] == ["NAME", "READY", "PHASE", "STABLE", "CANARY", "WEIGHT", "STEP", "VERDICT", "MODEL", "AGE"]
-    assert wide[1][8] == "fraud"
+    assert wide[0] == ["NAME", "READY", "PHASE", "STABLE", "CANARY", "WEIGHT", "STEP", "VERDICT", "SPECBEHIND", "CANDIDATE",
+                       "MODEL", "AGE"]
+    assert wide[1][8:10] == ["False", "fraud"]  # no candidate in flight: an empty cell
     # The category lists both kinds.
     assert sorted(kubectl("get", "modelwarden", "-o", "name").split()) == [
         "driftpolicy.modelwarden.io/gate", "modeldeployment.modelwarden.io/fraud"]

@@ -12,6 +12,7 @@ from modelwarden.contract.retraining import (
     CONTEXT_ANNOTATION,
     InvalidResult,
     ReportedModel,
+    ResultPending,
     breach_id,
     from_model_version,
     parse_termination_message,
@@ -63,6 +64,8 @@ def test_a_valid_termination_message(message, expected):
     ('{"modelUri": "s3://models/m"}', "label value"),
     ('{"modelUri": "s3://models/m", "version": "9", "runId": "../x"}', "MLflow run id"),
     ("x" * 5000, "longer than 4096"),
+    ('{"modelUri": "s3://models/my model.joblib", "version": "9"}', "without whitespace"),
+    ('{"modelUri": "https://x/' + "a" * 2100 + '", "version": "9"}', "at most 2048"),
 ])
 def test_an_invalid_termination_message_says_why(message, problem):
     with pytest.raises(InvalidResult, match=problem):
@@ -72,8 +75,10 @@ def test_an_invalid_termination_message_says_why(message, problem):
 def test_an_mlflow_version_tagged_with_the_breach():
     assert from_model_version({"name": "fraud", "version": "4", "run_id": "r4", "status": "READY"}) == ReportedModel(
         "models:/fraud/4", "4", "4", "r4", "mlflow")
-    with pytest.raises(InvalidResult, match="PENDING_REGISTRATION"):
+    with pytest.raises(ResultPending, match="still registering"):  # read again later, never invalid for good
         from_model_version({"name": "fraud", "version": "4", "status": "PENDING_REGISTRATION"})
+    with pytest.raises(InvalidResult, match="FAILED_REGISTRATION"):
+        from_model_version({"name": "fraud", "version": "4", "status": "FAILED_REGISTRATION"})
 
 
 def test_the_termination_message_is_read_from_a_succeeded_pod_in_container_order():

@@ -188,7 +188,7 @@ class CandidatesSpec(ApiModel):
     """The canary stage."""
     auto_promote: bool = False
     """Promote after the last step (or as the A/B winner) by itself; otherwise the last step waits for a
-    person (kubectl modelwarden approve)."""
+    person (kubectl modelwarden approve; promote for an A/B weight)."""
     cooldown: Duration = timedelta(hours=1)
     """Least time between the end of one candidate and the start of the next."""
 

@@ -23,6 +23,7 @@ CONTEXT_DIRECTORY = "/etc/modelwarden/retrain"
 CONTEXT_FILE = f"{CONTEXT_DIRECTORY}/context.json"
 RESULT_FILE = "/dev/termination-log"  # the container's terminationMessagePath (Kubernetes' default)
 MAX_RESULT_BYTES = 4096  # Kubernetes keeps at most 4096 bytes of a termination message
+MAX_URI_LENGTH = 2048  # what spec.<track>.modelUri allows: a candidate must be a valid track
 _VERSION = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")  # a label value: it labels every metric
 
 
@@ -35,6 +36,10 @@ class ReportedModel:
     model_version: str | None = None
     run_id: str | None = None
     reported_by: str = "terminationMessage"
+
+
+class ResultPending(RuntimeError):
+    """A result that is not ready yet (an MLflow version still registering): read again later."""
 
 
 class InvalidResult(ValueError):
@@ -65,6 +70,9 @@ def parse_termination_message(message: str) -> ReportedModel:
         parsed = modeluri.parse(uri)
     except modeluri.InvalidModelUri as exc:
         raise InvalidResult(f"modelUri: {exc}") from None
+    if len(uri) > MAX_URI_LENGTH or not re.match(modeluri.URI_PATTERN, uri):
+        raise InvalidResult(f"modelUri must be at most {MAX_URI_LENGTH} characters without whitespace, starting with "
+                            "/, file:///, pvc://, s3://, gs://, https://, models:/ or runs:/ (what spec.*.modelUri takes)")
     if parsed.moving:
         raise InvalidResult(f"modelUri {modeluri.printable(uri)!r} is an alias or stage: report the concrete version "
                             f"(models:/{parsed.location}/N)")
@@ -83,6 +91,8 @@ def from_model_version(found: dict[str, Any]) -> ReportedModel:
     name, number = found.get("name"), found.get("version")
     if not isinstance(name, str) or not name or not isinstance(number, str) or not number.isdigit():
         raise InvalidResult("the MLflow model version tagged with this breach id has no name or version")
+    if found.get("status") == "PENDING_REGISTRATION":
+        raise ResultPending(f"MLflow model version {name}/{number} is still registering")
     if found.get("status") not in (None, "READY"):
         raise InvalidResult(f"MLflow model version {name}/{number} is {found.get('status')}, not READY")
     return ReportedModel(modeluri.concrete_model_uri(name, number), number, number, found.get("run_id") or None, "mlflow")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelwarden.contract.retraining import BREACH_ID_TAG, InvalidResult, breach_id, from_model_version, parse_termination_message
+from modelwarden.contract.retraining import (BREACH_ID_TAG, InvalidResult, ResultPending, breach_id, from_model_version,
+                                             parse_termination_message)
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.resolution import RegistryFactory
 from modelwarden.kube.api import KubeApi, describe_error
@@ -43,6 +44,8 @@ def read_result(kube: KubeApi, config: OperatorConfig, registry: RegistryFactory
         return JobResult(problem=f"no termination message, and no MLflow model version tagged {tag}")
     try:
         return JobResult(model=from_model_version(versions[0]))  # the newest: a retried pod may have registered twice
+    except ResultPending as exc:
+        return JobResult(unavailable=str(exc))
     except InvalidResult as exc:
         return JobResult(problem=str(exc))
 

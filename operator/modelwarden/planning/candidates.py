@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 
+from pydantic import ValidationError
+
 from modelwarden.api.common import set_condition
 from modelwarden.api.modeldeployment import (
     CandidateRecord,
@@ -45,7 +47,7 @@ def begin(md: ModelDeployment, status: ModelDeploymentStatus, verdicts: list[Pol
         if candidate is not None:
             _finish(status, "Rejected", "spec.candidates was removed", now, events)
         return md
-    if candidate is None and status.stable is not None:
+    if candidate is None and status.stable is not None and not status.paused:  # paused: no new candidate
         offer = _next_offer(md, status, verdicts, resolutions, now)
         if offer is not None:
             status.candidate = candidate = offer
@@ -60,7 +62,11 @@ def begin(md: ModelDeployment, status: ModelDeploymentStatus, verdicts: list[Pol
             pending.use("abort")
         else:
             _judge_shadow(md, status, candidate, verdicts, now, events)
-    return effective(md, status.candidate)
+    try:
+        return effective(md, status.candidate)
+    except ValidationError as exc:  # a result no track can serve: refused, never a reconcile that fails forever
+        _finish(status, "Refused", f"it cannot serve as a track: {exc.errors()[0]['msg']}", now, events)
+        return md
 
 
 def models(status: ModelDeploymentStatus) -> dict[str, TrackModel]:
@@ -120,15 +126,16 @@ def set_spec_behind(md: ModelDeployment, status: ModelDeploymentStatus, wanted: 
     """SpecBehind: stable serves a promoted version the spec does not name yet (GitOps: commit
     `modelwarden export-spec NAME`'s patch). Not after a stable rollback: then the spec names a failed version."""
     served, generation = status.stable, md.metadata.get("generation")
+    rollback = status.rollback
+    reverted = rollback is not None and rollback.track == "stable" and served is not None and served.version == rollback.to_version
     behind = (served is not None and wanted is not None and served.model_uri is not None
-              and not wanted.serves_same(served.version, served.model_uri, served.resolved_uri)
-              and not (status.rollback is not None and status.rollback.track == "stable"))
+              and not wanted.serves_same(served.version, served.model_uri, served.resolved_uri) and not reverted)
     if behind:
         assert served is not None and wanted is not None
         message = (f"stable serves {served.version} ({served.resolved_uri or served.model_uri}); spec.stable names {wanted.version}: "
                    f"`modelwarden export-spec {md.metadata.get('name', '')}` prints the patch to commit")
         status.conditions = set_condition(status.conditions, "SpecBehind", True, "Promoted", message, now, generation)
-    elif any(c.type == "SpecBehind" for c in status.conditions):
+    else:  # always shown (the SpecBehind column): False while the spec names what serves
         status.conditions = set_condition(status.conditions, "SpecBehind", False, "UpToDate", "spec.stable names what serves",
                                           now, generation)
 
@@ -156,7 +163,9 @@ def _next_offer(md: ModelDeployment, status: ModelDeploymentStatus, verdicts: li
         return CandidateStatus(id=offer_id, version=version, model_uri=found.resolved_uri, resolved_uri=found.resolved_uri,
                                model_version=found.model_version, run_id=found.run_id, offered_at=now, stage_started_at=now,
                                lineage=lineage)
-    offers = [v.offer for v in verdicts if v.offer is not None and v.offer.id not in taken and v.offer.version != stable.version]
+    # An offer trained to replace another stable (an older one, or one since rolled back) is not a candidate now.
+    offers = [v.offer for v in verdicts if v.offer is not None and v.offer.id not in taken and v.offer.version != stable.version
+              and v.offer.parent_version in (None, stable.version)]
     if not offers:
         return None
     offer: CandidateOffer = max(offers, key=lambda o: (o.finished_at or now, o.id))
@@ -181,7 +190,8 @@ def _judge_shadow(md: ModelDeployment, status: ModelDeploymentStatus, candidate:
         candidate.lineage.gates = [*candidate.lineage.gates, _gate("shadow", gate)][-16:]
         _finish(status, "Rejected", f"shadow gate: {gate.describe()}", now, events)
         return
-    if now - candidate.stage_started_at < spec.shadow.duration or not gate.passed_since(candidate.stage_started_at):
+    if now - candidate.stage_started_at < spec.shadow.duration or not gate.passed_since(candidate.stage_started_at) \
+            or status.paused:  # paused: it stays in shadow (a breach still rejects it)
         return
     candidate.lineage.gates = [*candidate.lineage.gates, _gate("shadow", gate)][-16:]
     candidate.stage, candidate.stage_started_at = CandidateStage.CANARY, now

@@ -206,7 +206,9 @@ def _follow_spec_stable(wanted: TrackModel, status: ModelDeploymentStatus, now, 
         events.append(Event("Normal", "StableUpdated", f"stable set to {wanted.version} by the spec{moved}"))
     elif status.stable is None:
         status.history.append(history_entry(wanted, now, "Initial"))
-    status.stable = track_status(wanted)
+    lineage = status.stable.lineage if status.stable is not None and wanted.serves_same(
+        status.stable.version, status.stable.model_uri, status.stable.resolved_uri) else None
+    status.stable = track_status(wanted, lineage=lineage)  # adopting a promoted candidate keeps where it came from
     status.observed_stable = ModelRef(version=wanted.version, model_uri=wanted.model_uri, resolved_uri=wanted.resolved_uri)
     if status.rollback and status.rollback.track == "stable":
         status.rollback = None
@@ -287,7 +289,8 @@ def _advance_canary(md, model: TrackModel | None, status: ModelDeploymentStatus,
     skip = pending.use("promote")  # the person says this step is done: pause, gates and approval waived
     started = status.step_started_at
     held = bool(status.paused) or needs_approval(md, status)
-    if not skip and (held or started is None or now - started < step.pause or not ready
+    unproven = md.spec.candidates is not None and not gating  # a candidate never advances on time alone
+    if not skip and (held or started is None or now - started < step.pause or not ready or unproven
                      or not all(v.passed_since(started) for v in gating)):
         if not held and stalled(md, status, now) and canary.abort_on_stall:
             _abort_canary(md, model, status, f"stalled: step {step_index + 1} made no progress for "

@@ -139,7 +139,7 @@ def test_drifted_canary_is_rolled_back_retrained_and_alerted(
     kube.wait_for("driftpolicies", "fraud-canary", lambda o: o["status"]["consecutiveFailures"] >= 4, timeout=90)
     jobs = kube.list("jobs")
     assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
-    env = {e["name"]: e["value"] for e in jobs[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value", "") for e in jobs[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODELWARDEN_MODEL"] == model and env["MODELWARDEN_VERSION"] == "2" and env["MODELWARDEN_TRACK"] == "canary"
     assert env["MODELWARDEN_NAMESPACE"] == "default" and env["MODELWARDEN_POLICY"] == "fraud-canary"
     assert "drift/features" in env["MODELWARDEN_FAILING_CHECKS"] and env["MODELWARDEN_REASON"]

@@ -79,7 +79,6 @@ def test_demo_closed_loop_retrains_and_promotes_with_lineage(tmp_path, control_p
     reasons = [e["reason"] for e in summary["events"]]
     for reason in ("RetrainLaunched", "RetrainResult", "CandidateStarted", "CandidateAdvanced", "CandidatePromoted"):
         assert reasons.count(reason) == 1, (reason, reasons)
-    assert summary["durationSeconds"] < 180
     assert processes_mentioning(str(tmp_path)) == []
 
 

@@ -65,6 +65,8 @@ def test_an_offer_starts_in_shadow_with_its_lineage_and_the_spec_untouched():
                                     "windowEnd": "2026-01-01T00:00:00Z", "parentVersion": "7", "gates": []}
     shadow = next(c for c in result.children if c["kind"] == "Deployment" and c["metadata"]["name"] == "fraud-shadow")
     assert shadow["spec"]["template"]["metadata"]["labels"]["version"] == "9"
+    env = {e["name"]: e.get("value") for e in shadow["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELWARDEN_PAIRED_MODEL_VERSION"] == "7"  # scored beside the stable's model: the agreement check
     assert result.status["weights"] == {"stable": 100, "canary": 0, "mirror": 100}
     assert current.spec == looped().spec  # nothing of the candidate is in the spec
 
@@ -78,11 +80,45 @@ def test_the_shadow_gate_needs_a_pass_on_evidence_from_the_stage_and_the_duratio
     assert run(current, observed, [stale], T0 + 12 * MIN)[0].status["candidate"]["stage"] == "shadow"
     other = shadow_gate(at=T0 + 11 * MIN, version="7")  # about another version
     assert run(current, observed, [other], T0 + 12 * MIN)[0].status["candidate"]["stage"] == "shadow"
-    result, after = run(current, observed, [shadow_gate(at=T0 + 11 * MIN)], T0 + 12 * MIN)
+    passing = dataclasses.replace(shadow_gate(at=T0 + 11 * MIN), passed_checks=("drift/prediction", "agreement/rate"))
+    result, after = run(current, observed, [passing], T0 + 12 * MIN)
     assert reasons(result)[:2] == ["CandidateAdvanced", "CanaryStarted"]
     assert result.status["candidate"]["stage"] == "canary" and result.status["canary"]["version"] == "9"
     assert result.status["weights"] == {"stable": 80, "canary": 20, "mirror": 0}
-    assert [g["stage"] for g in result.status["candidate"]["lineage"]["gates"]] == ["shadow"]
+    (gate,) = result.status["candidate"]["lineage"]["gates"]
+    assert (gate["stage"], gate["verdict"], gate["checks"]) == ("shadow", "Pass", ["drift/prediction", "agreement/rate"])
+
+
+def test_a_candidate_without_a_pass_by_the_shadow_deadline_is_rejected_and_frees_the_loop():
+    _, current = in_shadow()  # the stage began at T0 + 1m; duration 10m: the default deadline is 1h
+    observed = {"stable": ready("7", 3), "shadow": ready("9", 1)}
+    waiting = shadow_gate(result="InsufficientData", at=T0 + 50 * MIN)
+    assert run(current, observed, [waiting], T0 + 60 * MIN)[0].status["candidate"]["stage"] == "shadow"
+    result, after = run(current, observed, [waiting], T0 + 61 * MIN)
+    assert reasons(result)[0] == "CandidateRejected" and "candidate" not in result.status
+    record = result.status["candidates"][-1]
+    assert record["outcome"] == "Rejected" and record["reason"] == (
+        "shadow gate: no Pass within the deadline 1h (DriftPolicy shadow-gate: its last verdict about it: InsufficientData)")
+    assert result.status["stable"]["version"] == "7" and result.status["weights"]["mirror"] == 0
+    quiet, _ = run(current, observed, [], T0 + 61 * MIN)  # no verdict at all
+    assert "no verdict about it" in quiet.status["candidates"][-1]["reason"]
+    custom = looped(shadow={"policy": "shadow-gate", "duration": "10m", "deadline": "15m"})
+    _, current = run(custom, {"stable": ready("7", 3)}, [], T0)
+    _, current = run(current, {"stable": ready("7", 3)}, [offering()], T0 + MIN)
+    assert "candidate" in run(current, observed, [], T0 + 15 * MIN)[0].status
+    assert "candidate" not in run(current, observed, [], T0 + 16 * MIN)[0].status
+
+
+def test_a_shadow_deadline_not_longer_than_the_duration_is_refused():
+    import pytest
+    from tests.validation import validate_custom_resource
+
+    with pytest.raises(ValueError, match="deadline must be longer than duration"):
+        looped(shadow={"policy": "shadow-gate", "duration": "10m", "deadline": "10m"})
+    body = {"apiVersion": "modelwarden.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "fraud", "namespace": "ml"},
+            "spec": {"model": "fraud", "stable": {"modelUri": "models:/fraud/7"}, "traffic": {"router": "istio"},
+                     "candidates": {**CANDIDATES, "shadow": {"policy": "shadow-gate", "duration": "1h", "deadline": "30m"}}}}
+    assert any("spec.candidates.shadow.deadline" in e for e in validate_custom_resource(body))
 
 
 def to_canary():
@@ -156,6 +192,11 @@ def test_a_failing_canary_gate_rolls_the_candidate_back_and_keeps_stable():
     assert result.status["stable"]["version"] == "7" and "candidate" not in result.status
     assert result.status["candidates"][-1]["outcome"] == "Rejected" and "canary-gate" in result.status["candidates"][-1]["reason"]
     assert condition(result.status, "SpecBehind")["status"] == "False"
+    rolled_back = ModelDeployment.model_validate({**BASE, "metadata": {**current.metadata, "annotations": {"modelwarden.io/retry": "r1"}},
+                                                  "spec": current.spec.to_wire(), "status": result.status})
+    retried, _ = run(rolled_back, {"stable": ready("7", 3)}, [failing], T0 + 17 * MIN)
+    assert reasons(retried) == ["RequestIgnored"] and "candidate 9 (Rejected), which is not retried" in retried.status["requests"]["ignored"]
+    assert retried.status["rollback"]["fromVersion"] == "9" and "canary" not in retried.status
 
 
 def test_an_alias_that_moves_offers_each_version_once():

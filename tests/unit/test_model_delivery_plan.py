@@ -217,6 +217,9 @@ def test_the_storage_initializers_failure_is_read_from_pod_status():
                                                                           "message": 'secret "store" not found'}}))
     assert fetch_failure(pod({"running": {}})) is None
     assert fetch_failure(pod({"terminated": {"exitCode": 0}})) is None
+    paired = {"status": {"initContainerStatuses": [{"name": "fetch-model", "state": {"terminated": {"exitCode": 0}}},
+                                                   {"name": "fetch-paired-model", "state": failed}]}}
+    assert fetch_failure(paired) == "the stable's model (pairWithStable): fetch-model: no object or prefix s3://models/fraud/2"
 
 
 def test_an_outage_of_the_registry_never_undoes_a_promotion_or_a_rollback():
@@ -260,3 +263,45 @@ def test_a_canary_that_cannot_fetch_keeps_its_pods_retrying_at_no_traffic_and_it
         assert result.status["weights"] == {"stable": 100, "canary": 0, "mirror": 0}
         assert result.events == [] and model.status.step_started_at is None
     assert condition(result.status, "ModelFetchFailed")["status"] == "True"
+
+
+def test_a_paired_shadow_also_fetches_the_stables_exact_version_and_is_told_where_it_is():
+    spec = {"stable": {"modelUri": CHAMPION, "replicas": 2},
+            "shadow": {"modelUri": CHALLENGER, "pairWithStable": True}, "traffic": {"router": "istio"}}
+    resolutions = {CHAMPION: pinned(CHAMPION, 7), CHALLENGER: pinned(CHALLENGER, 8)}
+    result, _ = run(body(spec), resolutions, {"stable": ready("7")})
+    shadow = deployment(result, "shadow")
+    pod = shadow["spec"]["template"]["spec"]
+    fetchers = {c["name"]: c for c in pod["initContainers"]}
+    assert fetchers["fetch-model"]["args"][1:3] == ["models:/fraud/8", "/var/run/modelwarden/model"]
+    assert fetchers["fetch-paired-model"]["args"][1:3] == ["models:/fraud/7", "/var/run/modelwarden/paired"]
+    assert fetchers["fetch-paired-model"]["envFrom"] == [{"secretRef": {"name": "model-store"}}]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["MODELWARDEN_PAIRED_MODEL_VERSION"] == "7" and env["MODELWARDEN_PAIRED_MODEL_PATH"] == "/var/run/modelwarden/paired"
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["modelwarden-paired-model"] == {"name": "modelwarden-paired-model", "mountPath": "/var/run/modelwarden/paired",
+                                                  "readOnly": True}
+    assert validate_any(shadow) == []
+    stable_pod = deployment(result, "stable")["spec"]["template"]["spec"]
+    assert [c["name"] for c in stable_pod["initContainers"]] == ["fetch-model"]  # only a shadow is paired
+    unpaired = {**spec, "shadow": {"modelUri": CHALLENGER}}
+    result, _ = run(body(unpaired), resolutions, {"stable": ready("7")})
+    pod = deployment(result, "shadow")["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["fetch-model"]
+    assert "MODELWARDEN_PAIRED_MODEL_VERSION" not in {e["name"] for e in pod["containers"][0]["env"]}
+
+
+def test_a_paired_shadow_reads_a_stable_on_a_claim_or_a_local_path_where_it_is():
+    on_claim = {"stable": {"version": "1", "modelUri": "pvc://models/fraud/1", "replicas": 1},
+                "shadow": {"version": "2", "modelUri": "pvc://models/fraud/2", "pairWithStable": True}, "traffic": {"router": "istio"}}
+    result, _ = run(body(on_claim), {}, {"stable": ready("1", 1)})
+    pod = deployment(result, "shadow")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["MODELWARDEN_PAIRED_MODEL_PATH"] == "/var/run/modelwarden/paired-claim/fraud/1" and "initContainers" not in pod
+    claims = {v["name"]: v.get("persistentVolumeClaim") for v in pod["volumes"]}
+    assert claims["modelwarden-paired-claim"] == {"claimName": "models", "readOnly": True}
+    local = {"stable": {"version": "1", "modelUri": "file:///models/fraud/1", "replicas": 1},
+             "shadow": {"version": "2", "modelUri": "file:///models/fraud/2", "pairWithStable": True}, "traffic": {"router": "istio"}}
+    result, _ = run(body(local), {}, {"stable": ready("1", 1)})
+    env = {e["name"]: e.get("value") for e in deployment(result, "shadow")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELWARDEN_PAIRED_MODEL_URI"] == "file:///models/fraud/1" and env["MODELWARDEN_PAIRED_MODEL_VERSION"] == "1"

@@ -241,7 +241,7 @@ def test_the_grid_is_exact_in_microseconds():
     (JobState("j", JobOutcome.SUCCEEDED, T0 + datetime.timedelta(minutes=5),
               result=JobResult(model=ReportedModel("models:/m/2", "2", "2"))), "Succeeded", ["RetrainSucceeded", "RetrainResult"]),
     (JobState("j", JobOutcome.SUCCEEDED, T0), "Succeeded", ["RetrainSucceeded", "RetrainResultInvalid"]),
-    (JobState("j", JobOutcome.SUCCEEDED, T0, result=JobResult(unavailable="MLflow answered 503")), "Running", None),
+    (JobState("j", JobOutcome.SUCCEEDED, T0, result=JobResult(unavailable="MLflow answered 503")), "Running", "RetrainResultUnavailable"),
     (JobState("j", JobOutcome.FAILED, T0, "BackoffLimitExceeded"), "Failed", "RetrainFailed"),
     (None, "Failed", "RetrainFailed"),
 ])
@@ -319,6 +319,44 @@ def test_a_job_whose_record_was_lost_is_adopted_and_no_second_job_follows():
     assert decide.adopt_unrecorded_job(adopted, [job]) == adopted
     older = JobState("gate-retrain-old", JobOutcome.SUCCEEDED, started_at=T0 - datetime.timedelta(days=1), trigger="breach")
     assert decide.adopt_unrecorded_job(adopted, [older]).last_retrain.job_name == job.name
+
+
+def test_an_adopted_job_gets_back_the_lineage_it_was_told_and_a_garbled_context_is_ignored():
+    from modelwarden.builders.jobs import RetrainContext
+    from modelwarden.contract.retraining import CONTEXT_ANNOTATION
+    from modelwarden.planning.retraining import job_state
+
+    told = RetrainContext(model="fraud", namespace="ml", track="stable", policy="gate", reason="drift", version="3",
+                          failing_checks=({"check": "drift/features", "verdict": "Fail"},), window_start=T0,
+                          window_end=T0 + datetime.timedelta(minutes=30), breach_id="ml/gate-retrain-1", stable_version="3")
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": "gate-retrain-1", "creationTimestamp": "2026-01-01T00:01:00Z", "labels": {"modelwarden.io/trigger": "breach"}},
+           "spec": {"template": {"metadata": {"annotations": {CONTEXT_ANNOTATION: told.document()}}, "spec": {}}}}
+    adopted = decide.adopt_unrecorded_job(DriftPolicyStatus(), [job_state(job)]).last_retrain
+    assert (adopted.job_name, adopted.breach_id, adopted.checks, adopted.parent_version) == (
+        "gate-retrain-1", "ml/gate-retrain-1", ["drift/features"], "3")
+    assert (adopted.window_start, adopted.window_end) == (T0, T0 + datetime.timedelta(minutes=30))
+    job["spec"]["template"]["metadata"]["annotations"][CONTEXT_ANNOTATION] = '{"MODELWARDEN_WINDOW_START": "yesterday"}'
+    garbled = decide.adopt_unrecorded_job(DriftPolicyStatus(), [job_state(job)]).last_retrain
+    assert garbled.job_name == "gate-retrain-1" and garbled.breach_id is None and garbled.checks == []
+
+
+def test_a_succeeded_jobs_unreadable_result_is_said_once_and_read_again():
+    from modelwarden.planning.retraining import JobResult
+
+    running = DriftPolicyStatus(last_retrain=RetrainStatus(job_name="gate-retrain-1", started_at=T0, trigger="Breach"))
+    job = JobState("gate-retrain-1", JobOutcome.SUCCEEDED, T0 + datetime.timedelta(minutes=5),
+                   result=JobResult(unavailable="MLflow: connection refused"))
+    step = decide.follow_job(running, job, T0 + datetime.timedelta(minutes=5))
+    assert step.status.last_retrain.outcome == "Running" and "connection refused" in step.status.last_retrain.result_error
+    assert [e.reason for e in step.events] == ["RetrainResultUnavailable"]
+    again = decide.follow_job(step.status, job, T0 + datetime.timedelta(minutes=6))
+    assert again.events == [] and again.status.last_retrain.outcome == "Running"
+    model = ReportedModel("models:/fraud/4", "4", "4", "r4", "mlflow")
+    done = decide.follow_job(again.status, JobState("gate-retrain-1", JobOutcome.SUCCEEDED, T0, result=JobResult(model=model)),
+                             T0 + datetime.timedelta(minutes=7))
+    assert done.status.last_retrain.outcome == "Succeeded" and done.status.last_retrain.result_error is None
+    assert [e.reason for e in done.events] == ["RetrainSucceeded", "RetrainResult"]
 
 
 def test_looks_count_per_version_as_the_budget_levels_them_even_from_an_unknown_version():

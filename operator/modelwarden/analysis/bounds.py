@@ -33,7 +33,8 @@ def budgeted_checks(spec: DriftPolicySpec) -> int:
     proportions = sum(check.metric in PROPORTION_METRICS | ERROR_MEAN_METRICS for check in spec.performance)
     comparisons = len(spec.comparison.metrics) if spec.comparison is not None else 0
     outliers = 1 if spec.outliers is not None else 0
-    return max(1, drift + proportions + comparisons + outliers)
+    agreement = 1 if spec.agreement is not None else 0
+    return max(1, drift + proportions + comparisons + outliers + agreement)
 
 
 def clopper_pearson(successes: float, trials: float, level: float) -> tuple[float, float]:

@@ -49,6 +49,7 @@ from modelwarden.analysis.verdicts import aggregate, bounded, result
 from modelwarden.api.checks import DEFAULT_MIN_EFFECT, P_VALUE_METHODS, ComparisonSpec, Correction, PerformanceCheck, PerformanceMetric
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicySpec, Evaluation, Verdict
 from modelwarden.contract.metrics import FEEDBACK_FOURTH_POWER_ERROR_SUM as FOURTH_POWER_SERIES
+from modelwarden.contract.metrics import PAIRED_PREDICTIONS as PAIRED_SERIES
 from modelwarden.contract.metrics import PREDICTION_OUTLIERS as OUTLIER_SERIES
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ def judge(spec: DriftPolicySpec, observations: Observations, now: datetime, leve
         results.extend(_comparison_checks(spec.comparison, spec.min_samples, observations, per_check))
     if spec.outliers is not None:
         results.append(_outlier_check(spec.outliers.max_rate, spec.min_samples, observations, per_check))
+    if spec.agreement is not None:
+        results.append(_agreement_check(spec.agreement.min_rate, spec.min_samples, observations, per_check))
     results.extend(_custom_check(check.name, check.min, check.max, observations) for check in spec.checks)
     current_counters = observations.current.counters or {}
     evaluation = Evaluation(
@@ -282,6 +285,29 @@ def _outlier_check(max_rate: float, min_samples: int, observations: Observations
     return bounded_by_confidence(
         name, rate(counters["outliers"], predictions or 0.0), lower, upper, None, max_rate, predictions, min_samples, "outlier rate", level
     )
+
+
+def _agreement_check(min_rate: float, min_samples: int, observations: Observations, level: float) -> CheckResult:
+    """The share of rows on which the served and the paired (stable's) model chose the same class.
+    No paired series is InsufficientData: the shadow is not paired, or the model is no classifier."""
+    name = "agreement/rate"
+    pairs, failure = part_of(observations, Side.CURRENT, Kind.PAIRED)
+    if failure:
+        return failed(name, failure)
+    if not pairs:
+        return result(name, Verdict.INSUFFICIENT_DATA, f"agreement: no paired predictions ({PAIRED_SERIES}) for this "
+                      "track in the window: serve it with pairWithStable (candidates are), a classifier", None, min_rate, 0)
+    total = float(sum(max(n, 0.0) for n in pairs.values()))
+    agreed = float(sum(max(n, 0.0) for (mine, theirs), n in pairs.items() if mine == theirs))
+    lower, upper = clopper_pearson(agreed, total, level)
+    checked = bounded_by_confidence(name, rate(agreed, total), lower, upper, min_rate, None, total, min_samples,
+                                    "agreement with the stable's model", level)
+    disagreements = sorted(((n, pair) for pair, n in pairs.items() if pair[0] != pair[1] and n > 0), reverse=True)
+    if disagreements and checked.verdict is not Verdict.INSUFFICIENT_DATA:
+        n, (mine, theirs) = disagreements[0]
+        checked = checked.model_copy(update={"message": f"{checked.message}; most often {mine!r} where stable said "
+                                                        f"{theirs!r} ({int(n)} rows)"})
+    return checked
 
 
 def _comparison_checks(comparison: ComparisonSpec, min_samples: int, observations: Observations, level: float) -> list[CheckResult]:

@@ -42,6 +42,7 @@ class Kind(Enum):
     CONFUSION = "confusion"
     COUNTERS = "counters"
     CLASSES = "classes"
+    PAIRED = "paired"
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class TrackWindow:
     confusion: Mapping[tuple[str, str], float] | None = None  # (predicted, actual) -> count
     counters: Mapping[str, float] | None = None  # quantity (metrics.queries.COUNTERS) -> increase
     classes: Mapping[str, float] | None = None  # predicted class -> predictions
+    paired: Mapping[tuple[str, str], float] | None = None  # (predicted, the paired model's class) -> rows
 
     def part(self, kind: Kind) -> Any:
         return getattr(self, kind.value)

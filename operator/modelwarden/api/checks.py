@@ -275,6 +275,15 @@ class OutlierSpec(ApiModel):
     """Fail when the outlier share of predictions exceeds this (less than 1: no share exceeds 1)."""
 
 
+class AgreementSpec(ApiModel):
+    """How often the judged track's model predicts the same class as the stable's model on the very
+    same rows: a shadow served with pairWithStable scores every mirrored request with both."""
+
+    min_rate: float = Field(gt=0, le=1)
+    """Fail when the share of rows on which both models predict the same class is surely below
+    this (its upper confidence bound at the check's level is), e.g. 0.9."""
+
+
 # The variables of a custom query (prometheus.queries.render_template substitutes them).
 TEMPLATE_VARIABLES = ("model", "track", "version", "namespace", "window", "selector")
 # What render_template reads as a variable: an unknown name is an error there.

@@ -46,6 +46,8 @@ class GateRecord(ApiModel):
     """Its verdict (Pass, Warning or Fail)."""
     evaluated_at: datetime | None = None
     """When that verdict was evaluated."""
+    checks: list[str] = Field(default_factory=list, max_length=64)
+    """The checks of that evaluation that passed (for a Pass) or failed (for a Fail), e.g. agreement/rate."""
 
 
 class Lineage(ApiModel):

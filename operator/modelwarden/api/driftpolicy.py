@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from modelwarden.contract.kubernetes import API_VERSION
-from modelwarden.api.checks import ESTIMATED_METRICS, ComparisonSpec, CustomCheck, DriftSpec, OutlierSpec, PerformanceCheck
+from modelwarden.api.checks import ESTIMATED_METRICS, AgreementSpec, ComparisonSpec, CustomCheck, DriftSpec, OutlierSpec, PerformanceCheck
 from modelwarden.api.common import (
     MODEL_DEPLOYMENT_NAME_MAX,
     MODEL_DEPLOYMENT_NAME_PATTERN,
@@ -124,6 +124,12 @@ class DriftPolicySpec(ApiModel):
             ".reference",
         ),
         (
+            "!has(self.agreement) || (has(self.track) && self.track == 'shadow')",
+            "spec.agreement applies to the shadow track: only a shadow's pods score each request with the stable's "
+            "model too (spec.shadow.pairWithStable)",
+            ".agreement",
+        ),
+        (
             "!has(self.comparison) || self.comparison.track != self.track",
             "spec.comparison.track must differ from spec.track",
             ".comparison.track",
@@ -197,6 +203,9 @@ class DriftPolicySpec(ApiModel):
     """Statistical comparison with another track."""
     outliers: OutlierSpec | None = None
     """Outlier-rate bound."""
+    agreement: AgreementSpec | None = None
+    """For a classifier on the shadow track: a lower bound on how often it predicts the stable's class
+    for the same row (the shadow must be served with pairWithStable; candidates are)."""
     checks: list[CustomCheck] = Field(default_factory=list, max_length=32)
     """Custom PromQL checks."""
     prometheus: PrometheusSource | None = None
@@ -218,6 +227,9 @@ class DriftPolicySpec(ApiModel):
                              "reference window overlap the current one")
         if self.prometheus is not None and self.prometheus.timeout > self.interval:
             raise ValueError("spec.prometheus.timeout must be at most spec.interval")
+        if self.agreement is not None and self.track is not Track.SHADOW:
+            raise ValueError("spec.agreement applies to the shadow track: only a shadow's pods score each request "
+                             "with the stable's model too (spec.shadow.pairWithStable)")
         names = [check.name for check in self.checks]
         if len(set(names)) != len(names):
             raise ValueError("spec.checks: names must be unique")

@@ -31,7 +31,7 @@ from modelwarden.api.deploymentstatus import (
     TrackStatus,
     Weights,
 )
-from modelwarden.api.duration import Duration, PositiveDuration
+from modelwarden.api.duration import Duration, PositiveDuration, cel_seconds
 from modelwarden.api.tracks import TRACK_RULES, Autoscaling, StorageSpec, TrackSpec
 from modelwarden.api.webhookgates import WebhookGate
 
@@ -117,6 +117,10 @@ class ShadowTrack(TrackSpec):
 
     mirror_percent: int = Field(default=100, ge=0, le=100)
     """Percent of requests mirrored to the shadow."""
+    pair_with_stable: bool = False
+    """Also load the stable's model in the shadow's pods and score every mirrored request with both,
+    exporting how often their classes agree (a DriftPolicy's agreement check reads it; classifiers
+    only). Costs the stable model's memory and compute again in each shadow pod."""
 
 
 class CandidateSource(str, Enum):
@@ -129,15 +133,38 @@ class CandidateSource(str, Enum):
 class CandidateShadow(ApiModel):
     """The first stage: mirrored traffic only, gated without ground truth."""
 
+    model_config = cel_rules(
+        (f"!has(self.deadline) || !has(self.duration) || {cel_seconds('self.deadline')} > {cel_seconds('self.duration')}",
+         "spec.candidates.shadow.deadline must be longer than duration: the gate's Pass counts only after duration",
+         ".deadline"),
+    )
+
     policy: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     """The DriftPolicy (track shadow, usually reference track stable) whose Pass, on evidence from after
     the shadow started, lets the candidate go on; its breach rejects it. Required: no gate, no rollout."""
     duration: PositiveDuration = timedelta(minutes=10)
     """The least time in shadow."""
+    deadline: PositiveDuration | None = None
+    """The most time in shadow without a Pass that moves it on: then it is rejected (stable untouched)
+    and the loop is free for the next candidate. Default: 3 × duration, at least 1h. Not while paused."""
     mirror_percent: int = Field(default=100, ge=1, le=100)
     """Percent of requests mirrored to it."""
     replicas: int = Field(default=1, ge=1, le=1000)
     """Its pods."""
+
+    @property
+    def effective_deadline(self) -> timedelta:
+        return self.deadline if self.deadline is not None else max(timedelta(hours=1), 3 * self.duration)
+
+    @model_validator(mode="after")
+    def _deadline_after_duration(self) -> "CandidateShadow":
+        if self.deadline is not None and self.deadline <= self.duration:
+            raise ValueError("spec.candidates.shadow.deadline must be longer than duration: the gate's Pass counts only after duration")
+        return self
+
+    pair_with_stable: bool = True
+    """Score every mirrored request with the stable's model too, so the shadow policy's agreement check
+    can compare their predictions request by request (spec.shadow.pairWithStable)."""
 
 
 class CandidateCanary(ApiModel):

@@ -34,6 +34,15 @@ def owner_reference(kind: str, name: str, uid: str, api_version: str = API_VERSI
 
 
 @dataclass(frozen=True)
+class PairedModel:
+    """The stable's model, loaded beside a shadow's to score the same requests (ShadowTrack.pairWithStable)."""
+
+    version: str
+    model_uri: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class TrackWorkload:
     """What one track runs."""
 
@@ -43,6 +52,7 @@ class TrackWorkload:
     replicas: int
     serving: bool  # receives user traffic through the front Service (stable, canary); a shadow does not
     sha256: str | None = None  # expected digest of the fetched model file
+    paired: PairedModel | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,9 @@ MODEL_DIR = "/var/run/modelwarden/model"  # the storage initializer's download, 
 PVC_VOLUME = "modelwarden-model-claim"
 PVC_DIR = "/var/run/modelwarden/claim"
 FETCH_CONTAINER = "fetch-model"
+PAIRED_MODEL_VOLUME = "modelwarden-paired-model"
+PAIRED_MODEL_DIR = "/var/run/modelwarden/paired"  # the stable's model in a paired shadow pod
+PAIRED_FETCH_CONTAINER = "fetch-paired-model"
 STORE_SECRET_DIR = "/var/run/modelwarden/store"  # the store Secret as files (gcs-credentials.json)
 
 
@@ -148,33 +161,55 @@ def _without(items: list[dict[str, Any]], names: set[str]) -> list[dict[str, Any
     return [item for item in items if item.get("name") not in names]
 
 
-def _deliver_model(spec: dict[str, Any], server: dict[str, Any], workload: TrackWorkload, store: ModelStore,
-                   image: str) -> None:
-    """Put the model where the server reads it (MODEL_PATH): a PVC mounted read-only, or an emptyDir
-    the storage initializer (`modelwarden fetch-model`, the operator's image) fills first."""
-    uri = modeluri.parse(workload.model_uri)
+@dataclass(frozen=True)
+class _Slot:
+    """Where one model lands in a pod: its emptyDir (or claim) and mount, the init container that
+    fetches it, and the variable that tells the server the path."""
+
+    volume: str
+    directory: str
+    claim_volume: str
+    claim_directory: str
+    container: str
+    path_env: str
+
+
+MODEL_SLOT = _Slot(MODEL_VOLUME, MODEL_DIR, PVC_VOLUME, PVC_DIR, FETCH_CONTAINER, "MODEL_PATH")
+PAIRED_SLOT = _Slot(PAIRED_MODEL_VOLUME, PAIRED_MODEL_DIR, "modelwarden-paired-claim", "/var/run/modelwarden/paired-claim",
+                    PAIRED_FETCH_CONTAINER, environment.PAIRED_MODEL_PATH)
+
+
+def _deliver_model(spec: dict[str, Any], server: dict[str, Any], model_uri: str, sha256: str | None, store: ModelStore,
+                   image: str, slot: _Slot = MODEL_SLOT) -> None:
+    """Put the model where the server reads it (the slot's path variable): a PVC mounted read-only,
+    or an emptyDir the storage initializer (`modelwarden fetch-model`, the operator's image) fills first."""
+    uri = modeluri.parse(model_uri)
     if uri.scheme is modeluri.Scheme.PVC:
-        spec["volumes"] = [*_without(spec.get("volumes", []), {PVC_VOLUME}),
-                           {"name": PVC_VOLUME, "persistentVolumeClaim": {"claimName": uri.location, "readOnly": True}}]
-        server["volumeMounts"] = [*_without(server.get("volumeMounts", []), {PVC_VOLUME}),
-                                  {"name": PVC_VOLUME, "mountPath": PVC_DIR, "readOnly": True}]
-        server["env"] = [*_without(server["env"], {"MODEL_PATH"}), {"name": "MODEL_PATH", "value": f"{PVC_DIR}/{uri.path}".rstrip("/")}]
+        spec["volumes"] = [*_without(spec.get("volumes", []), {slot.claim_volume}),
+                           {"name": slot.claim_volume, "persistentVolumeClaim": {"claimName": uri.location, "readOnly": True}}]
+        server["volumeMounts"] = [*_without(server.get("volumeMounts", []), {slot.claim_volume}),
+                                  {"name": slot.claim_volume, "mountPath": slot.claim_directory, "readOnly": True}]
+        server["env"] = [*_without(server["env"], {slot.path_env}),
+                         {"name": slot.path_env, "value": f"{slot.claim_directory}/{uri.path}".rstrip("/")}]
         return
     if not uri.fetched:
+        if slot is PAIRED_SLOT:  # the served model's MODEL_URI is already in the env
+            server["env"] = [*_without(server["env"], {environment.PAIRED_MODEL_URI}),
+                             {"name": environment.PAIRED_MODEL_URI, "value": model_uri}]
         return
     size = f"{max(1, -(-store.max_bytes // 1024**2))}Mi"
-    spec["volumes"] = [*_without(spec.get("volumes", []), {MODEL_VOLUME}), {"name": MODEL_VOLUME, "emptyDir": {"sizeLimit": size}}]
-    server["volumeMounts"] = [*_without(server.get("volumeMounts", []), {MODEL_VOLUME}),
-                              {"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True}]
-    server["env"] = [*_without(server["env"], {"MODEL_PATH"}), {"name": "MODEL_PATH", "value": MODEL_DIR}]
-    args = ["fetch-model", workload.model_uri, MODEL_DIR, "--max-bytes", str(store.max_bytes)]
-    if workload.sha256:
-        args += ["--sha256", workload.sha256]
+    spec["volumes"] = [*_without(spec.get("volumes", []), {slot.volume}), {"name": slot.volume, "emptyDir": {"sizeLimit": size}}]
+    server["volumeMounts"] = [*_without(server.get("volumeMounts", []), {slot.volume}),
+                              {"name": slot.volume, "mountPath": slot.directory, "readOnly": True}]
+    server["env"] = [*_without(server["env"], {slot.path_env}), {"name": slot.path_env, "value": slot.directory}]
+    args = ["fetch-model", model_uri, slot.directory, "--max-bytes", str(store.max_bytes)]
+    if sha256:
+        args += ["--sha256", sha256]
     env = [e for e in server["env"] if e["name"] in (environment.MODEL_NAME, environment.MODEL_VERSION,
                                                       environment.MODEL_TRACK, environment.MODEL_URI)]
-    mounts = [{"name": MODEL_VOLUME, "mountPath": MODEL_DIR}, {"name": TMP_VOLUME, "mountPath": TMP_DIR}]
+    mounts = [{"name": slot.volume, "mountPath": slot.directory}, {"name": TMP_VOLUME, "mountPath": TMP_DIR}]
     fetcher: dict[str, Any] = {
-        "name": FETCH_CONTAINER, "image": image, "args": args, "env": env, "volumeMounts": mounts,
+        "name": slot.container, "image": image, "args": args, "env": env, "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": copy.deepcopy(CONTAINER_SECURITY_DEFAULTS),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
@@ -192,8 +227,15 @@ def _deliver_model(spec: dict[str, Any], server: dict[str, Any], workload: Track
         # mlflow's client retries 7 times with growing waits: an unreachable registry would hold
         # the pod for minutes before ModelFetchFailed could say so.
         env += [{"name": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "value": "2"}, {"name": "MLFLOW_HTTP_REQUEST_TIMEOUT", "value": "60"}]
-    spec["initContainers"] = [*_without(spec.get("initContainers", []), {FETCH_CONTAINER}), fetcher]
+    spec["initContainers"] = [*_without(spec.get("initContainers", []), {slot.container}), fetcher]
     _ensure_tmp(spec)
+
+
+def _pair(spec: dict[str, Any], server: dict[str, Any], paired: PairedModel, store: ModelStore, image: str) -> None:
+    """The stable's model beside the served one (ShadowTrack.pairWithStable), and its version."""
+    server["env"] = [*_without(server["env"], {environment.PAIRED_MODEL_VERSION}),
+                     {"name": environment.PAIRED_MODEL_VERSION, "value": paired.version}]
+    _deliver_model(spec, server, paired.model_uri, paired.sha256, store, image, PAIRED_SLOT)
 
 
 def _ensure_tmp(spec: dict[str, Any]) -> None:
@@ -255,7 +297,9 @@ def pod_template(owner: Owner, workload: TrackWorkload, template: dict[str, Any]
     first.setdefault("readinessProbe", {"httpGet": {"path": "/v2/health/ready", "port": port}, "periodSeconds": 5})
     first.setdefault("livenessProbe", {"httpGet": {"path": "/v2/health/live", "port": port}, "periodSeconds": 10})
     _harden(spec, first)
-    _deliver_model(spec, first, workload, store or ModelStore(), image)
+    _deliver_model(spec, first, workload.model_uri, workload.sha256, store or ModelStore(), image)
+    if workload.paired is not None:
+        _pair(spec, first, workload.paired, store or ModelStore(), image)
     if feedback_keys is not None:
         _mount_feedback_keys(spec, first, feedback_keys)
     return result

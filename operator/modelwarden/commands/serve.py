@@ -129,6 +129,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--no-metrics", action="store_true", help="do not record or export metrics (benchmark baseline)"
     )
     parser.add_argument(
+        "--paired-model",
+        default=_env(env.PAIRED_MODEL_PATH) or _env(env.PAIRED_MODEL_URI),
+        help="also score every prediction request with this classifier (a shadow: the stable's model) and count "
+        "rows per pair of predicted classes in modelwarden_paired_predictions_total, the agreement the operator "
+        "reads; a failure of this model never fails a request; same forms as --model; ignored with --no-metrics "
+        f"[{env.PAIRED_MODEL_PATH}, {env.PAIRED_MODEL_URI}]",
+    )
+    parser.add_argument(
+        "--paired-version",
+        default=_env(env.PAIRED_MODEL_VERSION, "unknown"),
+        help=f"the paired model's version, its paired_version label [{env.PAIRED_MODEL_VERSION}]",
+    )
+    parser.add_argument(
         "--max-series",
         type=int,
         default=_env("MODELWARDEN_MAX_SERIES", str(DEFAULT_MAX_SERIES)),
@@ -169,6 +182,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         inference_threads=args.inference_threads,
         max_series=args.max_series,
         trusted_skops_types=tuple(name.strip() for name in args.trust_skops_types.split(",") if name.strip()),
+        paired_model=args.paired_model or None,
+        paired_version=args.paired_version,
     )
 
 

@@ -34,6 +34,10 @@ PREDICTED_CLASS = "modelwarden_predicted_class_total"  # by CLASS
 PREDICTION_OUTLIERS = "modelwarden_prediction_outliers_total"  # rows beyond the profile's z-score
 PROFILE_LOADED = "modelwarden_profile_loaded"  # gauge: 1 with a reference profile, 0 without (no drift histograms)
 FEEDBACK = "modelwarden_feedback_total"  # classification confusion counts by PREDICTED, ACTUAL
+# A classifier served with a paired model (a shadow beside the stable's model): every row scored by
+# both, by PREDICTED (this server's model), PAIRED_PREDICTED and PAIRED_VERSION. Agreement = the diagonal.
+PAIRED_PREDICTIONS = "modelwarden_paired_predictions_total"
+PAIRED_PREDICTION_ERRORS = "modelwarden_paired_prediction_errors_total"  # requests whose paired scoring failed
 FEEDBACK_SQUARED_ERROR_SUM = "modelwarden_feedback_squared_error_sum"  # regression
 FEEDBACK_ABSOLUTE_ERROR_SUM = "modelwarden_feedback_absolute_error_sum"  # regression
 FEEDBACK_OBSERVATIONS = "modelwarden_feedback_observations_total"  # regression
@@ -61,6 +65,8 @@ REASON = "reason"
 CLASS = "class"
 PREDICTED = "predicted"
 ACTUAL = "actual"
+PAIRED_PREDICTED = "paired_predicted"  # the paired model's class for the same row
+PAIRED_VERSION = "paired_version"  # the paired model's version
 INPUT = "input"  # which part of a request held a rejected value: one of REJECTED_INPUTS
 
 REJECTED_INPUTS = ("features", "feedback")  # the values of INPUT

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from modelwarden.builders.workloads import FETCH_CONTAINER
+from modelwarden.builders.workloads import FETCH_CONTAINER, PAIRED_FETCH_CONTAINER
 from modelwarden.contract.kubernetes import INSTANCE_LABEL
 from modelwarden.kube.api import KubeApi, describe_error
 from modelwarden.planning.types import ObservedTrack
@@ -17,18 +17,24 @@ MESSAGE_LIMIT = 300
 logger = logging.getLogger(__name__)
 
 
+# The storage initializers: the track's model, and the stable's beside a paired shadow's (said so).
+_FETCHERS = {FETCH_CONTAINER: "", PAIRED_FETCH_CONTAINER: "the stable's model (pairWithStable): "}
+
+
 def fetch_failure(pod: Mapping[str, Any]) -> str | None:
-    """The storage initializer's one-line error, if it ended in failure (now or before a restart)."""
+    """A storage initializer's one-line error, if it ended in failure (now or before a restart)."""
     for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
-        if status.get("name") != FETCH_CONTAINER:
+        if status.get("name") not in _FETCHERS:
             continue
+        prefix = _FETCHERS[status["name"]]
         waiting = (status.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") == "CreateContainerConfigError":  # e.g. the store Secret does not exist
-            return f"CreateContainerConfigError: {waiting.get('message') or 'the container cannot be configured'}"[:MESSAGE_LIMIT]
+            return (f"{prefix}CreateContainerConfigError: "
+                    f"{waiting.get('message') or 'the container cannot be configured'}")[:MESSAGE_LIMIT]
         for state in ((status.get("state") or {}).get("terminated"), (status.get("lastState") or {}).get("terminated")):
             if state and int(state.get("exitCode") or 0) != 0:
                 text = (state.get("message") or state.get("reason") or f"exit code {state.get('exitCode')}").strip()
-                return " ".join(text.splitlines()[-1:])[:MESSAGE_LIMIT] or f"exit code {state.get('exitCode')}"
+                return (prefix + (" ".join(text.splitlines()[-1:]) or f"exit code {state.get('exitCode')}"))[:MESSAGE_LIMIT]
     return None
 
 

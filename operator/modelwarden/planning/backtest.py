@@ -283,6 +283,8 @@ def threshold_fields(spec: DriftPolicySpec) -> dict[str, list[Bound]]:
         fields[f"custom/{custom.name}"] = _bounds(f"spec.checks[{i}]", custom.min, custom.max)
     if spec.outliers is not None:
         fields["outliers/rate"] = [Bound("spec.outliers.maxRate", spec.outliers.max_rate, True, (-math.ulp(0.0), _BELOW_ONE))]
+    if spec.agreement is not None:
+        fields["agreement/rate"] = [Bound("spec.agreement.minRate", spec.agreement.min_rate, False, (0.0, 1.0))]
     if spec.comparison is not None:
         for metric in spec.comparison.metrics:
             fields[f"comparison/{metric}"] = [Bound("spec.comparison.alpha", spec.comparison.alpha, False, (0.0, _BELOW_ONE))]

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from modelwarden.api.common import set_condition
+from modelwarden.api.driftpolicy import Verdict
+from modelwarden.api.duration import format_duration
 from modelwarden.api.modeldeployment import (
     CandidateRecord,
     CandidateStage,
@@ -33,6 +35,7 @@ from modelwarden.planning.requests import Pending
 from modelwarden.planning.types import CandidateOffer, Event, PolicyVerdict, TrackModel
 
 RECORDS_KEPT = 20
+GATE_CHECKS_KEPT = 64  # GateRecord.checks' bound
 # The pod settings a candidate shares with stable: it must be judged as it would serve.
 STABLE_OVERRIDES = ("image", "resources", "env", "node_selector", "tolerations")
 
@@ -86,7 +89,8 @@ def effective(md: ModelDeployment, candidate: CandidateStatus | None) -> ModelDe
     shared = {name: getattr(md.spec.stable, name) for name in STABLE_OVERRIDES}
     track = {"version": candidate.version, "model_uri": candidate.resolved_uri, **shared}
     if candidate.stage is CandidateStage.SHADOW:
-        shadow = ShadowTrack(**track, replicas=spec.shadow.replicas, mirror_percent=spec.shadow.mirror_percent)
+        shadow = ShadowTrack(**track, replicas=spec.shadow.replicas, mirror_percent=spec.shadow.mirror_percent,
+                             pair_with_stable=spec.shadow.pair_with_stable)
         return md.model_copy(update={"spec": md.spec.model_copy(update={"shadow": shadow})})
     steps = None
     if spec.canary.steps:
@@ -184,20 +188,25 @@ def _judge_shadow(md: ModelDeployment, status: ModelDeploymentStatus, candidate:
     spec = md.spec.candidates
     assert spec is not None
     gate = next((v for v in verdicts if v.name == spec.shadow.policy and v.track == "shadow"), None)
-    if gate is None or gate.version != candidate.version:
-        return  # no verdict about this candidate yet: it stays in shadow (missing data never acts)
-    if gate.breached_since(candidate.stage_started_at):
-        candidate.lineage.gates = [*candidate.lineage.gates, _gate("shadow", gate)][-16:]
-        _finish(status, "Rejected", f"shadow gate: {gate.describe()}", now, events)
+    about = gate if gate is not None and gate.version == candidate.version else None  # else: no verdict about it yet
+    if about is not None and about.breached_since(candidate.stage_started_at):
+        candidate.lineage.gates = [*candidate.lineage.gates, _gate("shadow", about)][-16:]
+        _finish(status, "Rejected", f"shadow gate: {about.describe()}", now, events)
         return
-    if now - candidate.stage_started_at < spec.shadow.duration or not gate.passed_since(candidate.stage_started_at) \
-            or status.paused:  # paused: it stays in shadow (a breach still rejects it)
+    if status.paused:  # it stays in shadow (a breach still rejects it)
         return
-    candidate.lineage.gates = [*candidate.lineage.gates, _gate("shadow", gate)][-16:]
-    candidate.stage, candidate.stage_started_at = CandidateStage.CANARY, now
-    events.append(Event("Normal", "CandidateAdvanced", f"candidate {candidate.version} passed the shadow gate "
-                                                       f"(DriftPolicy {gate.name}: {_said(gate)}): "
-                                                       "now a canary"))
+    waited = now - candidate.stage_started_at
+    if about is not None and waited >= spec.shadow.duration and about.passed_since(candidate.stage_started_at):
+        candidate.lineage.gates = [*candidate.lineage.gates, _gate("shadow", about)][-16:]
+        candidate.stage, candidate.stage_started_at = CandidateStage.CANARY, now
+        events.append(Event("Normal", "CandidateAdvanced", f"candidate {candidate.version} passed the shadow gate "
+                                                           f"(DriftPolicy {about.name}: {_said(about)}): now a canary"))
+        return
+    deadline = spec.shadow.effective_deadline
+    if waited >= deadline:  # missing data never promotes; it must not hold the loop for ever either
+        said = f"its last verdict about it: {_said(about)}" if about is not None else "no verdict about it"
+        _finish(status, "Rejected", f"shadow gate: no Pass within the deadline {format_duration(deadline)} "
+                                    f"(DriftPolicy {spec.shadow.policy}: {said})", now, events)
 
 
 def _incomparable(md: ModelDeployment, candidate: CandidateStatus, verdicts: list[PolicyVerdict]) -> str | None:
@@ -218,7 +227,9 @@ def _incomparable(md: ModelDeployment, candidate: CandidateStatus, verdicts: lis
 
 
 def _gate(stage: str, verdict: PolicyVerdict) -> GateRecord:
-    return GateRecord(stage=stage, policy=verdict.name, verdict=_said(verdict), evaluated_at=verdict.evaluated_at)
+    checks = verdict.failing_checks if verdict.verdict is Verdict.FAIL else verdict.passed_checks
+    return GateRecord(stage=stage, policy=verdict.name, verdict=_said(verdict), evaluated_at=verdict.evaluated_at,
+                      checks=list(checks[:GATE_CHECKS_KEPT]))
 
 
 def _said(verdict: PolicyVerdict) -> str:

@@ -25,6 +25,7 @@ from modelwarden.builders.podmonitor import pod_monitor
 from modelwarden.builders.workloads import (
     ModelStore,
     Owner,
+    PairedModel,
     TrackWorkload,
     autoscaler,
     deployment,
@@ -360,8 +361,9 @@ def _workloads(md: ModelDeployment, models: Mapping[str, TrackModel], status: Mo
         workloads["canary"] = TrackWorkload("canary", canary.version, canary.resolved_uri, replicas, canary_live, sha256=canary.sha256)
     shadow = models.get("shadow")
     if spec.shadow and shadow:
+        paired = PairedModel(stable.version, stable.resolved_uri, stable.sha256) if spec.shadow.pair_with_stable else None
         workloads["shadow"] = TrackWorkload("shadow", shadow.version, shadow.resolved_uri, _replicas(spec.shadow), False,
-                                            sha256=shadow.sha256)
+                                            sha256=shadow.sha256, paired=paired)
     return workloads
 
 

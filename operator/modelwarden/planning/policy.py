@@ -13,22 +13,14 @@ import hashlib
 from dataclasses import dataclass, field
 
 from modelwarden.api.common import condition_true, find_condition, set_condition
-from modelwarden.api.driftpolicy import (
-    ActionRecord,
-    DriftPolicyPhase,
-    DriftPolicySpec,
-    DriftPolicyStatus,
-    Evaluation,
-    EvaluationSummary,
-    RetrainStatus,
-    Verdict,
-)
+from modelwarden.api.driftpolicy import (ActionRecord, DriftPolicyPhase, DriftPolicySpec, DriftPolicyStatus, Evaluation,
+                                         EvaluationSummary, RetrainStatus, Verdict)
 from modelwarden.api.policystatus import PASSING
 from modelwarden.planning.budget import spent
 from modelwarden.contract.kubernetes import RETRAIN_ANNOTATION
 from modelwarden.planning.notification import AlertContext, Notification, build_notification
-from modelwarden.planning.retraining import (JobOutcome, JobState, RetrainRequest, RetrainTarget, Trigger, record_result,
-                                             retrain_job_name)
+from modelwarden.planning.retraining import (JobOutcome, JobState, RetrainRequest, RetrainTarget, Trigger, note_unreadable,
+                                             record_result, retrain_job_name)
 from modelwarden.planning.types import Event
 from modelwarden.planning.winner import next_winner
 
@@ -255,7 +247,7 @@ def adopt_unrecorded_job(previous: DriftPolicyStatus, jobs: list[JobState]) -> D
         return previous
     newest = max(candidates, key=lambda j: j.started_at)  # type: ignore[arg-type, return-value]
     status = previous.model_copy(deep=True)
-    status.last_retrain = RetrainStatus(job_name=newest.name, started_at=newest.started_at, trigger=newest.trigger.title())
+    status.last_retrain = RetrainStatus(job_name=newest.name, started_at=newest.started_at, trigger=newest.trigger.title(), **newest.told)
     return status
 
 
@@ -268,8 +260,11 @@ def follow_job(previous: DriftPolicyStatus, job: JobState | None, now: datetime.
         return step
     if job is None:
         job = JobState(retrain.job_name, JobOutcome.FAILED, now, "the Job no longer exists")
-    if job.outcome == JobOutcome.RUNNING or (job.result is not None and job.result.unavailable):
-        return step  # a result that could not be read yet is read again next tick
+    unreadable = job.result.unavailable if job.result is not None else None
+    if unreadable:  # read again next tick
+        note_unreadable(retrain, unreadable, step.events)
+    if job.outcome == JobOutcome.RUNNING or unreadable:
+        return step
     retrain.outcome, retrain.finished_at = job.outcome.value, job.finished_at or now
     took = f" after {int((retrain.finished_at - retrain.started_at).total_seconds())}s"
     detail = f": {job.message}" if job.message else ""

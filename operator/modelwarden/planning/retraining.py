@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from modelwarden.api.duration import parse_timestamp
 from modelwarden.api.policystatus import RetrainResult, RetrainStatus
 from modelwarden.contract.kubernetes import TRIGGER_LABEL
-from modelwarden.contract.retraining import ReportedModel
+from modelwarden.contract.retraining import CONTEXT_ANNOTATION, ReportedModel
 from modelwarden.planning.types import Event
 
 
@@ -59,6 +60,25 @@ class JobState:
     started_at: datetime.datetime | None = None  # metadata.creationTimestamp
     trigger: str = ""  # the modelwarden.io/trigger label: breach, manual or schedule
     result: JobResult | None = None  # a succeeded Job's result, once gathered
+    told: dict[str, Any] = field(default_factory=dict, compare=False)  # RetrainStatus lineage fields from its context
+
+
+def _told(job: dict[str, Any]) -> dict[str, Any]:
+    """The lineage the Job was told (its pod template's context annotation), as RetrainStatus fields:
+    a status that lost the write recording the Job gets them back when it adopts it."""
+    template = ((job.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    try:
+        context = json.loads((template.get("annotations") or {}).get(CONTEXT_ANNOTATION) or "{}")
+        checks = context.get("MODELWARDEN_FAILING_CHECKS")
+        told = {"breach_id": str(context.get("MODELWARDEN_BREACH_ID") or "")[:300] or None,
+                "parent_version": str(context.get("MODELWARDEN_STABLE_VERSION") or "")[:128] or None,
+                "window_start": parse_timestamp(context.get("MODELWARDEN_WINDOW_START") or None),
+                "window_end": parse_timestamp(context.get("MODELWARDEN_WINDOW_END") or None),
+                "checks": [str(c["check"])[:253] for c in checks if isinstance(c, dict) and c.get("check")][:32]
+                if isinstance(checks, list) else []}
+    except (ValueError, TypeError, AttributeError):  # not what the operator wrote: adopt without it
+        return {}
+    return {key: value for key, value in told.items() if value}
 
 
 @dataclass(frozen=True)
@@ -78,7 +98,7 @@ def job_state(job: dict[str, Any]) -> JobState:
     meta = job.get("metadata", {})
     name = meta.get("name", "")
     seen = {"started_at": parse_timestamp(meta.get("creationTimestamp")),
-            "trigger": (meta.get("labels") or {}).get(TRIGGER_LABEL, "")}
+            "trigger": (meta.get("labels") or {}).get(TRIGGER_LABEL, ""), "told": _told(job)}
     for condition in status.get("conditions") or []:
         if condition.get("status") != "True":
             continue
@@ -107,8 +127,18 @@ def record_result(retrain: RetrainStatus, result: JobResult | None, events: list
         model = result.model
         retrain.result = RetrainResult(model_uri=model.model_uri, version=model.version, model_version=model.model_version,
                                        run_id=model.run_id, reported_by=model.reported_by)
+        retrain.result_error = None  # e.g. "cannot be read yet" from an earlier tick
         events.append(Event("Normal", "RetrainResult", f"Job {retrain.job_name} produced {model.model_uri} (version "
                                                        f"{model.version}, reported by {model.reported_by})"))
         return
     retrain.result_error = ((result.problem if result else None) or "the Job reported no model")[:1024]
     events.append(Event("Warning", "RetrainResultInvalid", f"Job {retrain.job_name}: {retrain.result_error}; nothing rolls out"))
+
+
+def note_unreadable(retrain: RetrainStatus, why: str, events: list[Event]) -> None:
+    """A succeeded Job whose result cannot be read now (the API or MLflow failing): it stays Running
+    and is asked again next tick; said once (status.lastRetrain.resultError, Event RetrainResultUnavailable)."""
+    message = f"the Job succeeded; its result cannot be read yet (asked again each tick): {why}"[:1024]
+    if retrain.result_error != message:
+        retrain.result_error = message
+        events.append(Event("Warning", "RetrainResultUnavailable", f"Job {retrain.job_name}: {message}"))

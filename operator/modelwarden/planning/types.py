@@ -113,6 +113,7 @@ class PolicyVerdict:
     failure_threshold: int
     rollback: bool
     failing_checks: tuple[str, ...] = ()
+    passed_checks: tuple[str, ...] = ()  # the last evaluation's checks that passed (a candidate's gate record names them)
     version: str | None = None  # the version the verdict is about (status.evaluatedVersion), if known
     window: datetime.timedelta = datetime.timedelta(0)  # each evaluation looks back this far
     recent: tuple[tuple[datetime.datetime, Verdict], ...] = ()  # (time, verdict) of the recent evaluations, oldest first
@@ -132,6 +133,7 @@ class PolicyVerdict:
             consecutive_failures=status.consecutive_failures, failure_threshold=spec.failure_threshold,
             rollback=spec.actions.rollback,
             failing_checks=tuple(r.check for r in last.results if r.verdict == Verdict.FAIL) if last else (),
+            passed_checks=tuple(r.check for r in last.results if r.verdict == Verdict.PASS) if last else (),
             version=status.evaluated_version, window=spec.window,
             recent=tuple((e.time, e.verdict) for e in status.evaluations),
             offer=CandidateOffer.from_status(name, status), **_winner(spec, status),

@@ -36,7 +36,7 @@ from modelwarden.analysis.histograms import BucketMatrix, SampleLayout
 from modelwarden.api.checks import PerformanceMetric
 from modelwarden.api.driftpolicy import DriftPolicySpec
 from modelwarden.api.duration import format_duration
-from modelwarden.contract.metrics import ACTUAL, CLASS, FEATURE, LE, PREDICTED
+from modelwarden.contract.metrics import ACTUAL, CLASS, FEATURE, LE, PAIRED_PREDICTED, PREDICTED
 from modelwarden.prometheus import queries
 from modelwarden.prometheus.errors import MetricsError, NoData
 from modelwarden.prometheus.provider import InstantVector, MetricProvider
@@ -99,6 +99,8 @@ def plan_queries(spec: DriftPolicySpec, target: Target) -> dict[Part, str]:
         planned[WindowPart(Side.CURRENT, Kind.CONFUSION)] = queries.confusion(current, feedback_window)
     if metrics & set(LATENCY_QUANTILES):
         planned[WindowPart(Side.CURRENT, Kind.LATENCY)] = queries.latency_buckets(current, window)
+    if spec.agreement is not None:
+        planned[WindowPart(Side.CURRENT, Kind.PAIRED)] = queries.paired(current, window)
     if metrics & ESTIMATED_METRICS:  # the score histogram over the window (the same query drift's predictions use)
         planned[WindowPart(Side.CURRENT, Kind.PREDICTION)] = queries.prediction_buckets(current, window)
 
@@ -194,6 +196,7 @@ def collect(
             confusion=fetched.get(WindowPart(side, Kind.CONFUSION)),
             counters=fetched.get(WindowPart(side, Kind.COUNTERS)),
             classes=fetched.get(WindowPart(side, Kind.CLASSES)),
+            paired=fetched.get(WindowPart(side, Kind.PAIRED)),
         )
 
     observations = Observations(
@@ -337,4 +340,5 @@ _DECODERS: dict[Kind, Callable[[InstantVector], Any]] = {
     Kind.COUNTERS: lambda vector: _quantities(vector, lambda labels: labels[queries.QUANTITY_LABEL]),
     Kind.CONFUSION: lambda vector: _quantities(vector, lambda labels: (labels[PREDICTED], labels[ACTUAL])),
     Kind.CLASSES: lambda vector: _quantities(vector, lambda labels: labels[CLASS]),
+    Kind.PAIRED: lambda vector: _quantities(vector, lambda labels: (labels[PREDICTED], labels[PAIRED_PREDICTED])),
 }

@@ -26,6 +26,7 @@ PREDICTED_CLASSES = metrics.PREDICTED_CLASS
 LATENCY_BUCKETS = metrics.INFERENCE_LATENCY + metrics.BUCKET
 LATENCY_COUNT = metrics.INFERENCE_LATENCY + metrics.COUNT
 FEEDBACK = metrics.FEEDBACK
+PAIRED = metrics.PAIRED_PREDICTIONS
 PREDICTIONS = metrics.PREDICTIONS
 # error_rate counts the server's failures only (5xx): a client can send any number of bad requests
 # (4xx), and they must not push a canary over its maximum. Servers older than the server-error
@@ -143,6 +144,11 @@ def latency_buckets(selector: Selector, window: timedelta) -> str:
 def confusion(selector: Selector, window: timedelta) -> str:
     """Feedback confusion counts by (predicted, actual)."""
     return f"sum by ({metrics.PREDICTED}, {metrics.ACTUAL}) ({_window(FEEDBACK, selector, window, None)})"
+
+
+def paired(selector: Selector, window: timedelta) -> str:
+    """Rows scored by the served and the paired (stable's) model, by their two classes."""
+    return f"sum by ({metrics.PREDICTED}, {metrics.PAIRED_PREDICTED}) ({_window(PAIRED, selector, window, None)})"
 
 
 def counters(selector: Selector, window: timedelta, quantities: list[str], feedback_window: timedelta | None = None) -> str:

@@ -45,9 +45,9 @@ class ContainerConfigError(Exception):
     (the kubelet's CreateContainerConfigError)."""
 
 
-def fetch_container(pod_spec: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The operator's storage initializer in a pod spec, if the pod has one."""
-    return next((c for c in pod_spec.get("initContainers") or [] if c.get("name") == FETCH_CONTAINER), None)
+def fetch_container(pod_spec: Mapping[str, Any], name: str = FETCH_CONTAINER) -> dict[str, Any] | None:
+    """The operator's storage initializer in a pod spec (or the one of the paired model), if the pod has one."""
+    return next((c for c in pod_spec.get("initContainers") or [] if c.get("name") == name), None)
 
 
 def destination(container: Mapping[str, Any]) -> str:

@@ -32,7 +32,8 @@ from urllib.parse import urlparse
 
 import requests
 
-from modelwarden.builders.workloads import MODEL_DIR
+from modelwarden.builders.workloads import MODEL_DIR, PAIRED_FETCH_CONTAINER
+from modelwarden.contract import environment
 from modelwarden.contract.kubernetes import INSTANCE_LABEL
 from modelwarden.sandbox.fetcher import (
     ContainerConfigError,
@@ -63,18 +64,24 @@ class PodSpec:
     track: str
     model_path: Path  # a local model; for a fetched one, where the server reads it in the pod (MODEL_PATH)
     fetch: str | None = None
+    paired: "PodSpec | None" = None  # the stable's model beside a shadow's (pairWithStable): path and fetch alike
 
     @classmethod
     def from_deployment(cls, deployment: dict[str, Any]) -> "PodSpec":
         pod = deployment["spec"]["template"]["spec"]
         env = {e["name"]: e.get("value", "") for e in pod["containers"][0].get("env", [])}
+        named = {"model": env["MODEL_NAME"], "track": env["MODEL_TRACK"]}
+        paired = None
+        if environment.PAIRED_MODEL_VERSION in env:
+            init = fetch_container(pod, PAIRED_FETCH_CONTAINER)
+            paired = cls(**named, version=env[environment.PAIRED_MODEL_VERSION],
+                         model_path=Path(env.get(environment.PAIRED_MODEL_PATH) or _local(env.get(environment.PAIRED_MODEL_URI, ""))),
+                         fetch=json.dumps(init, sort_keys=True) if init is not None else None)
         init = fetch_container(pod)
         if init is not None:
-            return cls(model=env["MODEL_NAME"], version=env["MODEL_VERSION"], track=env["MODEL_TRACK"],
-                       model_path=Path(env.get("MODEL_PATH") or MODEL_DIR), fetch=json.dumps(init, sort_keys=True))
-        uri = env["MODEL_URI"]
-        path = Path(urlparse(uri).path) if uri.startswith("file://") else Path(uri)
-        return cls(model=env["MODEL_NAME"], version=env["MODEL_VERSION"], track=env["MODEL_TRACK"], model_path=path)
+            return cls(**named, version=env["MODEL_VERSION"], model_path=Path(env.get("MODEL_PATH") or MODEL_DIR),
+                       fetch=json.dumps(init, sort_keys=True), paired=paired)
+        return cls(**named, version=env["MODEL_VERSION"], model_path=_local(env["MODEL_URI"]), paired=paired)
 
     @property
     def fetch_container(self) -> dict[str, Any]:
@@ -84,6 +91,10 @@ class PodSpec:
     @property
     def uri(self) -> str:
         return self.fetch_container["args"][1] if self.fetch else str(self.model_path)
+
+
+def _local(uri: str) -> Path:
+    return Path(urlparse(uri).path) if uri.startswith("file://") else Path(uri)
 
 
 @dataclass(frozen=True)
@@ -123,7 +134,7 @@ class ProcessKubelet:
         self.failures: dict[tuple[str, str], FetchFailure] = {}
         self.fetches: list[FetchRecord] = []
         self.errors: list[str] = []
-        self._models: dict[tuple[str, str], Path] = {}  # the fetched model each running process serves
+        self._models: dict[tuple[str, str], list[Path]] = {}  # the fetched models each running process serves
         self._numbers = itertools.count(1)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sandbox-kubelet", daemon=True)
@@ -194,31 +205,42 @@ class ProcessKubelet:
         """Fetch (if the model is fetched), start the new server, then stop the old one: on any
         failure the old one keeps serving, as the old ReplicaSet's pods would."""
         attempts = previous.attempts + 1 if previous is not None and previous.spec == spec else 1
-        model_path, fetched = spec.model_path, None
-        if spec.fetch is not None:
-            outcome, fetched = self._fetch(key, spec)
-            if fetched is None:
+        fetched: list[Path] = []
+        paths = []
+        for part in (spec, spec.paired):
+            if part is None:
+                continue
+            if part.fetch is None:
+                paths.append(part.model_path)
+                continue
+            outcome, directory = self._fetch(key, part)
+            if directory is None:
+                for done in fetched:
+                    shutil.rmtree(done, ignore_errors=True)
                 self._fail(key, spec, outcome, attempts)
                 return
-            model_path = local_path(str(spec.model_path), spec.fetch_container, fetched)
-        process = ModelServerProcess(model_path, spec.model, version=spec.version, track=spec.track,
+            fetched.append(directory)
+            paths.append(local_path(str(part.model_path), part.fetch_container, directory))
+        process = ModelServerProcess(paths[0], spec.model, version=spec.version, track=spec.track,
+                                     paired_model=paths[1] if spec.paired else None,
+                                     paired_version=spec.paired.version if spec.paired else "unknown",
                                      extra_args=("--prediction-log", "off"),
                                      log_file=self.log_dir / f"{key[0]}-{key[1]}-{spec.version}.log")
         try:
             process.start()
         except (RuntimeError, TimeoutError) as exc:
             self.errors.append(f"{key[1]}: {exc}")
-            if fetched is not None:
-                shutil.rmtree(fetched, ignore_errors=True)
+            for done in fetched:
+                shutil.rmtree(done, ignore_errors=True)
             self._fail(key, spec, FetchOutcome(False, str(exc), 1, "Error"), attempts, on_pods=False)
             return
-        old, old_model = self.processes.get(key), self._models.pop(key, None)
+        old, old_models = self.processes.get(key), self._models.pop(key, [])
         self.processes[key] = (spec, process)  # traffic moves over before the old one stops
-        if fetched is not None:
+        if fetched:
             self._models[key] = fetched
         if old is not None:
             old[1].stop()
-        if old_model is not None:
+        for old_model in old_models:
             shutil.rmtree(old_model, ignore_errors=True)
         self._forget_failure(key)
 
@@ -252,8 +274,7 @@ class ProcessKubelet:
         entry = self.processes.pop(key, None)
         if entry is not None:
             entry[1].stop()
-        model = self._models.pop(key, None)
-        if model is not None:
+        for model in self._models.pop(key, []):
             shutil.rmtree(model, ignore_errors=True)
 
     # -- the failure in Pod status ----------------------------------------------------------------

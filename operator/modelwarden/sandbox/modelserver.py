@@ -21,6 +21,8 @@ class ModelServerProcess:
     version: str = "1"
     track: str = "stable"
     extra_args: tuple[str, ...] = ()
+    paired_model: Path | str | None = None  # --paired-model: also score every request with it
+    paired_version: str = "unknown"
     port: int = field(default_factory=free_port)
     log_file: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="mw-serve-", suffix=".log")[1]))
     env: dict[str, str] = field(default_factory=dict)
@@ -35,10 +37,12 @@ class ModelServerProcess:
         return f"http://{self.address}"
 
     def command(self) -> list[str]:
+        paired = () if self.paired_model is None else (
+            "--paired-model", str(self.paired_model), "--paired-version", self.paired_version)
         return [
             sys.executable, "-m", "modelwarden", "serve",
             "--model", str(self.model), "--name", self.name, "--version", self.version, "--track", self.track,
-            "--host", "127.0.0.1", "--port", str(self.port), *self.extra_args,
+            "--host", "127.0.0.1", "--port", str(self.port), *paired, *self.extra_args,
         ]  # fmt: skip
 
     def start(self, timeout: float = 30.0) -> "ModelServerProcess":

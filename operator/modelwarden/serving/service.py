@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -41,6 +41,9 @@ from modelwarden.serving.payload import (
 )
 from modelwarden.serving.profile import DEFAULT_MAX_SERIES
 from modelwarden.serving.tokens import DEFAULT_MAX_AGE_SECONDS, FeedbackTokens, Prediction
+
+if TYPE_CHECKING:
+    from modelwarden.serving.paired import PairedScoring
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 1 << 20
@@ -87,6 +90,8 @@ class ServeConfig:
     inference_threads: int = 0
     max_series: int = DEFAULT_MAX_SERIES  # refuse a profile that would export more series (0: no limit)
     trusted_skops_types: tuple[str, ...] = ()  # types a skops model may hold beyond skops' defaults
+    paired_model: str | None = None  # also score every request with this model (serving.paired)
+    paired_version: str = "unknown"  # the paired model's version, its paired_version label
 
 
 class PredictionLog:
@@ -220,6 +225,7 @@ class ModelService:
         self.log = PredictionLog(config.prediction_log)
         self.executor = ThreadPoolExecutor(config.inference_threads) if config.inference_threads > 0 else None
         self.headers = {"X-Model-Version": config.version, "X-Model-Track": config.track}
+        self.paired: PairedScoring | None = None  # set by serving.startup with --paired-model (and metrics)
         classes_kind = np.asarray(runner.classes).dtype.kind if runner.classes else "f"
         self.output_datatype = _V2_DATATYPES.get(classes_kind, "BYTES")
 
@@ -251,6 +257,12 @@ class ModelService:
                 record["scores"] = outputs.scores.tolist()
             self.log.write(record)
         return predicted
+
+    async def score_paired(self, rows: np.ndarray, outputs: Outputs) -> None:
+        """Count the paired model's classes for the same rows; called after :meth:`record`, so the
+        served model's latency excludes it, and never raises (serving.paired)."""
+        if self.paired is not None:
+            await self.paired.score(rows, outputs.predicted, self.executor)
 
     def token(self, predicted: list[Any]) -> str | None:
         """The feedback token of one answered request (None without a feedback key)."""

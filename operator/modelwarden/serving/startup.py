@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from modelwarden.contract.metrics import MODEL, TRACK, VERSION
 from modelwarden.contract.profile import Profile
 from modelwarden.serving.model import PROFILE_FILE, ModelArtifact, ModelLoadError, load_model
+from modelwarden.serving.paired import PairedScoring, load_paired
 from modelwarden.serving.profile import series_count
 from modelwarden.serving.service import ModelService, ServeConfig, StartupError
 from modelwarden.serving.tokens import read_keys
@@ -50,7 +52,7 @@ def no_profile_warning(artifact: ModelArtifact) -> str:
 
 
 def load_service(config: ServeConfig) -> ModelService:
-    """Model + profile, checked against each other; any problem is a one-line StartupError."""
+    """Model + profile (and a paired model), checked against each other; any problem is a one-line StartupError."""
     try:
         runner, artifact = load_model(config.model_uri, config.trusted_skops_types)
     except ModelLoadError as exc:
@@ -96,7 +98,15 @@ def load_service(config: ServeConfig) -> ModelService:
         raise StartupError("--value-range-factor must be 0 (only non-finite and overflowing values refused) or positive")
     if config.feedback_token_max_age <= 0:
         raise StartupError("--feedback-token-max-age must be positive")
+    paired = None
+    if config.paired_model and config.metrics:  # without metrics nothing would export the counts
+        n_features = runner.n_features if profile is None else len(profile.features)
+        paired = load_paired(config, runner, n_features)
     try:
-        return ModelService(config, runner, profile, feature_names, warnings, artifact.source)
+        service = ModelService(config, runner, profile, feature_names, warnings, artifact.source)
     except OSError as exc:
         raise StartupError(f"cannot open the prediction log {config.prediction_log}: {exc.strerror}") from exc
+    if paired is not None:
+        labels = {MODEL: config.name, VERSION: str(config.version), TRACK: config.track}
+        service.paired = PairedScoring(paired, config.paired_version, labels, service.classes, service.registry)
+    return service

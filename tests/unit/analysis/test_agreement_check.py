@@ -1,0 +1,107 @@
+"""The agreement check: the share of rows on which a shadow and the stable's model (scored side by
+side in the shadow's pods) chose the same class, failed only when surely below spec.agreement.minRate;
+missing pairs are InsufficientData, never a pass; the policy is refused on any track but shadow."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from modelwarden.analysis.bounds import budgeted_checks
+from modelwarden.analysis.judge import Kind, Observations, Side, TrackWindow, WindowPart, judge
+from modelwarden.api.driftpolicy import DriftPolicySpec, Verdict
+from modelwarden.prometheus.collect import Target, evaluate, plan_queries
+from modelwarden.prometheus.provider import InstantVector
+from tests.validation import validate_custom_resource
+
+NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def _spec(min_rate: float = 0.9, min_samples: int = 500, **extra) -> DriftPolicySpec:
+    return DriftPolicySpec.model_validate({"targetRef": {"name": "m"}, "track": "shadow", "agreement": {"minRate": min_rate},
+                                           "minSamples": min_samples, **extra})
+
+
+def _check(pairs, spec: DriftPolicySpec | None = None, failures=None):
+    observations = Observations(TrackWindow(paired=pairs), failures=failures or {})
+    evaluation = judge(spec or _spec(), observations, NOW).evaluation
+    (check,) = [r for r in evaluation.results if r.check == "agreement/rate"]
+    return check
+
+
+def test_agreement_well_above_the_minimum_passes():
+    check = _check({("0", "0"): 600.0, ("1", "1"): 380.0, ("1", "0"): 20.0})
+    assert check.verdict is Verdict.PASS and check.value == pytest.approx(0.98) and check.samples == 1000
+    assert check.upper_bound > 0.98 > check.lower_bound
+
+
+def test_agreement_surely_below_the_minimum_fails_and_names_the_commonest_disagreement():
+    check = _check({("0", "0"): 400.0, ("1", "1"): 300.0, ("0", "1"): 250.0, ("1", "0"): 50.0})
+    assert check.verdict is Verdict.FAIL and check.value == pytest.approx(0.7)
+    assert check.upper_bound < 0.9
+    assert "'0' where stable said '1' (250 rows)" in check.message
+
+
+def test_agreement_below_the_minimum_but_not_surely_passes():
+    check = _check({("0", "0"): 530.0, ("0", "1"): 70.0}, _spec(min_rate=0.9, min_samples=100))  # 0.883 from 600 rows
+    assert check.value < 0.9 and check.verdict is Verdict.PASS and "not surely" in check.message
+
+
+def test_too_few_paired_rows_is_insufficient_data_whatever_the_rate():
+    check = _check({("0", "1"): 400.0})
+    assert check.verdict is Verdict.INSUFFICIENT_DATA and check.samples == 400
+
+
+@pytest.mark.parametrize("pairs", [None, {}])
+def test_no_paired_series_is_insufficient_data_not_a_pass(pairs):
+    check = _check(pairs)
+    assert check.verdict is Verdict.INSUFFICIENT_DATA and "pairWithStable" in check.message
+
+
+def test_a_failed_paired_query_is_an_error():
+    check = _check(None, failures={WindowPart(Side.CURRENT, Kind.PAIRED): "Unreachable: connection refused"})
+    assert check.verdict is Verdict.ERROR and "connection refused" in check.message
+
+
+def test_the_check_spends_a_share_of_the_error_budget():
+    assert budgeted_checks(_spec()) == 1
+    assert budgeted_checks(_spec(outliers={"maxRate": 0.1})) == 2
+
+
+def test_agreement_is_only_for_the_shadow_track_in_the_operator_and_at_admission():
+    with pytest.raises(ValueError, match="spec.agreement applies to the shadow track"):
+        DriftPolicySpec.model_validate({"targetRef": {"name": "m"}, "agreement": {"minRate": 0.9}})
+    policy = {"apiVersion": "modelwarden.io/v1alpha1", "kind": "DriftPolicy", "metadata": {"name": "p", "namespace": "ml"},
+              "spec": {"targetRef": {"name": "m"}, "track": "canary", "agreement": {"minRate": 0.9}}}
+    errors = validate_custom_resource(policy)
+    assert any("spec.agreement" in e and "shadow track" in e for e in errors), errors
+    policy["spec"]["track"] = "shadow"
+    assert validate_custom_resource(policy) == []
+    policy["spec"]["agreement"]["minRate"] = 0
+    assert any("minRate" in e for e in validate_custom_resource(policy))
+
+
+class _Paired:
+    """A provider answering the paired query with (predicted, paired_predicted) series, and the counters with nothing."""
+
+    def __init__(self, pairs: dict[tuple[str, str], float]):
+        self.pairs, self.asked = pairs, []
+
+    def query(self, promql: str, at: datetime | None = None) -> InstantVector:
+        self.asked.append(promql)
+        if "modelwarden_paired_predictions_total" not in promql:
+            return InstantVector([], np.empty(0))
+        labels = [{"predicted": p, "paired_predicted": q} for p, q in self.pairs]
+        return InstantVector(labels, np.asarray(list(self.pairs.values()), dtype=float))
+
+
+def test_the_query_groups_the_shadows_paired_rows_by_both_classes_and_the_collected_pairs_are_judged():
+    spec = _spec()
+    (promql,) = [q for q in plan_queries(spec, Target("m", versions={"shadow": "2"})).values() if "paired" in q]
+    assert "sum by (predicted, paired_predicted)" in promql and 'track="shadow"' in promql and 'version="2"' in promql
+    provider = _Paired({("a", "a"): 100.0, ("b", "b"): 100.0, ("a", "b"): 800.0})
+    report = evaluate(spec, Target("m", versions={"shadow": "2"}), provider, NOW).report
+    (check,) = [r for r in report.evaluation.results if r.check == "agreement/rate"]
+    assert check.verdict is Verdict.FAIL and check.value == pytest.approx(0.2)

@@ -97,7 +97,8 @@ MD = {"metadata": {"name": "fraud"}, "status": {
                 {"version": "9", "modelUri": "models:/fraud/9", "reason": "Promoted", "lineage": {
                     "source": "retrain", "job": "gate-retrain-1", "policy": "gate", "breachId": "ml/gate-retrain-1",
                     "checks": ["drift/age"], "runId": "r9", "modelVersion": "9", "parentVersion": "7",
-                    "gates": [{"stage": "shadow", "policy": "sg", "verdict": "Pass"}, {"stage": "canary", "policy": "cg", "verdict": "Pass"}]}}],
+                    "gates": [{"stage": "shadow", "policy": "sg", "verdict": "Pass", "checks": ["drift/prediction", "agreement/rate"]},
+                              {"stage": "canary", "policy": "cg", "verdict": "Pass"}]}}],
     "candidates": [{"id": "retrain:ml/gate-retrain-1", "version": "9", "outcome": "Promoted", "at": "2026-01-01T00:00:00Z"}]}}
 
 
@@ -106,7 +107,7 @@ def test_history_shows_lineage_and_export_spec_the_patch():
     assert entries[1]["lineage"]["job"] == "gate-retrain-1" and entries[0]["lineage"] is None
     text = render_history(entries, MD)
     assert "9: retrained by Job gate-retrain-1 (DriftPolicy gate, breach ml/gate-retrain-1: drift/age)" in text
-    assert "gates shadow sg Pass, canary cg Pass" in text and "Candidates:" in text
+    assert "gates shadow sg Pass (drift/prediction agreement/rate), canary cg Pass" in text and "Candidates:" in text
     assert describe_lineage({"source": "alias", "parentVersion": "7"}) == "from alias; parent 7"
     assert spec_patch(MD) == {"spec": {"stable": {"version": "9", "modelUri": "models:/fraud/9", "sha256": None}}}
     current = {**MD, "status": {**MD["status"], "conditions": [{"type": "SpecBehind", "status": "False"}]}}

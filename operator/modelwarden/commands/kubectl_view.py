@@ -142,7 +142,8 @@ def describe_lineage(lineage: dict[str, Any]) -> str:
     if lineage.get("parentVersion"):
         parts.append(f"parent {lineage['parentVersion']}")
     if lineage.get("gates"):
-        parts.append("gates " + ", ".join(f"{g['stage']} {g['policy']} {g['verdict']}" for g in lineage["gates"]))
+        parts.append("gates " + ", ".join(f"{g['stage']} {g['policy']} {g['verdict']}"
+                                          + (f" ({' '.join(g['checks'])})" if g.get("checks") else "") for g in lineage["gates"]))
     return "; ".join(parts)
 
 

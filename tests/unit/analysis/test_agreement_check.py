@@ -105,3 +105,42 @@ def test_the_query_groups_the_shadows_paired_rows_by_both_classes_and_the_collec
     report = evaluate(spec, Target("m", versions={"shadow": "2"}), provider, NOW).report
     (check,) = [r for r in report.evaluation.results if r.check == "agreement/rate"]
     assert check.verdict is Verdict.FAIL and check.value == pytest.approx(0.2)
+
+
+def _rollouts(agreement: float, runs: int, seed: int, minutes: int = 120, rows_per_minute: int = 400):
+    """Shadow rollouts judged each minute over an overlapping 30-minute window at the budget's level
+    for each look (planning.budget, as the operator spends it): the minute of the first Fail, or None."""
+    from modelwarden.api.driftpolicy import DriftPolicyStatus
+    from modelwarden.planning.budget import evaluation_level
+
+    spec = _spec(min_rate=0.98, min_samples=1000, window="30m")
+    rng = np.random.default_rng(seed)
+    first_fails = []
+    for _ in range(runs):
+        agreed = rng.binomial(rows_per_minute, agreement, size=minutes)
+        first = None
+        for minute in range(minutes):
+            window = slice(max(0, minute - 29), minute + 1)
+            same, rows = float(agreed[window].sum()), float(rows_per_minute * (window.stop - window.start))
+            level = evaluation_level(spec, DriftPolicyStatus(evaluated_version="2", looks=minute), "2")
+            pairs = {("0", "0"): same, ("1", "0"): rows - same}
+            check = [r for r in judge(spec, Observations(TrackWindow(paired=pairs)), NOW, level).evaluation.results
+                     if r.check == "agreement/rate"][0]
+            if check.verdict is Verdict.FAIL:
+                first = minute
+                break
+        first_fails.append(first)
+    return first_fails
+
+
+def test_a_shadow_agreeing_exactly_at_the_minimum_fails_at_most_alpha_of_its_rollouts_over_overlapping_windows():
+    """The worst case the check must pass (true agreement = minRate), looked at every minute for two
+    hours over overlapping windows: any Fail in a rollout counts (stricter than a breach)."""
+    fails = _rollouts(agreement=0.98, runs=200, seed=71)
+    # alpha 1 % per rollout: 2 expected at most; Binomial(200, 1 %) reaches 6 with probability 1.7 %.
+    assert sum(f is not None for f in fails) <= 5
+
+
+def test_a_shadow_that_disagrees_more_is_failed_within_ten_minutes():
+    fails = _rollouts(agreement=0.95, runs=40, seed=73, minutes=10)
+    assert all(f is not None for f in fails), fails

@@ -90,7 +90,7 @@ def run_loop(tmp_path, cluster, prometheus, mlflow_server, *, shuffle: bool):
                                         actions={"retrain": {"cooldown": "1h", "jobTemplate": {"backoffLimit": 0, "template": {"spec": {
                                             "containers": [{"name": "train", "image": "trainer:1",
                                                             "command": trainer + (["--shuffle-labels"] if shuffle else [])}]}}}}}))
-    kube.create("driftpolicies", policy("shadow-gate", "shadow", {}, reference={"track": "stable"}))
+    kube.create("driftpolicies", policy("shadow-gate", "shadow", {}, reference={"track": "stable"}, agreement={"minRate": 0.98}))
     kube.create("driftpolicies", policy("canary-gate", "canary", {}, reference={"track": "stable"},
                                         actions={"rollback": True}))
     traffic.drift = {"stable": datagen.Drift(shift=DRIFT), "canary": datagen.Drift(shift=DRIFT)}  # the world moved
@@ -130,6 +130,7 @@ def test_drift_retrains_and_the_new_version_goes_shadow_canary_stable(tmp_path, 
         assert (lineage["source"], lineage["job"], lineage["policy"], lineage["parentVersion"]) == ("retrain", job, "stable-drift", "1")
         assert lineage["breachId"] == f"default/{job}" and lineage["modelVersion"] == "2" and lineage["runId"]
         assert [g["stage"] for g in lineage["gates"]][0] == "shadow" and lineage["gates"][0]["verdict"] == "Pass"
+        assert "agreement/rate" in lineage["gates"][0]["checks"]  # v2 agreed with v1 on the same mirrored rows
         assert any(g["stage"] == "canary" for g in lineage["gates"])
         assert lineage["windowStart"] < lineage["windowEnd"]
         assert st["history"][-1]["lineage"]["job"] == job and [r["outcome"] for r in st["candidates"]] == ["Promoted"]
@@ -152,8 +153,72 @@ def test_a_model_trained_on_shuffled_labels_is_rejected_and_stable_stays(tmp_pat
         done = kube.wait_for("modeldeployments", "fraud", lambda o: o["status"].get("candidates"), timeout=420)
         record = done["status"]["candidates"][-1]
         assert (record["version"], record["outcome"]) == ("2", "Rejected") and record["reason"].startswith("shadow gate: "), record
+        assert "agreement/rate" in record["reason"], record  # it disagreed with v1 on the same mirrored rows
         assert done["status"]["stable"]["version"] == "1" and done["status"]["stable"]["resolvedUri"] == f"models:/{registered}/1"
         assert "candidate" not in done["status"] and len(kube.list("jobs")) == 1
         wait_for(lambda: parts[1].server_for("default", "fraud-shadow") is None, timeout=60, message="the shadow stopped")
+    finally:
+        stop(parts)
+
+
+def test_a_version_an_mlflow_alias_moves_to_goes_shadow_canary_stable(tmp_path, loop_cluster, prometheus, mlflow_server):
+    """source: alias — no breach, no Job: a team registers v2 and moves `challenger` to it; the
+    operator takes it as a candidate (shadow, paired with v1, then canary) and promotes it."""
+    import joblib
+
+    from modelwarden.contract.profile import Profile
+    from modelwarden.serving.sharededges import on_edges_of
+    from tests.mlflow_server import set_alias
+    from tests.processes import OperatorProcess
+
+    kube, url = loop_cluster.kube, mlflow_server.url
+    registered = f"fraud-alias-{uuid.uuid4().hex[:6]}"
+    v1 = train_example("classifier", tmp_path / "v1", rows=3000)
+    first = register_sklearn_model(url, registered, estimator=joblib.load(v1.model))
+    log_profile(url, first.run_id, v1.profile.read_text())
+    kubelet = ProcessKubelet(loop_cluster.url, prometheus, tmp_path / "kubelet", session=loop_cluster.plane.session()).start()
+    operator = OperatorProcess(kubeconfig=loop_cluster.operator_kubeconfig, log_path=tmp_path / "operator.log",
+                               extra_args=("-A", "--mlflow-tracking-uri", url, "--prometheus-url", prometheus.url,
+                                           "--scrape-interval", "1s"), env=FAST)
+    operator.start(timeout=60)
+
+    def status():
+        return (kube.get("modeldeployments", "fraud") or {}).get("status") or {}
+
+    servers = lambda: {t: s for t in ("stable", "canary", "shadow") if (s := kubelet.server_for("default", f"fraud-{t}")) is not None}  # noqa: E731
+    weights = lambda: {"stable": status().get("weights", {}).get("stable", 100), "canary": status().get("weights", {}).get("canary", 0)}  # noqa: E731
+    traffic = TrafficGenerator(registered, servers, weights, rows_per_second=300,
+                               mirrors=lambda: {"shadow": status().get("weights", {}).get("mirror", 0)})
+    parts = [traffic, kubelet, operator]
+    try:
+        kube.create("modeldeployments", {
+            "apiVersion": "modelwarden.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "fraud", "namespace": "default"},
+            "spec": {"model": registered, "traffic": {"router": "istio"}, "stable": {"modelUri": f"models:/{registered}/1"},
+                     "storage": {"resolveInterval": "2s"},
+                     "candidates": {"source": "alias", "aliasUri": f"models:/{registered}@challenger",
+                                    "shadow": {"policy": "shadow-gate", "duration": "6s"},
+                                    "canary": {"steps": [{"weight": 50, "pause": "4s"}]}, "autoPromote": True}}})
+        kube.wait_for("modeldeployments", "fraud", lambda o: (o.get("status", {}).get("stable") or {}).get("ready"), timeout=180)
+        spec = copy.deepcopy(kube.get("modeldeployments", "fraud")["spec"])
+        traffic.start()
+        kube.create("driftpolicies", policy("shadow-gate", "shadow", {}, reference={"track": "stable"}, agreement={"minRate": 0.98}))
+        kube.create("driftpolicies", policy("canary-gate", "canary", {}, reference={"track": "stable"}, actions={"rollback": True}))
+        # v2: the same recipe on other rows of the same world, profiled on v1's bucket edges.
+        v2 = train_example("classifier", tmp_path / "v2", rows=3000, seed=11)
+        shared = on_edges_of(Profile.from_json(v2.profile.read_text()), Profile.from_json(v1.profile.read_text()), v2.data, str(v2.model))
+        second = register_sklearn_model(url, registered, estimator=joblib.load(v2.model))
+        log_profile(url, second.run_id, shared.to_json())
+        assert "candidate" not in status() and not status().get("candidates")  # nothing moved yet: nothing offered
+        set_alias(url, registered, "challenger", second.version)
+        shadowing = kube.wait_for("modeldeployments", "fraud", lambda o: (o["status"].get("candidate") or {}).get("stage") == "shadow",
+                                  timeout=120)
+        assert shadowing["status"]["candidate"]["id"] == f"alias:models:/{registered}/2"
+        promoted = wait_for(lambda: (found := kube.get("modeldeployments", "fraud"))["status"]["stable"]["version"] == "2" and found,
+                            timeout=200, message="v2 promoted")
+        lineage = promoted["status"]["stable"]["lineage"]
+        assert (lineage["source"], lineage["modelVersion"], lineage["runId"], lineage["parentVersion"]) == ("alias", "2", second.run_id, "1")
+        assert lineage["gates"][0]["stage"] == "shadow" and "agreement/rate" in lineage["gates"][0]["checks"]
+        assert [r["outcome"] for r in promoted["status"]["candidates"]] == ["Promoted"]
+        assert promoted["spec"] == spec  # the user's spec is never written
     finally:
         stop(parts)

@@ -188,3 +188,40 @@ def test_a_local_model_is_served_without_a_fetch(kube, kubelet, serving_examples
     server = kubelet.server_for(NAMESPACE, "fraud-stable")
     assert server is not None and server.model == serving_examples["classifier"].directory
     assert kubelet.fetches == [] and status(kube)["readyReplicas"] == 1
+
+
+def test_a_paired_shadow_fetches_the_stables_model_too_and_a_failure_names_it(kube, kubelet, store, serving_examples):
+    """pairWithStable: the shadow's pod fetches its own model, then the stable's (a second storage
+    initializer); the stable's failing is shown on that container, and the operator says so."""
+    secret(kube, "model-store", store.env(store.reader_key))
+    missing = f"s3://{BUCKET}/fraud/7/model.joblib"
+
+    def shadow(paired_uri: str) -> dict:
+        workload = workloads.TrackWorkload(track="shadow", version="3", model_uri=URIS["1"], replicas=1, serving=False,
+                                           paired=workloads.PairedModel("7", paired_uri))
+        return workloads.deployment(OWNER, workload, None, 8080, store=workloads.ModelStore(secret="model-store"))
+
+    kube.create("deployments", shadow(missing), NAMESPACE)
+    kubelet.sync()
+    assert [(f.version, f.uri, f.ok) for f in kubelet.fetches] == [("3", URIS["1"], True), ("7", missing, False)]
+    assert kubelet.server_for(NAMESPACE, "fraud-shadow") is None
+    [pod] = kube.list("pods", NAMESPACE, labelSelector=f"{INSTANCE_LABEL}=fraud,track=shadow,version=3")
+    states = {s["name"]: s["state"] for s in pod["status"]["initContainerStatuses"]}
+    assert states["fetch-model"]["terminated"]["exitCode"] == 0 and states["fetch-paired-model"]["terminated"]["exitCode"] == 1
+    assert fetch_failure(pod) == "the stable's model (pairWithStable): " + kubelet.fetches[-1].message
+    assert f"no object or prefix {missing}" in kubelet.fetches[-1].message
+
+    kube.patch("deployments", "fraud-shadow", {"spec": shadow(URIS["1"])["spec"]}, NAMESPACE)  # the stable's real URI
+    kubelet.sync()
+    server = kubelet.server_for(NAMESPACE, "fraud-shadow")
+    assert server is not None and [(f.version, f.ok) for f in kubelet.fetches[2:]] == [("3", True), ("7", True)]
+    rows, _ = datagen.classification(5, seed=3)
+    assert predict(server, rows)[0] == "3"
+
+    def paired() -> float:
+        text = requests.get(f"{server.url}/metrics", timeout=10).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("modelwarden_paired_predictions_total{") and 'paired_version="7"' in line)
+
+    from tests.controlplane.support import wait_for
+    wait_for(lambda: paired() == 5, timeout=60, message="the shadow's five rows scored by the stable's model too")

@@ -102,6 +102,12 @@ def test_a_candidate_without_a_pass_by_the_shadow_deadline_is_rejected_and_frees
     assert result.status["stable"]["version"] == "7" and result.status["weights"]["mirror"] == 0
     quiet, _ = run(current, observed, [], T0 + 61 * MIN)  # no verdict at all
     assert "no verdict about it" in quiet.status["candidates"][-1]["reason"]
+    # A passing gate whose window does not yet lie wholly after the stage's start (or after a late Fail) is waited for.
+    late_fail = dataclasses.replace(shadow_gate(at=T0 + 61 * MIN), window=30 * MIN, recent=((T0 + 45 * MIN, "Fail"), (T0 + 61 * MIN, "Pass")))
+    held, _ = run(current, observed, [late_fail], T0 + 62 * MIN)
+    assert held.status["candidate"]["stage"] == "shadow" and reasons(held) == []
+    failing = shadow_gate(result="Fail", at=T0 + 61 * MIN, failures=1)  # one Fail, no breach: not passing at the deadline
+    assert "its last verdict about it: Fail" in run(current, observed, [failing], T0 + 62 * MIN)[0].status["candidates"][-1]["reason"]
     custom = looped(shadow={"policy": "shadow-gate", "duration": "10m", "deadline": "15m"})
     _, current = run(custom, {"stable": ready("7", 3)}, [], T0)
     _, current = run(current, {"stable": ready("7", 3)}, [offering()], T0 + MIN)

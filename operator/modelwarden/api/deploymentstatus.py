@@ -47,7 +47,7 @@ class GateRecord(ApiModel):
     evaluated_at: datetime | None = None
     """When that verdict was evaluated."""
     checks: list[str] = Field(default_factory=list, max_length=64)
-    """The checks of that evaluation that passed (for a Pass) or failed (for a Fail), e.g. agreement/rate."""
+    """The checks of that evaluation that passed (for a Pass or Warning) or failed (for a Fail), e.g. agreement/rate."""
 
 
 class Lineage(ApiModel):

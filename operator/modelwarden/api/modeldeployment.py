@@ -145,8 +145,11 @@ class CandidateShadow(ApiModel):
     duration: PositiveDuration = timedelta(minutes=10)
     """The least time in shadow."""
     deadline: PositiveDuration | None = None
-    """The most time in shadow without a Pass that moves it on: then it is rejected (stable untouched)
-    and the loop is free for the next candidate. Default: 3 × duration, at least 1h. Not while paused."""
+    """How long a candidate may stay in shadow while its gate does not pass: past it, at a look whose
+    last verdict about the candidate is not a Pass (none, InsufficientData, Error, Fail), it is
+    rejected (stable untouched) and the loop is free for the next candidate. A passing gate whose
+    window does not yet lie wholly in the stage is waited for. Counted from the stage's start, paused
+    time included; nothing is rejected for it while paused. Default: 3 × duration, at least 1h."""
     mirror_percent: int = Field(default=100, ge=1, le=100)
     """Percent of requests mirrored to it."""
     replicas: int = Field(default=1, ge=1, le=1000)

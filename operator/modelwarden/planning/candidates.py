@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from modelwarden.api.common import set_condition
 from modelwarden.api.driftpolicy import Verdict
+from modelwarden.api.policystatus import PASSING
 from modelwarden.api.duration import format_duration
 from modelwarden.api.modeldeployment import (
     CandidateRecord,
@@ -203,7 +204,8 @@ def _judge_shadow(md: ModelDeployment, status: ModelDeploymentStatus, candidate:
                                                            f"(DriftPolicy {about.name}: {_said(about)}): now a canary"))
         return
     deadline = spec.shadow.effective_deadline
-    if waited >= deadline:  # missing data never promotes; it must not hold the loop for ever either
+    passing = about is not None and about.verdict in PASSING  # a Pass still waiting for a window wholly in the stage
+    if waited >= deadline and not passing:  # missing data never promotes; it must not hold the loop for ever either
         said = f"its last verdict about it: {_said(about)}" if about is not None else "no verdict about it"
         _finish(status, "Rejected", f"shadow gate: no Pass within the deadline {format_duration(deadline)} "
                                     f"(DriftPolicy {spec.shadow.policy}: {said})", now, events)
@@ -227,7 +229,7 @@ def _incomparable(md: ModelDeployment, candidate: CandidateStatus, verdicts: lis
 
 
 def _gate(stage: str, verdict: PolicyVerdict) -> GateRecord:
-    checks = verdict.failing_checks if verdict.verdict is Verdict.FAIL else verdict.passed_checks
+    checks = verdict.failing_checks if verdict.verdict is Verdict.FAIL else verdict.passed_checks  # Pass or Warning: what passed
     return GateRecord(stage=stage, policy=verdict.name, verdict=_said(verdict), evaluated_at=verdict.evaluated_at,
                       checks=list(checks[:GATE_CHECKS_KEPT]))
 

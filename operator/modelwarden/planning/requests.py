@@ -69,7 +69,8 @@ def handle_retry(annotations: dict[str, str], status: ModelDeploymentStatus, eve
         _record_ignored(status, f"{RETRY_ANNOTATION}={token}: nothing is rolled back")
         events.append(Event("Normal", "RequestIgnored", f"retry ({RETRY_ANNOTATION}={token}) ignored: nothing is rolled back"))
         return
-    rejected = next((r for r in reversed(status.candidates) if r.version == rollback.from_version), None)
+    rejected = next((r for r in reversed(status.candidates)  # the candidate this very rollback rejected
+                     if r.version == rollback.from_version and r.outcome == "Rejected" and r.reason == rollback.reason[:1024]), None)
     if rollback.track == "canary" and rejected is not None and status.candidate is None:
         why = (f"{RETRY_ANNOTATION}={token}: the rolled-back canary was candidate {rejected.version} ({rejected.outcome}), "
                "which is not retried: a new retraining result or alias version becomes the next candidate")

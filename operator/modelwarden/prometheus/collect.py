@@ -100,7 +100,7 @@ def plan_queries(spec: DriftPolicySpec, target: Target) -> dict[Part, str]:
     if metrics & set(LATENCY_QUANTILES):
         planned[WindowPart(Side.CURRENT, Kind.LATENCY)] = queries.latency_buckets(current, window)
     if spec.agreement is not None:
-        planned[WindowPart(Side.CURRENT, Kind.PAIRED)] = queries.paired(current, window)
+        planned[WindowPart(Side.CURRENT, Kind.PAIRED)] = queries.paired(current, window, target.versions.get("stable"))
     if metrics & ESTIMATED_METRICS:  # the score histogram over the window (the same query drift's predictions use)
         planned[WindowPart(Side.CURRENT, Kind.PREDICTION)] = queries.prediction_buckets(current, window)
 

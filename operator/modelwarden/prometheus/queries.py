@@ -146,9 +146,11 @@ def confusion(selector: Selector, window: timedelta) -> str:
     return f"sum by ({metrics.PREDICTED}, {metrics.ACTUAL}) ({_window(FEEDBACK, selector, window, None)})"
 
 
-def paired(selector: Selector, window: timedelta) -> str:
-    """Rows scored by the served and the paired (stable's) model, by their two classes."""
-    return f"sum by ({metrics.PREDICTED}, {metrics.PAIRED_PREDICTED}) ({_window(PAIRED, selector, window, None)})"
+def paired(selector: Selector, window: timedelta, paired_version: str | None = None) -> str:
+    """Rows scored by the served and the paired (stable's) model, by their two classes; with
+    ``paired_version``, only pairs with that stable version (not an earlier stable's, mid-rollout)."""
+    extra = f',{metrics.PAIRED_VERSION}="{escape_label_value(paired_version)}"' if paired_version is not None else ""
+    return f"sum by ({metrics.PREDICTED}, {metrics.PAIRED_PREDICTED}) ({_window(PAIRED, selector, window, None, extra)})"
 
 
 def counters(selector: Selector, window: timedelta, quantities: list[str], feedback_window: timedelta | None = None) -> str:

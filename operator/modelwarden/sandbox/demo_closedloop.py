@@ -123,7 +123,8 @@ class ClosedLoopDemo(Demo):
                    reference={"profileRef": {"configMap": {"name": "fraud-profile", "key": "profile.json"}}},
                    actions={"retrain": {"cooldown": "1h", "jobTemplate": {"backoffLimit": 0, "template": {"spec": {
                        "containers": [{"name": "train", "image": "ghcr.io/example/fraud-trainer:1.0", "command": trainer}]}}}}}),
-            policy(SHADOW_GATE, "shadow", {}, reference={"track": "stable"}),
+            # Label-free: its predictions' distribution against stable's, and their agreement row by row.
+            policy(SHADOW_GATE, "shadow", {}, reference={"track": "stable"}, agreement={"minRate": 0.98}),
             policy(CANARY_GATE, "canary", {}, reference={"track": "stable"}, actions={"rollback": True}),
         ]
 

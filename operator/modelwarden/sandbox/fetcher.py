@@ -130,6 +130,7 @@ class FetchOutcome:
     message: str
     exit_code: int | None = 0
     reason: str = "Completed"
+    container: str = FETCH_CONTAINER  # which storage initializer (the paired model's has its own)
 
     @classmethod
     def config_error(cls, error: ContainerConfigError) -> "FetchOutcome":
@@ -207,12 +208,16 @@ def fetch_failed_status(pod_spec: Mapping[str, Any], outcome: FetchOutcome, rest
         state = {"terminated": {"exitCode": outcome.exit_code, "reason": outcome.reason, "message": outcome.message,
                                 "startedAt": at, "finishedAt": at}}
     initializing = {"waiting": {"reason": "PodInitializing"}}
-    init = [_container_status(c, state if c["name"] == FETCH_CONTAINER else initializing, restarts=restarts)
-            for c in pod_spec.get("initContainers") or []]
+    done = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": at, "finishedAt": at}}
+    names = [c["name"] for c in pod_spec.get("initContainers") or []]
+    failed = names.index(outcome.container) if outcome.container in names else len(names)
+    init = [_container_status(c, done if i < failed else state if i == failed else initializing,
+                              restarts=restarts if i == failed else 0)
+            for i, c in enumerate(pod_spec.get("initContainers") or [])]  # those before it ran, those after wait
     conditions = [
         {"type": "PodScheduled", "status": "True", "lastTransitionTime": at},
         {"type": "Initialized", "status": "False", "lastTransitionTime": at, "reason": "ContainersNotInitialized",
-         "message": f"containers with incomplete status: [{FETCH_CONTAINER}]"},
+         "message": f"containers with incomplete status: [{outcome.container}]"},
         {"type": "ContainersReady", "status": "False", "lastTransitionTime": at, "reason": "ContainersNotReady"},
         {"type": "Ready", "status": "False", "lastTransitionTime": at, "reason": "ContainersNotReady"},
     ]
@@ -224,7 +229,7 @@ def shows_failure(pod: Mapping[str, Any], outcome: FetchOutcome, restarts: int =
     """Whether the pod's status already shows this outcome of its storage initializer (after
     `restarts` earlier attempts)."""
     for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
-        if status.get("name") == FETCH_CONTAINER:
+        if status.get("name") == outcome.container:
             state = status.get("state") or {}
             shown = state.get("terminated") or state.get("waiting") or {}
             return (shown.get("message"), shown.get("reason"), status.get("restartCount", 0)) == (

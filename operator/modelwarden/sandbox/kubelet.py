@@ -19,6 +19,7 @@ controller made pods (the emulator, the demo's control plane) the kubelet makes 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -214,6 +215,7 @@ class ProcessKubelet:
                 paths.append(part.model_path)
                 continue
             outcome, directory = self._fetch(key, part)
+            outcome = dataclasses.replace(outcome, container=part.fetch_container["name"])
             if directory is None:
                 for done in fetched:
                     shutil.rmtree(done, ignore_errors=True)

@@ -113,7 +113,7 @@ async def v1_predict(request: web.Request) -> web.Response:
     rows = parse_v1(await _read_json(request, service), service.schema)
     outputs = await service.predict(rows)
     predicted = service.record(request[REQUEST_ID], rows, outputs, started)
-    await service.score_paired(rows, outputs)
+    service.score_paired(rows, outputs)
     token = service.token(predicted)
     if token is None:
         return _json({"predictions": predicted})
@@ -129,7 +129,7 @@ async def v2_infer(request: web.Request) -> web.Response:
         request[REQUEST_ID] = doc["id"]
     outputs = await service.predict(rows)
     predicted = service.record(request[REQUEST_ID], rows, outputs, started)
-    await service.score_paired(rows, outputs)
+    service.score_paired(rows, outputs)
     tensors = [{"name": "predict", "datatype": service.output_datatype, "shape": [len(predicted)], "data": predicted}]
     if outputs.scores is not None:
         tensors.append(

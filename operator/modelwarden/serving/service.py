@@ -258,11 +258,10 @@ class ModelService:
             self.log.write(record)
         return predicted
 
-    async def score_paired(self, rows: np.ndarray, outputs: Outputs) -> None:
-        """Count the paired model's classes for the same rows; called after :meth:`record`, so the
-        served model's latency excludes it, and never raises (serving.paired)."""
+    def score_paired(self, rows: np.ndarray, outputs: Outputs) -> None:
+        """Hand the same rows to the paired model, off the request's path (serving.paired); never raises."""
         if self.paired is not None:
-            await self.paired.score(rows, outputs.predicted, self.executor)
+            self.paired.submit(rows, outputs.predicted)
 
     def token(self, predicted: list[Any]) -> str | None:
         """The feedback token of one answered request (None without a feedback key)."""
@@ -338,6 +337,8 @@ class ModelService:
 
     def close(self) -> None:
         self.log.close()
+        if self.paired is not None:
+            self.paired.close()
         if self.executor is not None:
             self.executor.shutdown(wait=False)
 

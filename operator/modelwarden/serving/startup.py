@@ -14,7 +14,7 @@ from pathlib import Path
 from modelwarden.contract.metrics import MODEL, TRACK, VERSION
 from modelwarden.contract.profile import Profile
 from modelwarden.serving.model import PROFILE_FILE, ModelArtifact, ModelLoadError, load_model
-from modelwarden.serving.paired import PairedScoring, load_paired
+from modelwarden.serving.paired import NotPairable, PairedScoring, load_paired
 from modelwarden.serving.profile import series_count
 from modelwarden.serving.service import ModelService, ServeConfig, StartupError
 from modelwarden.serving.tokens import read_keys
@@ -101,12 +101,21 @@ def load_service(config: ServeConfig) -> ModelService:
     paired = None
     if config.paired_model and config.metrics:  # without metrics nothing would export the counts
         n_features = runner.n_features if profile is None else len(profile.features)
-        paired = load_paired(config, runner, n_features)
+        try:
+            paired = load_paired(config, runner, n_features)
+        except NotPairable as exc:
+            warnings = (*warnings, str(exc))
     try:
         service = ModelService(config, runner, profile, feature_names, warnings, artifact.source)
     except OSError as exc:
         raise StartupError(f"cannot open the prediction log {config.prediction_log}: {exc.strerror}") from exc
     if paired is not None:
-        labels = {MODEL: config.name, VERSION: str(config.version), TRACK: config.track}
-        service.paired = PairedScoring(paired, config.paired_version, labels, service.classes, service.registry)
+        pairs = PairedScoring.series(service.classes, paired)
+        spent = series_count(profile).total if profile is not None else 0
+        if config.max_series and spent + pairs > config.max_series:
+            service.warnings = (*service.warnings, f"the paired model would add {pairs} series (classes × its classes) "
+                                f"to {spent}, more than --max-series {config.max_series}: requests are not paired")
+        else:
+            labels = {MODEL: config.name, VERSION: str(config.version), TRACK: config.track}
+            service.paired = PairedScoring(paired, config.paired_version, labels, service.classes, service.registry)
     return service

@@ -66,8 +66,8 @@ def test_a_failed_paired_query_is_an_error():
 
 
 def test_the_check_spends_a_share_of_the_error_budget():
-    assert budgeted_checks(_spec()) == 1
-    assert budgeted_checks(_spec(outliers={"maxRate": 0.1})) == 2
+    outliers_only = DriftPolicySpec.model_validate({"targetRef": {"name": "m"}, "track": "shadow", "outliers": {"maxRate": 0.1}})
+    assert budgeted_checks(outliers_only) == 1 and budgeted_checks(_spec(outliers={"maxRate": 0.1})) == 2
 
 
 def test_agreement_is_only_for_the_shadow_track_in_the_operator_and_at_admission():
@@ -99,10 +99,12 @@ class _Paired:
 
 def test_the_query_groups_the_shadows_paired_rows_by_both_classes_and_the_collected_pairs_are_judged():
     spec = _spec()
-    (promql,) = [q for q in plan_queries(spec, Target("m", versions={"shadow": "2"})).values() if "paired" in q]
+    target = Target("m", versions={"shadow": "2", "stable": "1"})
+    (promql,) = [q for q in plan_queries(spec, target).values() if "paired" in q]
     assert "sum by (predicted, paired_predicted)" in promql and 'track="shadow"' in promql and 'version="2"' in promql
+    assert 'paired_version="1"' in promql  # pairs with the stable serving now, not an earlier one's
     provider = _Paired({("a", "a"): 100.0, ("b", "b"): 100.0, ("a", "b"): 800.0})
-    report = evaluate(spec, Target("m", versions={"shadow": "2"}), provider, NOW).report
+    report = evaluate(spec, target, provider, NOW).report
     (check,) = [r for r in report.evaluation.results if r.check == "agreement/rate"]
     assert check.verdict is Verdict.FAIL and check.value == pytest.approx(0.2)
 

@@ -67,9 +67,10 @@ def test_every_known_pair_is_exported_at_zero_from_the_start():
     assert pairs_of(pairs) == {(p, q): 0.0 for p in ("0", "1", "2") for q in ("0", "1")}
     assert all(s.labels == {**LABELS, metrics.PAIRED_VERSION: "7", metrics.PREDICTED: s.labels[metrics.PREDICTED],
                             metrics.PAIRED_PREDICTED: s.labels[metrics.PAIRED_PREDICTED]} for s in pairs)
-    [errors] = families[metrics.PAIRED_PREDICTION_ERRORS.removesuffix("_total")]
-    assert errors.name == metrics.PAIRED_PREDICTION_ERRORS and errors.value == 0
-    assert errors.labels == {**LABELS, metrics.PAIRED_VERSION: "7"}
+    errors = families[metrics.PAIRED_PREDICTION_ERRORS.removesuffix("_total")]
+    assert {s.labels[metrics.REASON]: s.value for s in errors} == {"behind": 0, "model_error": 0}
+    assert all(s.name == metrics.PAIRED_PREDICTION_ERRORS and s.labels == {**LABELS, metrics.PAIRED_VERSION: "7",
+                                                                          metrics.REASON: s.labels[metrics.REASON]} for s in errors)
 
 
 def test_rows_are_counted_per_pair_with_canonical_labels():
@@ -98,7 +99,8 @@ async def test_the_served_request_is_scored_by_both_models(examples, paired_dir)
     rows = X[:50]
     outputs = await service.predict(rows)
     service.record("r1", rows, outputs, time.perf_counter())
-    await service.score_paired(rows, outputs)
+    service.score_paired(rows, outputs)
+    assert service.paired.drain()
     served = joblib.load(examples["classifier"].model).predict(rows)
     stump = joblib.load(paired_dir / "model.joblib").predict(rows)
     expected = {(str(p), str(q)): float(np.sum((served == p) & (stump == q))) for p in (0, 1) for q in (0, 1)}
@@ -107,22 +109,33 @@ async def test_the_served_request_is_scored_by_both_models(examples, paired_dir)
     assert expected[("0", "1")] + expected[("1", "0")] > 0  # the two models do disagree somewhere
     assert families["modelwarden_predictions"][0].value == 50  # the served model's own counts as always
     assert families["modelwarden_predictions"][0].labels[metrics.TRACK] == "shadow"
+    service.close()
 
 
-async def test_with_inference_threads_the_paired_model_predicts_in_the_pool(examples, paired_dir, monkeypatch):
-    service = paired_service(examples, paired_dir, inference_threads=2)
-    seen: list[int] = []
+async def test_the_paired_model_runs_off_the_requests_path_and_a_backlog_is_left_unpaired(examples, paired_dir, monkeypatch):
+    service = paired_service(examples, paired_dir)
+    release, entered = threading.Event(), threading.Event()
+    threads: list[int] = []
     predict = service.paired.runner.predict
 
-    def spied(rows):
-        seen.append(threading.get_ident())
+    def slow(rows):
+        threads.append(threading.get_ident())
+        entered.set()
+        release.wait(10)
         return predict(rows)
 
-    monkeypatch.setattr(service.paired.runner, "predict", spied)
+    monkeypatch.setattr(service.paired.runner, "predict", slow)
+    service.paired._max_pending = 2
     rows = X[:5]
-    await service.score_paired(rows, await service.predict(rows))
-    assert seen and seen[0] != threading.get_ident()
-    assert sum(service.paired.snapshot()[0].values()) == 5
+    outputs = await service.predict(rows)
+    for _ in range(4):  # returns at once although the paired model is stuck on the first
+        service.score_paired(rows, outputs)
+    assert entered.wait(10) and threads[0] != threading.get_ident()
+    assert service.paired.snapshot()[1] == {"behind": 2, "model_error": 0}  # two queued, two left unpaired
+    release.set()
+    assert service.paired.drain()
+    counts, unpaired = service.paired.snapshot()
+    assert sum(counts.values()) == 10 and unpaired == {"behind": 2, "model_error": 0}
     service.close()
 
 
@@ -136,32 +149,40 @@ async def test_a_failing_paired_model_is_counted_and_never_fails_the_request(exa
     rows = X[:3]
     outputs = await service.predict(rows)
     predicted = service.record("r1", rows, outputs, time.perf_counter())
-    await service.score_paired(rows, outputs)  # does not raise
+    service.score_paired(rows, outputs)  # does not raise
+    assert service.paired.drain()
     assert predicted == joblib.load(examples["classifier"].model).predict(rows).tolist()
     families = scrape(service.registry)
-    assert families["modelwarden_paired_prediction_errors"][0].value == 1
+    unpaired = {s.labels[metrics.REASON]: s.value for s in families["modelwarden_paired_prediction_errors"]}
+    assert unpaired == {"behind": 0, "model_error": 1}
     assert set(pairs_of(families["modelwarden_paired_predictions"]).values()) == {0}
     assert families["modelwarden_predictions"][0].value == 3
     assert not any(s.value for s in families["modelwarden_prediction_errors"])  # the request itself is no error
+    service.close()
 
 
-def test_a_regression_pair_is_refused(examples, tmp_path):
+def test_a_regression_model_is_served_unpaired_with_a_warning(examples, tmp_path):
     joblib.dump(Ridge().fit(*datagen.regression(100, seed=1)), tmp_path / "model.joblib")
-    with pytest.raises(StartupError, match="agreement is defined for classifiers only"):
-        load_service(ServeConfig(model_uri=str(examples["regressor"].directory), name="m", prediction_log="off",
-                                 paired_model=str(tmp_path)))
+    service = load_service(ServeConfig(model_uri=str(examples["regressor"].directory), name="m", prediction_log="off",
+                                       paired_model=str(tmp_path)))
+    assert service.paired is None
+    assert any("agreement is defined for two classifiers only, so requests are not paired" in w for w in service.warnings)
 
 
-def test_a_paired_model_of_another_task_is_refused(examples, tmp_path, paired_dir):
+def test_a_paired_model_of_another_task_is_not_paired(examples, tmp_path, paired_dir):
     joblib.dump(Ridge().fit(*datagen.regression(100, seed=1)), tmp_path / "model.joblib")
-    with pytest.raises(StartupError) as raised:
-        load_service(ServeConfig(model_uri=str(examples["classifier"].directory), name="m", prediction_log="off",
-                                 paired_model=str(tmp_path)))
-    message = str(raised.value)
-    assert "is a regression model but the served model is a classification model" in message
-    assert "classifiers only" in message and str(tmp_path / "model.joblib") in message
-    with pytest.raises(StartupError, match="is a classification model but the served model is a regression model"):
-        load_service(ServeConfig(model_uri=str(tmp_path), name="m", prediction_log="off", paired_model=str(paired_dir)))
+    service = load_service(ServeConfig(model_uri=str(examples["classifier"].directory), name="m", prediction_log="off",
+                                       paired_model=str(tmp_path)))
+    assert service.paired is None
+    assert any(f"the paired model {tmp_path / 'model.joblib'} is a regression model and the served model a "
+               "classification model" in w for w in service.warnings)
+
+
+def test_pairs_beyond_the_series_budget_are_not_exported(examples, paired_dir):
+    service = paired_service(examples, paired_dir, max_series=237 + 5)  # the profile's 237 fit; its 2 × 2 + 2 pairs do not
+    assert service.paired is None and any("add 6 series (classes × its classes) to 237, more than --max-series 242" in w
+                                          for w in service.warnings)
+    assert paired_service(examples, paired_dir, max_series=237 + 6).paired is not None
 
 
 def test_a_paired_model_that_does_not_load_or_takes_other_inputs_is_refused(examples, tmp_path):

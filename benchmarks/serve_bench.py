@@ -19,9 +19,13 @@ per request and throughput); the median and spread over ``--rounds`` rounds are 
   throughput, but on this 2-core VM its per-round overhead scatters by ±10-20 %.
 
 ``--null`` runs both arms with ``--no-metrics``: the overhead it prints is the method's own noise.
+``--paired`` compares a shadow scoring every request with a paired model too (``--paired-model``, the
+example classifier trained on other rows: what a candidate's shadow pod runs) against the same
+server unpaired, both with metrics: the cost of the agreement check to the shadow's own serving.
 
     .venv/bin/python benchmarks/serve_bench.py                # overhead, batch 1 and 32, and 500 req/s (~2 minutes)
     .venv/bin/python benchmarks/serve_bench.py --mode sequential --rounds 10
+    .venv/bin/python benchmarks/serve_bench.py --paired --rate 300
     .venv/bin/python benchmarks/serve_bench.py --url http://127.0.0.1:8080 --model-name fraud
 """
 
@@ -158,9 +162,19 @@ async def closed_loop(
                 i += concurrency
 
         started, cpu = time.perf_counter(), cpu_seconds(pid)
+        behind_before = await unpaired_behind(session, url)
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
-    return summary(latencies, errors, elapsed, cpu)
+        behind = await unpaired_behind(session, url) - behind_before
+    return {**summary(latencies, errors, elapsed, cpu), "unpaired": behind}
+
+
+async def unpaired_behind(session: aiohttp.ClientSession, url: str) -> float:
+    """Requests a paired server left unpaired because its paired model was behind (0 unpaired)."""
+    async with session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("modelwarden_paired_prediction_errors_total{") and 'reason="behind"' in line)
 
 
 async def open_loop(url: str, name: str, rate: float, duration: float) -> dict:
@@ -230,6 +244,9 @@ def main() -> int:
         "--null", action="store_true", help="both arms without metrics: measures the method's own noise"
     )
     parser.add_argument(
+        "--paired", action="store_true", help="arm A also scores with a paired model (--paired-model), arm B does not"
+    )
+    parser.add_argument(
         "--pin", action=argparse.BooleanOptionalAction, default=len(os.sched_getaffinity(0)) >= 2,
         help="pin servers to CPU 0 and this client to CPU 1 (default on a machine with 2 or more CPUs)",
     )
@@ -253,7 +270,13 @@ def main() -> int:
             )
         return 0
 
-    model_dir = args.model_dir or train_example("classifier", Path(tempfile.mkdtemp(prefix="mw-bench-")) / "classifier").directory
+    scratch = Path(tempfile.mkdtemp(prefix="mw-bench-"))
+    model_dir = args.model_dir or train_example("classifier", scratch / "classifier").directory
+    if args.paired:  # arm A ("on") pairs; both arms record metrics (pairing needs them)
+        stable = train_example("classifier", scratch / "stable", seed=11).directory
+        args.arm_args = {True: [*args.server_arg, "--paired-model", str(stable), "--paired-version", "0"], False: args.server_arg}
+    else:
+        args.arm_args = {True: args.server_arg, False: args.server_arg}
     results: dict[tuple[bool, int], list[dict]] = {}
     for round_ in range(args.rounds):
         order = (True, False) if round_ % 2 == 0 else (False, True)
@@ -262,18 +285,18 @@ def main() -> int:
                 results.setdefault((arm, batch), []).append(run)
             continue
         for arm in order:
-            metrics = arm and not args.null
-            with server(model_dir, args.model_name, metrics, args.server_arg, 0 if args.pin else None) as (url, pid):
+            metrics = (arm or args.paired) and not args.null
+            with server(model_dir, args.model_name, metrics, args.arm_args[arm], 0 if args.pin else None) as (url, pid):
                 for batch in batches:
                     run = asyncio.run(
                         closed_loop(url, args.model_name, batch, args.concurrency, args.duration, args.requests, pid)
                     )
                     results.setdefault((arm, batch), []).append(run)
-    arms = ("off (A)", "off (B)") if args.null else ("on ", "off")
+    arms = ("off (A)", "off (B)") if args.null else ("on, paired", "on, unpaired") if args.paired else ("on ", "off")
     print_overheads(results, batches, arms, args)
-    for metrics in (True, False) if args.rate_duration > 0 else ():
-        with server(model_dir, args.model_name, metrics, args.server_arg, 0 if args.pin else None) as (url, _):
-            label = f"fixed {args.rate:.0f}/s metrics {'on ' if metrics else 'off'}"
+    for arm in (True, False) if args.rate_duration > 0 else ():
+        with server(model_dir, args.model_name, arm or args.paired, args.arm_args[arm], 0 if args.pin else None) as (url, _):
+            label = f"fixed {args.rate:.0f}/s metrics {arms[0] if arm else arms[1]}"
             print_row(label, asyncio.run(open_loop(url, args.model_name, args.rate, args.rate_duration)))
     return 0
 
@@ -292,15 +315,16 @@ def print_overheads(results: dict, batches: list[int], arms: tuple[str, str], ar
         print_row(f"batch {batch:>2} metrics {arms[1]}", median_of(off_runs))
         throughput = [100 * (1 - on["rps"] / off["rps"]) for on, off in zip(on_runs, off_runs)]
         cpu = [100 * (on["server_cpu_us"] / off["server_cpu_us"] - 1) for on, off in zip(on_runs, off_runs)]
-        print(f"  instrumentation overhead per round: throughput {spread(throughput)}; server CPU per request {spread(cpu)}")
+        what = "pairing" if args.paired else "instrumentation"
+        print(f"  {what} overhead per round: throughput {spread(throughput)}; server CPU per request {spread(cpu)}")
 
 
 def side_by_side(model_dir: Path, order: tuple[bool, bool], batches: list[int], args: argparse.Namespace) -> Iterator[tuple[bool, int, dict]]:
     """Both arms served at once (on one core when pinned) and driven over the same time window."""
     cpu = 0 if args.pin else None
-    first, second = ((arm, arm and not args.null) for arm in order)
-    with server(model_dir, args.model_name, first[1], args.server_arg, cpu) as (url_a, pid_a), server(
-        model_dir, args.model_name, second[1], args.server_arg, cpu
+    first, second = ((arm, (arm or args.paired) and not args.null) for arm in order)
+    with server(model_dir, args.model_name, first[1], args.arm_args[first[0]], cpu) as (url_a, pid_a), server(
+        model_dir, args.model_name, second[1], args.arm_args[second[0]], cpu
     ) as (url_b, pid_b):
         for batch in batches:
 
@@ -325,9 +349,10 @@ def spread(values: list[float]) -> str:
 
 def print_row(label: str, result: dict) -> None:
     cpu = f"  server CPU {result['server_cpu_us']:4.0f} us/req" if result["server_cpu_us"] else ""
+    unpaired = f", {result['unpaired']:.0f} left unpaired (paired model behind)" if result.get("unpaired") else ""
     print(
         f"{label}: {result['rps']:6.0f} req/s  p50 {result['p50_ms']:5.2f} ms  p99 {result['p99_ms']:5.2f} ms{cpu}"
-        f"  ({result['requests']:.0f} ok, {result['errors']:.0f} errors)",
+        f"  ({result['requests']:.0f} ok, {result['errors']:.0f} errors{unpaired})",
         flush=True,
     )
 

@@ -13,6 +13,7 @@ the candidate is rejected, stable is untouched.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import uuid
 
@@ -24,7 +25,7 @@ from modelwarden.sandbox.jobrunner import JobRunner
 from modelwarden.sandbox.kubelet import ProcessKubelet
 from modelwarden.sandbox.traffic import TrafficGenerator
 from tests.controlplane.support import wait_for
-from tests.mlflow_server import log_profile, register_sklearn_model
+from tests.mlflow_server import client, log_profile, register_sklearn_model
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +91,8 @@ def run_loop(tmp_path, cluster, prometheus, mlflow_server, *, shuffle: bool):
                                         actions={"retrain": {"cooldown": "1h", "jobTemplate": {"backoffLimit": 0, "template": {"spec": {
                                             "containers": [{"name": "train", "image": "trainer:1",
                                                             "command": trainer + (["--shuffle-labels"] if shuffle else [])}]}}}}}))
-    kube.create("driftpolicies", policy("shadow-gate", "shadow", {}, reference={"track": "stable"}, agreement={"minRate": 0.98}))
+    kube.create("driftpolicies", policy("shadow-gate", "shadow", {}, reference={"track": "stable"}, agreement={"minRate": 0.98},
+                                        tracking={"mlflow": {}}))  # each evaluation also an MLflow metric point
     kube.create("driftpolicies", policy("canary-gate", "canary", {}, reference={"track": "stable"},
                                         actions={"rollback": True}))
     traffic.drift = {"stable": datagen.Drift(shift=DRIFT), "canary": datagen.Drift(shift=DRIFT)}  # the world moved
@@ -143,6 +145,14 @@ def test_drift_retrains_and_the_new_version_goes_shadow_canary_stable(tmp_path, 
         context = json.loads((tmp_path / "jobs" / "jobs" / "default" / run.pod / "context.json").read_text())
         assert context["MODELWARDEN_BREACH_ID"] == f"default/{job}" and context["MODELWARDEN_STABLE_MODEL_URI"] == f"models:/{registered}/1"
         assert f"tagged modelwarden.io/breach-id=default/{job}" in (tmp_path / "jobs" / "jobs" / "default" / run.pod / "output.log").read_text()
+        # The shadow gate's evaluations of v2, next to the training runs in MLflow (spec.tracking).
+        mlflow = client(mlflow_server.url)
+        experiment = mlflow.get_experiment_by_name(f"modelwarden/default/{registered}")
+        (tracked,) = mlflow.search_runs([experiment.experiment_id], "tags.`modelwarden.io/version` = '2'")
+        agreement = {m.step: m.value for m in mlflow.get_metric_history(tracked.info.run_id, "agreement/rate")}
+        passed = datetime.datetime.fromisoformat(lineage["gates"][0]["evaluatedAt"].replace("Z", "+00:00"))
+        assert agreement[int(passed.timestamp())] >= 0.98  # the very evaluation that let v2 out of shadow
+        assert tracked.data.params["agreement.minRate"] == "0.98" and tracked.data.tags["modelwarden.io/policy"] == "shadow-gate"
     finally:
         stop(parts)
 

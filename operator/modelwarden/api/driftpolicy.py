@@ -21,6 +21,7 @@ from modelwarden.api.common import (
 )
 from modelwarden.api.duration import PositiveDuration, cel_seconds, format_duration
 from modelwarden.api.actions import ActionsSpec
+from modelwarden.api.tracking import TrackingSpec
 from modelwarden.api.fields import URL_PATTERN, HeaderValue, check_headers, header_rules
 from modelwarden.api.policystatus import (  # noqa: F401  (re-exported: the status types live beside the spec)
     ActionRecord,
@@ -212,6 +213,8 @@ class DriftPolicySpec(ApiModel):
     """Metrics source; defaults to the operator's --prometheus-url."""
     actions: ActionsSpec = Field(default_factory=ActionsSpec)
     """What a breach does."""
+    tracking: TrackingSpec | None = None
+    """Also record every evaluation outside the cluster (MLflow), for the people who trained the model."""
     suspend: bool = False
     """Stop evaluating (status is kept)."""
 

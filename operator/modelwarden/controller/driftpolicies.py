@@ -36,7 +36,7 @@ from modelwarden.api.duration import parse_timestamp
 from modelwarden.api.actions import AlertSpec
 from modelwarden.planning.budget import evaluation_level
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicy, DriftPolicyStatus, Evaluation, PrometheusSource, Verdict
-from modelwarden.controller import policyloop, telemetry
+from modelwarden.controller import policyloop, telemetry, tracking
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo
 from modelwarden.controller.resolution import mlflow_registry
@@ -64,6 +64,7 @@ from modelwarden.planning.notification import AlertContext, Notification
 from modelwarden.planning.egress import EgressRules
 from modelwarden.planning.policy import PolicyContext, evaluation_budget
 from modelwarden.planning.retraining import JobOutcome, JobState, RetrainTarget, job_state
+from modelwarden.planning.tracking import tracking_record
 
 NOTIFY_DEADLINE_SECONDS = 30.0
 API_RETRY_SECONDS = 1.0  # a failed tick (e.g. the API answering 500) is retried this soon, not after kopf's minute
@@ -207,6 +208,11 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
             return API_RETRY_SECONDS
     for event in decision.events:
         kopf.event(reference, type=event.type, reason=event.reason, message=event.message)
+    persisted = decision.status.last_evaluation
+    if evaluation is not None and persisted is not None and persisted.time == evaluation.time:  # what status now holds
+        tracked = tracking_record(namespace, name, ctx.generation, spec, persisted, ctx.alert.model, ctx.alert.version)
+        if tracked is not None:
+            tracking.record(memo.config, reference, tracked)
     if decision.notification is not None:
         task = asyncio.create_task(_notify(memo.kube, memo.config.egress, reference, spec.actions.alert, decision.notification, namespace, name))
         _background.add(task)

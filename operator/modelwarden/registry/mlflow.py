@@ -103,7 +103,7 @@ class MlflowRegistry:
         quoted = value.replace("'", "")  # a breach id is NAMESPACE/JOB: no quote can be in it
         what = f"model versions tagged {tag}={quoted}"
         status, body = self._get("model-versions/search", {"filter": f"tags.`{tag}` = '{quoted}'", "max_results": 50}, what)
-        self._check(status, body, what)
+        self.check(status, body, what)
         found = [v for v in body.get("model_versions") or [] if isinstance(v, dict) and str(v.get("version", "")).isdigit()]
         return sorted(found, key=lambda v: int(v["version"]), reverse=True)
 
@@ -138,7 +138,7 @@ class MlflowRegistry:
         if status == 400 and body.get("error_code") == "INVALID_PARAMETER_VALUE":
             raise RegistryError(f"{stage!r} is not a version, stage ({', '.join(STAGES)}) or {LATEST!r} "
                                 f"of registered model {name!r}; an alias is models:/{name}@ALIAS")
-        self._check(status, body, what)
+        self.check(status, body, what)
         versions = [v for v in body.get("model_versions", []) if str(v.get("version", "")).isdigit()]
         if not versions:
             raise RegistryError(f"registered model {name!r} has no version "
@@ -150,7 +150,7 @@ class MlflowRegistry:
         status, body = self._get("runs/get", {"run_id": uri.location}, what)
         if status == 404:
             raise RegistryError(f"run {uri.location} not found in MLflow at {self.site}")
-        self._check(status, body, what)
+        self.check(status, body, what)
         info = (body.get("run") or {}).get("info") or {}
         if info.get("lifecycle_stage") == "deleted":
             raise RegistryError(f"run {uri.location} is deleted in MLflow at {self.site}")
@@ -159,47 +159,56 @@ class MlflowRegistry:
     # HTTP.
 
     def _get(self, path: str, params: dict[str, Any], what: str) -> tuple[int, dict[str, Any]]:
-        """(status, JSON body) of a GET; 401/403 and unreachable servers raise RegistryError."""
+        return self.call("GET", path, what, params=params)
+
+    def call(self, method: str, path: str, what: str, *, params: dict[str, Any] | None = None,
+             body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        """(status, JSON body) of one REST call under api/2.0/mlflow; 401/403 raise RegistryError,
+        an unreachable server or 429/5xx (after the retry policy's attempts) RegistryUnavailable."""
         try:
-            return self._retry.call(lambda: self._attempt(path, params, what), retry_on=_Transient)
+            return self._retry.call(lambda: self._attempt(method, path, params, body, what), retry_on=_Transient)
         except _Transient as error:
             raise RegistryUnavailable(str(error)) from None
 
-    def _attempt(self, path: str, params: dict[str, Any], what: str) -> tuple[int, dict[str, Any]]:
+    def _attempt(self, method: str, path: str, params: dict[str, Any] | None, body: dict[str, Any] | None,
+                 what: str) -> tuple[int, dict[str, Any]]:
         headers = {"Accept": "application/json", "User-Agent": "modelwarden"}
+        doing = "reading" if method == "GET" else "writing"
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         try:
-            response = requests.get(f"{self._base}/{API}/{path}", params=params, headers=headers,
-                                    timeout=self._timeout, verify=self._verify)
+            response = requests.request(method, f"{self._base}/{API}/{path}", params=params, json=body, headers=headers,
+                                        timeout=self._timeout, verify=self._verify)
         except requests.Timeout:
-            raise _Transient(f"MLflow at {self.site} did not answer within {self._timeout:g}s (reading {what})") from None
+            raise _Transient(f"MLflow at {self.site} did not answer within {self._timeout:g}s ({doing} {what})") from None
         except requests.ConnectionError as error:
-            raise _Transient(f"MLflow at {self.site} is unreachable ({_reason(error)}) (reading {what})") from None
+            raise _Transient(f"MLflow at {self.site} is unreachable ({_reason(error)}) ({doing} {what})") from None
         except requests.RequestException as error:
-            raise RegistryError(f"request to MLflow at {self.site} failed ({type(error).__name__}) (reading {what})") from None
+            raise RegistryError(f"request to MLflow at {self.site} failed ({type(error).__name__}) ({doing} {what})") from None
         status = response.status_code
         if status in (401, 403):
             hint = "check the token" if self._token else "no token was set (MLFLOW_TRACKING_TOKEN)"
-            raise RegistryError(f"not authorised to read {what} from MLflow at {self.site} (HTTP {status}): {hint}")
+            verb = "read" if method == "GET" else "write"
+            raise RegistryError(f"not authorised to {verb} {what} from MLflow at {self.site} (HTTP {status}): {hint}")
         if status == 429 or status >= 500:
-            raise _Transient(f"MLflow at {self.site} answered HTTP {status} (reading {what})")
+            raise _Transient(f"MLflow at {self.site} answered HTTP {status} ({doing} {what})")
         try:
-            body = response.json()
+            answer = response.json()
         except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise RegistryError(f"MLflow at {self.site} answered HTTP {status} without a JSON object (reading {what}): "
+            answer = None
+        if not isinstance(answer, dict):
+            raise RegistryError(f"MLflow at {self.site} answered HTTP {status} without a JSON object ({doing} {what}): "
                                 "is the tracking URI the server's root URL?")
-        return status, body
+        return status, answer
 
-    def _check(self, status: int, body: dict[str, Any], what: str) -> None:
+    def check(self, status: int, body: dict[str, Any], what: str) -> None:
+        """Raise RegistryError for an answer other than 200, naming MLflow's error code."""
         if status != 200:
             code = body.get("error_code") or "an error"
             raise RegistryError(f"MLflow at {self.site} answered HTTP {status} {code} reading {what}")
 
     def _version(self, status: int, body: dict[str, Any], what: str) -> dict[str, Any]:
-        self._check(status, body, what)
+        self.check(status, body, what)
         version = body.get("model_version")
         if not isinstance(version, dict) or not str(version.get("version", "")).isdigit():
             raise RegistryError(f"MLflow at {self.site} answered without a model version reading {what}")

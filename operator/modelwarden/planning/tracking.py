@@ -1,0 +1,79 @@
+"""What one evaluation records in MLflow (pure): the run it belongs to, its metrics and tags.
+
+One run per (namespace, model, version, policy), found again by its identity tags, so a restarted
+operator (or another replica) keeps logging to the same run; metrics are the checks' values at
+step = the evaluation's time in whole seconds, so the run's charts are the policy's history; the
+verdict is a tag (the latest), the policy's settings are params (logged when the run is created:
+MLflow params never change, so a run keeps the settings it began with; the generation is a tag).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from modelwarden.api.driftpolicy import DriftPolicySpec, Evaluation
+from modelwarden.api.duration import format_duration
+
+TAG_PREFIX = "modelwarden.io/"
+# MLflow metric keys: alphanumerics, underscores, dashes, periods, spaces and slashes.
+_NOT_A_KEY_CHARACTER = re.compile(r"[^A-Za-z0-9_\-. /]")
+MAX_KEY = 250
+
+
+@dataclass(frozen=True)
+class TrackingRecord:
+    experiment: str
+    run_name: str
+    identity: dict[str, str]  # the tags that find the run again
+    params: dict[str, str]  # logged once, when the run is created
+    metrics: dict[str, float]
+    step: int  # the evaluation's time, whole seconds since the epoch
+    timestamp_ms: int
+    tags: dict[str, str] = field(default_factory=dict)  # set on every evaluation (the latest wins)
+
+
+def metric_key(check: str) -> str:
+    return _NOT_A_KEY_CHARACTER.sub("_", check)[:MAX_KEY]
+
+
+def tracking_record(namespace: str, policy: str, generation: int | None, spec: DriftPolicySpec, evaluation: Evaluation,
+                    model: str, version: str | None) -> TrackingRecord | None:
+    """The record of one persisted evaluation, or None when the policy does not track to MLflow."""
+    if spec.tracking is None or spec.tracking.mlflow is None:
+        return None
+    served = version or "unknown"
+    identity = {f"{TAG_PREFIX}namespace": namespace, f"{TAG_PREFIX}policy": policy, f"{TAG_PREFIX}model": model,
+                f"{TAG_PREFIX}version": served}
+    metrics = {metric_key(result.check): float(result.value) for result in evaluation.results
+               if result.value is not None and math.isfinite(result.value)}
+    if evaluation.samples is not None:
+        metrics["samples"] = float(evaluation.samples)
+    seconds = evaluation.time.timestamp()
+    tags = {f"{TAG_PREFIX}verdict": evaluation.verdict.value, f"{TAG_PREFIX}track": spec.track.value,
+            f"{TAG_PREFIX}generation": str(generation or 0)}
+    tags.update({f"{TAG_PREFIX}check/{metric_key(r.check)}": r.verdict.value for r in evaluation.results})
+    return TrackingRecord(
+        experiment=spec.tracking.mlflow.experiment or f"modelwarden/{namespace}/{model}",
+        run_name=f"{policy} {model} v{served}"[:MAX_KEY], identity=identity, params=_params(spec),
+        metrics=metrics, step=int(seconds), timestamp_ms=int(seconds * 1000), tags=tags)
+
+
+def _params(spec: DriftPolicySpec) -> dict[str, str]:
+    """The settings that give the metrics their meaning (MLflow params: at most 6000 characters each)."""
+    reference = spec.reference
+    kind = "none" if reference is None else "track" if reference.track else "offset" if reference.offset else "profile"
+    params = {"track": spec.track.value, "window": format_duration(spec.window), "interval": format_duration(spec.interval),
+              "alpha": f"{spec.alpha:g}", "minSamples": str(spec.min_samples), "failureThreshold": str(spec.failure_threshold),
+              "reference": kind}
+    if spec.drift is not None:
+        params["drift.method"] = spec.drift.method.value
+    for check in spec.performance:
+        bounds = ", ".join(f"{side} {value:g}" for side, value in (("min", check.min), ("max", check.max)) if value is not None)
+        params[f"performance.{check.metric.value}" + (f".{check.class_label}" if check.class_label else "")] = bounds
+    if spec.agreement is not None:
+        params["agreement.minRate"] = f"{spec.agreement.min_rate:g}"
+    if spec.outliers is not None:
+        params["outliers.maxRate"] = f"{spec.outliers.max_rate:g}"
+    return {key[:MAX_KEY]: value[:6000] for key, value in params.items()}

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backtest": ("modelwarden.commands.backtest", "replay a DriftPolicy over past Prometheus data: when it would have acted, its false alarms"),
     "serve": ("modelwarden.commands.serve", "serve a joblib/scikit-learn model with the metrics contract"),
     "profile": ("modelwarden.commands.profile", "build a reference profile from training data"),
+    "history": ("modelwarden.commands.history", "a DriftPolicy's evaluation history, printed or as TensorBoard event files"),
     "export-spec": ("modelwarden.commands.export_spec", "print the spec patch that makes spec.stable name what serves (SpecBehind)"),
     "fetch-model": ("modelwarden.commands.fetch_model", "download a model artifact (s3, gs, https, MLflow) into a directory: the pods' storage initializer"),
 }

@@ -86,5 +86,6 @@ def test_a_missing_policy_or_an_unreachable_prometheus_is_one_line_and_exit_1(ap
     policy_with_history(KubeClient(api_server.url))
     down = run("gate", "-n", "ml", "--kubeconfig", str(api_server.kubeconfig_path), "--prometheus", f"http://127.0.0.1:{free_port()}")
     assert down.returncode == 1 and len(down.stderr.strip().splitlines()) == 1 and "modelwarden history: http://" in down.stderr
-    bad = run("gate", "--since", "soon")
-    assert bad.returncode == 2
+    for since, step in (("soon", "1m"), ("1h", "0s")):
+        bad = run("gate", "--since", since, "--step", step)
+        assert bad.returncode == 2 and bad.stderr.startswith("modelwarden history: "), bad.stderr

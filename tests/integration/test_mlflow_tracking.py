@@ -59,3 +59,21 @@ def test_an_unreachable_or_refusing_server_is_an_error_naming_it(mlflow_server):
         "mlflow": SPEC.tracking.mlflow.model_copy(update={"experiment": "x" * 501})})}), evaluation(0, 0.99, Verdict.PASS), "fraud", "9")
     with pytest.raises(RegistryError, match="MLflow at http://127.0.0.1"):
         MlflowTracker(MlflowRegistry(mlflow_server.url)).log(bad)
+
+
+def test_a_run_found_without_its_params_gets_them_and_odd_labels_are_accepted(mlflow_server):
+    """A run whose first batch never arrived (created, then the call failed) gets its params with the
+    next evaluation; class labels MLflow would refuse as keys are logged under valid ones."""
+    namespace = f"ns-{free_port()}"
+    spec = DriftPolicySpec.model_validate({"targetRef": {"name": "income"}, "tracking": {"mlflow": {}},
+                                           "performance": [{"metric": "recall", "class": ">50K", "min": 0.5}]})
+    record = tracking_record(namespace, "gate", 1, spec, Evaluation(time=T0, verdict=Verdict.PASS, results=[
+        CheckResult(check="performance/recall/>50K", verdict=Verdict.PASS, value=0.61)]), "income", "3")
+    mlflow = client(mlflow_server.url)
+    experiment = mlflow.create_experiment(record.experiment)
+    orphan = mlflow.create_run(experiment, tags=record.identity, run_name=record.run_name)  # no params, no metrics
+    assert MlflowTracker(MlflowRegistry(mlflow_server.url)).log(record) == orphan.info.run_id
+    run = mlflow.get_run(orphan.info.run_id)
+    (key,) = [k for k in run.data.metrics]
+    assert key.startswith("performance/recall/_50K_") and run.data.metrics[key] == 0.61
+    assert any(k.startswith("performance.recall.") for k in run.data.params) and run.data.params["track"] == "stable"

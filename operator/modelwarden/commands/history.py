@@ -44,6 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         since, step = parse_duration(args.since), parse_duration(args.step)
+        if since.total_seconds() <= 0 or step.total_seconds() <= 0:
+            raise ValueError(f"--since and --step must be longer than 0 (got {args.since}, {args.step})")
     except ValueError as exc:
         print(f"modelwarden history: {exc}", file=sys.stderr)
         return 2

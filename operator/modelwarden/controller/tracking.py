@@ -2,9 +2,12 @@
 
 After the status write that persisted an evaluation succeeded, its record (planning.tracking) is
 logged in the background: a slow or failing tracking server never delays or changes a decision.
-At most once: an operator stopped before the call finishes leaves that evaluation unrecorded (the
-next one is). A failure is a Warning Event `TrackingFailed`, posted again only when its message
-changes, and the operator metric modelwarden_operator_tracking_total{outcome}.
+One policy's records go one after another, in order (so one operator never makes two runs of one
+version); while one is being logged only the newest waits, an older waiting one is dropped
+(outcome `dropped`): memory stays one record per policy however slow MLflow is. At most once: an
+operator stopped before the call finishes leaves that evaluation unrecorded (the next one is). A
+failure is a Warning Event `TrackingFailed`, posted again only when its message changes, and the
+operator metric modelwarden_operator_tracking_total{outcome}.
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ from modelwarden.retry import RetryPolicy
 logger = logging.getLogger(__name__)
 TRACKING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="policy-tracking")
 TIMEOUT_SECONDS = 10.0
+_waiting: dict[tuple[str, str], tuple[dict[str, Any], TrackingRecord]] = {}  # (namespace, policy) -> its newest record
+_logging: set[tuple[str, str]] = set()  # policies whose records are being logged now
 _background: set[asyncio.Task[None]] = set()
 _last_failure: dict[tuple[str, str], str] = {}  # (namespace, policy) -> the failure last announced (Events only)
+MAX_REMEMBERED_FAILURES = 4096
 
 
 def mlflow_sink(config: OperatorConfig) -> EvaluationSink | str:
@@ -45,10 +51,26 @@ def mlflow_sink(config: OperatorConfig) -> EvaluationSink | str:
 
 
 def record(config: OperatorConfig, reference: dict[str, Any], tracked: TrackingRecord) -> None:
-    """Log one persisted evaluation in the background."""
-    task = asyncio.create_task(_log(config, reference, tracked))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    """Log one persisted evaluation in the background, after the policy's earlier ones."""
+    meta = reference["metadata"]
+    key = (meta["namespace"], meta["name"])
+    if key in _waiting:
+        telemetry.record_tracking("dropped")  # a newer evaluation replaces the one still waiting
+    _waiting[key] = (reference, tracked)
+    if key not in _logging:
+        _logging.add(key)
+        task = asyncio.create_task(_drain(config, key))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+async def _drain(config: OperatorConfig, key: tuple[str, str]) -> None:
+    try:
+        while key in _waiting:
+            reference, tracked = _waiting.pop(key)
+            await _log(config, reference, tracked)
+    finally:
+        _logging.discard(key)
 
 
 async def _log(config: OperatorConfig, reference: dict[str, Any], tracked: TrackingRecord) -> None:
@@ -63,6 +85,8 @@ async def _log(config: OperatorConfig, reference: dict[str, Any], tracked: Track
         telemetry.record_tracking("failed")
         message = f"the evaluation was not recorded in MLflow: {exc}"[:1024]
         if _last_failure.get(key) != message:
+            if len(_last_failure) >= MAX_REMEMBERED_FAILURES:  # deleted policies: forget them all, at worst an Event again
+                _last_failure.clear()
             _last_failure[key] = message
             kopf.event(reference, type="Warning", reason="TrackingFailed", message=message)
         logger.warning("%s/%s: %s", *key, message)

@@ -4,8 +4,10 @@ Two sources. The policy's status: the ring buffer of past evaluations (verdicts 
 that failed) and the last evaluation's check values. The operator's own metrics over a time
 range, when they are scraped (docs/driftpolicy.md, "Operator metrics"): every check's value
 (modelwarden_operator_check_value) and the largest features' drift scores
-(modelwarden_operator_drift_score). Steps are the evaluations' times in whole seconds, as in the
-MLflow runs of spec.tracking, so the same evaluation has the same step everywhere.
+(modelwarden_operator_drift_score). Steps are whole seconds since the epoch: from status, the
+evaluations' times (as in the MLflow runs of spec.tracking); from Prometheus, the range query's
+grid (a gauge repeats one evaluation's value until the next, so an interval of 5m at a step of
+1m shows five equal points).
 """
 
 from __future__ import annotations

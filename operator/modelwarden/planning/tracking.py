@@ -9,6 +9,7 @@ MLflow params never change, so a run keeps the settings it began with; the gener
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -17,9 +18,11 @@ from modelwarden.api.driftpolicy import DriftPolicySpec, Evaluation
 from modelwarden.api.duration import format_duration
 
 TAG_PREFIX = "modelwarden.io/"
-# MLflow metric keys: alphanumerics, underscores, dashes, periods, spaces and slashes.
+# MLflow keys: alphanumerics, underscores, dashes, periods, spaces and slashes, at most 250
+# characters, and no path that normalises to another ("a//b", "a/../b", "a/"); values are bounded too.
 _NOT_A_KEY_CHARACTER = re.compile(r"[^A-Za-z0-9_\-. /]")
 MAX_KEY = 250
+MAX_TAG_VALUE = 5000
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,16 @@ class TrackingRecord:
     tags: dict[str, str] = field(default_factory=dict)  # set on every evaluation (the latest wins)
 
 
-def metric_key(check: str) -> str:
-    return _NOT_A_KEY_CHARACTER.sub("_", check)[:MAX_KEY]
+def metric_key(name: str, room: int = MAX_KEY) -> str:
+    """An MLflow key for ``name`` within ``room`` characters. A name that had to change (characters
+    MLflow refuses, a path MLflow would normalise, too long) gets a short hash of the original, so
+    two names never share a key ("a+b" and "a_b" stay apart)."""
+    parts = [part.strip() for part in _NOT_A_KEY_CHARACTER.sub("_", name).split("/")]
+    key = "/".join(part if part not in ("", ".", "..") else "_" for part in parts)
+    if key == name and len(key) <= room:
+        return key
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{key[:room - 9]}_{digest}"
 
 
 def tracking_record(namespace: str, policy: str, generation: int | None, spec: DriftPolicySpec, evaluation: Evaluation,
@@ -44,8 +55,8 @@ def tracking_record(namespace: str, policy: str, generation: int | None, spec: D
     if spec.tracking is None or spec.tracking.mlflow is None:
         return None
     served = version or "unknown"
-    identity = {f"{TAG_PREFIX}namespace": namespace, f"{TAG_PREFIX}policy": policy, f"{TAG_PREFIX}model": model,
-                f"{TAG_PREFIX}version": served}
+    identity = {f"{TAG_PREFIX}{key}": value.replace("'", "_").replace("\\", "_")[:MAX_TAG_VALUE]  # the search filter quotes them
+                for key, value in (("namespace", namespace), ("policy", policy), ("model", model), ("version", served))}
     metrics = {metric_key(result.check): float(result.value) for result in evaluation.results
                if result.value is not None and math.isfinite(result.value)}
     if evaluation.samples is not None:
@@ -53,7 +64,8 @@ def tracking_record(namespace: str, policy: str, generation: int | None, spec: D
     seconds = evaluation.time.timestamp()
     tags = {f"{TAG_PREFIX}verdict": evaluation.verdict.value, f"{TAG_PREFIX}track": spec.track.value,
             f"{TAG_PREFIX}generation": str(generation or 0)}
-    tags.update({f"{TAG_PREFIX}check/{metric_key(r.check)}": r.verdict.value for r in evaluation.results})
+    prefix = f"{TAG_PREFIX}check/"
+    tags.update({prefix + metric_key(r.check, MAX_KEY - len(prefix)): r.verdict.value for r in evaluation.results})
     return TrackingRecord(
         experiment=spec.tracking.mlflow.experiment or f"modelwarden/{namespace}/{model}",
         run_name=f"{policy} {model} v{served}"[:MAX_KEY], identity=identity, params=_params(spec),
@@ -76,4 +88,4 @@ def _params(spec: DriftPolicySpec) -> dict[str, str]:
         params["agreement.minRate"] = f"{spec.agreement.min_rate:g}"
     if spec.outliers is not None:
         params["outliers.maxRate"] = f"{spec.outliers.max_rate:g}"
-    return {key[:MAX_KEY]: value[:6000] for key, value in params.items()}
+    return {metric_key(key): value[:6000] for key, value in params.items()}

@@ -202,10 +202,11 @@ class MlflowRegistry:
         return status, answer
 
     def check(self, status: int, body: dict[str, Any], what: str) -> None:
-        """Raise RegistryError for an answer other than 200, naming MLflow's error code."""
+        """Raise RegistryError for an answer other than 200, naming MLflow's error code and message."""
         if status != 200:
             code = body.get("error_code") or "an error"
-            raise RegistryError(f"MLflow at {self.site} answered HTTP {status} {code} reading {what}")
+            said = f": {body['message']}" if isinstance(body.get("message"), str) and body["message"] else ""
+            raise RegistryError(self._one_line(f"MLflow at {self.site} answered HTTP {status} {code} for {what}{said}"))
 
     def _version(self, status: int, body: dict[str, Any], what: str) -> dict[str, Any]:
         self.check(status, body, what)

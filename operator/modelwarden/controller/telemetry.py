@@ -35,7 +35,7 @@ EVALUATION_DURATION = Histogram("modelwarden_operator_evaluation_duration_second
                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 CANARY_WEIGHT = Gauge("modelwarden_operator_canary_weight", "Percent of traffic on the canary track as applied.",
                       ["namespace", "modeldeployment"])
-TRACKING = Counter("modelwarden_operator_tracking", "Evaluations recorded in MLflow (spec.tracking), by outcome: logged, failed.",
+TRACKING = Counter("modelwarden_operator_tracking", "Evaluations recorded in MLflow (spec.tracking), by outcome: logged, failed, dropped (replaced while MLflow was busy).",
                    ["outcome"])
 RECONCILES = Counter("modelwarden_operator_reconciles", "ModelDeployment reconciles by outcome: written (status changed), "
                      "unchanged, stale (a view older than our last write: skipped), conflict (409: decided again).",

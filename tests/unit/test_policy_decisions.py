@@ -335,7 +335,7 @@ def test_an_adopted_job_gets_back_the_lineage_it_was_told_and_a_garbled_context_
     adopted = decide.adopt_unrecorded_job(DriftPolicyStatus(), [job_state(job)]).last_retrain
     assert (adopted.job_name, adopted.breach_id, adopted.checks, adopted.parent_version) == (
         "gate-retrain-1", "ml/gate-retrain-1", ["drift/features"], "3")
-    assert (adopted.window_start, adopted.window_end) == (T0, T0 + datetime.timedelta(minutes=30))
+    assert (adopted.window_start, adopted.window_end) == (told.window_start, told.window_end)  # the data window it was told
     job["spec"]["template"]["metadata"]["annotations"][CONTEXT_ANNOTATION] = '{"MODELWARDEN_WINDOW_START": "yesterday"}'
     garbled = decide.adopt_unrecorded_job(DriftPolicyStatus(), [job_state(job)]).last_retrain
     assert garbled.job_name == "gate-retrain-1" and garbled.breach_id is None and garbled.checks == []

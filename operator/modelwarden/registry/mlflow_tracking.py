@@ -74,7 +74,8 @@ class MlflowTracker:
         return str(body["run"]["info"]["run_id"]), False
 
     def _find(self, experiment: str, record: TrackingRecord, what: str) -> tuple[str, bool] | None:
-        matches = " and ".join(f"tags.`{key}` = '{_quoted(value)}'" for key, value in sorted(record.identity.items()))
+        # planning.tracking keeps quotes and backslashes out of identity values, so they sit in '...' as they are.
+        matches = " and ".join(f"tags.`{key}` = '{value}'" for key, value in sorted(record.identity.items()))
         status, body = self.server.call("POST", "runs/search", what, body={
             "experiment_ids": [experiment], "filter": matches, "max_results": 10, "order_by": ["attributes.start_time ASC"]})
         self.server.check(status, body, what)
@@ -83,7 +84,3 @@ class MlflowTracker:
             return None
         return str(runs[0]["info"]["run_id"]), bool((runs[0].get("data") or {}).get("params"))
 
-
-def _quoted(value: str) -> str:
-    """A value inside MLflow's single-quoted filter string (planning.tracking keeps quotes out of identities)."""
-    return value

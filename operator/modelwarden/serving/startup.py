@@ -77,9 +77,10 @@ def load_service(config: ServeConfig) -> ModelService:
         raise StartupError(
             f"the model takes {runner.n_features} features but the profile lists {len(profile.features)}"
         )
-    if profile is not None and config.metrics and config.max_series:
+    series = series_count(profile) if profile is not None and config.metrics else None
+    spent = series.total if series is not None else 0  # the profile's series (a paired model's come on top)
+    if series is not None and config.max_series:
         # Refused here rather than discovered by Prometheus: every pod of every track multiplies it.
-        series = series_count(profile)
         if series.total > config.max_series:
             raise StartupError(
                 f"the profile {profile_path(config, artifact)} would export {series.total} series per server process "
@@ -111,7 +112,6 @@ def load_service(config: ServeConfig) -> ModelService:
         raise StartupError(f"cannot open the prediction log {config.prediction_log}: {exc.strerror}") from exc
     if paired is not None:
         pairs = PairedScoring.series(service.classes, paired)
-        spent = series_count(profile).total if profile is not None else 0
         if config.max_series and spent + pairs > config.max_series:
             service.warnings = (*service.warnings, f"the paired model would add {pairs} series (classes × its classes) "
                                 f"to {spent}, more than --max-series {config.max_series}: requests are not paired")

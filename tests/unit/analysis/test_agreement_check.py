@@ -146,3 +146,11 @@ def test_a_shadow_agreeing_exactly_at_the_minimum_fails_at_most_alpha_of_its_rol
 def test_a_shadow_that_disagrees_more_is_failed_within_ten_minutes():
     fails = _rollouts(agreement=0.95, runs=40, seed=73, minutes=10)
     assert all(f is not None for f in fails), fails
+
+
+def test_a_nan_or_negative_pair_count_from_prometheus_is_an_error_never_a_fail():
+    for bad in (float("nan"), -3.0):
+        provider = _Paired({("a", "a"): 10.0, ("a", "b"): bad})
+        report = evaluate(_spec(), Target("m", versions={"shadow": "2", "stable": "1"}), provider, NOW).report
+        (check,) = [r for r in report.evaluation.results if r.check == "agreement/rate"]
+        assert check.verdict is Verdict.ERROR and "invalid data from Prometheus" in check.message

@@ -62,8 +62,12 @@ def test_schema_is_structural_and_documented(name):
             preserved.append(path)
         if path.startswith(("$.spec.", "$.status.")) and not path.endswith("[]") and not path.endswith(".*"):
             assert node.get("description"), f"{path} has no description"
-    # Only pod templates (and parts of them, and free-form metadata maps) may keep unknown fields.
-    assert all(p.endswith(("template", "metadata")) or ".template." in p for p in preserved), preserved
+    # Only pod templates (and parts of them, and free-form metadata maps) may keep unknown fields, and
+    # what another system validates when the operator hands it over: an Argo Workflow spec, an
+    # Airflow run's conf, a Kubeflow run's parameters.
+    handed_over = ("$.spec.actions.retrain.argoWorkflow.workflowSpec", "$.spec.actions.retrain.airflow.conf",
+                   "$.spec.actions.retrain.kubeflow.parameters")
+    assert all(p.endswith(("template", "metadata")) or ".template." in p or p.startswith(handed_over) for p in preserved), preserved
     assert version["subresources"] == {"status": {}}
     assert crd["spec"]["names"]["categories"] == ["modelwarden"]
     assert crd["spec"]["names"]["shortNames"]

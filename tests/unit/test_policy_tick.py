@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 from modelwarden.api.driftpolicy import DriftPolicyStatus, RetrainStatus, Verdict
+from modelwarden.builders.jobs import retrain_job
 from modelwarden.planning import policy, tick
 from modelwarden.planning.retraining import JobOutcome, JobState
 from tests.unit.test_policy_decisions import T0, ctx, evaluation
@@ -23,6 +24,12 @@ def ticks(context, verdicts, status=None):
         decisions.append(decision)
         status = decision.status
     return decisions
+
+
+def job_of(context, decision):
+    """The Job the decided run becomes with the Job backend (retrainers/job.py builds it so)."""
+    run = decision.run
+    return None if run is None else retrain_job(run.owner, context.spec.actions.retrain.job_template, run.name, run.trigger, run.context)
 
 
 def test_needs_an_evaluation_only_when_due_and_the_target_exists():
@@ -56,11 +63,12 @@ def test_a_breach_decides_rollback_and_one_job_with_its_body_in_one_tick():
     template = {"template": {"spec": {"containers": [{"name": "train", "image": "trainer"}]}}}
     context = ctx(actions={"rollback": True, "retrain": {"jobTemplate": template, "cooldown": "1h"}})
     first, breach = ticks(context, [F, F])
-    assert first.retrain is None and first.job is None and not first.rollback_requested
+    assert first.retrain is None and first.run is None and not first.rollback_requested
     assert breach.rollback_requested and breach.retrain is not None
-    assert breach.job["metadata"]["name"] == breach.retrain.job_name == breach.status.last_retrain.job_name
-    assert breach.job["metadata"]["labels"]["modelwarden.io/trigger"] == "breach"
-    env = {e["name"]: e["value"] for e in breach.job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    job = job_of(context, breach)
+    assert job["metadata"]["name"] == breach.retrain.job_name == breach.status.last_retrain.job_name
+    assert job["metadata"]["labels"]["modelwarden.io/trigger"] == "breach"
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODELWARDEN_TRIGGER"] == "Breach" and env["MODELWARDEN_VERSION"] == "2"
     assert env["MODELWARDEN_WINDOW_END"] == "2026-01-01T00:01:00Z"  # the window the breaching evaluation judged
     assert [e.reason for e in breach.events] == ["RollbackRequested", "RetrainLaunched"]
@@ -70,7 +78,7 @@ def test_a_breach_decides_rollback_and_one_job_with_its_body_in_one_tick():
 def test_a_refused_job_is_not_recorded_and_the_next_tick_asks_again():
     breach = ticks(ctx(), [F, F])[-1]
     failed = breach.launch_failed("ApiException: 403 Forbidden")
-    assert failed.job is None and failed.retrain is None and failed.status.last_retrain is None
+    assert failed.run is None and failed.retrain is None and failed.status.last_retrain is None
     assert [e.reason for e in failed.events] == ["RollbackRequested", "RetrainFailed"]
     assert failed.notification == breach.notification  # the alert still goes out
     again = ticks(ctx(), [F], failed.status)[-1]
@@ -83,13 +91,13 @@ def test_a_finished_job_and_a_manual_trigger_in_the_same_tick():
     decision = tick.decide_tick(ctx(), running, tick.Observations(target_found=True, job=done, retrain_token="t1"), T0 + 2 * MINUTE)
     assert decision.finished == JobOutcome.SUCCEEDED
     assert [e.reason for e in decision.events] == ["RetrainSucceeded", "RetrainResultInvalid", "RetrainLaunched"]
-    assert decision.status.retrain_token == "t1" and decision.job["metadata"]["labels"]["modelwarden.io/trigger"] == "manual"
+    assert decision.status.retrain_token == "t1" and job_of(ctx(), decision)["metadata"]["labels"]["modelwarden.io/trigger"] == "manual"
 
 
 def test_suspended_and_missing_target_never_act():
     token = tick.Observations(target_found=True, retrain_token="t1")
     paused = tick.decide_tick(ctx(suspend=True), DriftPolicyStatus(), token, T0)
-    assert paused.status.phase.value == "Suspended" and paused.job is None and paused.retrain is None
+    assert paused.status.phase.value == "Suspended" and paused.run is None and paused.retrain is None
     missing = tick.decide_tick(ctx(), DriftPolicyStatus(), tick.Observations(target_found=False), T0)
     assert missing.status.phase.value == "Error" and [e.reason for e in missing.events] == ["EvaluationError"]
     assert paused.next_at is None and missing.next_at is None  # nothing will be evaluated: no due time to wake for

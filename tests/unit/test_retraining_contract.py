@@ -17,7 +17,7 @@ from modelwarden.contract.retraining import (
     from_model_version,
     parse_termination_message,
 )
-from modelwarden.controller.retrainresults import termination_message
+from modelwarden.retrainers.job import termination_message
 from tests.unit.test_retrain_and_notifications import CONTEXT, OWNER, TEMPLATE
 from tests.validation import validate_any
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from modelwarden.api.common import PROMETHEUS_LABEL_NAME_PATTERN, ApiModel, BasicAuth, SecretKeyRef, cel_rules, cel_string
 from modelwarden.api.duration import Duration
@@ -21,6 +21,9 @@ from modelwarden.api.fields import (
     check_headers,
     header_rules,
 )
+from modelwarden.api.retrainers import AirflowRetrain, ArgoWorkflowRetrain, KubeflowRetrain
+
+BACKENDS = ("jobTemplate", "argoWorkflow", "airflow", "kubeflow")
 
 
 class SlackAlert(ApiModel):
@@ -131,22 +134,53 @@ class JobTemplate(ApiModel):
 
 
 class RetrainSpec(ApiModel):
-    """Launch a retraining Job on a breach and/or on a schedule."""
+    """Launch a retraining run on a breach and/or on a schedule: a batch/v1 Job, an Argo Workflow,
+    an Airflow DAG run or a Kubeflow Pipelines run (exactly one)."""
 
-    job_template: JobTemplate
-    """The Job to run; context arrives as MODELWARDEN_* environment variables."""
+    model_config = cel_rules(
+        (" + ".join(f"(has(self.{b}) ? 1 : 0)" for b in BACKENDS) + " == 1",
+         "spec.actions.retrain: set exactly one of jobTemplate, argoWorkflow, airflow and kubeflow", ""),
+        ("!has(self.schedule) || has(self.jobTemplate)",
+         "spec.actions.retrain.schedule: only a jobTemplate runs on the operator's schedule (schedule a DAG, "
+         "CronWorkflow or recurring run in its own system)", ".schedule"))
+
+    job_template: JobTemplate | None = None
+    """A batch/v1 Job to run; context arrives as MODELWARDEN_* environment variables."""
+    argo_workflow: ArgoWorkflowRetrain | None = None
+    """Or an Argo Workflow; context arrives as MODELWARDEN_* workflow arguments."""
+    airflow: AirflowRetrain | None = None
+    """Or an Airflow DAG run; context arrives as the run's conf."""
+    kubeflow: KubeflowRetrain | None = None
+    """Or a Kubeflow Pipelines run; context arrives as one JSON parameter."""
     cooldown: Duration = timedelta(hours=24)
-    """Minimum time between breach-triggered Jobs."""
+    """Minimum time between breach-triggered runs."""
     schedule: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra={
         "x-kubernetes-validations": [{"rule": f"self.matches({cel_string(CRON_PATTERN)})", "message": CRON_MESSAGE}]})
-    """Cron expression (five fields, as a CronJob takes it) or @hourly/@daily/@weekly/@monthly/@yearly for a CronJob owned by the policy."""
+    """Cron expression (five fields, as a CronJob takes it) or @hourly/@daily/@weekly/@monthly/@yearly for a CronJob owned by the policy (jobTemplate only)."""
     on_breach: bool = True
-    """Launch a Job when the policy breaches (after failureThreshold)."""
+    """Launch a run when the policy breaches (after failureThreshold)."""
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, schedule: str | None) -> str | None:
         return None if schedule is None else check_cron(schedule)
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> RetrainSpec:
+        if sum(b is not None for b in (self.job_template, self.argo_workflow, self.airflow, self.kubeflow)) != 1:
+            raise ValueError("retrain: set exactly one of jobTemplate, argoWorkflow, airflow and kubeflow")
+        if self.schedule is not None and self.job_template is None:
+            raise ValueError("retrain.schedule: only a jobTemplate runs on the operator's schedule")
+        return self
+
+    @property
+    def backend(self) -> str:
+        """Job, ArgoWorkflow, Airflow or Kubeflow: what status.lastRetrain.backend says."""
+        if self.argo_workflow is not None:
+            return "ArgoWorkflow"
+        if self.airflow is not None:
+            return "Airflow"
+        return "Kubeflow" if self.kubeflow is not None else "Job"
 
 
 class ActionsSpec(ApiModel):
@@ -157,4 +191,4 @@ class ActionsSpec(ApiModel):
     rollback: bool = False
     """Roll back the target track (abort a canary; revert stable to the previous version)."""
     retrain: RetrainSpec | None = None
-    """Retraining Jobs."""
+    """Retraining runs (Job, Argo Workflow, Airflow DAG run or Kubeflow Pipelines run)."""

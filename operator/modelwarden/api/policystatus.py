@@ -153,14 +153,16 @@ class RetrainResult(ApiModel):
     run_id: str | None = None
     """The MLflow run that produced it."""
     reported_by: str
-    """terminationMessage or mlflow."""
+    """terminationMessage, workflowOutput (an Argo output parameter) or mlflow."""
 
 
 class RetrainStatus(ApiModel):
-    """The last retraining Job."""
+    """The last retraining run (a Job, an Argo Workflow, an Airflow DAG run or a Kubeflow run)."""
 
     job_name: str
-    """The Job's name."""
+    """The run's name: the Job's or Workflow's; Airflow's dag_run_id and Kubeflow's display name are modelwarden.NAMESPACE.NAME."""
+    backend: str | None = None
+    """Where it runs: Job (when unset), ArgoWorkflow, Airflow or Kubeflow."""
     started_at: datetime
     """When it was created."""
     finished_at: datetime | None = None

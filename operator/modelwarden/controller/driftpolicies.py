@@ -40,7 +40,6 @@ from modelwarden.controller import policyloop, telemetry, tracking
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo
 from modelwarden.controller.resolution import mlflow_registry
-from modelwarden.controller.retrainresults import read_result
 from modelwarden.controller.status import status_changes
 from modelwarden.contract.kubernetes import (
     DRIFTPOLICIES,
@@ -63,7 +62,9 @@ from modelwarden.planning import tick
 from modelwarden.planning.notification import AlertContext, Notification
 from modelwarden.planning.egress import EgressRules
 from modelwarden.planning.policy import PolicyContext, evaluation_budget
-from modelwarden.planning.retraining import JobOutcome, JobState, RetrainTarget, job_state
+from modelwarden.planning.retraining import JobOutcome, JobResult, JobState, RetrainRun, RetrainTarget, job_state
+from modelwarden.retrainers import factory as retrainers
+from modelwarden.retrainers.base import BackendUnavailable, ResultSource, Retrainer
 from modelwarden.planning.tracking import tracking_record
 
 NOTIFY_DEADLINE_SECONDS = 30.0
@@ -148,7 +149,12 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     loop = asyncio.get_running_loop()
     target = next(iter(policy_targets.get((namespace, spec.target_ref.name), [])), None)
     ctx = _context(policy, namespace, name, uid, target, memo.config)
-    jobs = tuple(retrain_jobs.get((namespace, name), []))
+    retrain = spec.actions.retrain
+    # Jobs found by the watch are this policy's runs only while it retrains with Jobs.
+    jobs = tuple(retrain_jobs.get((namespace, name), [])) if retrain is None or retrain.job_template is not None else ()
+    results = ResultSource(memo.config.mlflow_tracking_uri, memo.config.mlflow_tracking_token, mlflow_registry)
+    retrainer = retrainers.build(retrain, memo.kube, namespace, opted_in_secret_reader(memo.kube, namespace), memo.config.egress,
+                                 results, jobs)
     indexed_cronjob = next(iter(retrain_cronjobs.get((namespace, name), [])), None)
 
     # Gather.
@@ -156,10 +162,7 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     need = tick.needs(ctx, previous, jobs, target is not None, now, annotations.get(EVALUATE_ANNOTATION))
     job = None
     if need.job is not None:
-        job = await loop.run_in_executor(KUBE_CALLS, _observed_job, memo.kube, need.job, jobs, namespace)
-        if job is not None and job.outcome is JobOutcome.SUCCEEDED:  # what it produced: a candidate, or why not
-            result = await loop.run_in_executor(KUBE_CALLS, read_result, memo.kube, memo.config, mlflow_registry, namespace, job.name)
-            job = dataclasses.replace(job, result=result)
+        job = await loop.run_in_executor(KUBE_CALLS, _observed_run, retrainer, need.job, namespace, name)
     evaluation = None
     if need.evaluation is not None:
         assert target is not None
@@ -183,8 +186,8 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
         telemetry.record_action(namespace, name, "rollback", "requested")
     if decision.cronjob is not None or decision.delete_cronjob is not None:
         await loop.run_in_executor(KUBE_CALLS, _sync_cronjob, memo.kube, namespace, decision, indexed_cronjob)
-    if decision.job is not None:
-        error = await loop.run_in_executor(KUBE_CALLS, _create, memo.kube, decision.job)
+    if decision.run is not None:
+        error = await loop.run_in_executor(KUBE_CALLS, _launch, retrainer, decision.run)
         telemetry.record_action(namespace, name, "retrain", "error" if error else "launched")
         if error:
             decision = decision.launch_failed(error)
@@ -217,9 +220,12 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
         task = asyncio.create_task(_notify(memo.kube, memo.config.egress, reference, spec.actions.alert, decision.notification, namespace, name))
         _background.add(task)
         task.add_done_callback(_background.discard)
-    if decision.next_at is None:  # suspended or without a target: only a change (a watch event) or the fallback
-        return memo.config.policy_tick
-    return (decision.next_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    due = memo.config.policy_tick if decision.next_at is None else (  # None: suspended or without a target
+        decision.next_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    running = decision.status.last_retrain is not None and decision.status.last_retrain.outcome == JobOutcome.RUNNING
+    if running and retrainer.poll_seconds is not None:  # no watch tells when it finishes: ask again
+        return min(due, retrainer.poll_seconds)
+    return due
 
 
 def _context(policy: DriftPolicy, namespace: str, name: str, uid: str, target: TargetInfo | None, config: OperatorConfig) -> PolicyContext:
@@ -241,13 +247,21 @@ def _context(policy: DriftPolicy, namespace: str, name: str, uid: str, target: T
     )
 
 
-def _observed_job(kube: KubeApi, job_name: str, indexed: tuple[JobState, ...], namespace: str) -> JobState | None:
-    """The running retraining Job from the index; by name only when the index has not seen it (yet)."""
-    found = next((job for job in indexed if job.name == job_name), None)
-    if found is None:
-        body = kube.get("batch/v1", "Job", namespace, job_name)
-        found = job_state(body) if body else None
-    return found
+def _observed_run(retrainer: Retrainer, run_name: str, namespace: str, policy: str) -> JobState | None:
+    """The running retraining run as its backend reports it, with its result once it succeeded. A
+    backend that cannot say now leaves it running (asked again next tick): never a made-up outcome."""
+    try:
+        found = retrainer.observe(run_name)
+    except BackendUnavailable as exc:
+        logger.warning("%s/%s: cannot follow %s %s: %s", namespace, policy, retrainer.noun, run_name, exc)
+        return JobState(run_name, JobOutcome.RUNNING)
+    if found is None or found.outcome is not JobOutcome.SUCCEEDED:
+        return found
+    try:  # what it produced: a candidate, or why not
+        result = retrainer.result(run_name)
+    except BackendUnavailable as exc:
+        result = JobResult(unavailable=str(exc))
+    return dataclasses.replace(found, result=result)
 
 
 def _sync_cronjob(kube: KubeApi, namespace: str, decision: tick.Tick, current: dict[str, Any] | None) -> None:
@@ -264,10 +278,10 @@ def _sync_cronjob(kube: KubeApi, namespace: str, decision: tick.Tick, current: d
         logger.warning("%s/%s: cannot apply the retraining CronJob: %s", namespace, desired["metadata"]["name"], describe_error(exc))
 
 
-def _create(kube: KubeApi, job: dict[str, Any]) -> str | None:
-    """Create the Job; one that already exists (409: a retry or a restart) counts as created."""
+def _launch(retrainer: Retrainer, run: RetrainRun) -> str | None:
+    """Launch the run; one that exists already (a retry or a restart) counts as launched."""
     try:
-        kube.create(job)
+        retrainer.launch(run)
         return None
     except Exception as exc:
         return describe_error(exc)

@@ -20,7 +20,7 @@ from modelwarden.planning.budget import spent
 from modelwarden.contract.kubernetes import RETRAIN_ANNOTATION
 from modelwarden.planning.notification import AlertContext, Notification, build_notification
 from modelwarden.planning.retraining import (JobOutcome, JobState, RetrainRequest, RetrainTarget, Trigger, note_unreadable,
-                                             record_result, retrain_job_name)
+                                             record_result, retrain_job_name, run_noun)
 from modelwarden.planning.types import Event
 from modelwarden.planning.winner import next_winner
 
@@ -259,7 +259,7 @@ def follow_job(previous: DriftPolicyStatus, job: JobState | None, now: datetime.
     if retrain is None or retrain.outcome != JobOutcome.RUNNING:
         return step
     if job is None:
-        job = JobState(retrain.job_name, JobOutcome.FAILED, now, "the Job no longer exists")
+        job = JobState(retrain.job_name, JobOutcome.FAILED, now, f"the {run_noun(retrain.backend)} no longer exists")
     unreadable = job.result.unavailable if job.result is not None else None
     if unreadable:  # read again next tick
         note_unreadable(retrain, unreadable, step.events)
@@ -269,7 +269,7 @@ def follow_job(previous: DriftPolicyStatus, job: JobState | None, now: datetime.
     took = f" after {int((retrain.finished_at - retrain.started_at).total_seconds())}s"
     detail = f": {job.message}" if job.message else ""
     step.events.append(Event("Normal" if job.outcome == JobOutcome.SUCCEEDED else "Warning", f"Retrain{job.outcome.value}",
-                             f"Job {job.name} ({retrain.trigger}) {job.outcome.value.lower()}{took}{detail}"))
+                             f"{run_noun(retrain.backend)} {job.name} ({retrain.trigger}) {job.outcome.value.lower()}{took}{detail}"))
     if job.outcome == JobOutcome.SUCCEEDED:
         record_result(retrain, job.result, step.events)
     return step
@@ -293,12 +293,14 @@ def manual_retrain(ctx: PolicyContext, previous: DriftPolicyStatus, token: str |
 def launched(ctx: PolicyContext, previous: DriftPolicyStatus, request: RetrainRequest, now: datetime.datetime) -> Step:
     """Record a created (or already existing) retraining Job."""
     status = previous.model_copy(deep=True)
-    status.last_retrain = RetrainStatus(job_name=request.job_name, started_at=now, trigger=request.trigger.value)
+    backend = ctx.spec.actions.retrain.backend if ctx.spec.actions.retrain else "Job"
+    status.last_retrain = RetrainStatus(job_name=request.job_name, started_at=now, trigger=request.trigger.value,
+                                        backend=None if backend == "Job" else backend)
     status.last_action = ActionRecord(type="Retrain", time=now, reason=request.reason)
     if request.token is not None:
         status.retrain_token = request.token
     return Step(status, [Event("Normal", "RetrainLaunched",
-                               f"Job {request.job_name} for {ctx.target_text} ({request.trigger.value}): {request.reason}")])
+                               f"{run_noun(backend)} {request.job_name} for {ctx.target_text} ({request.trigger.value}): {request.reason}")])
 
 
 def _decide_breach_retrain(ctx: PolicyContext, status: DriftPolicyStatus, evaluation: Evaluation, failed: list[str],
@@ -312,7 +314,7 @@ def _decide_breach_retrain(ctx: PolicyContext, status: DriftPolicyStatus, evalua
         return  # this breach already has its Job
     blocked = None
     if _running(status):
-        blocked = f"Job {last.job_name} is still running"  # type: ignore[union-attr]
+        blocked = f"{run_noun(last.backend)} {last.job_name} is still running"  # type: ignore[union-attr]
     elif last is not None and now - last.started_at < retrain.cooldown:
         blocked = f"cooldown until {(last.started_at + retrain.cooldown).isoformat()}"
     if blocked:

@@ -12,9 +12,18 @@ from typing import Any
 
 from modelwarden.api.duration import parse_timestamp
 from modelwarden.api.policystatus import RetrainResult, RetrainStatus
+from modelwarden.builders.jobs import PolicyOwner, RetrainContext
 from modelwarden.contract.kubernetes import TRIGGER_LABEL
 from modelwarden.contract.retraining import CONTEXT_ANNOTATION, ReportedModel
 from modelwarden.planning.types import Event
+
+
+NOUNS = {"Job": "Job", "ArgoWorkflow": "Workflow", "Airflow": "Airflow DAG run", "Kubeflow": "Kubeflow run"}
+
+
+def run_noun(backend: str | None) -> str:
+    """What Events call a run of this backend."""
+    return NOUNS.get(backend or "Job", "Job")
 
 
 class JobOutcome(str, Enum):
@@ -92,6 +101,17 @@ class RetrainRequest:
     token: str | None = None  # the manual trigger's annotation value
 
 
+@dataclass(frozen=True)
+class RetrainRun:
+    """A retraining run to launch in the policy's backend: its deterministic name (so launching it
+    twice is a no-op) and what it is told."""
+
+    name: str
+    trigger: str
+    context: RetrainContext
+    owner: PolicyOwner
+
+
 def job_state(job: dict[str, Any]) -> JobState:
     """Running until a Complete or Failed condition (or a success count) says otherwise."""
     status = job.get("status") or {}
@@ -128,17 +148,19 @@ def record_result(retrain: RetrainStatus, result: JobResult | None, events: list
         retrain.result = RetrainResult(model_uri=model.model_uri, version=model.version, model_version=model.model_version,
                                        run_id=model.run_id, reported_by=model.reported_by)
         retrain.result_error = None  # e.g. "cannot be read yet" from an earlier tick
-        events.append(Event("Normal", "RetrainResult", f"Job {retrain.job_name} produced {model.model_uri} (version "
+        events.append(Event("Normal", "RetrainResult", f"{run_noun(retrain.backend)} {retrain.job_name} produced {model.model_uri} (version "
                                                        f"{model.version}, reported by {model.reported_by})"))
         return
-    retrain.result_error = ((result.problem if result else None) or "the Job reported no model")[:1024]
-    events.append(Event("Warning", "RetrainResultInvalid", f"Job {retrain.job_name}: {retrain.result_error}; nothing rolls out"))
+    retrain.result_error = ((result.problem if result else None) or f"the {run_noun(retrain.backend)} reported no model")[:1024]
+    events.append(Event("Warning", "RetrainResultInvalid", f"{run_noun(retrain.backend)} {retrain.job_name}: {retrain.result_error}; "
+                                                           "nothing rolls out"))
 
 
 def note_unreadable(retrain: RetrainStatus, why: str, events: list[Event]) -> None:
     """A succeeded Job whose result cannot be read now (the API or MLflow failing): it stays Running
     and is asked again next tick; said once (status.lastRetrain.resultError, Event RetrainResultUnavailable)."""
-    message = f"the Job succeeded; its result cannot be read yet (asked again each tick): {why}"[:1024]
+    noun = run_noun(retrain.backend)
+    message = f"the {noun} succeeded; its result cannot be read yet (asked again each tick): {why}"[:1024]
     if retrain.result_error != message:
         retrain.result_error = message
-        events.append(Event("Warning", "RetrainResultUnavailable", f"Job {retrain.job_name}: {message}"))
+        events.append(Event("Warning", "RetrainResultUnavailable", f"{noun} {retrain.job_name}: {message}"))

@@ -16,13 +16,13 @@ from typing import Any
 
 from modelwarden.api.common import find_condition, set_condition
 from modelwarden.api.driftpolicy import DriftPolicyStatus, Evaluation
-from modelwarden.builders.jobs import PolicyOwner, RetrainContext, retrain_cronjob, retrain_job
+from modelwarden.builders.jobs import PolicyOwner, RetrainContext, retrain_cronjob
 from modelwarden.contract.kubernetes import EVALUATE_ANNOTATION
 from modelwarden.contract.retraining import breach_id
 from modelwarden.planning import policy
 from modelwarden.planning.notification import Notification
 from modelwarden.planning.policy import PolicyContext
-from modelwarden.planning.retraining import JobOutcome, JobState, RetrainRequest
+from modelwarden.planning.retraining import JobOutcome, JobState, RetrainRequest, RetrainRun, run_noun
 from modelwarden.planning.types import Event
 
 
@@ -55,7 +55,7 @@ class Tick:
     events: tuple[Event, ...] = ()
     notification: Notification | None = None
     retrain: RetrainRequest | None = None  # the retraining the status records as launched
-    job: dict[str, Any] | None = None  # create this Job (409: it exists already, which counts as created)
+    run: RetrainRun | None = None  # launch this run (one that exists already counts as launched)
     cronjob: dict[str, Any] | None = None  # the schedule's CronJob as it should be (applied when it differs)
     delete_cronjob: str | None = None  # the schedule is gone: delete this CronJob
     finished: JobOutcome | None = None  # the followed Job finished this tick
@@ -64,11 +64,12 @@ class Tick:
     next_at: datetime.datetime | None = None  # when the next evaluation is due (None: none will run: suspended, no target)
 
     def launch_failed(self, error: str) -> Tick:
-        """The Job could not be created: record nothing of it (a later tick asks again) and say why."""
-        assert self.retrain is not None and self.unlaunched is not None
-        failed = Event("Warning", "RetrainFailed", f"cannot create Job {self.retrain.job_name}: {error}")
+        """The run could not be launched: record nothing of it (a later tick asks again) and say why."""
+        assert self.retrain is not None and self.unlaunched is not None and self.status.last_retrain is not None
+        noun = run_noun(self.status.last_retrain.backend)
+        failed = Event("Warning", "RetrainFailed", f"cannot launch {noun} {self.retrain.job_name}: {error}")
         events = tuple(e for e in self.events if e.reason != "RetrainLaunched")
-        return replace(self, status=self.unlaunched, events=(*events, failed), retrain=None, job=None, unlaunched=None)
+        return replace(self, status=self.unlaunched, events=(*events, failed), retrain=None, run=None, unlaunched=None)
 
 
 def needs(ctx: PolicyContext, previous: DriftPolicyStatus, jobs: Sequence[JobState], target_found: bool,
@@ -111,13 +112,13 @@ def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observati
         manual = policy.manual_retrain(ctx, status, seen.retrain_token, now)
         status, retrain = manual.status, manual.retrain
         events += manual.events
-    unlaunched = job = None
+    unlaunched = run = None
     owner = PolicyOwner(ctx.name, ctx.namespace, ctx.uid)
     if retrain is not None:
         assert ctx.spec.actions.retrain is not None
         unlaunched = status
         context = _retrain_context(ctx, status, retrain)
-        job = retrain_job(owner, ctx.spec.actions.retrain.job_template, retrain.job_name, retrain.trigger.value, context)
+        run = RetrainRun(retrain.job_name, retrain.trigger.value, context, owner)
         launched = policy.launched(ctx, status, retrain, now)
         status = launched.status
         assert status.last_retrain is not None
@@ -128,7 +129,7 @@ def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observati
         events += launched.events
     cronjob, delete = _schedule(ctx, owner, seen)
     return Tick(
-        status=status, events=tuple(events), notification=notification, retrain=retrain, job=job, cronjob=cronjob,
+        status=status, events=tuple(events), notification=notification, retrain=retrain, run=run, cronjob=cronjob,
         delete_cronjob=delete, finished=JobOutcome(finished) if finished else None,
         rollback_requested=any(e.reason == "RollbackRequested" for e in events), unlaunched=unlaunched,
         next_at=None if ctx.spec.suspend or not seen.target_found else policy.next_evaluation(ctx, status, now),
@@ -154,7 +155,7 @@ def _schedule(ctx: PolicyContext, owner: PolicyOwner, seen: Observations) -> tup
     """The CronJob spec.actions.retrain.schedule wants, or the existing one to delete once it is gone.
     While the target is missing, what runs is kept as it is."""
     retrain = ctx.spec.actions.retrain
-    if retrain is None or not retrain.schedule:
+    if retrain is None or not retrain.schedule or retrain.job_template is None:
         return None, seen.cronjob
     if not seen.target_found:
         return None, None

@@ -1,0 +1,70 @@
+"""What a retraining run's own system says about it, as the JobState the DriftPolicy decisions
+follow: an Argo Workflow's phase, an Airflow DAG run's state, a Kubeflow run's state. A state a
+system adds later reads as Running (followed, never taken for an outcome)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelwarden.api.duration import parse_timestamp
+from modelwarden.contract.kubernetes import TRIGGER_LABEL
+from modelwarden.planning.retraining import JobOutcome, JobState
+
+ARGO_FAILED = {"Failed", "Error"}
+AIRFLOW_FAILED = {"failed"}
+KUBEFLOW_FAILED = {"FAILED", "CANCELED", "SKIPPED"}
+
+
+def _timestamp(value: Any) -> Any:
+    try:
+        return parse_timestamp(value) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+
+
+def workflow_state(name: str, workflow: dict[str, Any]) -> JobState:
+    """An Argo Workflow: Succeeded, Failed or Error finish it; anything else (Pending, Running, no
+    phase yet) is Running."""
+    meta, status = workflow.get("metadata") or {}, workflow.get("status") or {}
+    phase = status.get("phase") or ""
+    seen = {"started_at": _timestamp(meta.get("creationTimestamp")), "trigger": (meta.get("labels") or {}).get(TRIGGER_LABEL, "")}
+    if phase == "Succeeded":
+        return JobState(name, JobOutcome.SUCCEEDED, _timestamp(status.get("finishedAt")), **seen)
+    if phase in ARGO_FAILED:
+        message = f"Workflow {phase.lower()}" + (f": {status['message']}" if status.get("message") else "")
+        return JobState(name, JobOutcome.FAILED, _timestamp(status.get("finishedAt")), message[:1024], **seen)
+    return JobState(name, JobOutcome.RUNNING, **seen)
+
+
+def workflow_result_parameter(workflow: dict[str, Any], parameter: str) -> str:
+    """The value of the Workflow's output parameter `parameter` (its entrypoint's outputs), or ""."""
+    for found in ((workflow.get("status") or {}).get("outputs") or {}).get("parameters") or []:
+        if isinstance(found, dict) and found.get("name") == parameter and isinstance(found.get("value"), str):
+            return found["value"]
+    return ""
+
+
+def airflow_state(name: str, dag_run: dict[str, Any]) -> JobState:
+    """An Airflow DAG run: success and failed finish it; queued and running (and any other) do not."""
+    state = str(dag_run.get("state") or "")
+    started = _timestamp(dag_run.get("run_after")) or _timestamp(dag_run.get("queued_at"))
+    if state == "success":
+        return JobState(name, JobOutcome.SUCCEEDED, _timestamp(dag_run.get("end_date")), started_at=started)
+    if state in AIRFLOW_FAILED:
+        return JobState(name, JobOutcome.FAILED, _timestamp(dag_run.get("end_date")), f"DAG run {state}", started_at=started)
+    return JobState(name, JobOutcome.RUNNING, started_at=started)
+
+
+def kubeflow_state(name: str, run: dict[str, Any]) -> JobState:
+    """A Kubeflow Pipelines run: SUCCEEDED, or FAILED/CANCELED/SKIPPED, finish it; PENDING, RUNNING,
+    PAUSED, CANCELING and any other state do not. A failure's reason is in its state history."""
+    state = str(run.get("state") or "")
+    started = _timestamp(run.get("created_at"))
+    if state == "SUCCEEDED":
+        return JobState(name, JobOutcome.SUCCEEDED, _timestamp(run.get("finished_at")), started_at=started)
+    if state in KUBEFLOW_FAILED:
+        history = [h for h in run.get("state_history") or [] if isinstance(h, dict) and isinstance(h.get("error"), dict)]
+        error = history[-1]["error"] if history else run.get("error") if isinstance(run.get("error"), dict) else {}
+        message = f"run {state.lower()}" + (f": {error['message']}" if error.get("message") else "")
+        return JobState(name, JobOutcome.FAILED, _timestamp(run.get("finished_at")), message[:1024], started_at=started)
+    return JobState(name, JobOutcome.RUNNING, started_at=started)

@@ -1,0 +1,69 @@
+"""Kubeflow Pipelines (REST API v2beta1): a run of one pipeline version per retraining run. KFP
+names runs itself, so the run's deterministic display name is its identity: launching first looks
+for a run of that name in the experiment and creates one only when there is none, so a restart
+finds the run it created. Followed by its state; its result is the MLflow model version tagged
+with the breach id."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from modelwarden.api.retrainers import KubeflowRetrain
+from modelwarden.builders.retrainruns import external_run_name, kubeflow_run
+from modelwarden.kube.secrets import SecretReader
+from modelwarden.planning.retraining import JobResult, JobState, RetrainRun
+from modelwarden.planning.runstates import kubeflow_state
+from modelwarden.retrainers.base import BackendUnavailable, ResultSource
+from modelwarden.retrainers.http import call, reason
+from modelwarden.retrainers.results import tagged_model_version
+
+
+class KubeflowRetrainer:
+    noun = "Kubeflow run"
+
+    def __init__(self, kubeflow: KubeflowRetrain, namespace: str, secret: SecretReader, results: ResultSource) -> None:
+        self.kubeflow, self.namespace, self.secret, self.results = kubeflow, namespace, secret, results
+        self.poll_seconds = kubeflow.poll_interval.total_seconds()
+        self.runs = f"{kubeflow.url.rstrip('/')}/apis/v2beta1/runs"
+        self.timeout = kubeflow.timeout.total_seconds()
+
+    def _headers(self) -> dict[str, str]:
+        ref = self.kubeflow.token_secret_ref
+        if ref is None:
+            return {}
+        try:
+            return {"Authorization": f"Bearer {self.secret(ref.name, ref.key).strip()}"}
+        except LookupError as exc:
+            raise BackendUnavailable(f"Kubeflow token: {exc}") from None
+
+    def _find(self, display_name: str) -> dict[str, Any] | None:
+        """The newest run of this display name (in the experiment, when one is set)."""
+        predicate = {"key": "display_name", "operation": "EQUALS", "string_value": display_name}
+        # KFP unescapes `filter` once more after the query string's own decoding: escape it twice.
+        params: dict[str, Any] = {"filter": quote(json.dumps({"predicates": [predicate]}), safe=""), "page_size": 10,
+                                  "sort_by": "created_at desc"}
+        if self.kubeflow.experiment_id:
+            params["experiment_id"] = self.kubeflow.experiment_id
+        response = call("GET", self.runs, self.timeout, f"list Kubeflow runs named {display_name}", params=params, headers=self._headers())
+        if response.status_code != 200:
+            raise BackendUnavailable(f"cannot list Kubeflow runs: {reason(response)}")
+        runs = [r for r in response.json().get("runs") or [] if r.get("display_name") == display_name]
+        return max(runs, key=lambda r: str(r.get("created_at") or ""), default=None)
+
+    def launch(self, run: RetrainRun) -> None:
+        display_name = external_run_name(self.namespace, run.name)
+        if self._find(display_name) is not None:
+            return  # launched before a restart or a lost status write
+        body = kubeflow_run(self.kubeflow, display_name, run.trigger, run.context)
+        response = call("POST", self.runs, self.timeout, f"create Kubeflow run {display_name}", json=body, headers=self._headers())
+        if response.status_code != 200:
+            raise RuntimeError(f"Kubeflow refused to create run {display_name}: {reason(response)}")
+
+    def observe(self, name: str) -> JobState | None:
+        found = self._find(external_run_name(self.namespace, name))
+        return kubeflow_state(name, found) if found is not None else None
+
+    def result(self, name: str) -> JobResult:
+        return tagged_model_version(self.results, self.namespace, name, "result from the Kubeflow run")

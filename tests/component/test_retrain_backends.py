@@ -1,0 +1,168 @@
+"""Retraining where teams already retrain: the real operator on a real control plane launches one
+run per breach in an Argo Workflow (Workflow CRD installed, phases driven by the test), a real
+Airflow 3 (tests/airflow_server.py) and a Kubeflow Pipelines stand-in that validates every request
+and response against KFP's published swagger (tests/kfp_standin.py; KFP's server cannot run here),
+across 10 operator restarts during the breach, and follows each run to its outcome."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from hera.workflows.models import Workflow
+
+from tests.component.test_driftpolicy_controller import FAST, policy, reasons, start_canary, status
+from tests.controlplane.support import wait_for
+
+pytestmark = pytest.mark.timeout(900)
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+ARGO = "argoproj.io/v1alpha1"
+RESTARTS = 10
+
+
+def breach_with_restarts(kube, operator_factory, name: str, url: str, retrain: dict) -> dict:
+    """A failing canary breaches (failureThreshold 2) while the operator is killed and restarted
+    RESTARTS times at random moments (mid-evaluation, mid-launch, idle); returns the policy once
+    status records the run."""
+    operator = operator_factory("-A", env=FAST)
+    start_canary(kube)
+    kube.create("driftpolicies", policy(name, url, threshold=2, retrain=retrain))
+    kube.wait_for("driftpolicies", name, lambda o: status(o).get("consecutiveFailures", 0) >= 1, timeout=90)
+    rng = random.Random(22)
+    for _ in range(RESTARTS):
+        time.sleep(rng.uniform(0.0, 1.2))
+        operator.kill()
+        operator = operator_factory("-A", env=FAST)
+    return kube.wait_for("driftpolicies", name, lambda o: (status(o).get("lastRetrain") or {}).get("jobName"), timeout=90)
+
+
+def last_retrain(kube, name: str) -> dict:
+    return status(kube.get("driftpolicies", name)).get("lastRetrain") or {}
+
+
+def install_workflow_crd(kube) -> None:
+    crd = yaml.safe_load((FIXTURES / "argo" / "workflows.crd.yaml").read_text())
+    kube.session.post(f"{kube.url}/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd).raise_for_status()
+    wait_for(lambda: kube.session.get(f"{kube.url}/apis/{ARGO}/namespaces/default/workflows").status_code == 200,
+             timeout=60, message="the Workflow CRD served")
+
+
+def set_workflow_status(kube, name: str, workflow_status: dict) -> None:
+    """What Argo's controller would write (its CRD has no status subresource: a patch of the object)."""
+    kube.patch("workflows", name, {"status": workflow_status}, api_version=ARGO)
+
+
+def test_argo_one_workflow_per_breach_across_restarts_followed_through_its_phases(kube, kubelet, operator_factory, fake_prometheus):
+    install_workflow_crd(kube)
+    prometheus = fake_prometheus(value=5)
+    template = {"entrypoint": "train", "templates": [{"name": "train", "container": {
+        "image": "trainer:1", "args": ["--breach", "{{workflow.parameters.MODELWARDEN_BREACH_ID}}"]},
+        "outputs": {"parameters": [{"name": "modelwarden-result", "valueFrom": {"path": "/tmp/result.json"}}]}}]}
+    retrain = {"argoWorkflow": {"workflowSpec": template, "parameters": {"dataset": "s3://data/fraud"}, "pollInterval": "1s"}}
+    recorded = breach_with_restarts(kube, operator_factory, "argo-gate", prometheus.url, retrain)["status"]["lastRetrain"]
+    time.sleep(2.0)  # a second Workflow, if one were launched, would show by now
+    workflows = kube.list("workflows", api_version=ARGO)
+    assert [w["metadata"]["name"] for w in workflows] == [recorded["jobName"]]
+    assert recorded["backend"] == "ArgoWorkflow" and recorded["outcome"] == "Running" and recorded["trigger"] == "Breach"
+    workflow = workflows[0]
+    sent = {k: workflow[k] for k in ("apiVersion", "kind", "spec")} | {"metadata": {
+        k: workflow["metadata"][k] for k in ("name", "namespace", "labels", "annotations", "ownerReferences")}}
+    assert Workflow.model_validate(sent).model_dump(by_alias=True, exclude_none=True) == sent  # Argo's own models
+    arguments = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
+    assert arguments["MODELWARDEN_BREACH_ID"] == recorded["breachId"] and arguments["dataset"] == "s3://data/fraud"
+    assert workflow["metadata"]["ownerReferences"][0]["kind"] == "DriftPolicy"
+
+    name = recorded["jobName"]
+    set_workflow_status(kube, name, {"phase": "Running", "startedAt": "2026-12-01T00:00:00Z"})
+    time.sleep(2.0)
+    assert last_retrain(kube, "argo-gate")["outcome"] == "Running"
+    result = {"modelUri": "s3://models/fraud/7", "version": "7"}
+    set_workflow_status(kube, name, {"phase": "Succeeded", "finishedAt": "2026-12-01T00:10:00Z",
+                                     "outputs": {"parameters": [{"name": "modelwarden-result", "value": json.dumps(result)}]}})
+    done = kube.wait_for("driftpolicies", "argo-gate", lambda o: status(o)["lastRetrain"]["outcome"] != "Running", timeout=60)
+    finished = done["status"]["lastRetrain"]
+    assert finished["outcome"] == "Succeeded", finished
+    assert finished["result"] == {"modelUri": "s3://models/fraud/7", "version": "7", "reportedBy": "workflowOutput"}
+    events = reasons(kube, "argo-gate")
+    assert events.count("RetrainLaunched") == 1 and events.count("RetrainSucceeded") == 1 and "RetrainFailed" not in events
+    assert len(kube.list("workflows", api_version=ARGO)) == 1
+
+
+@pytest.fixture
+def airflow(tmp_path):
+    from tests.airflow_server import AirflowServer
+
+    server = AirflowServer(tmp_path / "airflow", FIXTURES / "airflow" / "dags").start()
+    yield server
+    server.stop()
+
+
+def opted_in_secret(kube, name: str, data: dict[str, str]) -> None:
+    kube.create("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": {"modelwarden.io/policy-use": "true"}},
+                            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}})
+
+
+def test_airflow_one_dag_run_per_breach_across_restarts_to_success_and_to_failure(kube, kubelet, operator_factory, fake_prometheus, airflow):
+    opted_in_secret(kube, "airflow-user", {"username": airflow.username, "password": airflow.password})
+    prometheus = fake_prometheus(value=5)
+    retrain = {"airflow": {"url": airflow.url, "dagId": "modelwarden_retrain", "authSecretRef": {"secretName": "airflow-user"},
+                           "conf": {"dataset": "s3://data/fraud"}, "pollInterval": "1s", "timeout": "30s"}, "cooldown": "1s"}
+    recorded = breach_with_restarts(kube, operator_factory, "airflow-gate", prometheus.url, retrain)["status"]["lastRetrain"]
+    run_id = f"modelwarden.default.{recorded['jobName']}"
+    api = airflow.session()
+    done = kube.wait_for("driftpolicies", "airflow-gate", lambda o: status(o)["lastRetrain"]["outcome"] != "Running", timeout=240)
+    finished = done["status"]["lastRetrain"]
+    runs = api.get(f"{airflow.api}/dags/modelwarden_retrain/dagRuns", timeout=30).json()["dag_runs"]
+    assert [r["dag_run_id"] for r in runs] == [run_id]  # one run for the breach, across the restarts
+    assert finished["outcome"] == "Succeeded" and finished["backend"] == "Airflow", finished
+    assert "no MLflow tracking URI" in finished["resultError"]  # nothing to roll out: said, not guessed
+    conf = json.loads((airflow.conf_dir / f"{run_id}.json").read_text())
+    assert conf["MODELWARDEN_BREACH_ID"] == recorded["breachId"] and conf["dataset"] == "s3://data/fraud"
+    assert conf["MODELWARDEN_FAILING_CHECKS"][0]["check"] == "custom/errors"
+
+    # A manual run of a DAG that fails: followed to "failed".
+    body = kube.get("driftpolicies", "airflow-gate")
+    body["spec"]["actions"]["retrain"]["airflow"]["conf"] = {"fail": True}
+    body["metadata"]["annotations"] = {"modelwarden.io/retrain": "again"}
+    kube.session.put(f"{kube.url}/apis/modelwarden.io/v1alpha1/namespaces/default/driftpolicies/airflow-gate", json=body).raise_for_status()
+    failed = kube.wait_for("driftpolicies", "airflow-gate", lambda o: status(o)["lastRetrain"]["trigger"] == "Manual"
+                           and status(o)["lastRetrain"]["outcome"] != "Running", timeout=240)["status"]["lastRetrain"]
+    assert failed["outcome"] == "Failed" and failed["jobName"] != recorded["jobName"], failed
+    states = {r["dag_run_id"]: r["state"] for r in api.get(f"{airflow.api}/dags/modelwarden_retrain/dagRuns", timeout=30).json()["dag_runs"]}
+    assert states == {run_id: "success", f"modelwarden.default.{failed['jobName']}": "failed"}
+    events = reasons(kube, "airflow-gate")
+    assert events.count("RetrainLaunched") == 2 and events.count("RetrainSucceeded") == 1 and events.count("RetrainFailed") == 1
+
+
+def test_kubeflow_one_run_per_breach_across_restarts_every_request_valid_for_kfps_swagger(kube, kubelet, operator_factory, fake_prometheus):
+    from tests.kfp_standin import KfpStandIn
+
+    opted_in_secret(kube, "kfp-token", {"token": "s3cret"})
+    with KfpStandIn(token="s3cret") as kfp:
+        prometheus = fake_prometheus(value=5)
+        retrain = {"kubeflow": {"url": kfp.url, "pipelineId": "p-fraud", "pipelineVersionId": "v-4", "experimentId": "e-1",
+                                "parameters": {"epochs": 5}, "tokenSecretRef": {"name": "kfp-token", "key": "token"}, "pollInterval": "1s"}}
+        recorded = breach_with_restarts(kube, operator_factory, "kfp-gate", prometheus.url, retrain)["status"]["lastRetrain"]
+        time.sleep(2.0)
+        assert [r["display_name"] for r in kfp.runs.values()] == [f"modelwarden.default.{recorded['jobName']}"]
+        assert kfp.invalid == [] and not getattr(kfp, "bugs", [])  # every request the operator sent was valid
+        (run_id, run), = kfp.runs.items()
+        assert run["pipeline_version_reference"] == {"pipeline_id": "p-fraud", "pipeline_version_id": "v-4"}
+        context = json.loads(run["runtime_config"]["parameters"]["modelwarden_context"])
+        assert context["MODELWARDEN_BREACH_ID"] == recorded["breachId"] and run["runtime_config"]["parameters"]["epochs"] == 5
+        kfp.set_state(run_id, "RUNNING")
+        time.sleep(2.0)
+        assert last_retrain(kube, "kfp-gate")["outcome"] == "Running"
+        kfp.set_state(run_id, "FAILED", error={"code": 2, "message": "train: OOMKilled"})
+        done = kube.wait_for("driftpolicies", "kfp-gate", lambda o: status(o)["lastRetrain"]["outcome"] != "Running", timeout=60)
+        assert done["status"]["lastRetrain"]["outcome"] == "Failed"
+        failed = [e for e in kube.list("events") if e["reason"] == "RetrainFailed"]
+        assert len(failed) == 1 and "OOMKilled" in failed[0]["message"] and "Kubeflow run" in failed[0]["message"]
+        assert len(kfp.runs) == 1 and kfp.invalid == []
+        assert all(r[1] == "/apis/v2beta1/runs" or r[1].startswith("/apis/v2beta1/runs/") for r in kfp.requests)

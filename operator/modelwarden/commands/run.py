@@ -66,8 +66,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--allowed-alert-hosts", type=url_list, default=url_list(os.environ.get(ALLOWED_ALERT_HOSTS_ENV, "*")), metavar="HOST,...",
-        help="hosts alerts may go to: webhook, Slack and Alertmanager URLs and the SMTP host (host or *.domain; default '*': "
-             f"any); an alert to another host fails with AlertFailed (env {ALLOWED_ALERT_HOSTS_ENV})",
+        help="hosts alerts may go to: webhook, Slack and Alertmanager URLs and the SMTP host, webhook gates and the Airflow "
+             "and Kubeflow retraining backends (host or *.domain; default '*': any); an alert to another host fails with "
+             f"AlertFailed, a retraining run with RetrainFailed (env {ALLOWED_ALERT_HOSTS_ENV})",
     )
     parser.add_argument(
         "--mlflow-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None, metavar="URL",

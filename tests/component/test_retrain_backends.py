@@ -83,8 +83,10 @@ def test_argo_one_workflow_per_breach_across_restarts_followed_through_its_phase
     time.sleep(2.0)
     assert last_retrain(kube, "argo-gate")["outcome"] == "Running"
     result = {"modelUri": "s3://models/fraud/7", "version": "7"}
-    set_workflow_status(kube, name, {"phase": "Succeeded", "finishedAt": "2026-12-01T00:10:00Z",
-                                     "outputs": {"parameters": [{"name": "modelwarden-result", "value": json.dumps(result)}]}})
+    # As Argo records it: the entrypoint's outputs on the root node (status.outputs only for a globalName).
+    set_workflow_status(kube, name, {"phase": "Succeeded", "finishedAt": "2026-12-01T00:10:00Z", "nodes": {name: {
+        "id": name, "name": name, "type": "Pod", "templateName": "train", "phase": "Succeeded",
+        "outputs": {"parameters": [{"name": "modelwarden-result", "value": json.dumps(result)}]}}}})
     done = kube.wait_for("driftpolicies", "argo-gate", lambda o: status(o)["lastRetrain"]["outcome"] != "Running", timeout=60)
     finished = done["status"]["lastRetrain"]
     assert finished["outcome"] == "Succeeded", finished
@@ -112,7 +114,7 @@ def test_airflow_one_dag_run_per_breach_across_restarts_to_success_and_to_failur
     opted_in_secret(kube, "airflow-user", {"username": airflow.username, "password": airflow.password})
     prometheus = fake_prometheus(value=5)
     retrain = {"airflow": {"url": airflow.url, "dagId": "modelwarden_retrain", "authSecretRef": {"secretName": "airflow-user"},
-                           "conf": {"dataset": "s3://data/fraud"}, "pollInterval": "1s", "timeout": "30s"}, "cooldown": "1s"}
+                           "conf": {"dataset": "s3://data/fraud"}, "pollInterval": "1s", "timeout": "30s"}, "cooldown": "1h"}  # 1h: the manual run below is not replaced by this breach launched again
     recorded = breach_with_restarts(kube, operator_factory, "airflow-gate", prometheus.url, retrain)["status"]["lastRetrain"]
     run_id = f"modelwarden.default.{recorded['jobName']}"
     api = airflow.session()
@@ -157,7 +159,8 @@ def test_kubeflow_one_run_per_breach_across_restarts_every_request_valid_for_kfp
         context = json.loads(run["runtime_config"]["parameters"]["modelwarden_context"])
         assert context["MODELWARDEN_BREACH_ID"] == recorded["breachId"] and run["runtime_config"]["parameters"]["epochs"] == 5
         kfp.set_state(run_id, "RUNNING")
-        time.sleep(2.0)
+        asked = len(kfp.requests)
+        wait_for(lambda: len(kfp.requests) >= asked + 2, timeout=60, message="the running run asked for again")
         assert last_retrain(kube, "kfp-gate")["outcome"] == "Running"
         kfp.set_state(run_id, "FAILED", error={"code": 2, "message": "train: OOMKilled"})
         done = kube.wait_for("driftpolicies", "kfp-gate", lambda o: status(o)["lastRetrain"]["outcome"] != "Running", timeout=60)

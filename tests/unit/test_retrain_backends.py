@@ -87,6 +87,10 @@ def test_a_workflow_phase_reads_as_an_outcome(phase, outcome):
     assert state.outcome == outcome and state.trigger == "breach"
     assert ("child 'train' failed" in state.message) == (outcome == JobOutcome.FAILED)
     assert workflow_result_parameter(workflow, "modelwarden-result") == "{}" and workflow_result_parameter({}, "modelwarden-result") == ""
+    # Without a globalName Argo records the entrypoint's outputs on the root node only (named as the Workflow).
+    root = {"metadata": {"name": "w"}, "status": {"nodes": {"w-123": {"outputs": {"parameters": [{"name": "modelwarden-result", "value": "no"}]}},
+                                                           "w": {"outputs": {"parameters": [{"name": "modelwarden-result", "value": "yes"}]}}}}}
+    assert workflow_result_parameter(root, "modelwarden-result") == "yes"
 
 
 @pytest.mark.parametrize(("state", "outcome"), [("queued", JobOutcome.RUNNING), ("running", JobOutcome.RUNNING),
@@ -117,6 +121,11 @@ def test_a_retrain_spec_names_exactly_one_backend():
                      ({"airflow": airflow, "schedule": "@daily"}, "schedule"),
                      ({"argoWorkflow": {"workflowTemplateRef": {"name": "t"}, "workflowSpec": INLINE}}, "exactly one of workflowTemplateRef"),
                      ({"argoWorkflow": {"workflowSpec": {"entrypoint": "nope", "templates": [{"name": "t"}]}}}, "no template is named"),
-                     ({"argoWorkflow": {"workflowTemplateRef": {"name": "t"}, "parameters": {"MODELWARDEN_MODEL": "x"}}}, "operator's")]:
+                     ({"argoWorkflow": {"workflowTemplateRef": {"name": "t"}, "parameters": {"MODELWARDEN_MODEL": "x"}}}, "operator's"),
+                     ({"argoWorkflow": {"workflowTemplateRef": {"name": "t"}, "parameters": {"a b": "x"}}}, "letters, digits"),
+                     ({"airflow": {**airflow, "timeout": "2m"}}, "timeout: at most 60s"),
+                     ({"airflow": {**airflow, "pollInterval": "500ms"}}, "pollInterval: at least 1s"),
+                     ({"kubeflow": {"url": "http://k:1", "pipelineId": "p", "pipelineVersionId": "v", "parameters": {"modelwarden_context": "{}"}}},
+                      "contextParameter")]:
         with pytest.raises(ValidationError, match=why):
             RetrainSpec.model_validate(bad)

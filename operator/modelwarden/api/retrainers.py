@@ -4,17 +4,34 @@ run per breach, cooldown, at most one running, the result contract): docs/retrai
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
-from modelwarden.api.common import DATA_KEY_PATTERN, NAME_PATTERN, ApiModel, BasicAuth, SecretKeyRef, cel_rules
-from modelwarden.api.duration import Duration
+from modelwarden.api.common import DATA_KEY_PATTERN, NAME_PATTERN, ApiModel, BasicAuth, SecretKeyRef, cel_rules, cel_string
+from modelwarden.api.duration import PositiveDuration, cel_seconds
 from modelwarden.api.fields import URL_PATTERN, JobMetadata
 
 ARGO_PARAMETER_PATTERN = r"^[-_a-zA-Z0-9]+$"  # what an Argo parameter name may be
 AIRFLOW_DAG_ID_PATTERN = r"^[a-zA-Z0-9_.-]+$"  # Airflow's KEY_REGEX for dag ids
+MAX_TIMEOUT = timedelta(seconds=60)  # a request runs on the pool that also writes every policy's status
+MIN_POLL = timedelta(seconds=1)
+
+
+def _bounds(field: str) -> tuple[tuple[str, str, str], ...]:
+    """CEL for timeout (at most 60s) and pollInterval (at least 1s), naming the field."""
+    return ((f"!has(self.timeout) || {cel_seconds('self.timeout')} <= 60", f"{field}.timeout: at most 60s", ".timeout"),
+            (f"!has(self.pollInterval) || {cel_seconds('self.pollInterval')} >= 1", f"{field}.pollInterval: at least 1s",
+             ".pollInterval"))
+
+
+def _check_bounds(field: str, timeout: timedelta | None, poll: timedelta) -> None:
+    if timeout is not None and timeout > MAX_TIMEOUT:
+        raise ValueError(f"{field}.timeout: at most 60s")
+    if poll < MIN_POLL:
+        raise ValueError(f"{field}.pollInterval: at least 1s")
 
 
 def _workflow_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +76,10 @@ class ArgoWorkflowRetrain(ApiModel):
 
     model_config = cel_rules(
         ("has(self.workflowTemplateRef) != has(self.workflowSpec)",
-         "spec.actions.retrain.argoWorkflow: set exactly one of workflowTemplateRef and workflowSpec", ""))
+         "spec.actions.retrain.argoWorkflow: set exactly one of workflowTemplateRef and workflowSpec", ""),
+        (f"self.all(k, k.matches({cel_string(ARGO_PARAMETER_PATTERN)}))".replace("self.all", "!has(self.parameters) || self.parameters.all"),
+         "spec.actions.retrain.argoWorkflow.parameters: names are letters, digits, '-' and '_'", ".parameters"),
+        *_bounds("spec.actions.retrain.argoWorkflow")[1:])
 
     workflow_template_ref: WorkflowTemplateRef | None = None
     """Run this WorkflowTemplate."""
@@ -70,8 +90,8 @@ class ArgoWorkflowRetrain(ApiModel):
     """Extra workflow arguments; the context arrives as the MODELWARDEN_* arguments."""
     metadata: JobMetadata = Field(default_factory=dict)
     """Labels and annotations for the Workflow (its name is the operator's)."""
-    poll_interval: Duration = timedelta(seconds=15)
-    """How often a running Workflow is looked at (besides the watch's wake-ups)."""
+    poll_interval: PositiveDuration = timedelta(seconds=15)
+    """How often a running Workflow is looked at (at least 1s)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ArgoWorkflowRetrain:
@@ -79,6 +99,9 @@ class ArgoWorkflowRetrain(ApiModel):
             raise ValueError("argoWorkflow: set exactly one of workflowTemplateRef and workflowSpec")
         if any(name.startswith("MODELWARDEN_") for name in self.parameters):
             raise ValueError("argoWorkflow.parameters: MODELWARDEN_* names are the operator's")
+        if any(not re.fullmatch(ARGO_PARAMETER_PATTERN, name) for name in self.parameters):
+            raise ValueError("argoWorkflow.parameters: names are letters, digits, '-' and '_'")
+        _check_bounds("argoWorkflow", None, self.poll_interval)
         return self
 
 
@@ -88,7 +111,8 @@ class AirflowRetrain(ApiModel):
 
     model_config = cel_rules(
         ("!(has(self.authSecretRef) && has(self.tokenSecretRef))",
-         "spec.actions.retrain.airflow: set at most one of authSecretRef and tokenSecretRef", ""))
+         "spec.actions.retrain.airflow: set at most one of authSecretRef and tokenSecretRef", ""),
+        *_bounds("spec.actions.retrain.airflow"))
 
     url: str = Field(pattern=URL_PATTERN, max_length=2048)
     """Airflow's API server, e.g. http://airflow-api-server.airflow:8080 (no credentials in it)."""
@@ -100,20 +124,23 @@ class AirflowRetrain(ApiModel):
     """Or a bearer token (e.g. from your identity provider)."""
     conf: Parameters = Field(default_factory=dict)
     """Extra conf for the run; the context arrives under the MODELWARDEN_* keys (which win)."""
-    timeout: Duration = timedelta(seconds=10)
-    """Per-request timeout."""
-    poll_interval: Duration = timedelta(seconds=30)
-    """How often a running DAG run is asked for its state."""
+    timeout: PositiveDuration = timedelta(seconds=10)
+    """Per-request timeout (at most 60s)."""
+    poll_interval: PositiveDuration = timedelta(seconds=30)
+    """How often a running DAG run is asked for its state (at least 1s)."""
 
     @model_validator(mode="after")
     def _one_credential(self) -> AirflowRetrain:
         if self.auth_secret_ref is not None and self.token_secret_ref is not None:
             raise ValueError("airflow: set at most one of authSecretRef and tokenSecretRef")
+        _check_bounds("airflow", self.timeout, self.poll_interval)
         return self
 
 
 class KubeflowRetrain(ApiModel):
     """Retrain in a Kubeflow Pipelines run of a pipeline version (KFP v2 REST API), followed by its state."""
+
+    model_config = cel_rules(*_bounds("spec.actions.retrain.kubeflow"))  # (parameters has no schema CEL could read)
 
     url: str = Field(pattern=URL_PATTERN, max_length=2048)
     """KFP's API server, e.g. http://ml-pipeline.kubeflow:8888 (no credentials in it)."""
@@ -132,7 +159,14 @@ class KubeflowRetrain(ApiModel):
     refuses parameters a pipeline does not declare)."""
     token_secret_ref: SecretKeyRef | None = None
     """A bearer token for KFP's API (multi-user installations)."""
-    timeout: Duration = timedelta(seconds=10)
-    """Per-request timeout."""
-    poll_interval: Duration = timedelta(seconds=30)
-    """How often a running run is asked for its state."""
+    timeout: PositiveDuration = timedelta(seconds=10)
+    """Per-request timeout (at most 60s)."""
+    poll_interval: PositiveDuration = timedelta(seconds=30)
+    """How often a running run is asked for its state (at least 1s)."""
+
+    @model_validator(mode="after")
+    def _own_parameter(self) -> KubeflowRetrain:
+        if (self.context_parameter or "modelwarden_context") in self.parameters and self.context_parameter:
+            raise ValueError(f"kubeflow.parameters: {self.context_parameter} is the contextParameter the operator sets")
+        _check_bounds("kubeflow", self.timeout, self.poll_interval)
+        return self

@@ -64,7 +64,7 @@ from modelwarden.planning.egress import EgressRules
 from modelwarden.planning.policy import PolicyContext, evaluation_budget
 from modelwarden.planning.retraining import JobOutcome, JobResult, JobState, RetrainRun, RetrainTarget, job_state
 from modelwarden.retrainers import factory as retrainers
-from modelwarden.retrainers.base import BackendUnavailable, ResultSource, Retrainer
+from modelwarden.retrainers.base import ResultSource, Retrainer
 from modelwarden.planning.tracking import tracking_record
 
 NOTIFY_DEADLINE_SECONDS = 30.0
@@ -162,7 +162,13 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     need = tick.needs(ctx, previous, jobs, target is not None, now, annotations.get(EVALUATE_ANNOTATION))
     job = None
     if need.job is not None:
-        job = await loop.run_in_executor(KUBE_CALLS, _observed_run, retrainer, need.job, namespace, name)
+        recorded = previous.last_retrain.backend if previous.last_retrain and previous.last_retrain.job_name == need.job else None
+        now_backend = retrain.backend if retrain is not None else "Job"
+        if (recorded or "Job") != now_backend:  # the spec changed backend while it ran: never mistake it for gone
+            job = JobState(need.job, JobOutcome.FAILED, now, f"no longer followed: spec.actions.retrain now names {now_backend}, "
+                                                               f"not {recorded or 'Job'} (look at it there)")
+        else:
+            job = await loop.run_in_executor(KUBE_CALLS, _observed_run, retrainer, need.job, namespace, name)
     evaluation = None
     if need.evaluation is not None:
         assert target is not None
@@ -252,15 +258,15 @@ def _observed_run(retrainer: Retrainer, run_name: str, namespace: str, policy: s
     backend that cannot say now leaves it running (asked again next tick): never a made-up outcome."""
     try:
         found = retrainer.observe(run_name)
-    except BackendUnavailable as exc:
-        logger.warning("%s/%s: cannot follow %s %s: %s", namespace, policy, retrainer.noun, run_name, exc)
+    except Exception as exc:  # unreachable, refused, an answer that is not what the API promises
+        logger.warning("%s/%s: cannot follow %s %s: %s", namespace, policy, retrainer.noun, run_name, describe_error(exc))
         return JobState(run_name, JobOutcome.RUNNING)
     if found is None or found.outcome is not JobOutcome.SUCCEEDED:
         return found
     try:  # what it produced: a candidate, or why not
         result = retrainer.result(run_name)
-    except BackendUnavailable as exc:
-        result = JobResult(unavailable=str(exc))
+    except Exception as exc:
+        result = JobResult(unavailable=describe_error(exc))
     return dataclasses.replace(found, result=result)
 
 

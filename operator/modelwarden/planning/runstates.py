@@ -37,10 +37,14 @@ def workflow_state(name: str, workflow: dict[str, Any]) -> JobState:
 
 
 def workflow_result_parameter(workflow: dict[str, Any], parameter: str) -> str:
-    """The value of the Workflow's output parameter `parameter` (its entrypoint's outputs), or ""."""
-    for found in ((workflow.get("status") or {}).get("outputs") or {}).get("parameters") or []:
-        if isinstance(found, dict) and found.get("name") == parameter and isinstance(found.get("value"), str):
-            return found["value"]
+    """The value of the output parameter `parameter` of the Workflow's entrypoint: Argo records it on
+    the root node (status.nodes[<workflow name>]), and in status.outputs only when it has a globalName."""
+    status = workflow.get("status") or {}
+    root = (status.get("nodes") or {}).get((workflow.get("metadata") or {}).get("name") or "") or {}
+    for outputs in (root.get("outputs"), status.get("outputs")):
+        for found in (outputs or {}).get("parameters") or [] if isinstance(outputs, dict) else []:
+            if isinstance(found, dict) and found.get("name") == parameter and isinstance(found.get("value"), str):
+                return found["value"]
     return ""
 
 

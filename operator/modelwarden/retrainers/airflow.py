@@ -5,6 +5,7 @@ with the breach id (a DAG has no termination message)."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from urllib.parse import quote
 
@@ -14,10 +15,10 @@ from modelwarden.kube.secrets import SecretReader
 from modelwarden.planning.retraining import JobResult, JobState, RetrainRun
 from modelwarden.planning.runstates import airflow_state
 from modelwarden.retrainers.base import BackendUnavailable, ResultSource
-from modelwarden.retrainers.http import call, reason
+from modelwarden.retrainers.http import call, json_body, reason
 from modelwarden.retrainers.results import tagged_model_version
 
-_tokens: dict[tuple[str, str], str] = {}  # (url, user) -> the JWT Airflow issued, until it is refused
+_tokens: dict[tuple[str, str, str, str], str] = {}  # (url, namespace, user, password digest) -> Airflow's JWT, until refused
 _lock = threading.Lock()
 
 
@@ -44,15 +45,16 @@ class AirflowRetrainer:
             user, password = self.secret(auth.secret_name, auth.username_key), self.secret(auth.secret_name, auth.password_key)
         except LookupError as exc:
             raise BackendUnavailable(f"Airflow credentials: {exc}") from None
-        key = (self.base, user)
+        key = (self.base, self.namespace, user, hashlib.sha256(password.encode()).hexdigest())  # never another's token
         with _lock:
             if not fresh and key in _tokens:
                 return _tokens[key]
         response = call("POST", f"{self.base}/auth/token", self.timeout, "Airflow /auth/token",
                         json={"username": user, "password": password})
-        token = response.json().get("access_token") if response.status_code in (200, 201) else None
-        if not token:
-            raise BackendUnavailable(f"Airflow refused the credentials of Secret {auth.secret_name}: {reason(response)}")
+        body = json_body(response, "Airflow /auth/token") if response.status_code in (200, 201) else {}
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not token:  # the status only: a 422 would echo the request, password included
+            raise BackendUnavailable(f"Airflow refused the credentials of Secret {auth.secret_name}: HTTP {response.status_code}")
         with _lock:
             _tokens[key] = token
         return token
@@ -83,7 +85,10 @@ class AirflowRetrainer:
             return None
         if response.status_code != 200:
             raise BackendUnavailable(f"Airflow DAG run {run_id}: {reason(response)}")
-        return airflow_state(name, response.json())
+        found = json_body(response, f"Airflow DAG run {run_id}")
+        if not isinstance(found, dict):
+            raise BackendUnavailable(f"Airflow DAG run {run_id}: the answer is not a DAG run")
+        return airflow_state(name, found)
 
     def result(self, name: str) -> JobResult:
         return tagged_model_version(self.results, self.namespace, name, "result from the DAG run")

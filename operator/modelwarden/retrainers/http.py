@@ -4,6 +4,7 @@ egress rule for the destination, and errors that say what the server said."""
 from __future__ import annotations
 
 import threading
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import requests
@@ -15,11 +16,23 @@ _lock = threading.Lock()
 
 
 def session(base_url: str) -> requests.Session:
-    """Kept per server: the next tick reuses its connections."""
+    """Kept per server: the next tick reuses its connections. It keeps no cookies: policies of
+    different namespaces share it, and a cookie one of them earned must not ride along with another's."""
     with _lock:
         if base_url not in _sessions:
-            _sessions[base_url] = requests.Session()
+            shared = requests.Session()
+            shared.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+            _sessions[base_url] = shared
         return _sessions[base_url]
+
+
+def json_body(response: requests.Response, what: str) -> Any:
+    """The answer as JSON; anything else (a login page of a proxy) is BackendUnavailable."""
+    try:
+        return response.json()
+    except ValueError:
+        raise BackendUnavailable(f"{what}: HTTP {response.status_code} answered {response.headers.get('content-type') or 'no content type'}, "
+                                 "not JSON") from None
 
 
 def reason(response: requests.Response) -> str:

@@ -16,7 +16,7 @@ from modelwarden.kube.secrets import SecretReader
 from modelwarden.planning.retraining import JobResult, JobState, RetrainRun
 from modelwarden.planning.runstates import kubeflow_state
 from modelwarden.retrainers.base import BackendUnavailable, ResultSource
-from modelwarden.retrainers.http import call, reason
+from modelwarden.retrainers.http import call, json_body, reason
 from modelwarden.retrainers.results import tagged_model_version
 
 
@@ -49,7 +49,9 @@ class KubeflowRetrainer:
         response = call("GET", self.runs, self.timeout, f"list Kubeflow runs named {display_name}", params=params, headers=self._headers())
         if response.status_code != 200:
             raise BackendUnavailable(f"cannot list Kubeflow runs: {reason(response)}")
-        runs = [r for r in response.json().get("runs") or [] if r.get("display_name") == display_name]
+        listed = json_body(response, "Kubeflow ListRuns")
+        runs = [r for r in (listed.get("runs") if isinstance(listed, dict) else None) or []
+                if isinstance(r, dict) and r.get("display_name") == display_name]
         return max(runs, key=lambda r: str(r.get("created_at") or ""), default=None)
 
     def launch(self, run: RetrainRun) -> None:

@@ -169,3 +169,53 @@ def test_kubeflow_one_run_per_breach_across_restarts_every_request_valid_for_kfp
         assert len(failed) == 1 and "OOMKilled" in failed[0]["message"] and "Kubeflow run" in failed[0]["message"]
         assert len(kfp.runs) == 1 and kfp.invalid == []
         assert all(r[1] == "/apis/v2beta1/runs" or r[1].startswith("/apis/v2beta1/runs/") for r in kfp.requests)
+
+
+def lose_the_status_write(kube, name: str) -> None:
+    """What a lost status write leaves behind: the run exists, status does not record it, and the
+    breach the next evaluation decides is another one (failingSince of a re-judged instant), so its
+    run would have another name: only adoption keeps it to one run."""
+    kube.patch("driftpolicies", name, {"status": {"lastRetrain": None, "lastAction": None,
+                                                  "failingSince": "2026-12-03T00:00:00Z"}}, subresource="status")
+
+
+@pytest.mark.parametrize("backend", ["argoWorkflow", "airflow", "kubeflow"])
+def test_a_run_whose_status_write_was_lost_is_adopted_not_launched_again(kube, kubelet, operator_factory, fake_prometheus, backend, request):
+    from tests.kfp_standin import KfpStandIn
+
+    prometheus = fake_prometheus(value=5)
+    with KfpStandIn() as kfp:
+        if backend == "argoWorkflow":
+            install_workflow_crd(kube)
+            retrain = {"argoWorkflow": {"workflowTemplateRef": {"name": "fraud-retrain"}, "pollInterval": "1s"}}
+            runs = lambda: [w["metadata"]["name"] for w in kube.list("workflows", api_version=ARGO)]  # noqa: E731
+        elif backend == "airflow":
+            airflow = request.getfixturevalue("airflow")
+            opted_in_secret(kube, "airflow-token", {"token": airflow.token()})
+            retrain = {"airflow": {"url": airflow.url, "dagId": "modelwarden_retrain", "pollInterval": "1s", "timeout": "30s",
+                                   "tokenSecretRef": {"name": "airflow-token", "key": "token"}, "conf": {"fail": True}}}
+            api = airflow.session()
+            runs = lambda: [r["dag_run_id"].removeprefix("modelwarden.default.")  # noqa: E731
+                            for r in api.get(f"{airflow.api}/dags/modelwarden_retrain/dagRuns", timeout=30).json()["dag_runs"]]
+        else:
+            retrain = {"kubeflow": {"url": kfp.url, "pipelineId": "p", "pipelineVersionId": "v", "pollInterval": "1s"}}
+            runs = lambda: [r["display_name"].removeprefix("modelwarden.default.") for r in kfp.runs.values()]  # noqa: E731
+        operator = operator_factory("-A", env=FAST)
+        start_canary(kube)
+        kube.create("driftpolicies", policy("lost", prometheus.url, threshold=2, retrain=retrain))
+        first = kube.wait_for("driftpolicies", "lost", lambda o: (status(o).get("lastRetrain") or {}).get("jobName"), timeout=90)
+        launched = first["status"]["lastRetrain"]["jobName"]
+        assert runs() == [launched]
+        operator.kill()
+        lose_the_status_write(kube, "lost")
+        operator_factory("-A", env=FAST)
+        adopted = kube.wait_for("driftpolicies", "lost", lambda o: (status(o).get("lastRetrain") or {}).get("jobName"), timeout=90)
+        looks = adopted["status"]["looks"]
+        kube.wait_for("driftpolicies", "lost", lambda o: status(o)["looks"] >= looks + 5, timeout=90)  # five more failing evaluations
+        assert runs() == [launched] and kfp.invalid == []
+        record = last_retrain(kube, "lost")
+        # Still running; the Airflow DAG run (conf "fail") may have failed by now: followed either way.
+        assert record["jobName"] == launched and record["trigger"] == "Breach"
+        assert record["outcome"] == ("Running" if backend != "airflow" else record["outcome"]) and record["outcome"] != "Succeeded"
+        assert record["backend"] == {"argoWorkflow": "ArgoWorkflow", "airflow": "Airflow", "kubeflow": "Kubeflow"}[backend]
+        assert record["breachId"] == first["status"]["lastRetrain"]["breachId"]  # its lineage, from what it was told

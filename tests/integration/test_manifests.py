@@ -34,7 +34,7 @@ EXPECTED_RULES: list[tuple[str, tuple[str, ...], list[str]]] = [
     ("policy", ("poddisruptionbudgets",), ["get", "list", "watch", "create", "patch", "delete"]),
     ("", ("pods",), ["list"]),
     ("batch", ("jobs", "cronjobs"), RWD),
-    ("argoproj.io", ("workflows",), ["get", "create"]),
+    ("argoproj.io", ("workflows",), ["get", "list", "create"]),
     ("", ("events",), ["create", "patch"]),
     ("events.k8s.io", ("events",), ["create", "patch"]),
     ("", ("configmaps",), ["get"]),

@@ -185,6 +185,8 @@ class RetrainStatus(ApiModel):
     """The model it produced, once it succeeded with a valid result."""
     result_error: str | None = Field(default=None, max_length=1024)
     """Why its result could not be used (RetrainResultInvalid): nothing rolls out."""
+    follow_error: str | None = Field(default=None, max_length=1024)
+    """Why its backend cannot say how it is doing now (Event RetrainUnobservable): it stays Running and is asked again."""
 
 
 class DriftPolicyStatus(ApiModel):

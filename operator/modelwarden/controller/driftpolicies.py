@@ -75,6 +75,11 @@ EVALUATIONS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="policy-eval"
 KUBE_CALLS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policy-kube")
 NOTIFICATIONS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policy-notify")
 _background: set[asyncio.Task[None]] = set()  # keeps notification tasks referenced until done
+# Runs outside batch/v1 have no watch: a policy's runs are listed from its backend on its first tick
+# in this process (a crash between launch and status write) and after a launch whose status write
+# failed, so such a run is adopted, never launched twice (the Job watch's index does this for Jobs).
+_listed: set[str] = set()  # policy uids whose backend was listed since the operator started
+_unrecorded: set[str] = set()  # policy uids with a launched run that status may not record
 logger = logging.getLogger(__name__)
 
 
@@ -158,15 +163,22 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     indexed_cronjob = next(iter(retrain_cronjobs.get((namespace, name), [])), None)
 
     # Gather.
+    if retrain is not None and retrain.job_template is None and (uid not in _listed or uid in _unrecorded):
+        try:
+            jobs = await loop.run_in_executor(KUBE_CALLS, retrainer.runs, name)
+            _listed.add(uid)
+            _unrecorded.discard(uid)
+        except Exception as exc:  # asked again next tick; evaluations go on
+            logger.warning("%s/%s: cannot list this policy's %ss: %s", namespace, name, retrainer.noun, describe_error(exc))
     annotations = meta.get("annotations") or {}
     need = tick.needs(ctx, previous, jobs, target is not None, now, annotations.get(EVALUATE_ANNOTATION))
     job = None
     if need.job is not None:
-        recorded = previous.last_retrain.backend if previous.last_retrain and previous.last_retrain.job_name == need.job else None
-        now_backend = retrain.backend if retrain is not None else "Job"
-        if (recorded or "Job") != now_backend:  # the spec changed backend while it ran: never mistake it for gone
+        now_backend, last = retrain.backend if retrain is not None else "Job", previous.last_retrain
+        recorded = (last.backend or "Job") if last is not None and last.job_name == need.job else now_backend  # else: just adopted
+        if recorded != now_backend:  # the spec changed backend while it ran: never mistake it for gone
             job = JobState(need.job, JobOutcome.FAILED, now, f"no longer followed: spec.actions.retrain now names {now_backend}, "
-                                                               f"not {recorded or 'Job'} (look at it there)")
+                                                               f"not {recorded} (look at it there)")
         else:
             job = await loop.run_in_executor(KUBE_CALLS, _observed_run, retrainer, need.job, namespace, name)
     evaluation = None
@@ -208,11 +220,15 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
             telemetry.record_status_write("DriftPolicy", "written")
         except StaleView:
             # Decided from an outdated view: nothing is announced; the next tick decides again from a
-            # fresh one (a Job already created is found again by its deterministic name).
+            # fresh one (a run already launched is found again: by its name, or listed and adopted).
             telemetry.record_status_write("DriftPolicy", "conflict")
+            if decision.run is not None:
+                _unrecorded.add(uid)
             return API_RETRY_SECONDS
         except ApiException as exc:  # the API failing: the next tick decides again (same Job name)
             telemetry.record_status_write("DriftPolicy", "error")
+            if decision.run is not None:
+                _unrecorded.add(uid)
             logger.warning("%s/%s: status write failed (%s %s); deciding again next tick", namespace, name, exc.status, exc.reason)
             return API_RETRY_SECONDS
     for event in decision.events:
@@ -260,7 +276,7 @@ def _observed_run(retrainer: Retrainer, run_name: str, namespace: str, policy: s
         found = retrainer.observe(run_name)
     except Exception as exc:  # unreachable, refused, an answer that is not what the API promises
         logger.warning("%s/%s: cannot follow %s %s: %s", namespace, policy, retrainer.noun, run_name, describe_error(exc))
-        return JobState(run_name, JobOutcome.RUNNING)
+        return JobState(run_name, JobOutcome.RUNNING, message=f"its backend cannot say now: {describe_error(exc)}")
     if found is None or found.outcome is not JobOutcome.SUCCEEDED:
         return found
     try:  # what it produced: a candidate, or why not

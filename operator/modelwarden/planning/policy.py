@@ -20,7 +20,7 @@ from modelwarden.planning.budget import spent
 from modelwarden.contract.kubernetes import RETRAIN_ANNOTATION
 from modelwarden.planning.notification import AlertContext, Notification, build_notification
 from modelwarden.planning.retraining import (JobOutcome, JobState, RetrainRequest, RetrainTarget, Trigger, note_unreadable,
-                                             record_result, retrain_job_name, run_noun)
+                                             note_unobservable, record_result, retrain_job_name, run_noun)
 from modelwarden.planning.types import Event
 from modelwarden.planning.winner import next_winner
 
@@ -236,7 +236,7 @@ def target_missing(ctx: PolicyContext, previous: DriftPolicyStatus, now: datetim
     return step
 
 
-def adopt_unrecorded_job(previous: DriftPolicyStatus, jobs: list[JobState]) -> DriftPolicyStatus:
+def adopt_unrecorded_job(previous: DriftPolicyStatus, jobs: list[JobState], backend: str | None = None) -> DriftPolicyStatus:
     """The newest breach or manual retraining Job of this policy that status does not record (it
     was created, but the status write recording it was refused or lost): status catches up with
     the cluster, so cooldown and one-Job-at-a-time hold and no second Job is launched for it."""
@@ -247,7 +247,8 @@ def adopt_unrecorded_job(previous: DriftPolicyStatus, jobs: list[JobState]) -> D
         return previous
     newest = max(candidates, key=lambda j: j.started_at)  # type: ignore[arg-type, return-value]
     status = previous.model_copy(deep=True)
-    status.last_retrain = RetrainStatus(job_name=newest.name, started_at=newest.started_at, trigger=newest.trigger.title(), **newest.told)
+    status.last_retrain = RetrainStatus(job_name=newest.name, started_at=newest.started_at, trigger=newest.trigger.title(),
+                                        backend=None if backend == "Job" else backend, **newest.told)
     return status
 
 
@@ -260,6 +261,7 @@ def follow_job(previous: DriftPolicyStatus, job: JobState | None, now: datetime.
         return step
     if job is None:
         job = JobState(retrain.job_name, JobOutcome.FAILED, now, f"the {run_noun(retrain.backend)} no longer exists")
+    note_unobservable(retrain, job, step.events)
     unreadable = job.result.unavailable if job.result is not None else None
     if unreadable:  # read again next tick
         note_unreadable(retrain, unreadable, step.events)

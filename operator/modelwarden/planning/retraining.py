@@ -76,8 +76,13 @@ def _told(job: dict[str, Any]) -> dict[str, Any]:
     """The lineage the Job was told (its pod template's context annotation), as RetrainStatus fields:
     a status that lost the write recording the Job gets them back when it adopts it."""
     template = ((job.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    return told_from_context((template.get("annotations") or {}).get(CONTEXT_ANNOTATION) or "{}")
+
+
+def told_from_context(document: str | dict[str, Any]) -> dict[str, Any]:
+    """RetrainStatus lineage fields from a run's context (the JSON document, or it parsed)."""
     try:
-        context = json.loads((template.get("annotations") or {}).get(CONTEXT_ANNOTATION) or "{}")
+        context = json.loads(document) if isinstance(document, str) else document
         checks = context.get("MODELWARDEN_FAILING_CHECKS")
         told = {"breach_id": str(context.get("MODELWARDEN_BREACH_ID") or "")[:300] or None,
                 "parent_version": str(context.get("MODELWARDEN_STABLE_VERSION") or "")[:128] or None,
@@ -164,3 +169,12 @@ def note_unreadable(retrain: RetrainStatus, why: str, events: list[Event]) -> No
     if retrain.result_error != message:
         retrain.result_error = message
         events.append(Event("Warning", "RetrainResultUnavailable", f"{noun} {retrain.job_name}: {message}"))
+
+
+def note_unobservable(retrain: RetrainStatus, job: JobState, events: list[Event]) -> None:
+    """A running run its backend could not report on (JobState.message while Running) sets
+    followError, with one Event when it starts; an answer clears it."""
+    why = job.message[:1024] if job.outcome == JobOutcome.RUNNING and job.message else None
+    if why and retrain.follow_error is None:
+        events.append(Event("Warning", "RetrainUnobservable", f"{run_noun(retrain.backend)} {retrain.job_name}: {why}"))
+    retrain.follow_error = why

@@ -8,7 +8,10 @@ from typing import Any
 
 from modelwarden.api.duration import parse_timestamp
 from modelwarden.contract.kubernetes import TRIGGER_LABEL
-from modelwarden.planning.retraining import JobOutcome, JobState
+import json
+
+from modelwarden.contract.retraining import CONTEXT_ANNOTATION
+from modelwarden.planning.retraining import JobOutcome, JobState, told_from_context
 
 ARGO_FAILED = {"Failed", "Error"}
 AIRFLOW_FAILED = {"failed"}
@@ -27,7 +30,8 @@ def workflow_state(name: str, workflow: dict[str, Any]) -> JobState:
     phase yet) is Running."""
     meta, status = workflow.get("metadata") or {}, workflow.get("status") or {}
     phase = status.get("phase") or ""
-    seen = {"started_at": _timestamp(meta.get("creationTimestamp")), "trigger": (meta.get("labels") or {}).get(TRIGGER_LABEL, "")}
+    seen = {"started_at": _timestamp(meta.get("creationTimestamp")), "trigger": (meta.get("labels") or {}).get(TRIGGER_LABEL, ""),
+            "told": told_from_context((meta.get("annotations") or {}).get(CONTEXT_ANNOTATION) or "{}")}
     if phase == "Succeeded":
         return JobState(name, JobOutcome.SUCCEEDED, _timestamp(status.get("finishedAt")), **seen)
     if phase in ARGO_FAILED:
@@ -51,24 +55,33 @@ def workflow_result_parameter(workflow: dict[str, Any], parameter: str) -> str:
 def airflow_state(name: str, dag_run: dict[str, Any]) -> JobState:
     """An Airflow DAG run: success and failed finish it; queued and running (and any other) do not."""
     state = str(dag_run.get("state") or "")
-    started = _timestamp(dag_run.get("run_after")) or _timestamp(dag_run.get("queued_at"))
+    conf = dag_run.get("conf") if isinstance(dag_run.get("conf"), dict) else {}
+    seen = {"started_at": _timestamp(dag_run.get("run_after")) or _timestamp(dag_run.get("queued_at")),
+            "trigger": str(conf.get("MODELWARDEN_TRIGGER") or "").lower(), "told": told_from_context(conf)}
     if state == "success":
-        return JobState(name, JobOutcome.SUCCEEDED, _timestamp(dag_run.get("end_date")), started_at=started)
+        return JobState(name, JobOutcome.SUCCEEDED, _timestamp(dag_run.get("end_date")), **seen)
     if state in AIRFLOW_FAILED:
-        return JobState(name, JobOutcome.FAILED, _timestamp(dag_run.get("end_date")), f"DAG run {state}", started_at=started)
-    return JobState(name, JobOutcome.RUNNING, started_at=started)
+        return JobState(name, JobOutcome.FAILED, _timestamp(dag_run.get("end_date")), f"DAG run {state}", **seen)
+    return JobState(name, JobOutcome.RUNNING, **seen)
 
 
-def kubeflow_state(name: str, run: dict[str, Any]) -> JobState:
+def kubeflow_state(name: str, run: dict[str, Any], context_parameter: str = "") -> JobState:
     """A Kubeflow Pipelines run: SUCCEEDED, or FAILED/CANCELED/SKIPPED, finish it; PENDING, RUNNING,
     PAUSED, CANCELING and any other state do not. A failure's reason is in its state history."""
     state = str(run.get("state") or "")
-    started = _timestamp(run.get("created_at"))
+    parameters = ((run.get("runtime_config") or {}).get("parameters") or {}) if isinstance(run.get("runtime_config"), dict) else {}
+    try:
+        context = json.loads(parameters.get(context_parameter) or "{}") if context_parameter else {}
+    except (TypeError, ValueError):
+        context = {}
+    context = context if isinstance(context, dict) else {}
+    seen = {"started_at": _timestamp(run.get("created_at")), "trigger": str(context.get("MODELWARDEN_TRIGGER") or "").lower(),
+            "told": told_from_context(context)}
     if state == "SUCCEEDED":
-        return JobState(name, JobOutcome.SUCCEEDED, _timestamp(run.get("finished_at")), started_at=started)
+        return JobState(name, JobOutcome.SUCCEEDED, _timestamp(run.get("finished_at")), **seen)
     if state in KUBEFLOW_FAILED:
         history = [h for h in run.get("state_history") or [] if isinstance(h, dict) and isinstance(h.get("error"), dict)]
         error = history[-1]["error"] if history else run.get("error") if isinstance(run.get("error"), dict) else {}
         message = f"run {state.lower()}" + (f": {error['message']}" if error.get("message") else "")
-        return JobState(name, JobOutcome.FAILED, _timestamp(run.get("finished_at")), message[:1024], started_at=started)
-    return JobState(name, JobOutcome.RUNNING, started_at=started)
+        return JobState(name, JobOutcome.FAILED, _timestamp(run.get("finished_at")), message[:1024], **seen)
+    return JobState(name, JobOutcome.RUNNING, **seen)

@@ -74,7 +74,7 @@ class Tick:
 
 def needs(ctx: PolicyContext, previous: DriftPolicyStatus, jobs: Sequence[JobState], target_found: bool,
           now: datetime.datetime, evaluate_token: str | None = None) -> Needs:
-    status = policy.adopt_unrecorded_job(previous, list(jobs))
+    status = policy.adopt_unrecorded_job(previous, list(jobs), _backend(ctx))
     running = status.last_retrain.job_name if status.last_retrain and status.last_retrain.outcome == JobOutcome.RUNNING else None
     if ctx.spec.suspend or not target_found:
         return Needs(job=running, evaluation=None)
@@ -86,7 +86,7 @@ def needs(ctx: PolicyContext, previous: DriftPolicyStatus, jobs: Sequence[JobSta
 
 def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observations, now: datetime.datetime) -> Tick:
     """Follow the running Job, judge the evaluation if one ran, take a manual trigger: one decision."""
-    followed = policy.follow_job(policy.adopt_unrecorded_job(previous, list(seen.jobs)), seen.job, now)
+    followed = policy.follow_job(policy.adopt_unrecorded_job(previous, list(seen.jobs), _backend(ctx)), seen.job, now)
     finished = followed.status.last_retrain.outcome if followed.events and followed.status.last_retrain else None
     step = None
     if ctx.spec.suspend:
@@ -134,6 +134,10 @@ def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observati
         rollback_requested=any(e.reason == "RollbackRequested" for e in events), unlaunched=unlaunched,
         next_at=None if ctx.spec.suspend or not seen.target_found else policy.next_evaluation(ctx, status, now),
     )
+
+
+def _backend(ctx: PolicyContext) -> str | None:
+    return ctx.spec.actions.retrain.backend if ctx.spec.actions.retrain is not None else None
 
 
 def _record_lag(ctx: PolicyContext, before: DriftPolicyStatus, after: DriftPolicyStatus, ran_at: datetime.datetime) -> None:

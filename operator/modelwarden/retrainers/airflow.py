@@ -30,6 +30,7 @@ class AirflowRetrainer:
         self.poll_seconds = airflow.poll_interval.total_seconds()
         self.base = airflow.url.rstrip("/")
         self.timeout = airflow.timeout.total_seconds()
+        self.prefix = external_run_name(namespace, "")
 
     def _runs(self) -> str:
         return f"{self.base}/api/v2/dags/{quote(self.airflow.dag_id, safe='')}/dagRuns"
@@ -77,6 +78,19 @@ class AirflowRetrainer:
             return  # this run exists already: launched before a restart or a lost status write
         if response.status_code not in (200, 201):
             raise RuntimeError(f"Airflow refused to trigger DAG {self.airflow.dag_id}: {reason(response)}")
+
+    def runs(self, policy: str) -> tuple[JobState, ...]:
+        """The DAG's runs whose id starts with this policy's prefix (Airflow matches a substring; the
+        prefix is checked here)."""
+        prefix = external_run_name(self.namespace, f"{policy}-retrain-")
+        response = self._request("GET", self._runs(), f"list runs of DAG {self.airflow.dag_id}",
+                                 params={"run_id_pattern": prefix, "limit": 100, "order_by": "-run_after"})
+        if response.status_code != 200:
+            raise BackendUnavailable(f"cannot list runs of DAG {self.airflow.dag_id}: {reason(response)}")
+        listed = json_body(response, f"list runs of DAG {self.airflow.dag_id}")
+        found = (listed.get("dag_runs") if isinstance(listed, dict) else None) or []
+        return tuple(airflow_state(run["dag_run_id"][len(self.prefix):], run) for run in found
+                     if isinstance(run, dict) and str(run.get("dag_run_id") or "").startswith(prefix))
 
     def observe(self, name: str) -> JobState | None:
         run_id = external_run_name(self.namespace, name)

@@ -8,6 +8,7 @@ import dataclasses
 
 from modelwarden.api.retrainers import ArgoWorkflowRetrain
 from modelwarden.builders.retrainruns import ARGO_API_VERSION, argo_workflow
+from modelwarden.contract.kubernetes import MANAGED_BY, POLICY_LABEL
 from modelwarden.contract.retraining import InvalidResult, parse_termination_message
 from modelwarden.kube.api import KubeApi, RouteApiUnavailable, describe_error
 from modelwarden.planning.retraining import JobResult, JobState, RetrainRun
@@ -16,6 +17,7 @@ from modelwarden.retrainers.base import BackendUnavailable, ResultSource
 from modelwarden.retrainers.results import tagged_model_version
 
 RESULT_PARAMETER = "modelwarden-result"
+MANAGED_BY_SELECTOR = ",".join(f"{key}={value}" for key, value in MANAGED_BY.items())
 
 
 class ArgoRetrainer:
@@ -36,6 +38,14 @@ class ArgoRetrainer:
             return self.kube.get(ARGO_API_VERSION, "Workflow", self.namespace, name)
         except Exception as exc:
             raise BackendUnavailable(f"cannot read Workflow {name}: {describe_error(exc)}") from exc
+
+    def runs(self, policy: str) -> tuple[JobState, ...]:
+        selector = f"{POLICY_LABEL}={policy},{MANAGED_BY_SELECTOR}"
+        try:
+            found = self.kube.list(ARGO_API_VERSION, "Workflow", self.namespace, selector)
+        except Exception as exc:
+            raise BackendUnavailable(f"cannot list Workflows: {describe_error(exc)}") from exc
+        return tuple(workflow_state(w["metadata"]["name"], w) for w in found)
 
     def observe(self, name: str) -> JobState | None:
         workflow = self._get(name)

@@ -37,6 +37,11 @@ class Retrainer(Protocol):
         """Start the run named run.name; one of that name that exists already counts as launched.
         Raises with a reason when the backend refuses it or cannot be reached."""
 
+    def runs(self, policy: str) -> tuple[JobState, ...]:
+        """The policy's runs its backend knows of (by their deterministic names), so a run launched
+        while the status write recording it was lost is adopted, never launched twice. Raises
+        BackendUnavailable when the backend cannot say."""
+
     def observe(self, name: str) -> JobState | None:
         """The run as its backend reports it now; None when it does not exist. Raises
         BackendUnavailable when the backend cannot say."""

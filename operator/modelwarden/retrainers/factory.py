@@ -43,6 +43,9 @@ class Refused:
     def launch(self, run) -> None:
         raise RuntimeError(self.why)
 
+    def runs(self, policy: str):
+        raise BackendUnavailable(self.why)
+
     def observe(self, name: str):
         raise BackendUnavailable(self.why)
 

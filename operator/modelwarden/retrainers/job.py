@@ -26,6 +26,9 @@ class JobRetrainer:
             raise RuntimeError("spec.actions.retrain.jobTemplate is not set")
         self.kube.create(retrain_job(run.owner, self.template, run.name, run.trigger, run.context))  # 409: it exists, read back
 
+    def runs(self, policy: str) -> tuple[JobState, ...]:
+        return self.indexed  # the Job watch's index: free
+
     def observe(self, name: str) -> JobState | None:
         """From the index; by name only when the index has not seen it (yet)."""
         found = next((job for job in self.indexed if job.name == name), None)

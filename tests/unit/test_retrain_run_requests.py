@@ -129,3 +129,38 @@ def test_a_retrain_spec_names_exactly_one_backend():
                       "contextParameter")]:
         with pytest.raises(ValidationError, match=why):
             RetrainSpec.model_validate(bad)
+
+
+def test_a_run_its_backend_cannot_report_on_stays_running_and_says_why_once():
+    from modelwarden.api.driftpolicy import DriftPolicyStatus, RetrainStatus
+    from modelwarden.planning import policy
+    from modelwarden.planning.retraining import JobState
+
+    started = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    running = DriftPolicyStatus(last_retrain=RetrainStatus(job_name="drift-retrain-1", started_at=started, trigger="Breach", backend="Airflow"))
+    blind = JobState("drift-retrain-1", JobOutcome.RUNNING, message="its backend cannot say now: HTTP 503")
+    first = policy.follow_job(running, blind, started)
+    assert first.status.last_retrain.outcome == "Running" and first.status.last_retrain.follow_error.endswith("HTTP 503")
+    assert [(e.reason, e.message) for e in first.events] == [
+        ("RetrainUnobservable", "Airflow DAG run drift-retrain-1: its backend cannot say now: HTTP 503")]
+    again = policy.follow_job(first.status, blind, started)
+    assert again.events == [] and again.status.last_retrain.follow_error is not None  # said once
+    seen = policy.follow_job(again.status, JobState("drift-retrain-1", JobOutcome.RUNNING), started)
+    assert seen.status.last_retrain.follow_error is None and seen.events == []
+
+
+def test_runs_listed_from_a_backend_are_adopted_with_their_backend_and_lineage():
+    from modelwarden.api.driftpolicy import DriftPolicyStatus
+    from modelwarden.planning import policy
+
+    conf = {**json.loads(CONTEXT.document()), "MODELWARDEN_TRIGGER": "Breach"}
+    listed = airflow_state("drift-retrain-1a2b3c4d", {"state": "running", "run_after": "2026-01-01T01:00:00Z", "conf": conf})
+    assert listed.trigger == "breach" and listed.told["breach_id"] == "ml/drift-retrain-1a2b3c4d"
+    adopted = policy.adopt_unrecorded_job(DriftPolicyStatus(), [listed], "Airflow").last_retrain
+    assert (adopted.job_name, adopted.backend, adopted.trigger, adopted.checks) == ("drift-retrain-1a2b3c4d", "Airflow", "Breach", ["psi/amount"])
+    parameters = {"modelwarden_context": json.dumps(conf)}
+    run = kubeflow_state("drift-retrain-1a2b3c4d", {"state": "PENDING", "created_at": "2026-01-01T01:00:00Z",
+                                                    "runtime_config": {"parameters": parameters}}, "modelwarden_context")
+    assert run.trigger == "breach" and run.told["parent_version"] == "3"
+    assert kubeflow_state("x", {"state": "PENDING", "runtime_config": {"parameters": {"modelwarden_context": "not json"}}},
+                          "modelwarden_context").told == {}

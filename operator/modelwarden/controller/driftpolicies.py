@@ -73,6 +73,8 @@ API_RETRY_SECONDS = 1.0  # a failed tick (e.g. the API answering 500) is retried
 # writes or notifications.
 EVALUATIONS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="policy-eval")
 KUBE_CALLS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policy-kube")
+# Retraining backends (Airflow, Kubeflow: up to 60s a request) never hold up status writes.
+RETRAIN_CALLS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policy-retrain")
 NOTIFICATIONS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policy-notify")
 _background: set[asyncio.Task[None]] = set()  # keeps notification tasks referenced until done
 # Runs outside batch/v1 have no watch: a policy's runs are listed from its backend on its first tick
@@ -165,7 +167,7 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     # Gather.
     if retrain is not None and retrain.job_template is None and (uid not in _listed or uid in _unrecorded):
         try:
-            jobs = await loop.run_in_executor(KUBE_CALLS, retrainer.runs, name)
+            jobs = await loop.run_in_executor(RETRAIN_CALLS, retrainer.runs, name)
             _listed.add(uid)
             _unrecorded.discard(uid)
         except Exception as exc:  # asked again next tick; evaluations go on
@@ -180,7 +182,7 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
             job = JobState(need.job, JobOutcome.FAILED, now, f"no longer followed: spec.actions.retrain now names {now_backend}, "
                                                                f"not {recorded} (look at it there)")
         else:
-            job = await loop.run_in_executor(KUBE_CALLS, _observed_run, retrainer, need.job, namespace, name)
+            job = await loop.run_in_executor(RETRAIN_CALLS, _observed_run, retrainer, need.job, namespace, name)
     evaluation = None
     if need.evaluation is not None:
         assert target is not None
@@ -205,10 +207,11 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     if decision.cronjob is not None or decision.delete_cronjob is not None:
         await loop.run_in_executor(KUBE_CALLS, _sync_cronjob, memo.kube, namespace, decision, indexed_cronjob)
     if decision.run is not None:
-        error = await loop.run_in_executor(KUBE_CALLS, _launch, retrainer, decision.run)
+        error = await loop.run_in_executor(RETRAIN_CALLS, _launch, retrainer, decision.run)
         telemetry.record_action(namespace, name, "retrain", "error" if error else "launched")
         if error:
             decision = decision.launch_failed(error)
+            _unrecorded.add(uid)  # a request that timed out may have launched it after all: list before launching again
 
     # Persist once, conditional on the resourceVersion decided from; announce only what was persisted.
     reference = {"apiVersion": policy.api_version, "kind": policy.kind, "metadata": {"name": name, "namespace": namespace, "uid": uid}}

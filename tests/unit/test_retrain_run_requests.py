@@ -164,3 +164,48 @@ def test_runs_listed_from_a_backend_are_adopted_with_their_backend_and_lineage()
     assert run.trigger == "breach" and run.told["parent_version"] == "3"
     assert kubeflow_state("x", {"state": "PENDING", "runtime_config": {"parameters": {"modelwarden_context": "not json"}}},
                           "modelwarden_context").told == {}
+
+
+def test_a_run_older_than_the_policy_is_never_adopted():
+    from modelwarden.api.driftpolicy import DriftPolicyStatus
+    from modelwarden.planning.retraining import adopt_unrecorded_job
+
+    created = datetime.datetime(2026, 2, 1, tzinfo=datetime.timezone.utc)
+    conf = {**json.loads(CONTEXT.document()), "MODELWARDEN_TRIGGER": "Breach"}
+    old = airflow_state("drift-retrain-0ld", {"state": "success", "run_after": "2026-01-01T00:00:00Z", "conf": conf})  # a deleted namesake's
+    new = airflow_state("drift-retrain-n3w", {"state": "running", "run_after": "2026-02-01T00:00:30Z", "conf": conf})
+    assert adopt_unrecorded_job(DriftPolicyStatus(), [old], "Airflow", created).last_retrain is None
+    assert adopt_unrecorded_job(DriftPolicyStatus(), [old, new], "Airflow", created).last_retrain.job_name == "drift-retrain-n3w"
+
+
+def test_an_adopted_manual_run_takes_its_token_and_is_not_launched_again():
+    from modelwarden.api.driftpolicy import DriftPolicyStatus, RetrainStatus
+    from modelwarden.planning import policy
+    from modelwarden.planning.retraining import retrain_job_name
+    from tests.unit.test_policy_decisions import T0, ctx
+
+    context = ctx()
+    adopted = DriftPolicyStatus(last_retrain=RetrainStatus(job_name=retrain_job_name(context.name, "manual:t1"), started_at=T0,
+                                                           trigger="Manual", outcome="Failed", finished_at=T0))
+    step = policy.manual_retrain(context, adopted, "t1", T0)
+    assert step.retrain is None and step.status.retrain_token == "t1"
+    assert policy.manual_retrain(context, adopted, "t2", T0).retrain is not None  # a new token is a new run
+
+
+def test_a_tick_counts_a_run_finished_only_when_it_finished():
+    from modelwarden.api.driftpolicy import DriftPolicyStatus, RetrainStatus
+    from modelwarden.planning import tick
+    from modelwarden.planning.retraining import JobState
+    from tests.unit.test_policy_decisions import T0, ctx
+
+    running = DriftPolicyStatus(last_retrain=RetrainStatus(job_name="r", started_at=T0, trigger="Breach", backend="Kubeflow"))
+    blind = tick.decide_tick(ctx(), running, tick.Observations(target_found=True, job=JobState("r", JobOutcome.RUNNING, message="down")), T0)
+    assert blind.finished is None and [e.reason for e in blind.events] == ["RetrainUnobservable"]
+    done = tick.decide_tick(ctx(), blind.status, tick.Observations(target_found=True, job=JobState("r", JobOutcome.FAILED, T0)), T0)
+    assert done.finished == JobOutcome.FAILED and done.status.last_retrain.follow_error is None
+
+
+def test_a_kubeflow_run_without_a_context_parameter_is_known_by_its_description():
+    kubeflow = KubeflowRetrain.model_validate({"url": "http://k:1", "pipelineId": "p", "pipelineVersionId": "v", "contextParameter": ""})
+    body = kubeflow_run(kubeflow, "modelwarden.ml.drift-retrain-1", "Manual", CONTEXT)
+    assert kubeflow_state("drift-retrain-1", {**body, "state": "RUNNING", "created_at": "2026-01-01T00:00:00Z"}).trigger == "manual"

@@ -40,6 +40,7 @@ from modelwarden.controller import policyloop, telemetry, tracking
 from modelwarden.controller.config import OperatorConfig
 from modelwarden.controller.memo import Memo
 from modelwarden.controller.resolution import mlflow_registry
+from modelwarden.controller.runledger import LEDGER
 from modelwarden.controller.status import status_changes
 from modelwarden.contract.kubernetes import (
     DRIFTPOLICIES,
@@ -77,11 +78,6 @@ KUBE_CALLS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policy-kube")
 RETRAIN_CALLS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policy-retrain")
 NOTIFICATIONS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="policy-notify")
 _background: set[asyncio.Task[None]] = set()  # keeps notification tasks referenced until done
-# Runs outside batch/v1 have no watch: a policy's runs are listed from its backend on its first tick
-# in this process (a crash between launch and status write) and after a launch whose status write
-# failed, so such a run is adopted, never launched twice (the Job watch's index does this for Jobs).
-_listed: set[str] = set()  # policy uids whose backend was listed since the operator started
-_unrecorded: set[str] = set()  # policy uids with a launched run that status may not record
 logger = logging.getLogger(__name__)
 
 
@@ -165,13 +161,19 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
     indexed_cronjob = next(iter(retrain_cronjobs.get((namespace, name), [])), None)
 
     # Gather.
-    if retrain is not None and retrain.job_template is None and (uid not in _listed or uid in _unrecorded):
-        try:
-            jobs = await loop.run_in_executor(RETRAIN_CALLS, retrainer.runs, name)
-            _listed.add(uid)
-            _unrecorded.discard(uid)
-        except Exception as exc:  # asked again next tick; evaluations go on
-            logger.warning("%s/%s: cannot list this policy's %ss: %s", namespace, name, retrainer.noun, describe_error(exc))
+    external = retrain is not None and retrain.job_template is None
+    unlisted = None  # why this tick may not launch: the policy's runs could not be listed (controller/runledger.py)
+    if external and LEDGER.must_list(uid):
+        unlisted = f"its {retrainer.noun}s are not listed yet (a failed listing is asked again after pollInterval)"
+        if LEDGER.may_list_now(uid):
+            try:
+                jobs = await loop.run_in_executor(RETRAIN_CALLS, retrainer.runs, name)
+                LEDGER.listed(uid)
+                unlisted = None
+            except Exception as exc:  # evaluations go on; nothing is launched until a listing succeeds
+                LEDGER.listing_failed(uid, retrainer.poll_seconds or memo.config.policy_tick)
+                unlisted = f"cannot list its {retrainer.noun}s to be sure none runs already: {describe_error(exc)}"
+                logger.warning("%s/%s: %s", namespace, name, unlisted)
     annotations = meta.get("annotations") or {}
     need = tick.needs(ctx, previous, jobs, target is not None, now, annotations.get(EVALUATE_ANNOTATION))
     job = None
@@ -206,12 +208,14 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
         telemetry.record_action(namespace, name, "rollback", "requested")
     if decision.cronjob is not None or decision.delete_cronjob is not None:
         await loop.run_in_executor(KUBE_CALLS, _sync_cronjob, memo.kube, namespace, decision, indexed_cronjob)
+    launch_error = None
     if decision.run is not None:
-        error = await loop.run_in_executor(RETRAIN_CALLS, _launch, retrainer, decision.run)
-        telemetry.record_action(namespace, name, "retrain", "error" if error else "launched")
-        if error:
-            decision = decision.launch_failed(error)
-            _unrecorded.add(uid)  # a request that timed out may have launched it after all: list before launching again
+        launch_error = unlisted or await loop.run_in_executor(RETRAIN_CALLS, _launch, retrainer, decision.run)
+        telemetry.record_action(namespace, name, "retrain", "error" if launch_error else "launched")
+        if launch_error:
+            decision = decision.launch_failed(launch_error)
+    if external and (decision.run is not None or launch_error or jobs):
+        LEDGER.unrecorded(uid)  # until status holds it (a timed-out launch may have launched after all: listed again)
 
     # Persist once, conditional on the resourceVersion decided from; announce only what was persisted.
     reference = {"apiVersion": policy.api_version, "kind": policy.kind, "metadata": {"name": name, "namespace": namespace, "uid": uid}}
@@ -225,15 +229,13 @@ async def tick_policy(memo: Memo, key: tuple[str, str]) -> float | None:
             # Decided from an outdated view: nothing is announced; the next tick decides again from a
             # fresh one (a run already launched is found again: by its name, or listed and adopted).
             telemetry.record_status_write("DriftPolicy", "conflict")
-            if decision.run is not None:
-                _unrecorded.add(uid)
             return API_RETRY_SECONDS
         except ApiException as exc:  # the API failing: the next tick decides again (same Job name)
             telemetry.record_status_write("DriftPolicy", "error")
-            if decision.run is not None:
-                _unrecorded.add(uid)
             logger.warning("%s/%s: status write failed (%s %s); deciding again next tick", namespace, name, exc.status, exc.reason)
             return API_RETRY_SECONDS
+    if not launch_error:
+        LEDGER.recorded(uid)
     for event in decision.events:
         kopf.event(reference, type=event.type, reason=event.reason, message=event.message)
     persisted = decision.status.last_evaluation

@@ -17,6 +17,7 @@ import kopf
 from modelwarden.contract.kubernetes import POLICY_LABEL
 from modelwarden.controller import telemetry
 from modelwarden.controller.config import OperatorConfig
+from modelwarden.controller.runledger import LEDGER
 from modelwarden.controller.scheduler import PolicyScheduler
 
 Key = tuple[str, str]  # (namespace, name)
@@ -69,6 +70,7 @@ async def watch_policy(type: str | None, body: Any, namespace: str, name: str, u
         loop.scheduler.context = contextvars.copy_context()
     key = (namespace, name)
     if type == "DELETED" or not loop.config.owns(uid, labels):
+        LEDGER.forget(uid)
         loop.forget(key)
         loop.scheduler.forget(key)
         if type == "DELETED":

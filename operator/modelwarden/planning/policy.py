@@ -21,6 +21,7 @@ from modelwarden.contract.kubernetes import RETRAIN_ANNOTATION
 from modelwarden.planning.notification import AlertContext, Notification, build_notification
 from modelwarden.planning.retraining import (JobOutcome, JobState, RetrainRequest, RetrainTarget, Trigger, note_unreadable,
                                              note_unobservable, record_result, retrain_job_name, run_noun)
+from modelwarden.planning.retraining import adopt_unrecorded_job  # noqa: F401  (re-exported for the tests)
 from modelwarden.planning.types import Event
 from modelwarden.planning.winner import next_winner
 
@@ -236,22 +237,6 @@ def target_missing(ctx: PolicyContext, previous: DriftPolicyStatus, now: datetim
     return step
 
 
-def adopt_unrecorded_job(previous: DriftPolicyStatus, jobs: list[JobState], backend: str | None = None) -> DriftPolicyStatus:
-    """The newest breach or manual retraining Job of this policy that status does not record (it
-    was created, but the status write recording it was refused or lost): status catches up with
-    the cluster, so cooldown and one-Job-at-a-time hold and no second Job is launched for it."""
-    recorded = previous.last_retrain
-    candidates = [j for j in jobs if j.trigger in ("breach", "manual") and j.started_at is not None
-                  and (recorded is None or (j.name != recorded.job_name and j.started_at > recorded.started_at))]
-    if not candidates:
-        return previous
-    newest = max(candidates, key=lambda j: j.started_at)  # type: ignore[arg-type, return-value]
-    status = previous.model_copy(deep=True)
-    status.last_retrain = RetrainStatus(job_name=newest.name, started_at=newest.started_at, trigger=newest.trigger.title(),
-                                        backend=None if backend == "Job" else backend, **newest.told)
-    return status
-
-
 def follow_job(previous: DriftPolicyStatus, job: JobState | None, now: datetime.datetime) -> Step:
     """Move status.lastRetrain from Running to Succeeded/Failed as the Job finishes (or disappears)."""
     status = previous.model_copy(deep=True)
@@ -282,6 +267,9 @@ def manual_retrain(ctx: PolicyContext, previous: DriftPolicyStatus, token: str |
     status = previous.model_copy(deep=True)
     step = Step(status)
     if not token or token == previous.retrain_token or _running(previous):
+        return step
+    if previous.last_retrain is not None and previous.last_retrain.job_name == retrain_job_name(ctx.name, f"manual:{token}"):
+        status.retrain_token = token  # its run was adopted (the write recording the token was lost): never again
         return step
     if ctx.spec.actions.retrain is None:
         status.retrain_token = token

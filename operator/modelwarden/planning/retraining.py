@@ -11,13 +11,14 @@ from enum import Enum
 from typing import Any
 
 from modelwarden.api.duration import parse_timestamp
-from modelwarden.api.policystatus import RetrainResult, RetrainStatus
+from modelwarden.api.policystatus import DriftPolicyStatus, RetrainResult, RetrainStatus
 from modelwarden.builders.jobs import PolicyOwner, RetrainContext
 from modelwarden.contract.kubernetes import TRIGGER_LABEL
 from modelwarden.contract.retraining import CONTEXT_ANNOTATION, ReportedModel
 from modelwarden.planning.types import Event
 
 
+ADOPTION_CLOCK_SKEW = datetime.timedelta(minutes=1)  # a backend's clock may run behind the API server's
 NOUNS = {"Job": "Job", "ArgoWorkflow": "Workflow", "Airflow": "Airflow DAG run", "Kubeflow": "Kubeflow run"}
 
 
@@ -177,4 +178,23 @@ def note_unobservable(retrain: RetrainStatus, job: JobState, events: list[Event]
     why = job.message[:1024] if job.outcome == JobOutcome.RUNNING and job.message else None
     if why and retrain.follow_error is None:
         events.append(Event("Warning", "RetrainUnobservable", f"{run_noun(retrain.backend)} {retrain.job_name}: {why}"))
-    retrain.follow_error = why
+    retrain.follow_error = (retrain.follow_error or why) if why else None  # the first reason while it lasts: one write
+
+
+def adopt_unrecorded_job(previous: DriftPolicyStatus, jobs: list[JobState], backend: str | None = None,
+                         created: datetime.datetime | None = None) -> DriftPolicyStatus:
+    """The newest breach or manual retraining Job of this policy that status does not record (it
+    was created, but the status write recording it was refused or lost): status catches up with
+    the cluster, so cooldown and one-Job-at-a-time hold and no second Job is launched for it."""
+    recorded = previous.last_retrain
+    since = created - ADOPTION_CLOCK_SKEW if created else None  # an Airflow/KFP run outlives a deleted policy of that name
+    candidates = [j for j in jobs if j.trigger in ("breach", "manual") and j.started_at is not None
+                  and (since is None or j.started_at >= since)
+                  and (recorded is None or (j.name != recorded.job_name and j.started_at > recorded.started_at))]
+    if not candidates:
+        return previous
+    newest = max(candidates, key=lambda j: j.started_at)  # type: ignore[arg-type, return-value]
+    status = previous.model_copy(deep=True)
+    status.last_retrain = RetrainStatus(job_name=newest.name, started_at=newest.started_at, trigger=newest.trigger.title(),
+                                        backend=None if backend == "Job" else backend, **newest.told)
+    return status

@@ -75,7 +75,9 @@ def kubeflow_state(name: str, run: dict[str, Any], context_parameter: str = "") 
     except (TypeError, ValueError):
         context = {}
     context = context if isinstance(context, dict) else {}
-    seen = {"started_at": _timestamp(run.get("created_at")), "trigger": str(context.get("MODELWARDEN_TRIGGER") or "").lower(),
+    described = str(run.get("description") or "").split(" ")  # "modelwarden <trigger> retraining of ...": no context parameter
+    trigger = context.get("MODELWARDEN_TRIGGER") or (described[1] if len(described) > 2 and described[0] == "modelwarden" else "")
+    seen = {"started_at": _timestamp(run.get("created_at")), "trigger": str(trigger).lower(),
             "told": told_from_context(context)}
     if state == "SUCCEEDED":
         return JobState(name, JobOutcome.SUCCEEDED, _timestamp(run.get("finished_at")), **seen)

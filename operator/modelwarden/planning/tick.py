@@ -22,7 +22,7 @@ from modelwarden.contract.retraining import breach_id
 from modelwarden.planning import policy
 from modelwarden.planning.notification import Notification
 from modelwarden.planning.policy import PolicyContext
-from modelwarden.planning.retraining import JobOutcome, JobState, RetrainRequest, RetrainRun, run_noun
+from modelwarden.planning.retraining import JobOutcome, JobState, RetrainRequest, RetrainRun, adopt_unrecorded_job, run_noun
 from modelwarden.planning.types import Event
 
 
@@ -74,7 +74,7 @@ class Tick:
 
 def needs(ctx: PolicyContext, previous: DriftPolicyStatus, jobs: Sequence[JobState], target_found: bool,
           now: datetime.datetime, evaluate_token: str | None = None) -> Needs:
-    status = policy.adopt_unrecorded_job(previous, list(jobs), _backend(ctx))
+    status = adopt_unrecorded_job(previous, list(jobs), _backend(ctx), ctx.created)
     running = status.last_retrain.job_name if status.last_retrain and status.last_retrain.outcome == JobOutcome.RUNNING else None
     if ctx.spec.suspend or not target_found:
         return Needs(job=running, evaluation=None)
@@ -86,8 +86,11 @@ def needs(ctx: PolicyContext, previous: DriftPolicyStatus, jobs: Sequence[JobSta
 
 def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observations, now: datetime.datetime) -> Tick:
     """Follow the running Job, judge the evaluation if one ran, take a manual trigger: one decision."""
-    followed = policy.follow_job(policy.adopt_unrecorded_job(previous, list(seen.jobs), _backend(ctx)), seen.job, now)
-    finished = followed.status.last_retrain.outcome if followed.events and followed.status.last_retrain else None
+    adopted = adopt_unrecorded_job(previous, list(seen.jobs), _backend(ctx), ctx.created)
+    followed = policy.follow_job(adopted, seen.job, now)
+    was_running = adopted.last_retrain is not None and adopted.last_retrain.outcome == JobOutcome.RUNNING
+    outcome = followed.status.last_retrain.outcome if followed.status.last_retrain else None
+    finished = outcome if was_running and outcome != JobOutcome.RUNNING else None
     step = None
     if ctx.spec.suspend:
         step = policy.suspended(ctx, followed.status, now)
@@ -97,6 +100,10 @@ def decide_tick(ctx: PolicyContext, previous: DriftPolicyStatus, seen: Observati
         step = policy.observe(ctx, followed.status, seen.evaluation, now)
         _record_lag(ctx, followed.status, step.status, now)
     events = list(followed.events)
+    if adopted.last_retrain is not None and adopted.last_retrain != previous.last_retrain:
+        run = adopted.last_retrain
+        events.insert(0, Event("Normal", "RetrainAdopted", f"{run_noun(run.backend)} {run.job_name} ({run.trigger}) was launched, but "
+                                                          "the status write recording it was lost: followed from here"))
     status, notification, retrain = followed.status, None, None
     if step is not None:
         status, notification, retrain = step.status, step.notification, step.retrain

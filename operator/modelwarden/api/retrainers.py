@@ -51,9 +51,13 @@ WorkflowSpec = Annotated[
     dict[str, Any],
     AfterValidator(_workflow_spec),
     WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True, "required": ["entrypoint", "templates"],
-                    "properties": {"entrypoint": {"type": "string", "minLength": 1, "description": "The template to run."},
-                                   "templates": {"type": "array", "minItems": 1, "description": "Argo templates.",
-                                                 "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}),
+                    "properties": {"entrypoint": {"type": "string", "minLength": 1, "maxLength": 253, "description": "The template to run."},
+                                   "templates": {"type": "array", "minItems": 1, "maxItems": 200, "description": "Argo templates.",
+                                                 "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                                                           "properties": {"name": {"type": "string", "maxLength": 253,
+                                                                                   "description": "The template's name."}}}}},
+                    "x-kubernetes-validations": [{"rule": "self.templates.exists(t, has(t.name) && t.name == self.entrypoint)",
+                                                  "message": "workflowSpec.entrypoint: no template has this name"}]}),
 ]
 # Parameter values handed to a run as given (strings, numbers, booleans, lists, objects).
 Parameters = Annotated[

@@ -8,6 +8,7 @@ import pytest
 
 from modelwarden.api.driftpolicy import CheckResult, DriftPolicySpec, DriftPolicyStatus, Evaluation, RetrainStatus, Verdict
 from modelwarden.planning import policy as decide
+from modelwarden.planning import retraining
 from modelwarden.planning.notification import AlertContext
 from modelwarden.contract.retraining import ReportedModel
 from modelwarden.planning.retraining import JobOutcome, JobResult, JobState, retrain_job_name
@@ -306,7 +307,7 @@ def test_a_job_whose_record_was_lost_is_adopted_and_no_second_job_follows():
     lost.last_retrain = None
     job = JobState(breached.retrain.job_name, JobOutcome.RUNNING, started_at=T0 + datetime.timedelta(seconds=61), trigger="breach")
     scheduled = JobState("gate-schedule-1", JobOutcome.RUNNING, started_at=T0 + datetime.timedelta(minutes=5), trigger="schedule")
-    adopted = decide.adopt_unrecorded_job(lost, [job, scheduled])
+    adopted = retraining.adopt_unrecorded_job(lost, [job, scheduled])
     assert adopted.last_retrain.job_name == job.name and adopted.last_retrain.trigger == "Breach"
     status = adopted.model_copy(update={"failing_since": None, "consecutive_failures": 0})
     for minute in (10, 11):  # a new streak: another breach identity
@@ -316,9 +317,9 @@ def test_a_job_whose_record_was_lost_is_adopted_and_no_second_job_follows():
         status = step.status
     assert status.consecutive_failures == 2 and status.last_retrain.job_name == job.name
     # Recorded Jobs and older ones are never adopted over the record.
-    assert decide.adopt_unrecorded_job(adopted, [job]) == adopted
+    assert retraining.adopt_unrecorded_job(adopted, [job]) == adopted
     older = JobState("gate-retrain-old", JobOutcome.SUCCEEDED, started_at=T0 - datetime.timedelta(days=1), trigger="breach")
-    assert decide.adopt_unrecorded_job(adopted, [older]).last_retrain.job_name == job.name
+    assert retraining.adopt_unrecorded_job(adopted, [older]).last_retrain.job_name == job.name
 
 
 def test_an_adopted_job_gets_back_the_lineage_it_was_told_and_a_garbled_context_is_ignored():
@@ -332,12 +333,12 @@ def test_an_adopted_job_gets_back_the_lineage_it_was_told_and_a_garbled_context_
     job = {"apiVersion": "batch/v1", "kind": "Job",
            "metadata": {"name": "gate-retrain-1", "creationTimestamp": "2026-01-01T00:01:00Z", "labels": {"modelwarden.io/trigger": "breach"}},
            "spec": {"template": {"metadata": {"annotations": {CONTEXT_ANNOTATION: told.document()}}, "spec": {}}}}
-    adopted = decide.adopt_unrecorded_job(DriftPolicyStatus(), [job_state(job)]).last_retrain
+    adopted = retraining.adopt_unrecorded_job(DriftPolicyStatus(), [job_state(job)]).last_retrain
     assert (adopted.job_name, adopted.breach_id, adopted.checks, adopted.parent_version) == (
         "gate-retrain-1", "ml/gate-retrain-1", ["drift/features"], "3")
     assert (adopted.window_start, adopted.window_end) == (told.window_start, told.window_end)  # the data window it was told
     job["spec"]["template"]["metadata"]["annotations"][CONTEXT_ANNOTATION] = '{"MODELWARDEN_WINDOW_START": "yesterday"}'
-    garbled = decide.adopt_unrecorded_job(DriftPolicyStatus(), [job_state(job)]).last_retrain
+    garbled = retraining.adopt_unrecorded_job(DriftPolicyStatus(), [job_state(job)]).last_retrain
     assert garbled.job_name == "gate-retrain-1" and garbled.breach_id is None and garbled.checks == []
 
 

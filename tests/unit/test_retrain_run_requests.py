@@ -151,12 +151,12 @@ def test_a_run_its_backend_cannot_report_on_stays_running_and_says_why_once():
 
 def test_runs_listed_from_a_backend_are_adopted_with_their_backend_and_lineage():
     from modelwarden.api.driftpolicy import DriftPolicyStatus
-    from modelwarden.planning import policy
+    from modelwarden.planning.retraining import adopt_unrecorded_job
 
     conf = {**json.loads(CONTEXT.document()), "MODELWARDEN_TRIGGER": "Breach"}
     listed = airflow_state("drift-retrain-1a2b3c4d", {"state": "running", "run_after": "2026-01-01T01:00:00Z", "conf": conf})
     assert listed.trigger == "breach" and listed.told["breach_id"] == "ml/drift-retrain-1a2b3c4d"
-    adopted = policy.adopt_unrecorded_job(DriftPolicyStatus(), [listed], "Airflow").last_retrain
+    adopted = adopt_unrecorded_job(DriftPolicyStatus(), [listed], "Airflow").last_retrain
     assert (adopted.job_name, adopted.backend, adopted.trigger, adopted.checks) == ("drift-retrain-1a2b3c4d", "Airflow", "Breach", ["psi/amount"])
     parameters = {"modelwarden_context": json.dumps(conf)}
     run = kubeflow_state("drift-retrain-1a2b3c4d", {"state": "PENDING", "created_at": "2026-01-01T01:00:00Z",

@@ -81,7 +81,7 @@ class ArgoWorkflowRetrain(ApiModel):
     model_config = cel_rules(
         ("has(self.workflowTemplateRef) != has(self.workflowSpec)",
          "spec.actions.retrain.argoWorkflow: set exactly one of workflowTemplateRef and workflowSpec", ""),
-        (f"self.all(k, k.matches({cel_string(ARGO_PARAMETER_PATTERN)}))".replace("self.all", "!has(self.parameters) || self.parameters.all"),
+        (f"!has(self.parameters) || self.parameters.all(k, k.matches({cel_string(ARGO_PARAMETER_PATTERN)}))",
          "spec.actions.retrain.argoWorkflow.parameters: names are letters, digits, '-' and '_'", ".parameters"),
         *_bounds("spec.actions.retrain.argoWorkflow")[1:])
 

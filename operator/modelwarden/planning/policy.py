@@ -21,7 +21,6 @@ from modelwarden.contract.kubernetes import RETRAIN_ANNOTATION
 from modelwarden.planning.notification import AlertContext, Notification, build_notification
 from modelwarden.planning.retraining import (JobOutcome, JobState, RetrainRequest, RetrainTarget, Trigger, note_unreadable,
                                              note_unobservable, record_result, retrain_job_name, run_noun)
-from modelwarden.planning.retraining import adopt_unrecorded_job  # noqa: F401  (re-exported for the tests)
 from modelwarden.planning.types import Event
 from modelwarden.planning.winner import next_winner
 
